@@ -1,0 +1,79 @@
+import { SwarmError } from "./errors.js";
+
+/** Every setting the product reads from the environment, with its default, in one place. */
+export interface Config {
+  host: string;
+  port: number;
+  dbPath: string;
+  /** How hard SQLite syncs a commit: FULL survives power loss, NORMAL only a process crash. */
+  dbSynchronous: "FULL" | "NORMAL";
+  apiKey: string | undefined;
+  auctionMs: number;
+  heartbeatTimeoutMs: number;
+  retentionDays: number;
+  pruneCron: string;
+  logLevel: string;
+}
+
+export const CONFIG_DEFAULTS = {
+  HOST: "127.0.0.1",
+  PORT: "3000",
+  SWARM_DB: "./data/swarm.db",
+  SWARM_DB_SYNC: "FULL",
+  SWARM_AUCTION_MS: "5000",
+  SWARM_HEARTBEAT_TIMEOUT_MS: "30000",
+  SWARM_RETENTION_DAYS: "30",
+  // 03:17 every night: off the hour, so that many installs do not prune at the same instant.
+  SWARM_PRUNE_CRON: "17 3 * * *",
+  LOG_LEVEL: "info",
+} as const;
+
+type Env = Record<string, string | undefined>;
+
+function read(env: Env, name: keyof typeof CONFIG_DEFAULTS): string {
+  const value = env[name];
+  return value === undefined || value.trim() === "" ? CONFIG_DEFAULTS[name] : value.trim();
+}
+
+function readInteger(env: Env, name: keyof typeof CONFIG_DEFAULTS, min: number, max: number): number {
+  const raw = read(env, name);
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+      { field: name },
+    );
+  }
+  return value;
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+export function loadConfig(env: Env = process.env): Config {
+  const dbSynchronous = read(env, "SWARM_DB_SYNC").toUpperCase();
+  if (dbSynchronous !== "FULL" && dbSynchronous !== "NORMAL") {
+    throw new SwarmError("INVALID_CONFIG", `SWARM_DB_SYNC must be FULL or NORMAL, got ${dbSynchronous}`, {
+      field: "SWARM_DB_SYNC",
+    });
+  }
+  const logLevel = read(env, "LOG_LEVEL").toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new SwarmError("INVALID_CONFIG", `LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}`, {
+      field: "LOG_LEVEL",
+    });
+  }
+  const apiKey = env.SWARM_API_KEY?.trim();
+  return {
+    host: read(env, "HOST"),
+    port: readInteger(env, "PORT", 0, 65535),
+    dbPath: read(env, "SWARM_DB"),
+    dbSynchronous,
+    apiKey: apiKey === "" ? undefined : apiKey,
+    auctionMs: readInteger(env, "SWARM_AUCTION_MS", 100, 3_600_000),
+    heartbeatTimeoutMs: readInteger(env, "SWARM_HEARTBEAT_TIMEOUT_MS", 1000, 86_400_000),
+    retentionDays: readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500),
+    pruneCron: read(env, "SWARM_PRUNE_CRON"),
+    logLevel,
+  };
+}

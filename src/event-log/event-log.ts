@@ -1,0 +1,608 @@
+/**
+ * The event log store: one SQLite connection, its prepared statements, group-committed
+ * appends, transactions that other stores (the coordinator's state tables) share, the queries,
+ * subscriptions fired after commit, and chunked pruning.
+ */
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
+import Database from "better-sqlite3";
+import { SwarmError } from "../errors.js";
+import { getLogger, type Logger } from "../logger.js";
+import { isInMemory, openDatabase, type SqliteDatabase } from "./database.js";
+import { buildListQuery, SQL } from "./queries.js";
+import type {
+  EventData,
+  EventFilter,
+  EventInput,
+  EventListener,
+  EventPage,
+  EventSummary,
+  HourlyCount,
+  PruneReport,
+  StoredEvent,
+  SubscriptionFilter,
+} from "./types.js";
+import {
+  checkTimestamp,
+  EVENT_LIMITS,
+  normalizeFilter,
+  prepareEvent,
+  type PreparedEvent,
+} from "./validate.js";
+
+export interface EventLogOptions {
+  /** SQLite file, created with its folder on first use; `:memory:` for a throwaway log. */
+  path: string;
+  /** FULL (default): a returned write survives power loss. NORMAL: it survives a process crash. */
+  synchronous?: "FULL" | "NORMAL";
+  logger?: Logger;
+  /** The clock that stamps events and sets prune cutoffs; tests pass a fake one. */
+  clock?: () => Date;
+  /** Most events committed in one group transaction; more wait for the next turn of the event loop. */
+  maxBatchEvents?: number;
+}
+
+export interface PruneOptions {
+  olderThanDays: number;
+  /** How long one delete transaction may hold the event loop; chunks are resized to fit. */
+  targetChunkMs?: number;
+}
+
+/** Handed to the body of `transaction()`: appends that commit or roll back with everything else. */
+export interface EventLogTransaction {
+  append(input: EventInput): StoredEvent;
+  appendMany(inputs: readonly EventInput[]): StoredEvent[];
+}
+
+/** Retention below a day would let a routine prune erase the evidence of an incident in progress. */
+export const MIN_RETENTION_DAYS = 1;
+
+const DAY_MS = 86_400_000;
+const PRUNE_CHUNK_BOUNDS = { initial: 2000, min: 100, max: 50_000 };
+const VACUUM_STEP_BOUNDS = { initial: 1000, min: 64, max: 100_000 };
+
+interface EventRow {
+  seq: number;
+  id: string;
+  event_type: string;
+  source: string;
+  task_id: string | null;
+  agent_id: string | null;
+  data: string | null;
+  timestamp: string;
+}
+
+interface QueuedWrite {
+  events: PreparedEvent[];
+  resolve: (stored: StoredEvent[]) => void;
+  reject: (error: unknown) => void;
+}
+
+interface Subscription {
+  listener: EventListener;
+  filter: SubscriptionFilter | undefined;
+}
+
+function rowToEvent(row: EventRow): StoredEvent {
+  let data: EventData = {};
+  if (row.data !== null && row.data !== "") {
+    try {
+      const parsed: unknown = JSON.parse(row.data);
+      // A row written by other tools may hold a non-object; readers still get an object.
+      data =
+        parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)
+          ? (parsed as EventData)
+          : { value: parsed as EventData[string] };
+    } catch {
+      data = { raw: row.data };
+    }
+  }
+  return { ...row, data };
+}
+
+function hourOf(timestamp: string): string {
+  return `${timestamp.slice(0, 13)}:00:00.000Z`;
+}
+
+function matches(event: StoredEvent, filter: SubscriptionFilter | undefined): boolean {
+  if (filter === undefined) return true;
+  return (
+    (filter.types === undefined || filter.types.length === 0 || filter.types.includes(event.event_type)) &&
+    (filter.source === undefined || filter.source === event.source) &&
+    (filter.task_id === undefined || filter.task_id === event.task_id) &&
+    (filter.agent_id === undefined || filter.agent_id === event.agent_id)
+  );
+}
+
+/** SQLite failures that are about the storage, not the caller's input, become one typed error. */
+function toStorageError(error: unknown): unknown {
+  if (!(error instanceof Database.SqliteError)) return error;
+  if (error.code === "SQLITE_CONSTRAINT_UNIQUE" && error.message.includes("event_log.id")) {
+    return new SwarmError(
+      "DUPLICATE_EVENT_ID",
+      "an event with this id is already in the log",
+      { field: "id" },
+      { cause: error },
+    );
+  }
+  return new SwarmError(
+    "STORAGE_UNAVAILABLE",
+    `the event log could not be written (${error.code}); nothing from this write was kept`,
+    { sqlite_code: error.code },
+    { cause: error },
+  );
+}
+
+export class EventLog {
+  readonly path: string;
+  /** The shared connection: other stores put their state tables in the same transactions. */
+  readonly db: SqliteDatabase;
+  private readonly logger: Logger;
+  private readonly clock: () => Date;
+  private readonly maxBatchEvents: number;
+  private readonly statements;
+  private readonly listStatements = new Map<string, Database.Statement>();
+  private readonly runInSqliteTransaction: (body: () => unknown) => unknown;
+  private readonly subscriptions = new Set<Subscription>();
+  private readonly transactionHandle: EventLogTransaction;
+
+  /** Events appended inside the open transaction, announced once the outermost one commits. */
+  private uncommitted: StoredEvent[] = [];
+  private uncommittedHourly = new Map<string, number>();
+  private queue: QueuedWrite[] = [];
+  private flushScheduled = false;
+  private pruning: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private committedTransactions = 0;
+  private committedEvents = 0;
+
+  constructor(options: EventLogOptions) {
+    this.path = options.path;
+    this.logger = (options.logger ?? getLogger()).child({ component: "event-log" });
+    this.clock = options.clock ?? (() => new Date());
+    this.maxBatchEvents = options.maxBatchEvents ?? 5000;
+    this.db = openDatabase({ path: options.path, synchronous: options.synchronous ?? "FULL" });
+    const db = this.db;
+    this.statements = {
+      insert: db.prepare(SQL.insert),
+      bumpHourly: db.prepare(SQL.bumpHourly),
+      byId: db.prepare<[string], EventRow>(SQL.byId),
+      taskPage: db.prepare<[string, number, number], EventRow>(SQL.taskPage),
+      agentPage: db.prepare<[string, number, number], EventRow>(SQL.agentPage),
+      recent: db.prepare<[string, number], EventRow>(SQL.recent),
+      summary: db.prepare<[string], { event_type: string; count: number }>(SQL.summary),
+      hourly: db.prepare<[string, string], HourlyCount>(SQL.hourly),
+      pruneChunk: db.prepare<[string, number]>(SQL.pruneChunk),
+      latestSeq: db.prepare<[], { seq: number | null }>(SQL.latestSeq),
+      oldestSeq: db.prepare<[], { seq: number | null }>(SQL.oldestSeq),
+    };
+    this.runInSqliteTransaction = db.transaction((body: () => unknown) => body());
+    this.transactionHandle = {
+      append: (input) => this.insertPrepared(prepareEvent(input, this.clock())),
+      appendMany: (inputs) => {
+        const now = this.clock();
+        const prepared = inputs.map((input, index) => prepareEvent(input, now, `[${index}].`));
+        return prepared.map((event) => this.insertPrepared(event));
+      },
+    };
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Counters since open: how well group commit is batching, and what metrics export. */
+  writeStats(): { transactions: number; events: number; queued: number } {
+    return {
+      transactions: this.committedTransactions,
+      events: this.committedEvents,
+      queued: this.queue.reduce((sum, write) => sum + write.events.length, 0),
+    };
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /**
+   * Append one event. Calls made in the same turn of the event loop share one transaction
+   * (group commit); each promise resolves only after its transaction has committed.
+   */
+  logEvent(input: EventInput): Promise<StoredEvent> {
+    return this.enqueue(() => [prepareEvent(input, this.clock())]).then((stored) => stored[0] as StoredEvent);
+  }
+
+  /** Append several events atomically: all are stored, in order, or none is. */
+  logEvents(inputs: readonly EventInput[]): Promise<StoredEvent[]> {
+    return this.enqueue(() => {
+      if (!Array.isArray(inputs)) {
+        throw new SwarmError("INVALID_EVENT", "events: must be an array", { field: "events" });
+      }
+      const now = this.clock();
+      return inputs.map((input, index) => prepareEvent(input, now, `[${index}].`));
+    });
+  }
+
+  private enqueue(prepare: () => PreparedEvent[]): Promise<StoredEvent[]> {
+    return new Promise((resolve, reject) => {
+      this.assertOpen();
+      const events = prepare();
+      this.queue.push({ events, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flushQueue());
+      }
+    });
+  }
+
+  /** Write what is queued, up to `maxBatchEvents` per transaction, yielding between batches. */
+  private flushQueue(): void {
+    this.flushScheduled = false;
+    if (this.closed) return;
+    let batchEvents = 0;
+    let take = 0;
+    while (
+      take < this.queue.length &&
+      (take === 0 || batchEvents + (this.queue[take]?.events.length ?? 0) <= this.maxBatchEvents)
+    ) {
+      batchEvents += this.queue[take]?.events.length ?? 0;
+      take += 1;
+    }
+    const batch = this.queue.splice(0, take);
+    if (this.queue.length > 0) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushQueue());
+    }
+    this.writeBatch(batch);
+  }
+
+  private writeBatch(batch: QueuedWrite[]): void {
+    if (batch.length === 0) return;
+    let results: StoredEvent[][];
+    try {
+      results = this.transaction(() =>
+        batch.map((write) => write.events.map((event) => this.insertPrepared(event))),
+      );
+    } catch (error) {
+      if (batch.length === 1) {
+        batch[0]?.reject(error);
+        return;
+      }
+      // One caller's bad write (a duplicate id) must not sink the others that shared its batch.
+      for (const write of batch) this.writeBatch([write]);
+      return;
+    }
+    batch.forEach((write, index) => write.resolve(results[index] ?? []));
+  }
+
+  /**
+   * Run `body` in one SQLite transaction together with the events it appends. Nested calls
+   * become savepoints. Subscribers hear of the events only after the outermost commit, and
+   * never of events whose transaction rolled back. The body must be synchronous.
+   */
+  transaction<T>(body: (tx: EventLogTransaction) => T): T {
+    this.assertOpen();
+    const outermost = !this.db.inTransaction;
+    const mark = this.uncommitted.length;
+    const hourlyBefore = outermost ? undefined : new Map(this.uncommittedHourly);
+    let result: T;
+    try {
+      result = this.runInSqliteTransaction(() => {
+        const value = body(this.transactionHandle);
+        if (outermost) this.writeHourlyCounts();
+        return value;
+      }) as T;
+    } catch (error) {
+      this.uncommitted.length = mark;
+      this.uncommittedHourly = hourlyBefore ?? new Map<string, number>();
+      throw toStorageError(error);
+    }
+    if (outermost) {
+      const committed = this.uncommitted;
+      this.uncommitted = [];
+      this.committedTransactions += 1;
+      this.committedEvents += committed.length;
+      this.announce(committed);
+    }
+    return result;
+  }
+
+  private insertPrepared(event: PreparedEvent): StoredEvent {
+    if (!this.db.inTransaction) {
+      throw new Error("append() is only valid inside the body of eventLog.transaction()");
+    }
+    const info = this.statements.insert.run(
+      event.id,
+      event.event_type,
+      event.source,
+      event.task_id,
+      event.agent_id,
+      event.dataJson,
+      event.timestamp,
+    );
+    const stored: StoredEvent = {
+      seq: Number(info.lastInsertRowid),
+      id: event.id,
+      event_type: event.event_type,
+      source: event.source,
+      task_id: event.task_id,
+      agent_id: event.agent_id,
+      data: event.data,
+      timestamp: event.timestamp,
+    };
+    this.uncommitted.push(stored);
+    const key = `${hourOf(event.timestamp)}|${event.event_type}`;
+    this.uncommittedHourly.set(key, (this.uncommittedHourly.get(key) ?? 0) + 1);
+    return stored;
+  }
+
+  /** One upsert per (hour, type) per transaction keeps the rollup nearly free for big batches. */
+  private writeHourlyCounts(): void {
+    for (const [key, count] of this.uncommittedHourly) {
+      const split = key.indexOf("|");
+      this.statements.bumpHourly.run(key.slice(0, split), key.slice(split + 1), count);
+    }
+    this.uncommittedHourly = new Map();
+  }
+
+  // ---------------------------------------------------------------- subscriptions
+
+  /** Hear of every committed event (or those matching `filter`), in seq order. Returns the unsubscribe. */
+  subscribe(listener: EventListener, filter?: SubscriptionFilter): () => void {
+    const subscription: Subscription = { listener, filter };
+    this.subscriptions.add(subscription);
+    return () => {
+      this.subscriptions.delete(subscription);
+    };
+  }
+
+  private announce(events: StoredEvent[]): void {
+    if (events.length === 0 || this.subscriptions.size === 0) return;
+    for (const event of events) {
+      for (const subscription of this.subscriptions) {
+        if (!matches(event, subscription.filter)) continue;
+        try {
+          subscription.listener(event);
+        } catch (error) {
+          // A faulty listener is an operational problem: it must not undo or block a commit.
+          this.logger.error({ err: error, seq: event.seq }, "event listener threw");
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  getEvent(id: string): StoredEvent | null {
+    this.assertOpen();
+    if (typeof id !== "string") return null;
+    const row = this.statements.byId.get(id);
+    return row === undefined ? null : rowToEvent(row);
+  }
+
+  /** A task's whole timeline, oldest first, read in pages underneath so it is never cut short. */
+  getTaskEvents(taskId: string): StoredEvent[] {
+    return this.readAll(this.statements.taskPage, taskId);
+  }
+
+  /** Everything an agent did or had done to it, oldest first. */
+  getAgentEvents(agentId: string): StoredEvent[] {
+    return this.readAll(this.statements.agentPage, agentId);
+  }
+
+  private readAll(page: Database.Statement<[string, number, number], EventRow>, key: string): StoredEvent[] {
+    this.assertOpen();
+    const events: StoredEvent[] = [];
+    let afterSeq = 0;
+    for (;;) {
+      const rows = page.all(key, afterSeq, EVENT_LIMITS.maxPageSize);
+      for (const row of rows) events.push(rowToEvent(row));
+      const last = rows.at(-1);
+      if (last === undefined || rows.length < EVENT_LIMITS.maxPageSize) return events;
+      afterSeq = last.seq;
+    }
+  }
+
+  /** One page of events matching every given filter. */
+  listEvents(filter: EventFilter = {}): EventPage {
+    this.assertOpen();
+    const normalized = normalizeFilter(filter);
+    const query = buildListQuery(normalized);
+    let statement = this.listStatements.get(query.shape);
+    if (statement === undefined) {
+      statement = this.db.prepare(query.sql);
+      this.listStatements.set(query.shape, statement);
+    }
+    const events = (statement.all(...query.params) as EventRow[]).map(rowToEvent);
+    const last = events.at(-1);
+    return {
+      events,
+      next_cursor: events.length === normalized.limit && last !== undefined ? last.seq : null,
+    };
+  }
+
+  /** Events of the last `minutes`, newest first. */
+  getRecentEvents(minutes = 60, limit: number = EVENT_LIMITS.defaultPageSize): StoredEvent[] {
+    this.assertOpen();
+    const since = this.windowStart(minutes);
+    if (!Number.isInteger(limit) || limit < 1 || limit > EVENT_LIMITS.maxPageSize) {
+      throw new SwarmError(
+        "INVALID_FILTER",
+        `limit: must be an integer from 1 to ${EVENT_LIMITS.maxPageSize}`,
+        { field: "limit" },
+      );
+    }
+    return this.statements.recent
+      .all(since, limit)
+      .map(rowToEvent)
+      .sort((a, b) => (a.timestamp === b.timestamp ? b.seq - a.seq : a.timestamp < b.timestamp ? 1 : -1));
+  }
+
+  /** Counts by type over the last `minutes`. */
+  getEventSummary(minutes = 60): EventSummary {
+    this.assertOpen();
+    const since = this.windowStart(minutes);
+    const counts: Record<string, number> = {};
+    let total = 0;
+    for (const { event_type, count } of this.statements.summary.all(since)) {
+      counts[event_type] = count;
+      total += count;
+    }
+    return { minutes, since, total, counts };
+  }
+
+  /** The hourly rollup, which outlives pruning: for charts over months. */
+  getHourlyCounts(range: { since?: string | Date; until?: string | Date } = {}): HourlyCount[] {
+    this.assertOpen();
+    const since =
+      range.since === undefined ? "0000" : hourOf(checkTimestamp("INVALID_FILTER", "since", range.since));
+    const until = range.until === undefined ? "9999" : checkTimestamp("INVALID_FILTER", "until", range.until);
+    return this.statements.hourly.all(since, until);
+  }
+
+  /** The newest seq, or 0 for an empty log: where a live reader starts. */
+  latestSeq(): number {
+    this.assertOpen();
+    return this.statements.latestSeq.get()?.seq ?? 0;
+  }
+
+  /** The oldest seq retention kept, or null for an empty log: a resume from before it has a gap. */
+  oldestSeq(): number | null {
+    this.assertOpen();
+    return this.statements.oldestSeq.get()?.seq ?? null;
+  }
+
+  private windowStart(minutes: number): string {
+    if (typeof minutes !== "number" || !Number.isFinite(minutes) || minutes <= 0) {
+      throw new SwarmError("INVALID_FILTER", "minutes: must be a positive number", { field: "minutes" });
+    }
+    return new Date(this.clock().getTime() - minutes * 60_000).toISOString();
+  }
+
+  // ---------------------------------------------------------------- retention
+
+  /** Delete events older than `olderThanDays`; resolves to how many were deleted. */
+  async pruneEvents(olderThanDays: number): Promise<number> {
+    return (await this.prune({ olderThanDays })).deleted;
+  }
+
+  /**
+   * Delete old events in chunks sized to hold the event loop for about `targetChunkMs` each,
+   * yielding between them, then hand the freed pages back to the file system the same way.
+   * Runs one at a time; a second call waits for the first.
+   */
+  prune(options: PruneOptions): Promise<PruneReport> {
+    const { olderThanDays } = options;
+    if (
+      typeof olderThanDays !== "number" ||
+      !Number.isFinite(olderThanDays) ||
+      olderThanDays < MIN_RETENTION_DAYS
+    ) {
+      return Promise.reject(
+        new SwarmError(
+          "RETENTION_TOO_SHORT",
+          `olderThanDays: must be at least ${MIN_RETENTION_DAYS} day, got ${String(olderThanDays)}`,
+          { field: "olderThanDays" },
+        ),
+      );
+    }
+    const run = this.pruning.then(() => this.runPrune(olderThanDays, options.targetChunkMs ?? 20));
+    this.pruning = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runPrune(olderThanDays: number, targetChunkMs: number): Promise<PruneReport> {
+    this.assertOpen();
+    const started = performance.now();
+    const cutoff = new Date(this.clock().getTime() - olderThanDays * DAY_MS).toISOString();
+    let deleted = 0;
+    let chunks = 0;
+    let longest = 0;
+    let chunkSize = PRUNE_CHUNK_BOUNDS.initial;
+    for (;;) {
+      if (this.closed) break;
+      const chunkStarted = performance.now();
+      let changes: number;
+      try {
+        changes = this.statements.pruneChunk.run(cutoff, chunkSize).changes;
+      } catch (error) {
+        throw toStorageError(error);
+      }
+      const elapsed = performance.now() - chunkStarted;
+      longest = Math.max(longest, elapsed);
+      deleted += changes;
+      chunks += 1;
+      if (changes < chunkSize) break;
+      chunkSize = resize(chunkSize, elapsed, targetChunkMs, PRUNE_CHUNK_BOUNDS);
+      await yieldToEventLoop();
+    }
+    const freed = this.closed ? { pages: 0, longest: 0 } : await this.releaseFreePages(targetChunkMs);
+    const report: PruneReport = {
+      cutoff,
+      deleted,
+      chunks,
+      longest_chunk_ms: Math.round(Math.max(longest, freed.longest) * 100) / 100,
+      freed_pages: freed.pages,
+      duration_ms: Math.round(performance.now() - started),
+    };
+    this.logger.debug(report, "prune finished");
+    return report;
+  }
+
+  /** incremental_vacuum in steps, then a checkpoint, so the file on disk actually shrinks. */
+  private async releaseFreePages(targetMs: number): Promise<{ pages: number; longest: number }> {
+    let pages = 0;
+    let longest = 0;
+    let step = VACUUM_STEP_BOUNDS.initial;
+    for (;;) {
+      if (this.closed) return { pages, longest };
+      const free = this.db.pragma("freelist_count", { simple: true }) as number;
+      if (free === 0) break;
+      const started = performance.now();
+      this.db.pragma(`incremental_vacuum(${Math.min(step, free)})`);
+      const elapsed = performance.now() - started;
+      longest = Math.max(longest, elapsed);
+      pages += Math.min(step, free);
+      step = resize(step, elapsed, targetMs, VACUUM_STEP_BOUNDS);
+      await yieldToEventLoop();
+    }
+    if (!isInMemory(this.path)) {
+      const started = performance.now();
+      this.db.pragma("wal_checkpoint(TRUNCATE)");
+      longest = Math.max(longest, performance.now() - started);
+    }
+    return { pages, longest };
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Write whatever is queued, then close the connection. Later calls fail with EVENT_LOG_CLOSED. */
+  close(): void {
+    if (this.closed) return;
+    while (this.queue.length > 0) this.flushQueue();
+    this.closed = true;
+    this.subscriptions.clear();
+    try {
+      this.db.pragma("optimize");
+    } catch (error) {
+      this.logger.warn({ err: error }, "PRAGMA optimize failed at close");
+    }
+    this.db.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new SwarmError("EVENT_LOG_CLOSED", "the event log is closed");
+  }
+}
+
+function resize(
+  current: number,
+  elapsedMs: number,
+  targetMs: number,
+  bounds: { min: number; max: number },
+): number {
+  // Aim for the target, but never more than double or less than half in one step.
+  const ratio = Math.min(2, Math.max(0.5, targetMs / Math.max(elapsedMs, 0.1)));
+  return Math.round(Math.min(bounds.max, Math.max(bounds.min, current * ratio)));
+}
+
+export function createEventLog(options: EventLogOptions): EventLog {
+  return new EventLog(options);
+}

@@ -1,0 +1,50 @@
+/**
+ * The event types the product itself writes. Users may log their own dotted names too
+ * (`deploy.finished`, `billing.invoice_sent`); readers must cope with types they do not know.
+ */
+export const EventType = {
+  TASK_CREATED: "task.created",
+  TASK_BIDDING: "task.bidding",
+  TASK_ASSIGNED: "task.assigned",
+  TASK_STARTED: "task.started",
+  TASK_COMPLETED: "task.completed",
+  TASK_FAILED: "task.failed",
+  TASK_CANCELLED: "task.cancelled",
+  AGENT_JOINED: "agent.joined",
+  AGENT_LEFT: "agent.left",
+  AGENT_STATUS_CHANGED: "agent.status_changed",
+  BID_SUBMITTED: "bid.submitted",
+  AUCTION_CLOSED: "auction.closed",
+  TOOL_CALLED: "tool.called",
+  TOOL_COMPLETED: "tool.completed",
+  TOOL_FAILED: "tool.failed",
+  SYSTEM_INFO: "system.info",
+  SYSTEM_WARNING: "system.warning",
+  SYSTEM_ERROR: "system.error",
+} as const;
+
+export type KnownEventType = (typeof EventType)[keyof typeof EventType];
+
+/** A known type, or any custom dotted name; `string & {}` keeps editor completion for the known ones. */
+export type EventTypeName = KnownEventType | (string & {});
+
+export const KNOWN_EVENT_TYPES: readonly KnownEventType[] = Object.values(EventType);
+
+const knownSet = new Set<string>(KNOWN_EVENT_TYPES);
+
+/** Lower-case dotted words, at least two of them: `noun.past_verb`, `app.deploy.finished`. */
+export const EVENT_TYPE_PATTERN = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/;
+
+export const MAX_EVENT_TYPE_LENGTH = 100;
+
+export function isKnownEventType(name: string): name is KnownEventType {
+  return knownSet.has(name);
+}
+
+export function isValidEventType(name: unknown): name is EventTypeName {
+  return (
+    typeof name === "string" &&
+    name.length <= MAX_EVENT_TYPE_LENGTH &&
+    (knownSet.has(name) || EVENT_TYPE_PATTERN.test(name))
+  );
+}

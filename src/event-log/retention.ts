@@ -1,0 +1,69 @@
+/**
+ * Scheduled retention: node-cron runs a chunked prune on `SWARM_PRUNE_CRON`, logs what it
+ * removed to pino, and records one `system.info` event so operators see it in the feed.
+ */
+import cron from "node-cron";
+import { SwarmError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { EventLog } from "./event-log.js";
+import { EventType } from "./event-types.js";
+import type { PruneReport } from "./types.js";
+
+export interface RetentionOptions {
+  retentionDays: number;
+  logger: Logger;
+}
+
+export async function runRetention(
+  eventLog: EventLog,
+  { retentionDays, logger }: RetentionOptions,
+): Promise<PruneReport> {
+  const report = await eventLog.prune({ olderThanDays: retentionDays });
+  logger.info({ retention_days: retentionDays, ...report }, "event log pruned");
+  await eventLog.logEvent({
+    event_type: EventType.SYSTEM_INFO,
+    source: "retention",
+    data: { action: "prune", retention_days: retentionDays, ...report },
+  });
+  return report;
+}
+
+export interface RetentionSchedule {
+  /** When the next prune will run. */
+  nextRun(): Date | null;
+  stop(): Promise<void>;
+}
+
+export function scheduleRetention(
+  eventLog: EventLog,
+  options: RetentionOptions & { cron: string; timezone?: string },
+): RetentionSchedule {
+  const check = cron.validateDetailed(options.cron);
+  if (!check.valid) {
+    const reasons = check.errors.map((error) => error.message).join("; ");
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      `SWARM_PRUNE_CRON ${JSON.stringify(options.cron)} is not a cron expression: ${reasons}`,
+      {
+        field: "SWARM_PRUNE_CRON",
+      },
+    );
+  }
+  const task = cron.schedule(
+    options.cron,
+    async () => {
+      try {
+        await runRetention(eventLog, options);
+      } catch (error) {
+        options.logger.error({ err: error }, "scheduled prune failed");
+      }
+    },
+    { name: "event-log-retention", noOverlap: true, timezone: options.timezone, unref: true },
+  );
+  return {
+    nextRun: () => task.getNextRun(),
+    stop: async () => {
+      await task.destroy();
+    },
+  };
+}
