@@ -5,7 +5,11 @@ export interface Config {
   host: string;
   port: number;
   dbPath: string;
-  /** How hard SQLite syncs a commit: FULL survives power loss, NORMAL only a process crash. */
+  /**
+   * How hard SQLite syncs a commit. NORMAL (default): a returned write survives a crash or
+   * kill of the process; power loss may roll back the last few commits. FULL: it also survives
+   * power loss, at about half the rate of one-at-a-time writes.
+   */
   dbSynchronous: "FULL" | "NORMAL";
   apiKey: string | undefined;
   auctionMs: number;
@@ -19,7 +23,7 @@ export const CONFIG_DEFAULTS = {
   HOST: "127.0.0.1",
   PORT: "3000",
   SWARM_DB: "./data/swarm.db",
-  SWARM_DB_SYNC: "FULL",
+  SWARM_DB_SYNC: "NORMAL",
   SWARM_AUCTION_MS: "5000",
   SWARM_HEARTBEAT_TIMEOUT_MS: "30000",
   SWARM_RETENTION_DAYS: "30",

@@ -7,6 +7,7 @@ import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { SwarmError } from "../errors.js";
 import { getLogger, type Logger } from "../logger.js";
+import { BackgroundCheckpointer } from "./checkpointer.js";
 import { isInMemory, openDatabase, type SqliteDatabase } from "./database.js";
 import { buildListQuery, SQL } from "./queries.js";
 import type {
@@ -32,13 +33,18 @@ import {
 export interface EventLogOptions {
   /** SQLite file, created with its folder on first use; `:memory:` for a throwaway log. */
   path: string;
-  /** FULL (default): a returned write survives power loss. NORMAL: it survives a process crash. */
+  /** NORMAL (default): a returned write survives a process crash. FULL: it survives power loss too. */
   synchronous?: "FULL" | "NORMAL";
   logger?: Logger;
   /** The clock that stamps events and sets prune cutoffs; tests pass a fake one. */
   clock?: () => Date;
   /** Most events committed in one group transaction; more wait for the next turn of the event loop. */
   maxBatchEvents?: number;
+  /**
+   * Checkpoint the WAL from a worker thread every this many ms (default 200) instead of inside
+   * commits on the event loop; 0 leaves checkpoints to SQLite. Files only, not `:memory:`.
+   */
+  checkpointIntervalMs?: number;
 }
 
 export interface PruneOptions {
@@ -57,8 +63,8 @@ export interface EventLogTransaction {
 export const MIN_RETENTION_DAYS = 1;
 
 const DAY_MS = 86_400_000;
-const PRUNE_CHUNK_BOUNDS = { initial: 2000, min: 100, max: 50_000 };
-const VACUUM_STEP_BOUNDS = { initial: 1000, min: 64, max: 100_000 };
+const PRUNE_CHUNK_BOUNDS = { initial: 500, min: 50, max: 50_000 };
+const VACUUM_STEP_BOUNDS = { initial: 256, min: 16, max: 100_000 };
 
 interface EventRow {
   seq: number;
@@ -144,6 +150,7 @@ export class EventLog {
   private readonly runInSqliteTransaction: (body: () => unknown) => unknown;
   private readonly subscriptions = new Set<Subscription>();
   private readonly transactionHandle: EventLogTransaction;
+  private readonly checkpointer: BackgroundCheckpointer | undefined;
 
   /** Events appended inside the open transaction, announced once the outermost one commits. */
   private uncommitted: StoredEvent[] = [];
@@ -160,7 +167,7 @@ export class EventLog {
     this.logger = (options.logger ?? getLogger()).child({ component: "event-log" });
     this.clock = options.clock ?? (() => new Date());
     this.maxBatchEvents = options.maxBatchEvents ?? 5000;
-    this.db = openDatabase({ path: options.path, synchronous: options.synchronous ?? "FULL" });
+    this.db = openDatabase({ path: options.path, synchronous: options.synchronous ?? "NORMAL" });
     const db = this.db;
     this.statements = {
       insert: db.prepare(SQL.insert),
@@ -176,6 +183,16 @@ export class EventLog {
       oldestSeq: db.prepare<[], { seq: number | null }>(SQL.oldestSeq),
     };
     this.runInSqliteTransaction = db.transaction((body: () => unknown) => body());
+    const checkpointIntervalMs = options.checkpointIntervalMs ?? 200;
+    if (checkpointIntervalMs > 0 && !isInMemory(options.path)) {
+      // Backstop only: if the worker falls behind, SQLite still checkpoints past ~40 MiB of WAL.
+      db.pragma("wal_autocheckpoint = 10000");
+      this.checkpointer = new BackgroundCheckpointer({
+        path: options.path,
+        intervalMs: checkpointIntervalMs,
+        logger: this.logger,
+      });
+    }
     this.transactionHandle = {
       append: (input) => this.insertPrepared(prepareEvent(input, this.clock())),
       appendMany: (inputs) => {
@@ -503,7 +520,7 @@ export class EventLog {
         ),
       );
     }
-    const run = this.pruning.then(() => this.runPrune(olderThanDays, options.targetChunkMs ?? 20));
+    const run = this.pruning.then(() => this.runPrune(olderThanDays, options.targetChunkMs ?? 15));
     this.pruning = run.catch(() => undefined);
     return run;
   }
@@ -563,10 +580,13 @@ export class EventLog {
       step = resize(step, elapsed, targetMs, VACUUM_STEP_BOUNDS);
       await yieldToEventLoop();
     }
-    if (!isInMemory(this.path)) {
-      const started = performance.now();
-      this.db.pragma("wal_checkpoint(TRUNCATE)");
-      longest = Math.max(longest, performance.now() - started);
+    // The file shrinks when a checkpoint copies the vacuumed pages back. Done on the worker,
+    // it never holds the event loop; a few rounds, since a PASSIVE one stops at busy readers.
+    if (this.checkpointer === undefined && !isInMemory(this.path)) this.db.pragma("wal_checkpoint(PASSIVE)");
+    for (let attempt = 0; attempt < 5 && this.checkpointer !== undefined && !this.closed; attempt += 1) {
+      const result = await this.checkpointer.checkpoint().catch(() => undefined);
+      if (result === undefined || result.checkpointed >= result.log) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
     }
     return { pages, longest };
   }
@@ -579,6 +599,7 @@ export class EventLog {
     while (this.queue.length > 0) this.flushQueue();
     this.closed = true;
     this.subscriptions.clear();
+    this.checkpointer?.stop();
     try {
       this.db.pragma("optimize");
     } catch (error) {
@@ -598,8 +619,9 @@ function resize(
   targetMs: number,
   bounds: { min: number; max: number },
 ): number {
-  // Aim for the target, but never more than double or less than half in one step.
-  const ratio = Math.min(2, Math.max(0.5, targetMs / Math.max(elapsedMs, 0.1)));
+  // Aim for the target, growing by at most half and shrinking by at most half in one step, so
+  // that one slow chunk (a cold cache, a checkpoint) cannot push the next far past the budget.
+  const ratio = Math.min(1.5, Math.max(0.5, targetMs / Math.max(elapsedMs, 0.1)));
   return Math.round(Math.min(bounds.max, Math.max(bounds.min, current * ratio)));
 }
 

@@ -44,7 +44,7 @@ export function createEventLog(options: Partial<EventLogOptions> = {}): EventLog
   return new EventLog({
     ...options,
     path: options.path ?? config?.dbPath ?? ":memory:",
-    synchronous: options.synchronous ?? config?.dbSynchronous ?? "FULL",
+    synchronous: options.synchronous ?? config?.dbSynchronous ?? "NORMAL",
   });
 }
 

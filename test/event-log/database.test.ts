@@ -13,7 +13,9 @@ describe("opening the database", () => {
     expect(existsSync(path)).toBe(true);
     expect(log.db.pragma("journal_mode", { simple: true })).toBe("wal");
     expect(log.db.pragma("auto_vacuum", { simple: true })).toBe(2);
-    expect(log.db.pragma("synchronous", { simple: true })).toBe(2); // FULL
+    expect(log.db.pragma("synchronous", { simple: true })).toBe(1); // NORMAL
+    const durable = openTestLog({ path: join(tempDir(), "full.db"), synchronous: "FULL" });
+    expect(durable.db.pragma("synchronous", { simple: true })).toBe(2);
   });
 
   it("records the schema version and each applied migration", () => {

@@ -1,0 +1,251 @@
+/**
+ * Event log benchmark: the raw SQLite insert limit, logEvent sequential and with 100
+ * concurrent callers, query latency on a 1,000,000-event table, and the longest event-loop
+ * block while pruning a million rows.
+ */
+import { randomUUID } from "node:crypto";
+import { v7 as timeOrderedUuid } from "uuid";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { pino } from "pino";
+import { EventLog } from "../src/event-log/event-log.js";
+import type { EventInput } from "../src/event-log/types.js";
+import { SQL } from "../src/event-log/queries.js";
+import { percentile, round } from "./machine.js";
+
+const logger = pino({ level: "silent" });
+const DAY = 86_400_000;
+
+interface Row {
+  id: string;
+  event_type: string;
+  source: string;
+  task_id: string;
+  agent_id: string;
+  data: string;
+  timestamp: string;
+}
+
+const TYPES = [
+  "bid.submitted",
+  "task.assigned",
+  "task.started",
+  "tool.called",
+  "tool.completed",
+  "task.completed",
+];
+const CALLERS = 100;
+
+/**
+ * Row k of the workload, shared by every write measurement so that all of them write the same
+ * rows: 100 agents, each the source and agent of its own events, each on a task of its own
+ * for about 20 events before moving to the next.
+ */
+function makeRow(k: number, timestamp: string): Row {
+  const agent = k % CALLERS;
+  const round = Math.floor(k / CALLERS);
+  return {
+    id: timeOrderedUuid(),
+    event_type: TYPES[round % TYPES.length] as string,
+    source: `agent-${agent}`,
+    task_id: `task-${agent}-${Math.floor(round / 20)}`,
+    agent_id: `agent-${agent}`,
+    data: JSON.stringify({ bid_sats: (k * 7) % 500 }),
+    timestamp,
+  };
+}
+
+function toInput(row: Row) {
+  return {
+    event_type: row.event_type,
+    source: row.source,
+    task_id: row.task_id,
+    agent_id: row.agent_id,
+    data: JSON.parse(row.data) as Record<string, number>,
+  };
+}
+
+function freshPath(dir: string, name: string): string {
+  return join(dir, `${name}-${randomUUID()}.db`);
+}
+
+function rate(count: number, ms: number): number {
+  return Math.round((count / ms) * 1000);
+}
+
+/** Prepared INSERTs of ready rows in `batch`-row transactions: the ceiling for this schema and disk. */
+function rawLimit(path: string, rows: Row[], synchronous: "FULL" | "NORMAL", batch: number): number {
+  const log = new EventLog({ path, logger, synchronous });
+  const insert = log.db.prepare(SQL.insert);
+  const write = log.db.transaction((chunk: Row[]) => {
+    for (const r of chunk)
+      insert.run(r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data, r.timestamp);
+  });
+  const started = performance.now();
+  for (let i = 0; i < rows.length; i += batch) write(rows.slice(i, i + batch));
+  const elapsed = performance.now() - started;
+  log.close();
+  return rate(rows.length, elapsed);
+}
+
+async function sequential(path: string, rows: Row[], synchronous: "FULL" | "NORMAL"): Promise<number> {
+  const log = new EventLog({ path, logger, synchronous });
+  const inputs = rows.map(toInput);
+  const started = performance.now();
+  for (const input of inputs) await log.logEvent(input);
+  const elapsed = performance.now() - started;
+  log.close();
+  return rate(rows.length, elapsed);
+}
+
+/** Caller c writes rows c, c+100, c+200…: each waits for its own commit before its next write. */
+async function concurrent(path: string, rows: Row[], synchronous: "FULL" | "NORMAL") {
+  const log = new EventLog({ path, logger, synchronous });
+  const inputs = rows.map(toInput);
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: CALLERS }, async (_, caller) => {
+      for (let k = caller; k < inputs.length; k += CALLERS) await log.logEvent(inputs[k] as EventInput);
+    }),
+  );
+  const elapsed = performance.now() - started;
+  const stats = log.writeStats();
+  log.close();
+  return {
+    perSecond: rate(rows.length, elapsed),
+    eventsPerCommit: round(stats.events / stats.transactions, 1),
+  };
+}
+
+/** A million events over the last 30 days, written raw for speed, with the rollup rebuilt after. */
+function populate(path: string, total: number, now: number): void {
+  const log = new EventLog({ path, logger, synchronous: "NORMAL" });
+  const insert = log.db.prepare(SQL.insert);
+  const span = 30 * DAY;
+  const write = log.db.transaction((from: number, to: number) => {
+    for (let i = from; i < to; i += 1) {
+      const r = makeRow(i, new Date(now - span + Math.floor((i / total) * span)).toISOString());
+      insert.run(r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data, r.timestamp);
+    }
+  });
+  for (let i = 0; i < total; i += 10_000) write(i, Math.min(total, i + 10_000));
+  log.db.exec(
+    "INSERT INTO event_counts_hourly (hour, event_type, count) " +
+      "SELECT substr(timestamp, 1, 13) || ':00:00.000Z', event_type, COUNT(*) FROM event_log GROUP BY 1, 2",
+  );
+  log.db.exec("ANALYZE");
+  log.close();
+}
+
+function timeEach(samples: number, run: (i: number) => void): { p50: number; p99: number } {
+  const times: number[] = [];
+  for (let i = 0; i < samples; i += 1) {
+    const started = performance.now();
+    run(i);
+    times.push(performance.now() - started);
+  }
+  times.sort((a, b) => a - b);
+  return { p50: round(percentile(times, 50), 3), p99: round(percentile(times, 99), 3) };
+}
+
+export interface EventLogBenchResult {
+  raw_full: number;
+  raw_normal: number;
+  raw100_full: number;
+  raw100_normal: number;
+  sequential_full: number;
+  sequential_normal: number;
+  concurrent_full: number;
+  concurrent_full_events_per_commit: number;
+  concurrent_normal: number;
+  table_rows: number;
+  task_events: { p50: number; p99: number; events_per_task: number };
+  summary_60: { p50: number; p99: number; rows_in_window: number };
+  summary_24h: { p50: number; p99: number; rows_in_window: number };
+  prune: {
+    deleted: number;
+    seconds: number;
+    longest_chunk_ms: number;
+    max_event_loop_block_ms: number;
+    file_mb_before: number;
+    file_mb_after: number;
+  };
+}
+
+export async function benchEventLog(
+  options: { rows?: number; writes?: number } = {},
+): Promise<EventLogBenchResult> {
+  const totalRows = options.rows ?? 1_000_000;
+  const writes = options.writes ?? 100_000;
+  const dir = mkdtempSync(join(tmpdir(), "swarm-bench-"));
+  try {
+    const now = Date.now();
+    const rows = Array.from({ length: writes }, (_, i) => makeRow(i, new Date(now).toISOString()));
+    const raw_full = rawLimit(freshPath(dir, "raw"), rows, "FULL", 1000);
+    const raw_normal = rawLimit(freshPath(dir, "raw"), rows, "NORMAL", 1000);
+    const raw100_full = rawLimit(freshPath(dir, "raw"), rows, "FULL", CALLERS);
+    const raw100_normal = rawLimit(freshPath(dir, "raw"), rows, "NORMAL", CALLERS);
+    const firstRows = rows.slice(0, 20_000);
+    const sequential_full = await sequential(freshPath(dir, "seq"), firstRows, "FULL");
+    const sequential_normal = await sequential(freshPath(dir, "seq"), firstRows, "NORMAL");
+    const concurrentFull = await concurrent(freshPath(dir, "conc"), rows, "FULL");
+    const concurrentNormal = await concurrent(freshPath(dir, "conc"), rows, "NORMAL");
+
+    const bigPath = freshPath(dir, "big");
+    populate(bigPath, totalRows, now);
+    const { statSync } = await import("node:fs");
+    const log = new EventLog({ path: bigPath, logger, clock: () => new Date(now) });
+    const rounds = Math.floor(totalRows / CALLERS);
+    const taskEvents = timeEach(2000, (i) =>
+      log.getTaskEvents(`task-${(i * 31) % CALLERS}-${Math.floor(((i * 7919) % rounds) / 20)}`),
+    );
+    const summary60 = timeEach(200, () => log.getEventSummary(60));
+    const summary24h = timeEach(50, () => log.getEventSummary(24 * 60));
+    const rowsIn60 = log.getEventSummary(60).total;
+    const rowsIn24h = log.getEventSummary(24 * 60).total;
+    log.close();
+
+    // Prune everything: move the clock past the newest event so all rows fall outside retention.
+    const fileBefore = statSync(bigPath).size;
+    const pruner = new EventLog({ path: bigPath, logger, clock: () => new Date(now + 2 * DAY) });
+    const delay = monitorEventLoopDelay({ resolution: 1 });
+    // A ticker keeps the loop busy-waiting for timers, so a long synchronous block shows as delay.
+    const ticker = setInterval(() => undefined, 1);
+    delay.enable();
+    const started = performance.now();
+    const report = await pruner.prune({ olderThanDays: 1 });
+    const seconds = (performance.now() - started) / 1000;
+    delay.disable();
+    clearInterval(ticker);
+    pruner.close();
+    const fileAfter = statSync(bigPath).size;
+
+    return {
+      raw_full,
+      raw_normal,
+      raw100_full,
+      raw100_normal,
+      sequential_full,
+      sequential_normal,
+      concurrent_full: concurrentFull.perSecond,
+      concurrent_full_events_per_commit: concurrentFull.eventsPerCommit,
+      concurrent_normal: concurrentNormal.perSecond,
+      table_rows: totalRows,
+      task_events: { ...taskEvents, events_per_task: 20 },
+      summary_60: { ...summary60, rows_in_window: rowsIn60 },
+      summary_24h: { ...summary24h, rows_in_window: rowsIn24h },
+      prune: {
+        deleted: report.deleted,
+        seconds: round(seconds, 1),
+        longest_chunk_ms: report.longest_chunk_ms,
+        max_event_loop_block_ms: round(delay.max / 1e6, 1),
+        file_mb_before: round(fileBefore / 2 ** 20, 1),
+        file_mb_after: round(fileAfter / 2 ** 20, 1),
+      },
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * `npm run bench`: runs every benchmark on this machine and prints the figures as Markdown,
+ * also written to bench/last-run.md, for BENCHMARKS.md. Options: --quick (small sizes, to
+ * check the script itself).
+ */
+import { writeFileSync } from "node:fs";
+import { benchEventLog } from "./event-log.bench.js";
+import { describeMachine, round } from "./machine.js";
+
+const quick = process.argv.includes("--quick");
+const lines: string[] = [];
+const say = (line = "") => {
+  lines.push(line);
+  console.log(line);
+};
+
+say(`## Run of ${new Date().toISOString().slice(0, 10)}${quick ? " (quick)" : ""}`);
+say();
+say(`Machine: ${describeMachine()}`);
+say();
+
+const e = await benchEventLog(quick ? { rows: 50_000, writes: 10_000 } : {});
+const ratio = (value: number, raw: number) => `${round(value / raw, 2)}×`;
+const verdict = (ok: boolean) => (ok ? "met" : "**missed**");
+say("### Event log writes (events/s)");
+say();
+say("| measure | synchronous=NORMAL (default) | vs raw | synchronous=FULL | vs raw |");
+say("|---|---:|---:|---:|---:|");
+say(`| raw limit: prepared INSERTs, 1,000-row transactions | ${e.raw_normal} | 1× | ${e.raw_full} | 1× |`);
+say(
+  `| raw INSERTs in 100-row transactions (the most 100 waiting callers can fill) | ${e.raw100_normal} | ${ratio(e.raw100_normal, e.raw_normal)} | ${e.raw100_full} | ${ratio(e.raw100_full, e.raw_full)} |`,
+);
+say(
+  `| \`logEvent\`, one caller awaiting each | ${e.sequential_normal} | ${ratio(e.sequential_normal, e.raw_normal)} | ${e.sequential_full} | ${ratio(e.sequential_full, e.raw_full)} |`,
+);
+say(
+  `| \`logEvent\`, 100 concurrent callers (group commit) | ${e.concurrent_normal} | ${ratio(e.concurrent_normal, e.raw_normal)} | ${e.concurrent_full} | ${ratio(e.concurrent_full, e.raw_full)} |`,
+);
+say(
+  `| group commit vs raw 100-row transactions | | ${ratio(e.concurrent_normal, e.raw100_normal)} | | ${ratio(e.concurrent_full, e.raw100_full)} |`,
+);
+say();
+say(`Group commit averaged ${e.concurrent_full_events_per_commit} events per transaction with 100 callers.`);
+say();
+say(
+  `### Event log reads and retention, on a ${e.table_rows.toLocaleString("en")}-event table (30 days of history)`,
+);
+say();
+say("| measure | p50 ms | p99 ms | target | verdict |");
+say("|---|---:|---:|---|---|");
+say(
+  `| \`getTaskEvents\` (${e.task_events.events_per_task} events per task) | ${e.task_events.p50} | ${e.task_events.p99} | p99 ≤ 2 ms | ${verdict(e.task_events.p99 <= 2)} |`,
+);
+say(
+  `| \`getEventSummary(60)\` (${e.summary_60.rows_in_window} rows in window) | ${e.summary_60.p50} | ${e.summary_60.p99} | ≤ 20 ms | ${verdict(e.summary_60.p99 <= 20)} |`,
+);
+say(
+  `| \`getEventSummary(1440)\` (${e.summary_24h.rows_in_window} rows in window) | ${e.summary_24h.p50} | ${e.summary_24h.p99} | — | — |`,
+);
+say();
+const p = e.prune;
+say(
+  `Prune of ${p.deleted.toLocaleString("en")} rows: ${p.seconds} s; longest single chunk ${p.longest_chunk_ms} ms; ` +
+    `longest event-loop block seen ${p.max_event_loop_block_ms} ms (target ≤ 50 ms: ${verdict(p.max_event_loop_block_ms <= 50)}); ` +
+    `file ${p.file_mb_before} MB → ${p.file_mb_after} MB.`,
+);
+say();
+say(
+  `Targets: group-committed ≥ 0.8× the 1,000-row raw limit: ${verdict(e.concurrent_normal / e.raw_normal >= 0.8)} (NORMAL), ` +
+    `${verdict(e.concurrent_full / e.raw_full >= 0.8)} (FULL); ≥ 0.8× raw at the same transaction size: ` +
+    `${verdict(e.concurrent_normal / e.raw100_normal >= 0.8)} (NORMAL), ${verdict(e.concurrent_full / e.raw100_full >= 0.8)} (FULL); ` +
+    `sequential ≥ 5,000/s: ${verdict(e.sequential_normal >= 5000)} (NORMAL), ${verdict(e.sequential_full >= 5000)} (FULL).`,
+);
+
+writeFileSync(new URL("./last-run.md", import.meta.url), `${lines.join("\n")}\n`);

@@ -1,0 +1,59 @@
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { openTestLog } from "../helpers/event-log.js";
+import { tempDir } from "../helpers/temp-dir.js";
+
+const WRITER = fileURLToPath(new URL("../fixtures/crash-writer.ts", import.meta.url));
+
+/** Run the writer until it has acknowledged at least `atLeast` events, plus a random extra moment, then SIGKILL it. */
+async function runAndKill(dbPath: string, atLeast: number): Promise<string[]> {
+  const child = spawn(process.execPath, ["--import", "tsx", WRITER, dbPath], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const acknowledged: string[] = [];
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  // "close" rather than "exit": it waits for stdout to drain, so every acknowledgement is read.
+  const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
+    child.on("close", (code, signal) => resolve(signal ?? code)),
+  );
+  const lines = createInterface({ input: child.stdout });
+  let killTimer: NodeJS.Timeout | undefined;
+  lines.on("line", (line) => {
+    acknowledged.push(line);
+    if (acknowledged.length >= atLeast && killTimer === undefined) {
+      killTimer = setTimeout(() => child.kill("SIGKILL"), Math.floor(Math.random() * 40));
+    }
+  });
+  const outcome = await exited;
+  if (outcome !== "SIGKILL")
+    throw new Error(`writer exited with ${String(outcome)} before the kill: ${stderr}`);
+  return acknowledged;
+}
+
+describe("crash safety", () => {
+  it("keeps every acknowledged event through repeated SIGKILLs, with an intact database", async () => {
+    const dbPath = join(tempDir(), "crash.db");
+    const acknowledged: string[] = [];
+    for (let round = 0; round < 3; round += 1) {
+      acknowledged.push(...(await runAndKill(dbPath, 300 + round * 200)));
+      const log = openTestLog({ path: dbPath });
+      expect(log.db.pragma("integrity_check", { simple: true })).toBe("ok");
+      const stored = log.db.prepare("SELECT id, seq FROM event_log ORDER BY seq").all() as {
+        id: string;
+        seq: number;
+      }[];
+      const ids = new Set(stored.map((row) => row.id));
+      const missing = acknowledged.filter((id) => !ids.has(id));
+      expect(missing).toEqual([]);
+      expect(ids.size).toBe(stored.length);
+      // No rollback happens in the writer, so surviving rows are gap-free from 1.
+      expect(stored.map((row) => row.seq)).toEqual(stored.map((_, i) => i + 1));
+      log.close();
+    }
+    expect(acknowledged.length).toBeGreaterThanOrEqual(1200);
+  }, 60_000);
+});

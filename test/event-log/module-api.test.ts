@@ -1,0 +1,86 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { tempDir } from "../helpers/temp-dir.js";
+
+afterEach(async () => {
+  const api = await import("../../src/event-log/index.js");
+  api.closeDefaultEventLog();
+  vi.unstubAllEnvs();
+  vi.resetModules();
+});
+
+describe("module-level API", () => {
+  it("opens nothing at import and opens SWARM_DB at the first call", async () => {
+    const path = join(tempDir(), "data", "swarm.db");
+    vi.stubEnv("SWARM_DB", path);
+    vi.stubEnv("LOG_LEVEL", "silent");
+    const api = await import("../../src/event-log/index.js");
+    expect(existsSync(path)).toBe(false);
+    const stored = await api.logEvent({
+      event_type: "task.created",
+      source: "script",
+      task_id: "t-1",
+      data: { n: 1 },
+    });
+    expect(existsSync(path)).toBe(true);
+    expect(api.getEvent(stored.id)).toEqual(stored);
+    expect(api.getTaskEvents("t-1")).toEqual([stored]);
+    expect(api.getDefaultEventLog().path).toBe(path);
+  });
+
+  it("serves the Python-era snake_case names as the very same functions", async () => {
+    vi.stubEnv("SWARM_DB", ":memory:");
+    const api = await import("../../src/event-log/index.js");
+    const pairs = [
+      [api.log_event, api.logEvent],
+      [api.log_events, api.logEvents],
+      [api.get_event, api.getEvent],
+      [api.get_task_events, api.getTaskEvents],
+      [api.get_agent_events, api.getAgentEvents],
+      [api.list_events, api.listEvents],
+      [api.get_recent_events, api.getRecentEvents],
+      [api.get_event_summary, api.getEventSummary],
+      [api.prune_events, api.pruneEvents],
+    ] as const;
+    for (const [snake, camel] of pairs) expect(snake).toBe(camel);
+    await api.log_event({
+      event_type: api.EventType.TASK_ASSIGNED,
+      source: "coordinator",
+      task_id: "t-9",
+      agent_id: "a-1",
+      data: { bid_sats: 42 },
+    });
+    await api.log_event({
+      event_type: api.EventType.BID_SUBMITTED,
+      source: "a-1",
+      task_id: "t-9",
+      agent_id: "a-1",
+      data: { bid_sats: 42 },
+    });
+    expect(api.get_task_events("t-9").map((e) => e.event_type)).toEqual(["task.assigned", "bid.submitted"]);
+    expect(api.get_agent_events("a-1")).toHaveLength(2);
+    expect(api.get_event_summary(60)).toMatchObject({
+      total: 2,
+      counts: { "task.assigned": 1, "bid.submitted": 1 },
+    });
+    expect(api.get_recent_events(5).map((e) => e.event_type)).toEqual(["bid.submitted", "task.assigned"]);
+    expect(api.list_events({ types: "bid.submitted" }).events).toHaveLength(1);
+    await expect(api.prune_events(30)).resolves.toBe(0);
+  });
+
+  it("lets a server share its own instance and reopens after close", async () => {
+    vi.stubEnv("SWARM_DB", ":memory:");
+    const api = await import("../../src/event-log/index.js");
+    const own = api.createEventLog({ path: ":memory:" });
+    api.setDefaultEventLog(own);
+    const heard: string[] = [];
+    own.subscribe((e) => heard.push(e.event_type));
+    await api.logEvent({ event_type: "agent.joined", source: "coordinator" });
+    expect(heard).toEqual(["agent.joined"]);
+    api.closeDefaultEventLog();
+    expect(own.isClosed).toBe(true);
+    expect(api.getDefaultEventLog()).not.toBe(own);
+    expect(api.listEvents().events).toEqual([]);
+  });
+});

@@ -1,0 +1,142 @@
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { runRetention, scheduleRetention } from "../../src/event-log/retention.js";
+import type { EventInput } from "../../src/event-log/types.js";
+import { fakeClock, openTestLog, silentLogger } from "../helpers/event-log.js";
+import { tempDir } from "../helpers/temp-dir.js";
+
+const DAY = 86_400_000;
+
+function eventsAt(
+  count: number,
+  start: number,
+  stepMs: number,
+  extra: Partial<EventInput> = {},
+): EventInput[] {
+  return Array.from({ length: count }, (_, i) => ({
+    event_type: "tool.called",
+    source: "coordinator",
+    task_id: `t-${i % 50}`,
+    timestamp: new Date(start + i * stepMs).toISOString(),
+    ...extra,
+  }));
+}
+
+describe("pruneEvents", () => {
+  it("removes only events older than the cutoff, in several chunks", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    const now = clock.now().getTime();
+    await log.logEvents(eventsAt(7000, now - 60 * DAY, 1000, { data: { old: true } }));
+    await log.logEvents(eventsAt(300, now - 29 * DAY, 60_000, { data: { old: false } }));
+    const report = await log.prune({ olderThanDays: 30 });
+    expect(report).toMatchObject({ deleted: 7000, cutoff: new Date(now - 30 * DAY).toISOString() });
+    expect(report.chunks).toBeGreaterThan(1);
+    const left = log.listEvents({ limit: 1000 }).events;
+    expect(left).toHaveLength(300);
+    expect(left.every((e) => e.data.old === false)).toBe(true);
+    expect(await log.pruneEvents(30)).toBe(0);
+  });
+
+  it("lets other work run between chunks", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(20_000, clock.now().getTime() - 90 * DAY, 100));
+    let turns = 0;
+    const ticker = setInterval(() => (turns += 1), 0);
+    const report = await log.prune({ olderThanDays: 30, targetChunkMs: 2 });
+    clearInterval(ticker);
+    expect(report.deleted).toBe(20_000);
+    expect(report.chunks).toBeGreaterThan(3);
+    expect(turns).toBeGreaterThan(0);
+  });
+
+  it("keeps the hourly rollup, so long-term counts outlive the rows", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(120, clock.now().getTime() - 40 * DAY, 60_000));
+    const before = log.getHourlyCounts();
+    await log.pruneEvents(30);
+    expect(log.latestSeq()).toBe(0);
+    expect(log.getHourlyCounts()).toEqual(before);
+    expect(before.reduce((sum, row) => sum + row.count, 0)).toBe(120);
+  });
+
+  it("gives the disk back: the database file shrinks", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const path = join(tempDir(), "swarm.db");
+    const log = openTestLog({ path, clock: clock.now, synchronous: "NORMAL" });
+    const padding = "x".repeat(600);
+    await log.logEvents(eventsAt(4000, clock.now().getTime() - 45 * DAY, 1000, { data: { padding } }));
+    await log.logEvents(eventsAt(100, clock.now().getTime() - DAY, 1000, { data: { padding } }));
+    log.db.pragma("wal_checkpoint(TRUNCATE)");
+    const before = statSync(path).size;
+    const report = await log.prune({ olderThanDays: 30 });
+    const after = statSync(path).size;
+    expect(report.freed_pages).toBeGreaterThan(0);
+    expect(after).toBeLessThan(before / 4);
+    expect(log.db.pragma("freelist_count", { simple: true })).toBe(0);
+    expect(log.listEvents({ limit: 1000 }).events).toHaveLength(100);
+  });
+
+  it.each([0, 0.5, -3, Number.NaN])("refuses retention of %s days, deleting nothing", async (days) => {
+    const clock = fakeClock();
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(10, clock.now().getTime() - 10 * DAY, 1000));
+    await expect(log.pruneEvents(days)).rejects.toMatchObject({
+      code: "RETENTION_TOO_SHORT",
+      details: { field: "olderThanDays" },
+    });
+    expect(log.latestSeq()).toBe(10);
+  });
+});
+
+describe("scheduled retention", () => {
+  it("logs what a run removed and records one system.info event with the counts", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(50, clock.now().getTime() - 31 * DAY, 1000));
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: "info" },
+      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+    );
+    const report = await runRetention(log, { retentionDays: 30, logger });
+    expect(report.deleted).toBe(50);
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: "event log pruned", deleted: 50, retention_days: 30 }),
+    );
+    const events = log.listEvents().events;
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
+      event_type: "system.info",
+      source: "retention",
+      data: { action: "prune", deleted: 50, retention_days: 30 },
+    });
+  });
+
+  it("refuses a bad cron expression naming the setting", () => {
+    const log = openTestLog();
+    expect(() =>
+      scheduleRetention(log, { cron: "every night", retentionDays: 30, logger: silentLogger }),
+    ).toThrow(expect.objectContaining({ code: "INVALID_CONFIG", details: { field: "SWARM_PRUNE_CRON" } }));
+  });
+
+  it("runs on its schedule", async () => {
+    const log = openTestLog();
+    const schedule = scheduleRetention(log, { cron: "* * * * * *", retentionDays: 30, logger: silentLogger });
+    try {
+      expect(schedule.nextRun()).toBeInstanceOf(Date);
+      const deadline = Date.now() + 10_000;
+      while (log.latestSeq() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(log.listEvents().events[0]).toMatchObject({
+        event_type: "system.info",
+        data: { action: "prune" },
+      });
+    } finally {
+      await schedule.stop();
+    }
+  });
+});
