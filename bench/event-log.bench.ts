@@ -167,7 +167,9 @@ export interface EventLogBenchResult {
   prune: {
     deleted: number;
     seconds: number;
-    longest_chunk_ms: number;
+    longest_delete_ms: number;
+    longest_vacuum_ms: number;
+    chunks: number;
     max_event_loop_block_ms: number;
     file_mb_before: number;
     file_mb_after: number;
@@ -239,7 +241,9 @@ export async function benchEventLog(
       prune: {
         deleted: report.deleted,
         seconds: round(seconds, 1),
-        longest_chunk_ms: report.longest_chunk_ms,
+        longest_delete_ms: report.longest_delete_ms,
+        longest_vacuum_ms: report.longest_vacuum_ms,
+        chunks: report.chunks,
         max_event_loop_block_ms: round(delay.max / 1e6, 1),
         file_mb_before: round(fileBefore / 2 ** 20, 1),
         file_mb_after: round(fileAfter / 2 ** 20, 1),

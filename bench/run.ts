@@ -60,7 +60,7 @@ say(
 say();
 const p = e.prune;
 say(
-  `Prune of ${p.deleted.toLocaleString("en")} rows: ${p.seconds} s; longest single chunk ${p.longest_chunk_ms} ms; ` +
+  `Prune of ${p.deleted.toLocaleString("en")} rows: ${p.seconds} s in ${p.chunks} delete chunks; longest delete chunk ${p.longest_delete_ms} ms, longest vacuum step ${p.longest_vacuum_ms} ms; ` +
     `longest event-loop block seen ${p.max_event_loop_block_ms} ms (target ≤ 50 ms: ${verdict(p.max_event_loop_block_ms <= 50)}); ` +
     `file ${p.file_mb_before} MB → ${p.file_mb_after} MB.`,
 );

@@ -100,6 +100,15 @@ export class BackgroundCheckpointer {
     });
   }
 
+  /**
+   * True when the last checkpoint found a large WAL it could not finish: writers should pause
+   * for a drain before SQLite's own backstop checkpoint stalls one of their commits.
+   */
+  isBehind(thresholdFrames: number): boolean {
+    const last = this.lastResult;
+    return last !== undefined && last.log > thresholdFrames && last.checkpointed < last.log;
+  }
+
   stats(): { runs: number; last: CheckpointResult | undefined } {
     return { runs: this.runs, last: this.lastResult };
   }

@@ -65,6 +65,10 @@ export const MIN_RETENTION_DAYS = 1;
 const DAY_MS = 86_400_000;
 const PRUNE_CHUNK_BOUNDS = { initial: 500, min: 50, max: 50_000 };
 const VACUUM_STEP_BOUNDS = { initial: 256, min: 16, max: 100_000 };
+/** A WAL this many frames long (~16 MiB) that checkpoints cannot finish makes writers wait for a drain. */
+const WAL_PRESSURE_FRAMES = 4000;
+/** Drain the WAL every this many prune or vacuum steps, so that it never grows past a few MiB. */
+const PRUNE_CHUNKS_PER_CHECKPOINT = 4;
 
 interface EventRow {
   seq: number;
@@ -157,6 +161,7 @@ export class EventLog {
   private uncommittedHourly = new Map<string, number>();
   private queue: QueuedWrite[] = [];
   private flushScheduled = false;
+  private draining = false;
   private pruning: Promise<unknown> = Promise.resolve();
   private closed = false;
   private committedTransactions = 0;
@@ -207,6 +212,11 @@ export class EventLog {
     return this.closed;
   }
 
+  /** What the background checkpointer has done; undefined for `:memory:` or when disabled. */
+  checkpointStats(): ReturnType<BackgroundCheckpointer["stats"]> | undefined {
+    return this.checkpointer?.stats();
+  }
+
   /** Counters since open: how well group commit is batching, and what metrics export. */
   writeStats(): { transactions: number; events: number; queued: number } {
     return {
@@ -252,22 +262,36 @@ export class EventLog {
   /** Write what is queued, up to `maxBatchEvents` per transaction, yielding between batches. */
   private flushQueue(): void {
     this.flushScheduled = false;
-    if (this.closed) return;
-    let batchEvents = 0;
-    let take = 0;
-    while (
-      take < this.queue.length &&
-      (take === 0 || batchEvents + (this.queue[take]?.events.length ?? 0) <= this.maxBatchEvents)
-    ) {
-      batchEvents += this.queue[take]?.events.length ?? 0;
-      take += 1;
+    if (this.closed || this.draining) return;
+    if (this.checkpointer?.isBehind(WAL_PRESSURE_FRAMES)) {
+      // Back-pressure without blocking: let the worker catch up while writes queue (and so
+      // batch better), then carry on.
+      this.draining = true;
+      void this.drainWal().finally(() => {
+        this.draining = false;
+        if (this.queue.length > 0) this.flushQueue();
+      });
+      return;
     }
-    const batch = this.queue.splice(0, take);
+    const batch = this.takeBatch();
     if (this.queue.length > 0) {
       this.flushScheduled = true;
       setImmediate(() => this.flushQueue());
     }
     this.writeBatch(batch);
+  }
+
+  /** The oldest queued writes, up to `maxBatchEvents` events (but at least one write). */
+  private takeBatch(): QueuedWrite[] {
+    let events = 0;
+    let take = 0;
+    while (take < this.queue.length) {
+      const size = this.queue[take]?.events.length ?? 0;
+      if (take > 0 && events + size > this.maxBatchEvents) break;
+      events += size;
+      take += 1;
+    }
+    return this.queue.splice(0, take);
   }
 
   private writeBatch(batch: QueuedWrite[]): void {
@@ -520,7 +544,7 @@ export class EventLog {
         ),
       );
     }
-    const run = this.pruning.then(() => this.runPrune(olderThanDays, options.targetChunkMs ?? 15));
+    const run = this.pruning.then(() => this.runPrune(olderThanDays, options.targetChunkMs ?? 10));
     this.pruning = run.catch(() => undefined);
     return run;
   }
@@ -548,14 +572,16 @@ export class EventLog {
       chunks += 1;
       if (changes < chunkSize) break;
       chunkSize = resize(chunkSize, elapsed, targetChunkMs, PRUNE_CHUNK_BOUNDS);
-      await yieldToEventLoop();
+      if (chunks % PRUNE_CHUNKS_PER_CHECKPOINT === 0) await this.drainWal();
+      else await yieldToEventLoop();
     }
     const freed = this.closed ? { pages: 0, longest: 0 } : await this.releaseFreePages(targetChunkMs);
     const report: PruneReport = {
       cutoff,
       deleted,
       chunks,
-      longest_chunk_ms: Math.round(Math.max(longest, freed.longest) * 100) / 100,
+      longest_delete_ms: Math.round(longest * 100) / 100,
+      longest_vacuum_ms: Math.round(freed.longest * 100) / 100,
       freed_pages: freed.pages,
       duration_ms: Math.round(performance.now() - started),
     };
@@ -568,7 +594,7 @@ export class EventLog {
     let pages = 0;
     let longest = 0;
     let step = VACUUM_STEP_BOUNDS.initial;
-    for (;;) {
+    for (let steps = 1; ; steps += 1) {
       if (this.closed) return { pages, longest };
       const free = this.db.pragma("freelist_count", { simple: true }) as number;
       if (free === 0) break;
@@ -578,17 +604,30 @@ export class EventLog {
       longest = Math.max(longest, elapsed);
       pages += Math.min(step, free);
       step = resize(step, elapsed, targetMs, VACUUM_STEP_BOUNDS);
-      await yieldToEventLoop();
+      if (steps % PRUNE_CHUNKS_PER_CHECKPOINT === 0) await this.drainWal();
+      else await yieldToEventLoop();
     }
-    // The file shrinks when a checkpoint copies the vacuumed pages back. Done on the worker,
-    // it never holds the event loop; a few rounds, since a PASSIVE one stops at busy readers.
-    if (this.checkpointer === undefined && !isInMemory(this.path)) this.db.pragma("wal_checkpoint(PASSIVE)");
-    for (let attempt = 0; attempt < 5 && this.checkpointer !== undefined && !this.closed; attempt += 1) {
-      const result = await this.checkpointer.checkpoint().catch(() => undefined);
-      if (result === undefined || result.checkpointed >= result.log) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    // The file shrinks when a checkpoint copies the vacuumed pages back.
+    await this.drainWal();
     return { pages, longest };
+  }
+
+  /**
+   * Checkpoint the WAL on the worker while this side waits without writing. A writer that never
+   * pauses (a long prune) would otherwise outrun the periodic checkpoints until SQLite's
+   * backstop checkpoint stalls a commit on the event loop. A PASSIVE checkpoint stops at busy
+   * readers, so try a few times.
+   */
+  private async drainWal(): Promise<void> {
+    if (this.checkpointer === undefined) {
+      if (!isInMemory(this.path)) this.db.pragma("wal_checkpoint(PASSIVE)");
+      return;
+    }
+    for (let attempt = 0; attempt < 5 && !this.closed; attempt += 1) {
+      const result = await this.checkpointer.checkpoint().catch(() => undefined);
+      if (result === undefined || result.checkpointed >= result.log) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -596,7 +635,8 @@ export class EventLog {
   /** Write whatever is queued, then close the connection. Later calls fail with EVENT_LOG_CLOSED. */
   close(): void {
     if (this.closed) return;
-    while (this.queue.length > 0) this.flushQueue();
+    this.draining = false;
+    while (this.queue.length > 0) this.writeBatch(this.takeBatch());
     this.closed = true;
     this.subscriptions.clear();
     this.checkpointer?.stop();

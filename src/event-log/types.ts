@@ -77,7 +77,10 @@ export interface PruneReport {
   cutoff: string;
   deleted: number;
   chunks: number;
-  longest_chunk_ms: number;
+  /** The longest single delete transaction: how long pruning held the event loop at once. */
+  longest_delete_ms: number;
+  /** The longest single incremental_vacuum step. */
+  longest_vacuum_ms: number;
   freed_pages: number;
   duration_ms: number;
 }

@@ -75,3 +75,39 @@ describe("opening the database", () => {
     expect(() => loadMigrations(dir)).toThrow(/without gaps/);
   });
 });
+
+describe("background checkpoints", () => {
+  it("copies the WAL back into the database from a worker thread while writes go on", async () => {
+    const log = openTestLog({ path: join(tempDir(), "swarm.db"), checkpointIntervalMs: 10 });
+    for (let round = 0; round < 20; round += 1) {
+      await log.logEvents(
+        Array.from({ length: 200 }, () => ({
+          event_type: "tool.called",
+          source: "test",
+          data: { pad: "x".repeat(300) },
+        })),
+      );
+    }
+    const deadline = Date.now() + 10_000;
+    let stats = log.checkpointStats();
+    while (
+      (stats?.last === undefined || stats.last.checkpointed < stats.last.log || stats.last.log === 0) &&
+      Date.now() < deadline
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      stats = log.checkpointStats();
+    }
+    expect(stats?.runs).toBeGreaterThan(0);
+    expect(stats?.last?.log).toBeGreaterThan(0);
+    expect(stats?.last?.checkpointed).toBe(stats?.last?.log);
+    // SQLite's own checkpoint is pushed far out, so commits on the event loop never run one.
+    expect(log.db.pragma("wal_autocheckpoint", { simple: true })).toBe(10_000);
+  });
+
+  it("runs none for an in-memory log or when turned off", () => {
+    expect(openTestLog().checkpointStats()).toBeUndefined();
+    expect(
+      openTestLog({ path: join(tempDir(), "off.db"), checkpointIntervalMs: 0 }).checkpointStats(),
+    ).toBeUndefined();
+  });
+});
