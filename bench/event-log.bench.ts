@@ -155,6 +155,8 @@ export interface EventLogBenchResult {
   raw_normal: number;
   raw100_full: number;
   raw100_normal: number;
+  raw1_full: number;
+  raw1_normal: number;
   sequential_full: number;
   sequential_normal: number;
   concurrent_full: number;
@@ -190,6 +192,8 @@ export async function benchEventLog(
     const raw100_full = rawLimit(freshPath(dir, "raw"), rows, "FULL", CALLERS);
     const raw100_normal = rawLimit(freshPath(dir, "raw"), rows, "NORMAL", CALLERS);
     const firstRows = rows.slice(0, 20_000);
+    const raw1_full = rawLimit(freshPath(dir, "raw"), firstRows, "FULL", 1);
+    const raw1_normal = rawLimit(freshPath(dir, "raw"), firstRows, "NORMAL", 1);
     const sequential_full = await sequential(freshPath(dir, "seq"), firstRows, "FULL");
     const sequential_normal = await sequential(freshPath(dir, "seq"), firstRows, "NORMAL");
     const concurrentFull = await concurrent(freshPath(dir, "conc"), rows, "FULL");
@@ -229,6 +233,8 @@ export async function benchEventLog(
       raw_normal,
       raw100_full,
       raw100_normal,
+      raw1_full,
+      raw1_normal,
       sequential_full,
       sequential_normal,
       concurrent_full: concurrentFull.perSecond,

@@ -21,11 +21,18 @@ CREATE INDEX idx_event_log_source ON event_log (source, seq);
 -- Time windows, pruning and the summary; event_type makes the summary an index-only read.
 CREATE INDEX idx_event_log_time   ON event_log (timestamp, event_type);
 
--- Counts per type per hour, kept up to date in the same transaction as each insert.
--- Pruning never touches this table, so long-term charts outlive retention.
+-- Counts per type per hour of every event up to rolled_up_to_seq. A rollup folds new events
+-- in every few minutes and always before a prune, so pruning never loses a count and long-term
+-- charts outlive retention; writes pay nothing for it.
 CREATE TABLE event_counts_hourly (
   hour       TEXT    NOT NULL,
   event_type TEXT    NOT NULL,
   count      INTEGER NOT NULL,
   PRIMARY KEY (hour, event_type)
 ) WITHOUT ROWID;
+
+CREATE TABLE event_rollup_state (
+  id               INTEGER PRIMARY KEY CHECK (id = 1),
+  rolled_up_to_seq INTEGER NOT NULL
+);
+INSERT INTO event_rollup_state (id, rolled_up_to_seq) VALUES (1, 0);

@@ -158,7 +158,6 @@ export class EventLog {
 
   /** Events appended inside the open transaction, announced once the outermost one commits. */
   private uncommitted: StoredEvent[] = [];
-  private uncommittedHourly = new Map<string, number>();
   private queue: QueuedWrite[] = [];
   private flushScheduled = false;
   private draining = false;
@@ -176,14 +175,17 @@ export class EventLog {
     const db = this.db;
     this.statements = {
       insert: db.prepare(SQL.insert),
-      bumpHourly: db.prepare(SQL.bumpHourly),
+      rollUpRange: db.prepare<[number, number]>(SQL.rollUpRange),
+      rolledUpTo: db.prepare<[], number>(SQL.rolledUpTo).pluck(),
+      setRolledUpTo: db.prepare<[number]>(SQL.setRolledUpTo),
+      liveHourly: db.prepare<[number], HourlyCount>(SQL.liveHourly),
       byId: db.prepare<[string], EventRow>(SQL.byId),
       taskPage: db.prepare<[string, number, number], EventRow>(SQL.taskPage),
       agentPage: db.prepare<[string, number, number], EventRow>(SQL.agentPage),
       recent: db.prepare<[string, number], EventRow>(SQL.recent),
       summary: db.prepare<[string], { event_type: string; count: number }>(SQL.summary),
       hourly: db.prepare<[string, string], HourlyCount>(SQL.hourly),
-      pruneChunk: db.prepare<[string, number]>(SQL.pruneChunk),
+      pruneChunk: db.prepare<[string, number, number]>(SQL.pruneChunk),
       latestSeq: db.prepare<[], { seq: number | null }>(SQL.latestSeq),
       oldestSeq: db.prepare<[], { seq: number | null }>(SQL.oldestSeq),
     };
@@ -322,17 +324,11 @@ export class EventLog {
     this.assertOpen();
     const outermost = !this.db.inTransaction;
     const mark = this.uncommitted.length;
-    const hourlyBefore = outermost ? undefined : new Map(this.uncommittedHourly);
     let result: T;
     try {
-      result = this.runInSqliteTransaction(() => {
-        const value = body(this.transactionHandle);
-        if (outermost) this.writeHourlyCounts();
-        return value;
-      }) as T;
+      result = this.runInSqliteTransaction(() => body(this.transactionHandle)) as T;
     } catch (error) {
       this.uncommitted.length = mark;
-      this.uncommittedHourly = hourlyBefore ?? new Map<string, number>();
       throw toStorageError(error);
     }
     if (outermost) {
@@ -369,18 +365,7 @@ export class EventLog {
       timestamp: event.timestamp,
     };
     this.uncommitted.push(stored);
-    const key = `${hourOf(event.timestamp)}|${event.event_type}`;
-    this.uncommittedHourly.set(key, (this.uncommittedHourly.get(key) ?? 0) + 1);
     return stored;
-  }
-
-  /** One upsert per (hour, type) per transaction keeps the rollup nearly free for big batches. */
-  private writeHourlyCounts(): void {
-    for (const [key, count] of this.uncommittedHourly) {
-      const split = key.indexOf("|");
-      this.statements.bumpHourly.run(key.slice(0, split), key.slice(split + 1), count);
-    }
-    this.uncommittedHourly = new Map();
   }
 
   // ---------------------------------------------------------------- subscriptions
@@ -489,13 +474,59 @@ export class EventLog {
     return { minutes, since, total, counts };
   }
 
-  /** The hourly rollup, which outlives pruning: for charts over months. */
+  /**
+   * Counts per hour and type: the rollup, which outlives pruning, plus the events not yet
+   * folded into it. For charts over months.
+   */
   getHourlyCounts(range: { since?: string | Date; until?: string | Date } = {}): HourlyCount[] {
     this.assertOpen();
     const since =
       range.since === undefined ? "0000" : hourOf(checkTimestamp("INVALID_FILTER", "since", range.since));
     const until = range.until === undefined ? "9999" : checkTimestamp("INVALID_FILTER", "until", range.until);
-    return this.statements.hourly.all(since, until);
+    const read = this.db.transaction(() => {
+      const totals = new Map<string, HourlyCount>();
+      const add = (row: HourlyCount) => {
+        if (row.hour < since || row.hour >= until) return;
+        const key = `${row.hour}|${row.event_type}`;
+        const seen = totals.get(key);
+        if (seen === undefined) totals.set(key, { ...row });
+        else seen.count += row.count;
+      };
+      this.statements.hourly.all(since, until).forEach(add);
+      this.statements.liveHourly.all(this.statements.rolledUpTo.get() ?? 0).forEach(add);
+      return [...totals.values()];
+    });
+    return read().sort((a, b) =>
+      a.hour === b.hour ? (a.event_type < b.event_type ? -1 : 1) : a.hour < b.hour ? -1 : 1,
+    );
+  }
+
+  /**
+   * Fold every event not yet counted into the hourly rollup, a chunk of seqs per transaction so
+   * that a first rollup of a large log never holds the event loop for long. Resolves to the
+   * seq it reached.
+   */
+  async rollUp(chunkRows = 20_000): Promise<number> {
+    for (;;) {
+      this.assertOpen();
+      const fold = this.db.transaction(() => {
+        // Read inside the write transaction: every seq up to `latest` is committed by now.
+        const from = this.statements.rolledUpTo.get() ?? 0;
+        const to = Math.min(from + chunkRows, this.statements.latestSeq.get()?.seq ?? 0);
+        if (to <= from) return { to: from, done: true };
+        this.statements.rollUpRange.run(from, to);
+        this.statements.setRolledUpTo.run(to);
+        return { to, done: false };
+      });
+      let step: { to: number; done: boolean };
+      try {
+        step = fold();
+      } catch (error) {
+        throw toStorageError(error);
+      }
+      if (step.done) return step.to;
+      await yieldToEventLoop();
+    }
   }
 
   /** The newest seq, or 0 for an empty log: where a live reader starts. */
@@ -557,12 +588,13 @@ export class EventLog {
     let chunks = 0;
     let longest = 0;
     let chunkSize = PRUNE_CHUNK_BOUNDS.initial;
+    const countedUpTo = await this.rollUp();
     for (;;) {
       if (this.closed) break;
       const chunkStarted = performance.now();
       let changes: number;
       try {
-        changes = this.statements.pruneChunk.run(cutoff, chunkSize).changes;
+        changes = this.statements.pruneChunk.run(cutoff, countedUpTo, chunkSize).changes;
       } catch (error) {
         throw toStorageError(error);
       }

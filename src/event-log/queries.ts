@@ -63,9 +63,17 @@ export function buildListQuery(filter: NormalizedFilter): BuiltQuery {
 export const SQL = {
   insert:
     "INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)",
-  bumpHourly:
-    "INSERT INTO event_counts_hourly (hour, event_type, count) VALUES (?, ?, ?) " +
+  rollUpRange:
+    "INSERT INTO event_counts_hourly (hour, event_type, count) " +
+    "SELECT substr(timestamp, 1, 13) || ':00:00.000Z', event_type, COUNT(*) FROM event_log " +
+    "WHERE seq > ? AND seq <= ? GROUP BY 1, 2 " +
     "ON CONFLICT (hour, event_type) DO UPDATE SET count = count + excluded.count",
+  rolledUpTo: "SELECT rolled_up_to_seq FROM event_rollup_state WHERE id = 1",
+  setRolledUpTo: "UPDATE event_rollup_state SET rolled_up_to_seq = ? WHERE id = 1",
+  /** Events not yet folded into the rollup, counted the same way. */
+  liveHourly:
+    "SELECT substr(timestamp, 1, 13) || ':00:00.000Z' AS hour, event_type, COUNT(*) AS count " +
+    "FROM event_log WHERE seq > ? GROUP BY 1, 2",
   byId: `SELECT ${EVENT_COLUMNS} FROM event_log WHERE id = ?`,
   taskPage: `SELECT ${EVENT_COLUMNS} FROM event_log WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
   agentPage: `SELECT ${EVENT_COLUMNS} FROM event_log WHERE agent_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
@@ -75,8 +83,10 @@ export const SQL = {
     "SELECT event_type, COUNT(*) AS count FROM event_log INDEXED BY idx_event_log_time WHERE timestamp >= ? GROUP BY event_type",
   hourly:
     "SELECT hour, event_type, count FROM event_counts_hourly WHERE hour >= ? AND hour < ? ORDER BY hour, event_type",
+  // Only rows already counted by the rollup (seq <= ?) may go.
   pruneChunk:
-    "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
+    "DELETE FROM event_log WHERE seq IN " +
+    "(SELECT seq FROM event_log WHERE timestamp < ? AND seq <= ? ORDER BY timestamp LIMIT ?)",
   latestSeq: "SELECT MAX(seq) AS seq FROM event_log",
   oldestSeq: "SELECT MIN(seq) AS seq FROM event_log",
 } as const;

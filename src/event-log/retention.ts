@@ -1,6 +1,8 @@
 /**
  * Scheduled retention: node-cron runs a chunked prune on `SWARM_PRUNE_CRON`, logs what it
- * removed to pino, and records one `system.info` event so operators see it in the feed.
+ * removed to pino, and records one `system.info` event so operators see it in the feed. A
+ * second job folds new events into the hourly rollup every few minutes, so that reading the
+ * long-term counts never has to aggregate more than a few minutes of raw events.
  */
 import cron from "node-cron";
 import { SwarmError } from "../errors.js";
@@ -34,9 +36,12 @@ export interface RetentionSchedule {
   stop(): Promise<void>;
 }
 
+/** Every five minutes, off the minute boundaries other jobs like. */
+export const ROLLUP_CRON = "2-59/5 * * * *";
+
 export function scheduleRetention(
   eventLog: EventLog,
-  options: RetentionOptions & { cron: string; timezone?: string },
+  options: RetentionOptions & { cron: string; timezone?: string; rollupCron?: string },
 ): RetentionSchedule {
   const check = cron.validateDetailed(options.cron);
   if (!check.valid) {
@@ -60,10 +65,23 @@ export function scheduleRetention(
     },
     { name: "event-log-retention", noOverlap: true, timezone: options.timezone, unref: true },
   );
+  const rollup = cron.schedule(
+    options.rollupCron ?? ROLLUP_CRON,
+    async () => {
+      try {
+        const reached = await eventLog.rollUp();
+        options.logger.debug({ rolled_up_to_seq: reached }, "hourly rollup advanced");
+      } catch (error) {
+        options.logger.error({ err: error }, "hourly rollup failed");
+      }
+    },
+    { name: "event-log-rollup", noOverlap: true, timezone: options.timezone, unref: true },
+  );
   return {
     nextRun: () => task.getNextRun(),
     stop: async () => {
       await task.destroy();
+      await rollup.destroy();
     },
   };
 }

@@ -74,19 +74,22 @@ describe.each([
     const log = await makeLog();
     const params: Record<keyof typeof SQL, unknown[]> = {
       insert: [],
-      bumpHourly: [],
+      rollUpRange: [0, 1000],
+      rolledUpTo: [],
+      setRolledUpTo: [5],
+      liveHourly: [0],
       byId: ["x"],
       taskPage: ["t", 0, 1000],
       agentPage: ["a", 0, 1000],
       recent: ["2026-01-01T00:00:00.000Z", 100],
       summary: ["2026-01-01T00:00:00.000Z"],
       hourly: ["2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"],
-      pruneChunk: ["2026-01-01T00:00:00.000Z", 1000],
+      pruneChunk: ["2026-01-01T00:00:00.000Z", 5000, 1000],
       latestSeq: [],
       oldestSeq: [],
     };
     for (const [name, sql] of Object.entries(SQL) as [keyof typeof SQL, string][]) {
-      if (name === "insert" || name === "bumpHourly") continue;
+      if (name === "insert") continue;
       const details = plan(log, sql, params[name]);
       expect(fullScans(details), `${name}: ${details.join(" | ")}`).toEqual([]);
     }

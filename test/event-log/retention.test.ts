@@ -140,3 +140,51 @@ describe("scheduled retention", () => {
     }
   });
 });
+
+describe("hourly rollup", () => {
+  it("folds counted events into the rollup in chunks without changing what readers see", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(500, clock.now().getTime() - 3 * 3_600_000, 30_000));
+    const before = log.getHourlyCounts();
+    expect(log.db.prepare("SELECT COUNT(*) FROM event_counts_hourly").pluck().get()).toBe(0);
+    await expect(log.rollUp(120)).resolves.toBe(500);
+    expect(log.getHourlyCounts()).toEqual(before);
+    expect(log.db.prepare("SELECT SUM(count) FROM event_counts_hourly").pluck().get()).toBe(500);
+    // New events after the rollup are counted live until the next one, and never twice.
+    await log.logEvents(eventsAt(7, clock.now().getTime() - 3 * 3_600_000, 1));
+    await log.rollUp();
+    await log.rollUp();
+    expect(log.getHourlyCounts().reduce((sum, row) => sum + row.count, 0)).toBe(507);
+  });
+
+  it("never prunes an event the rollup has not counted", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(50, clock.now().getTime() - 40 * DAY, 1000));
+    await log.pruneEvents(30);
+    expect(log.getHourlyCounts().reduce((sum, row) => sum + row.count, 0)).toBe(50);
+  });
+});
+
+describe("scheduled rollup", () => {
+  it("folds new events into the rollup on its schedule", async () => {
+    const log = openTestLog();
+    await log.logEvents(eventsAt(25, Date.now() - 60_000, 10));
+    const schedule = scheduleRetention(log, {
+      cron: "0 0 1 1 *",
+      rollupCron: "* * * * * *",
+      retentionDays: 30,
+      logger: silentLogger,
+    });
+    try {
+      const deadline = Date.now() + 10_000;
+      const counted = () =>
+        log.db.prepare("SELECT COALESCE(SUM(count), 0) FROM event_counts_hourly").pluck().get();
+      while (counted() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(counted()).toBe(25);
+    } finally {
+      await schedule.stop();
+    }
+  });
+});
