@@ -12,6 +12,22 @@ export const ERROR_TABLE = {
   STORAGE_UNAVAILABLE: { status: 503, title: "The database refused the write" },
   SCHEMA_TOO_NEW: { status: 500, title: "The database was written by a newer version" },
   INVALID_CONFIG: { status: 500, title: "The configuration is invalid" },
+  // The coordinator's refusals: illegal moves are coded, never silent overwrites.
+  INVALID_COMMAND: { status: 400, title: "The command is invalid" },
+  BID_OUT_OF_RANGE: { status: 400, title: "The bid is outside the allowed range" },
+  NOT_ASSIGNED_AGENT: { status: 403, title: "The task is not assigned to this agent" },
+  AGENT_NOT_FOUND: { status: 404, title: "No such agent" },
+  TASK_NOT_FOUND: { status: 404, title: "No such task" },
+  AGENT_LEFT: { status: 409, title: "The agent has deregistered" },
+  AGENT_OFFLINE: { status: 409, title: "The agent is offline" },
+  AGENT_NOT_ELIGIBLE: { status: 409, title: "The agent lacks a required capability" },
+  AGENT_AT_CAPACITY: { status: 409, title: "The agent holds as many tasks as it may" },
+  TASK_NOT_BIDDING: { status: 409, title: "The task is not open for bids" },
+  AUCTION_CLOSED: { status: 409, title: "The auction has closed" },
+  TASK_NOT_ASSIGNED: { status: 409, title: "The task is not waiting to start" },
+  TASK_NOT_RUNNING: { status: 409, title: "The task is not running" },
+  TASK_NOT_ACTIVE: { status: 409, title: "The task is not assigned or running" },
+  TASK_FINAL: { status: 409, title: "The task has already ended" },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;

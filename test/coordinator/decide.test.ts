@@ -1,0 +1,597 @@
+import { describe, expect, it } from "vitest";
+import { decide } from "../../src/coordinator/decide.js";
+import { CoordinatorState, withTask } from "../../src/coordinator/state.js";
+import { DEFAULT_RULES, type Command } from "../../src/coordinator/types.js";
+import { eventOf, expectAccepted, scenario, START, types } from "./scenario.js";
+
+describe("agents", () => {
+  it("registers an idle agent with normalized capabilities and announces it", () => {
+    const s = scenario();
+    const decision = s.run({
+      type: "RegisterAgent",
+      name: " coder ",
+      capabilities: ["Code", "code", "python"],
+      max_concurrent: 2,
+    });
+    expect(types(decision)).toEqual(["agent.joined"]);
+    const agent = expectAccepted(decision).subject.agent!;
+    expect(agent).toMatchObject({
+      name: "coder",
+      capabilities: ["code", "python"],
+      max_concurrent: 2,
+      status: "idle",
+    });
+    expect(eventOf(decision, "agent.joined")).toMatchObject({ source: "coordinator", agent_id: agent.id });
+  });
+
+  it.each([
+    [{ name: "" }, "name"],
+    [{ name: "x".repeat(101) }, "name"],
+    [{ name: "ok", max_concurrent: 0 }, "max_concurrent"],
+    [{ name: "ok", max_concurrent: 1.5 }, "max_concurrent"],
+    [{ name: "ok", capabilities: ["has space"] }, "capabilities[0]"],
+    [{ name: "ok", capabilities: "code" }, "capabilities"],
+  ])("refuses registration %j naming %s", (input, field) => {
+    // Deliberately malformed input, as a JSON client could send it.
+    const decision = scenario().when({ type: "RegisterAgent", ...input } as unknown as Command);
+    expect(decision).toMatchObject({ ok: false, code: "INVALID_COMMAND", details: { field } });
+  });
+
+  it("takes a heartbeat silently, and announces a return from offline", () => {
+    const s = scenario();
+    const id = s.agent();
+    s.advance(1000);
+    const beat = expectAccepted(s.run({ type: "Heartbeat", agent_id: id }));
+    expect(beat.events).toEqual([]);
+    expect(beat.subject.agent?.last_seen).toBe(new Date(START + 1000).toISOString());
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs + 1);
+    expect(types(s.run({ type: "Tick" }))).toEqual(["agent.status_changed"]);
+    expect(s.state.getAgent(id)?.status).toBe("offline");
+    const back = s.run({ type: "Heartbeat", agent_id: id });
+    expect(eventOf(back, "agent.status_changed")?.data).toEqual({
+      from: "offline",
+      to: "idle",
+      reason: "heartbeat",
+    });
+  });
+
+  it("refuses heartbeats from unknown and departed agents", () => {
+    const s = scenario();
+    expect(s.when({ type: "Heartbeat", agent_id: "ghost" })).toMatchObject({ code: "AGENT_NOT_FOUND" });
+    const id = s.agent();
+    expect(types(s.run({ type: "DeregisterAgent", agent_id: id }))).toEqual([
+      "agent.left",
+      "agent.status_changed",
+    ]);
+    expect(s.when({ type: "Heartbeat", agent_id: id })).toMatchObject({ code: "AGENT_LEFT" });
+    expect(s.when({ type: "DeregisterAgent", agent_id: id })).toMatchObject({ code: "AGENT_LEFT" });
+  });
+});
+
+describe("posting tasks", () => {
+  it("opens an auction for the task's window", () => {
+    const s = scenario();
+    const decision = s.run({
+      type: "PostTask",
+      description: "  write docs ",
+      required_capabilities: ["writing"],
+      auction_ms: 2000,
+      max_bid_sats: 500,
+    });
+    expect(types(decision)).toEqual(["task.created", "task.bidding"]);
+    expect(expectAccepted(decision).subject.task).toMatchObject({
+      description: "write docs",
+      status: "bidding",
+      attempt: 1,
+      required_capabilities: ["writing"],
+      max_bid_sats: 500,
+      auction_closes_at: new Date(START + 2000).toISOString(),
+    });
+  });
+
+  it("uses the default window and refuses one out of bounds", () => {
+    const s = scenario({ defaultAuctionMs: 750 });
+    expect(s.state.getTask(s.task())?.auction_closes_at).toBe(new Date(START + 750).toISOString());
+    expect(s.when({ type: "PostTask", description: "x", auction_ms: 50 })).toMatchObject({
+      code: "INVALID_COMMAND",
+      details: { field: "auction_ms" },
+    });
+    expect(
+      s.when({ type: "PostTask", description: "x", max_bid_sats: DEFAULT_RULES.maxBidSats + 1 }),
+    ).toMatchObject({
+      details: { field: "max_bid_sats" },
+    });
+    expect(s.when({ type: "PostTask", description: "   " })).toMatchObject({
+      details: { field: "description" },
+    });
+  });
+});
+
+describe("bidding", () => {
+  it("records a bid, from the agent, with its amount", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    s.agent("b"); // a second eligible agent keeps the auction open
+    const t = s.task();
+    const decision = s.run({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 120 });
+    expect(types(decision)).toEqual(["bid.submitted"]);
+    expect(eventOf(decision, "bid.submitted")).toMatchObject({
+      source: a,
+      task_id: t,
+      agent_id: a,
+      data: { bid_sats: 120, attempt: 1, replaced_bid_sats: null },
+    });
+    expect(s.state.bidsFor(t)).toHaveLength(1);
+  });
+
+  it("keeps one live bid per agent: a new bid replaces the earlier one", () => {
+    const s = scenario();
+    const [a] = [s.agent("a"), s.agent("b")];
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 300 });
+    const again = s.run({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 250 });
+    expect(eventOf(again, "bid.submitted")?.data).toMatchObject({ bid_sats: 250, replaced_bid_sats: 300 });
+    expect(s.state.bidsFor(t).map((bid) => bid.bid_sats)).toEqual([250]);
+  });
+
+  it("refuses bids with a reason for each rule", () => {
+    const s = scenario();
+    const coder = s.agent("coder", { capabilities: ["code"] });
+    const writer = s.agent("writer", { capabilities: ["writing"] });
+    const t = s.task({ required_capabilities: ["code"], max_bid_sats: 100 });
+    const bid = (agent_id: string, bid_sats: number, task_id = t) =>
+      s.when({ type: "SubmitBid", task_id, agent_id, bid_sats });
+    expect(bid(coder, 10, "nope")).toMatchObject({ code: "TASK_NOT_FOUND" });
+    expect(bid("ghost", 10)).toMatchObject({ code: "AGENT_NOT_FOUND" });
+    expect(bid(writer, 10)).toMatchObject({
+      code: "AGENT_NOT_ELIGIBLE",
+      details: { missing_capabilities: ["code"] },
+    });
+    expect(bid(coder, 0)).toMatchObject({ code: "BID_OUT_OF_RANGE" });
+    expect(bid(coder, 101)).toMatchObject({ code: "BID_OUT_OF_RANGE", details: { max_bid_sats: 100 } });
+    expect(bid(coder, 2.5)).toMatchObject({ code: "INVALID_COMMAND", details: { field: "bid_sats" } });
+    const open = s.task();
+    expect(
+      s.when({ type: "SubmitBid", task_id: open, agent_id: coder, bid_sats: DEFAULT_RULES.maxBidSats + 1 }),
+    ).toMatchObject({
+      code: "BID_OUT_OF_RANGE",
+    });
+    s.advance(DEFAULT_RULES.defaultAuctionMs);
+    expect(bid(coder, 10)).toMatchObject({ code: "AUCTION_CLOSED" });
+  });
+
+  it("refuses bids from offline agents, agents at capacity, and on tasks no longer bidding", () => {
+    const s = scenario();
+    const busy = s.agent("busy");
+    const first = s.task();
+    s.given({ type: "SubmitBid", task_id: first, agent_id: busy, bid_sats: 5 }); // sole agent: closes at once
+    expect(s.state.getTask(first)?.status).toBe("assigned");
+    const second = s.task();
+    expect(s.when({ type: "SubmitBid", task_id: second, agent_id: busy, bid_sats: 5 })).toMatchObject({
+      code: "AGENT_AT_CAPACITY",
+    });
+    const other = s.agent("other");
+    expect(s.when({ type: "SubmitBid", task_id: first, agent_id: other, bid_sats: 5 })).toMatchObject({
+      code: "TASK_NOT_BIDDING",
+    });
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs + 1);
+    s.given({ type: "Tick" });
+    const third = s.task();
+    expect(s.when({ type: "SubmitBid", task_id: third, agent_id: other, bid_sats: 5 })).toMatchObject({
+      code: "AGENT_OFFLINE",
+    });
+  });
+});
+
+describe("closing auctions", () => {
+  function threeBidders(rules = {}) {
+    const s = scenario({ closeWhenAllBid: false, ...rules });
+    const agents = [s.agent("a"), s.agent("b"), s.agent("c")] as [string, string, string];
+    const t = s.task();
+    return { s, agents, t };
+  }
+
+  it("assigns the task to the lowest bid at the deadline", () => {
+    const {
+      s,
+      agents: [a, b, c],
+      t,
+    } = threeBidders();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 300 });
+    s.given({ type: "SubmitBid", task_id: t, agent_id: b, bid_sats: 120 });
+    s.given({ type: "SubmitBid", task_id: t, agent_id: c, bid_sats: 200 });
+    s.advance(DEFAULT_RULES.defaultAuctionMs - 1);
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+    s.advance(1);
+    const closed = s.run({ type: "Tick" });
+    expect(types(closed)).toEqual(["auction.closed", "task.assigned", "agent.status_changed"]);
+    expect(eventOf(closed, "auction.closed")?.data).toEqual({
+      attempt: 1,
+      reason: "deadline",
+      bids: 3,
+      winner: b,
+      winning_bid_sats: 120,
+    });
+    expect(eventOf(closed, "task.assigned")).toMatchObject({ agent_id: b, data: { bid_sats: 120 } });
+    expect(s.state.getTask(t)).toMatchObject({
+      status: "assigned",
+      assigned_agent: b,
+      winning_bid_sats: 120,
+    });
+    expect(s.state.getAgent(b)?.status).toBe("busy");
+    expect(expectAccepted(closed).changes.bids.map((bid) => [bid.agent_id, bid.outcome])).toEqual([
+      [a, "lost"],
+      [b, "won"],
+      [c, "lost"],
+    ]);
+  });
+
+  it("breaks a tie in favour of the bid placed first, counting a replacement as placed anew", () => {
+    const {
+      s,
+      agents: [a, b],
+      t,
+    } = threeBidders();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 100 });
+    s.given({ type: "SubmitBid", task_id: t, agent_id: b, bid_sats: 100 });
+    expect(eventOf(s.when({ type: "CloseAuction", task_id: t }), "task.assigned")?.agent_id).toBe(a);
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 100 }); // a re-bids: now after b
+    expect(eventOf(s.when({ type: "CloseAuction", task_id: t }), "task.assigned")?.agent_id).toBe(b);
+  });
+
+  it("fails the task with 'no bids' when nobody bid", () => {
+    const { s, t } = threeBidders();
+    s.advance(DEFAULT_RULES.defaultAuctionMs);
+    const closed = s.run({ type: "Tick" });
+    expect(types(closed)).toEqual(["auction.closed", "task.failed"]);
+    expect(eventOf(closed, "task.failed")?.data).toEqual({ reason: "no bids", attempt: 1 });
+    const task = expectAccepted(closed).changes.tasks[0];
+    expect(task).toMatchObject({
+      status: "failed",
+      error: "no bids",
+      completed_at: new Date(s.now).toISOString(),
+    });
+    expect(s.state.getTask(t)).toBeUndefined(); // final tasks leave the working set
+  });
+
+  it("passes over a winner that filled up since it bid, to the next lowest", () => {
+    const {
+      s,
+      agents: [a, b],
+      t,
+    } = threeBidders();
+    const other = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 10 });
+    s.given({ type: "SubmitBid", task_id: t, agent_id: b, bid_sats: 20 });
+    s.given({ type: "SubmitBid", task_id: other, agent_id: a, bid_sats: 10 });
+    s.given({ type: "CloseAuction", task_id: other }); // a now holds its one slot
+    const closed = s.run({ type: "CloseAuction", task_id: t });
+    expect(eventOf(closed, "task.assigned")?.agent_id).toBe(b);
+  });
+
+  it("closes early once every eligible online agent has bid, and only then", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    const b = s.agent("b");
+    s.agent("c", { capabilities: ["other"] }); // eligible too: no capabilities are required
+    const offline = s.agent("d");
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs + 1);
+    for (const id of [a, b]) s.given({ type: "Heartbeat", agent_id: id });
+    s.given({ type: "Tick" }); // c and d go offline
+    expect(s.state.getAgent(offline)?.status).toBe("offline");
+    const t = s.task();
+    expect(types(s.run({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 50 }))).toEqual([
+      "bid.submitted",
+    ]);
+    const last = s.run({ type: "SubmitBid", task_id: t, agent_id: b, bid_sats: 40 });
+    expect(types(last)).toEqual(["bid.submitted", "auction.closed", "task.assigned", "agent.status_changed"]);
+    expect(eventOf(last, "auction.closed")?.data).toMatchObject({ reason: "all bids in", winner: b });
+  });
+
+  it("waits for the deadline when early close is turned off", () => {
+    const s = scenario({ closeWhenAllBid: false });
+    const a = s.agent();
+    const t = s.task();
+    expect(types(s.run({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 50 }))).toEqual([
+      "bid.submitted",
+    ]);
+  });
+
+  it("refuses to close an auction that is not open", () => {
+    const { s, t } = threeBidders();
+    s.given({ type: "CancelTask", task_id: t });
+    expect(s.when({ type: "CloseAuction", task_id: t })).toMatchObject({ code: "TASK_NOT_FOUND" });
+    expect(s.when({ type: "CloseAuction", task_id: "missing" })).toMatchObject({ code: "TASK_NOT_FOUND" });
+  });
+});
+
+describe("the task lifecycle", () => {
+  function assigned() {
+    const s = scenario();
+    const agent = s.agent("winner");
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: agent, bid_sats: 42 });
+    return { s, agent, t };
+  }
+
+  it("runs assigned → running → completed, freeing the agent", () => {
+    const { s, agent, t } = assigned();
+    expect(types(s.run({ type: "StartTask", task_id: t, agent_id: agent }))).toEqual(["task.started"]);
+    s.advance(1500);
+    const done = s.run({ type: "CompleteTask", task_id: t, agent_id: agent, result: "all good" });
+    expect(types(done)).toEqual(["task.completed", "agent.status_changed"]);
+    expect(eventOf(done, "task.completed")).toMatchObject({
+      source: agent,
+      data: { result: "all good", bid_sats: 42, duration_ms: 1500 },
+    });
+    expect(expectAccepted(done).subject.task).toMatchObject({ status: "completed", result: "all good" });
+    expect(s.state.getAgent(agent)?.status).toBe("idle");
+  });
+
+  it("completes or fails straight from assigned", () => {
+    const { s, agent, t } = assigned();
+    expect(types(s.run({ type: "FailTask", task_id: t, agent_id: agent, reason: "tool crashed" }))).toEqual([
+      "task.failed",
+      "agent.status_changed",
+    ]);
+    const next = assigned();
+    expect(next.s.run({ type: "CompleteTask", task_id: next.t, agent_id: next.agent }).ok).toBe(true);
+  });
+
+  it("refuses every move the lifecycle does not allow", () => {
+    const { s, agent, t } = assigned();
+    const stranger = s.agent("stranger");
+    expect(s.when({ type: "StartTask", task_id: t, agent_id: stranger })).toMatchObject({
+      code: "NOT_ASSIGNED_AGENT",
+    });
+    expect(s.when({ type: "CompleteTask", task_id: t, agent_id: stranger })).toMatchObject({
+      code: "NOT_ASSIGNED_AGENT",
+    });
+    expect(
+      s.when({ type: "RecordToolCall", task_id: t, agent_id: agent, tool: "search", phase: "called" }),
+    ).toMatchObject({
+      code: "TASK_NOT_RUNNING",
+    });
+    s.given({ type: "StartTask", task_id: t, agent_id: agent });
+    expect(s.when({ type: "StartTask", task_id: t, agent_id: agent })).toMatchObject({
+      code: "TASK_NOT_ASSIGNED",
+    });
+    const finished = s.given({ type: "CompleteTask", task_id: t, agent_id: agent }).subject.task!;
+    expect(s.state.getTask(t)).toBeUndefined();
+    // The shell loads a final task from its table for commands that name it.
+    const final = (command: Command) => decide(withTask(s.state, finished), command, s.ctx());
+    for (const command of [
+      { type: "CompleteTask", task_id: t, agent_id: agent },
+      { type: "FailTask", task_id: t },
+      { type: "CancelTask", task_id: t },
+      { type: "StartTask", task_id: t, agent_id: agent },
+    ] as const) {
+      expect(final(command)).toMatchObject({ code: "TASK_FINAL" });
+    }
+  });
+
+  it("refuses to complete or fail a task whose auction is still open (the Python-era race)", () => {
+    const s = scenario({ closeWhenAllBid: false });
+    const agent = s.agent();
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: agent, bid_sats: 10 });
+    expect(s.when({ type: "CompleteTask", task_id: t, agent_id: agent, result: "too early" })).toMatchObject({
+      code: "TASK_NOT_ACTIVE",
+    });
+    expect(s.when({ type: "FailTask", task_id: t })).toMatchObject({ code: "TASK_NOT_ACTIVE" });
+    s.advance(DEFAULT_RULES.defaultAuctionMs);
+    s.given({ type: "Tick" });
+    expect(s.state.getTask(t)).toMatchObject({ status: "assigned", result: null });
+  });
+
+  it("lets the operator fail a task and cancel one at any live stage", () => {
+    const { s, agent, t } = assigned();
+    const failed = s.run({ type: "FailTask", task_id: t, reason: "wrong task" });
+    expect(eventOf(failed, "task.failed")).toMatchObject({
+      source: "coordinator",
+      agent_id: agent,
+      data: { by: "operator", reason: "wrong task" },
+    });
+    const bidding = s.task();
+    expect(eventOf(s.run({ type: "CancelTask", task_id: bidding }), "task.cancelled")?.data).toEqual({
+      reason: "cancelled by the operator",
+      previous_status: "bidding",
+    });
+    const other = assigned();
+    other.s.given({ type: "StartTask", task_id: other.t, agent_id: other.agent });
+    const cancelled = other.s.run({ type: "CancelTask", task_id: other.t, reason: "no longer needed" });
+    expect(types(cancelled)).toEqual(["task.cancelled", "agent.status_changed"]);
+    expect(other.s.state.getAgent(other.agent)?.status).toBe("idle");
+  });
+
+  it("records tool calls of a running task", () => {
+    const { s, agent, t } = assigned();
+    s.given({ type: "StartTask", task_id: t, agent_id: agent });
+    const called = s.run({
+      type: "RecordToolCall",
+      task_id: t,
+      agent_id: agent,
+      tool: "web_search",
+      phase: "called",
+      input: { q: "sats" },
+    });
+    const call = eventOf(called, "tool.called");
+    expect(call).toMatchObject({
+      source: agent,
+      data: { tool: "web_search", input: '{"q":"sats"}', output: null, error: null },
+    });
+    const callId = (call?.data as { call_id: string }).call_id;
+    expect(callId).toMatch(/^[0-9a-f-]{36}$/);
+    const finished = s.run({
+      type: "RecordToolCall",
+      task_id: t,
+      agent_id: agent,
+      tool: "web_search",
+      phase: "completed",
+      call_id: callId,
+      output: "x".repeat(500),
+    });
+    expect(eventOf(finished, "tool.completed")?.data).toMatchObject({
+      call_id: callId,
+      output: expect.stringMatching(/^x{199}…$/) as string,
+    });
+    expect(
+      types(
+        s.run({
+          type: "RecordToolCall",
+          task_id: t,
+          agent_id: agent,
+          tool: "shell",
+          phase: "failed",
+          error: "exit 1",
+        }),
+      ),
+    ).toEqual(["tool.failed"]);
+    const badPhase = { type: "RecordToolCall", task_id: t, agent_id: agent, tool: "shell", phase: "halfway" };
+    expect(s.when(badPhase as unknown as Command)).toMatchObject({
+      code: "INVALID_COMMAND",
+      details: { field: "phase" },
+    });
+  });
+});
+
+describe("losing agents", () => {
+  it("re-auctions a silent agent's task, then fails it after the last attempt", () => {
+    const s = scenario({ maxAuctionAttempts: 2 });
+    const first = s.agent("first");
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: first, bid_sats: 10 });
+    s.given({ type: "StartTask", task_id: t, agent_id: first });
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs);
+    const lost = s.run({ type: "Tick" });
+    expect(types(lost)).toEqual(["task.bidding", "agent.status_changed"]);
+    expect(eventOf(lost, "task.bidding")?.data).toMatchObject({
+      attempt: 2,
+      reason: "agent went silent",
+      previous_agent: first,
+    });
+    expect(eventOf(lost, "agent.status_changed")?.data).toEqual({
+      from: "busy",
+      to: "offline",
+      reason: "heartbeat timeout",
+    });
+    expect(s.state.getTask(t)).toMatchObject({
+      status: "bidding",
+      attempt: 2,
+      assigned_agent: null,
+      started_at: null,
+    });
+    const second = s.agent("second");
+    s.given({ type: "SubmitBid", task_id: t, agent_id: second, bid_sats: 20 });
+    expect(s.state.getTask(t)?.assigned_agent).toBe(second);
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs);
+    const failed = s.run({ type: "Tick" });
+    expect(eventOf(failed, "task.failed")?.data).toEqual({
+      reason: "agent went silent; no auction attempts left",
+      attempt: 2,
+    });
+  });
+
+  it("re-auctions the open tasks of an agent that deregisters", () => {
+    const s = scenario();
+    const agent = s.agent();
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: agent, bid_sats: 10 });
+    const left = s.run({ type: "DeregisterAgent", agent_id: agent });
+    expect(types(left)).toEqual(["agent.left", "task.bidding", "agent.status_changed"]);
+    expect(s.state.getTask(t)?.status).toBe("bidding");
+  });
+
+  it("does not let a silent agent win the auction closing in the same tick", () => {
+    const s = scenario({ closeWhenAllBid: false, defaultAuctionMs: DEFAULT_RULES.heartbeatTimeoutMs });
+    const silent = s.agent("silent");
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: silent, bid_sats: 1 });
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs);
+    const tick = s.run({ type: "Tick" });
+    expect(eventOf(tick, "task.failed")?.data).toMatchObject({ reason: "no eligible bids" });
+  });
+});
+
+describe("recovery after a restart", () => {
+  it("puts online agents offline with a grace period in which their bids and tasks stand", () => {
+    const s = scenario({ closeWhenAllBid: false });
+    const a = s.agent("a");
+    const b = s.agent("b");
+    const running = s.task();
+    s.given({ type: "SubmitBid", task_id: running, agent_id: a, bid_sats: 5 });
+    s.given({ type: "CloseAuction", task_id: running });
+    s.given({ type: "StartTask", task_id: running, agent_id: a });
+    const open = s.task();
+    s.given({ type: "SubmitBid", task_id: open, agent_id: b, bid_sats: 7 });
+    s.advance(DEFAULT_RULES.defaultAuctionMs + 60_000); // the process was down past the deadline
+    const recovered = s.run({ type: "Recover" });
+    expect(types(recovered)).toEqual(["agent.status_changed", "agent.status_changed"]);
+    expect(eventOf(recovered, "agent.status_changed")?.data).toMatchObject({
+      to: "offline",
+      reason: "coordinator restarted",
+    });
+    const tick = s.run({ type: "Tick" });
+    expect(eventOf(tick, "task.assigned")).toMatchObject({
+      task_id: open,
+      agent_id: b,
+      data: { bid_sats: 7 },
+    });
+    expect(s.state.getTask(running)?.status).toBe("running");
+    // a reports its result within the grace period and is back online.
+    const done = s.run({ type: "CompleteTask", task_id: running, agent_id: a, result: "ok" });
+    expect(types(done)).toEqual(["task.completed", "agent.status_changed"]);
+    expect(s.state.getAgent(a)?.status).toBe("idle");
+    // b never comes back: after the grace period its task is put up again.
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs);
+    const lost = s.run({ type: "Tick" });
+    expect(eventOf(lost, "task.bidding")?.data).toMatchObject({
+      reason: "agent did not come back after a restart",
+      attempt: 2,
+    });
+  });
+});
+
+describe("purity", () => {
+  it("leaves the state untouched and decides the same way twice", () => {
+    const s = scenario();
+    const a = s.agent();
+    const t = s.task();
+    const before = JSON.stringify([[...s.state.agents()], s.state.getTask(t), s.state.bidsFor(t)]);
+    const ctx = () => ({
+      now: new Date(START + 10),
+      newId: () => "00000000-0000-4000-8000-0000000000ff",
+      rules: DEFAULT_RULES,
+    });
+    const first = decide(s.state, { type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 9 }, ctx());
+    const second = decide(s.state, { type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 9 }, ctx());
+    expect(second).toEqual(first);
+    expect(JSON.stringify([[...s.state.agents()], s.state.getTask(t), s.state.bidsFor(t)])).toBe(before);
+  });
+
+  it("works from a state rebuilt out of records, as the shell loads it", () => {
+    const s = scenario();
+    const a = s.agent();
+    const t = s.task();
+    const rebuilt = CoordinatorState.from({
+      agents: [...s.state.agents()],
+      tasks: [s.state.getTask(t)!],
+      bids: [],
+    });
+    const decision = decide(
+      rebuilt,
+      { type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 3 },
+      {
+        now: new Date(START),
+        newId: () => "00000000-0000-4000-8000-0000000000aa",
+        rules: DEFAULT_RULES,
+      },
+    );
+    expect(types(decision)).toEqual([
+      "bid.submitted",
+      "auction.closed",
+      "task.assigned",
+      "agent.status_changed",
+    ]);
+  });
+});
