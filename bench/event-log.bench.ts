@@ -4,7 +4,7 @@
  * block while pruning a million rows.
  */
 import { randomUUID } from "node:crypto";
-import { v7 as timeOrderedUuid } from "uuid";
+import { newId as timeOrderedUuid } from "../src/ids.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +18,7 @@ import { percentile, round } from "./machine.js";
 const logger = pino({ level: "silent" });
 const DAY = 86_400_000;
 
-interface Row {
+export interface Row {
   id: string;
   event_type: string;
   source: string;
@@ -43,7 +43,7 @@ const CALLERS = 100;
  * rows: 100 agents, each the source and agent of its own events, each on a task of its own
  * for about 20 events before moving to the next.
  */
-function makeRow(k: number, timestamp: string): Row {
+export function makeRow(k: number, timestamp: string): Row {
   const agent = k % CALLERS;
   const round = Math.floor(k / CALLERS);
   return {
@@ -76,7 +76,7 @@ function rate(count: number, ms: number): number {
 }
 
 /** Prepared INSERTs of ready rows in `batch`-row transactions: the ceiling for this schema and disk. */
-function rawLimit(path: string, rows: Row[], synchronous: "FULL" | "NORMAL", batch: number): number {
+export function rawLimit(path: string, rows: Row[], synchronous: "FULL" | "NORMAL", batch: number): number {
   const log = new EventLog({ path, logger, synchronous });
   const insert = log.db.prepare(SQL.insert);
   const write = log.db.transaction((chunk: Row[]) => {

@@ -4,6 +4,7 @@
  * check the script itself).
  */
 import { writeFileSync } from "node:fs";
+import { benchCoordinator } from "./coordinator.bench.js";
 import { benchEventLog } from "./event-log.bench.js";
 import { describeMachine, round } from "./machine.js";
 
@@ -94,6 +95,31 @@ say(
     `${verdict(e.concurrent_full / e.raw_full >= 0.8)} (FULL); ≥ 0.8× raw at the same transaction size: ` +
     `${verdict(e.concurrent_normal / e.raw100_normal >= 0.8)} (NORMAL), ${verdict(e.concurrent_full / e.raw100_full >= 0.8)} (FULL); ` +
     `sequential ≥ 5,000/s: ${verdict(e.sequential_normal >= 5000)} (NORMAL), ${verdict(e.sequential_full >= 5000)} (FULL).`,
+);
+
+const c = benchCoordinator(quick ? { tasks: 500 } : {});
+say();
+say("### Coordinator (synchronous=NORMAL)");
+say();
+say("| measure | per second |");
+say("|---|---:|");
+say(`| pure core: decisions (post, 5 bids, close, start, complete; no I/O) | ${c.pure.decisionsPerSecond} |`);
+say(`| pure core: whole task lifecycles | ${c.pure.lifecyclesPerSecond} |`);
+say(
+  `| persisted: commands, each its own transaction (state rows + events) | ${c.persisted.commandsPerSecond} |`,
+);
+say(
+  `| persisted: whole task lifecycles (${c.persisted.eventsPerLifecycle} events each) | ${c.persisted.lifecyclesPerSecond} |`,
+);
+say(`| persisted: events written by those commands | ${c.persisted.eventsPerSecond} |`);
+say(`| raw event-log limit, same run (1,000-row transactions) | ${c.raw_event_inserts_per_second} |`);
+say(
+  `| raw single-row commits, same run (one commit per command is the floor) | ${c.raw_single_row_commits_per_second} |`,
+);
+say();
+say(
+  `Persisted commands run at ${round(c.persisted.commandsPerSecond / c.raw_single_row_commits_per_second, 2)}× the single-row commit rate ` +
+    `(each command is one transaction writing its state rows and events together).`,
 );
 
 writeFileSync(new URL("./last-run.md", import.meta.url), `${lines.join("\n")}\n`);

@@ -1,8 +1,9 @@
 /**
- * The server entry: read configuration, open the event log, start the retention schedule,
- * listen, and shut down in order on SIGTERM/SIGINT.
+ * The server entry: read configuration, open the event log, recover and start the
+ * coordinator, start the retention schedule, listen, and shut down in order on SIGTERM/SIGINT.
  */
 import { loadConfig } from "./config.js";
+import { Coordinator } from "./coordinator/coordinator.js";
 import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
 import { createLogger } from "./logger.js";
 import { buildApp } from "./web/app.js";
@@ -23,6 +24,12 @@ async function main(): Promise<void> {
     eventLog.close();
     throw error;
   }
+  const coordinator = new Coordinator({
+    eventLog,
+    logger,
+    rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
+  });
+  coordinator.start();
   const app = buildApp({ eventLog, logger });
 
   let stopping = false;
@@ -32,6 +39,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, "shutting down");
     try {
       await app.close(); // stops accepting, lets in-flight requests finish
+      coordinator.stop();
       await retention.stop();
     } finally {
       eventLog.close(); // writes anything still queued, then closes the file

@@ -2,7 +2,7 @@
  * Input checks for the event log. Everything is checked before a transaction opens, so a
  * rejected event never leaves a row behind; each refusal names the field at fault.
  */
-import { v7 as timeOrderedUuid } from "uuid";
+import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError, type ErrorCode } from "../errors.js";
 import { isValidEventType, MAX_EVENT_TYPE_LENGTH } from "./event-types.js";
 import type { EventData, EventFilter, EventInput, SortOrder } from "./types.js";

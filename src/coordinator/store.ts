@@ -1,0 +1,162 @@
+/**
+ * The coordinator's tables: prepared once, written only inside the event log's transactions
+ * (so a command's records and its events commit together), read to load the working set at
+ * start and to answer queries about finished tasks and agent stats.
+ */
+import type { Statement } from "better-sqlite3";
+import type { SqliteDatabase } from "../event-log/database.js";
+import type { Agent, Bid, StateChanges, Task } from "./types.js";
+
+interface AgentRow extends Omit<Agent, "capabilities"> {
+  capabilities: string;
+}
+
+interface TaskRow extends Omit<Task, "required_capabilities"> {
+  required_capabilities: string;
+}
+
+export interface AgentStats {
+  bids: number;
+  wins: number;
+  tasks_completed: number;
+  tasks_failed: number;
+  earned_sats: number;
+  win_rate: number;
+  average_winning_bid_sats: number | null;
+}
+
+function toAgent(row: AgentRow): Agent {
+  return { ...row, capabilities: JSON.parse(row.capabilities) as string[] };
+}
+
+function toTask(row: TaskRow): Task {
+  return { ...row, required_capabilities: JSON.parse(row.required_capabilities) as string[] };
+}
+
+const TASK_COLUMNS =
+  "id, description, status, required_capabilities, auction_ms, max_bid_sats, attempt, assigned_agent, " +
+  "winning_bid_sats, result, error, created_at, auction_closes_at, assigned_at, started_at, completed_at";
+const AGENT_COLUMNS =
+  "id, name, capabilities, max_concurrent, status, registered_at, last_seen, grace_until, left_at";
+const BID_COLUMNS = "task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome";
+
+/** Every statement the store runs, in one place so the query-plan test can check them all. */
+export const STORE_SQL = {
+  upsertAgent:
+    `INSERT INTO agents (${AGENT_COLUMNS}) VALUES (@id, @name, @capabilities, @max_concurrent, @status, @registered_at, @last_seen, @grace_until, @left_at) ` +
+    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, capabilities = excluded.capabilities, " +
+    "max_concurrent = excluded.max_concurrent, status = excluded.status, last_seen = excluded.last_seen, " +
+    "grace_until = excluded.grace_until, left_at = excluded.left_at",
+  upsertTask:
+    `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (@id, @description, @status, @required_capabilities, @auction_ms, @max_bid_sats, ` +
+    "@attempt, @assigned_agent, @winning_bid_sats, @result, @error, @created_at, @auction_closes_at, @assigned_at, @started_at, @completed_at) " +
+    "ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt, " +
+    "assigned_agent = excluded.assigned_agent, winning_bid_sats = excluded.winning_bid_sats, result = excluded.result, " +
+    "error = excluded.error, auction_closes_at = excluded.auction_closes_at, assigned_at = excluded.assigned_at, " +
+    "started_at = excluded.started_at, completed_at = excluded.completed_at",
+  upsertBid:
+    `INSERT INTO bids (${BID_COLUMNS}) VALUES (@task_id, @attempt, @agent_id, @bid_sats, @bid_order, @placed_at, @outcome) ` +
+    "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
+    "bid_order = excluded.bid_order, placed_at = excluded.placed_at, outcome = excluded.outcome",
+  allAgents: `SELECT ${AGENT_COLUMNS} FROM agents`,
+  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running')`,
+  openBids:
+    `SELECT ${BID_COLUMNS.split(", ")
+      .map((c) => `b.${c}`)
+      .join(", ")} FROM tasks t ` +
+    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status = 'bidding' ORDER BY b.task_id, b.bid_order",
+  taskById: `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ?`,
+  agentById: `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`,
+  bidsOfTask: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = ? ORDER BY attempt, bid_order`,
+  agentBidStats:
+    "SELECT COUNT(*) AS bids, COALESCE(SUM(outcome = 'won'), 0) AS wins, " +
+    "SUM(CASE WHEN outcome = 'won' THEN bid_sats END) AS won_sats FROM bids WHERE agent_id = ?",
+  agentTaskStats:
+    "SELECT COALESCE(SUM(status = 'completed'), 0) AS completed, COALESCE(SUM(status = 'failed'), 0) AS failed, " +
+    "SUM(CASE WHEN status = 'completed' THEN winning_bid_sats END) AS earned FROM tasks WHERE assigned_agent = ?",
+} as const;
+
+export class CoordinatorStore {
+  private readonly statements: {
+    upsertAgent: Statement;
+    upsertTask: Statement;
+    upsertBid: Statement;
+    allAgents: Statement<[], AgentRow>;
+    activeTasks: Statement<[], TaskRow>;
+    openBids: Statement<[], Bid>;
+    taskById: Statement<[string], TaskRow>;
+    agentById: Statement<[string], AgentRow>;
+    bidsOfTask: Statement<[string], Bid>;
+    agentBidStats: Statement<[string], { bids: number; wins: number; won_sats: number | null }>;
+    agentTaskStats: Statement<[string], { completed: number; failed: number; earned: number | null }>;
+  };
+
+  constructor(readonly db: SqliteDatabase) {
+    this.statements = {
+      upsertAgent: db.prepare(STORE_SQL.upsertAgent),
+      upsertTask: db.prepare(STORE_SQL.upsertTask),
+      upsertBid: db.prepare(STORE_SQL.upsertBid),
+      allAgents: db.prepare(STORE_SQL.allAgents),
+      activeTasks: db.prepare(STORE_SQL.activeTasks),
+      openBids: db.prepare(STORE_SQL.openBids),
+      taskById: db.prepare(STORE_SQL.taskById),
+      agentById: db.prepare(STORE_SQL.agentById),
+      bidsOfTask: db.prepare(STORE_SQL.bidsOfTask),
+      agentBidStats: db.prepare(STORE_SQL.agentBidStats),
+      agentTaskStats: db.prepare(STORE_SQL.agentTaskStats),
+    };
+  }
+
+  /** Write a decision's records. Must run inside the event log's transaction. */
+  apply(changes: StateChanges): void {
+    for (const agent of changes.agents) {
+      this.statements.upsertAgent.run({ ...agent, capabilities: JSON.stringify(agent.capabilities) });
+    }
+    for (const task of changes.tasks) {
+      this.statements.upsertTask.run({
+        ...task,
+        required_capabilities: JSON.stringify(task.required_capabilities),
+      });
+    }
+    for (const bid of changes.bids) this.statements.upsertBid.run(bid);
+  }
+
+  /** Everything the core needs in memory: all agents, the live tasks, the bids of open auctions. */
+  loadWorkingSet(): StateChanges {
+    return {
+      agents: this.statements.allAgents.all().map(toAgent),
+      tasks: this.statements.activeTasks.all().map(toTask),
+      bids: this.statements.openBids.all(),
+    };
+  }
+
+  getTask(id: string): Task | undefined {
+    const row = this.statements.taskById.get(id);
+    return row === undefined ? undefined : toTask(row);
+  }
+
+  getAgent(id: string): Agent | undefined {
+    const row = this.statements.agentById.get(id);
+    return row === undefined ? undefined : toAgent(row);
+  }
+
+  /** Every bid the task received, all rounds, in the order placed. */
+  getBids(taskId: string): Bid[] {
+    return this.statements.bidsOfTask.all(taskId);
+  }
+
+  agentStats(agentId: string): AgentStats {
+    const bids = this.statements.agentBidStats.get(agentId) ?? { bids: 0, wins: 0, won_sats: null };
+    const tasks = this.statements.agentTaskStats.get(agentId) ?? { completed: 0, failed: 0, earned: null };
+    return {
+      bids: bids.bids,
+      wins: bids.wins,
+      tasks_completed: tasks.completed,
+      tasks_failed: tasks.failed,
+      earned_sats: tasks.earned ?? 0,
+      win_rate: bids.bids === 0 ? 0 : Math.round((bids.wins / bids.bids) * 1000) / 1000,
+      average_winning_bid_sats:
+        bids.wins === 0 || bids.won_sats === null ? null : Math.round(bids.won_sats / bids.wins),
+    };
+  }
+}
