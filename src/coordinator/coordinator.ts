@@ -7,7 +7,7 @@
  */
 import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError } from "../errors.js";
-import type { EventLog } from "../event-log/event-log.js";
+import type { EventLog, EventLogTransaction } from "../event-log/event-log.js";
 import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
@@ -31,6 +31,18 @@ export interface CoordinatorOptions {
   newId?: () => string;
   /** How often the Tick runs: auctions close at most this late. Default 100 ms. */
   tickIntervalMs?: number;
+  /** Most commands `submit` commits in one transaction. Default 500. */
+  maxBatchCommands?: number;
+}
+
+/** Extra rows a caller writes in the same transaction as its command (a token, an idempotency key). */
+export type AlsoWrite = (result: CommandResult) => void;
+
+interface QueuedCommand {
+  command: Command;
+  alsoWrite: AlsoWrite | undefined;
+  resolve: (result: CommandResult) => void;
+  reject: (error: unknown) => void;
 }
 
 export interface CommandResult extends Omit<Accepted["subject"], "tool_event_id"> {
@@ -46,8 +58,13 @@ export class Coordinator {
   private readonly clock: () => Date;
   private readonly newId: () => string;
   private readonly tickIntervalMs: number;
-  private readonly state: CoordinatorState;
+  private state: CoordinatorState;
   private timer: NodeJS.Timeout | undefined;
+  private queue: QueuedCommand[] = [];
+  private flushScheduled = false;
+  private readonly maxBatchCommands: number;
+  /** Set once memory holds changes of a transaction that has not committed yet. */
+  private memoryAhead = false;
 
   constructor(options: CoordinatorOptions) {
     this.eventLog = options.eventLog;
@@ -56,6 +73,7 @@ export class Coordinator {
     this.clock = options.clock ?? (() => new Date());
     this.newId = options.newId ?? timeOrderedUuid;
     this.tickIntervalMs = options.tickIntervalMs ?? 100;
+    this.maxBatchCommands = options.maxBatchCommands ?? 500;
     this.store = new CoordinatorStore(this.eventLog.db);
     this.state = CoordinatorState.from(this.store.loadWorkingSet());
   }
@@ -103,7 +121,86 @@ export class Coordinator {
    * refused, or STORAGE_UNAVAILABLE when the write fails; in both cases nothing was written and
    * the in-memory state is unchanged.
    */
-  execute(command: Command): CommandResult {
+  execute(command: Command, alsoWrite?: AlsoWrite): CommandResult {
+    this.memoryAhead = false;
+    try {
+      return this.eventLog.transaction((tx) => this.decideAndWrite(command, alsoWrite, tx));
+    } catch (error) {
+      // The commit itself failed after memory took the change: start again from the tables.
+      if (this.memoryAhead) this.reloadState();
+      throw error;
+    }
+  }
+
+  private reloadState(): void {
+    this.state = CoordinatorState.from(this.store.loadWorkingSet());
+    this.memoryAhead = false;
+  }
+
+  /**
+   * The same as `execute`, but commands submitted in the same turn of the event loop share one
+   * transaction (group commit), each deciding against the state its predecessors left. The
+   * promise settles after the commit. One command's refusal or failed extra write rejects only
+   * that command; a failed commit rejects the whole batch and reloads the state from the tables.
+   */
+  submit(command: Command, alsoWrite?: AlsoWrite): Promise<CommandResult> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ command, alsoWrite, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue.splice(0, this.maxBatchCommands);
+    this.memoryAhead = false;
+    if (this.queue.length > 0) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    if (batch.length === 0) return;
+    let outcomes: ({ ok: true; result: CommandResult } | { ok: false; error: unknown })[];
+    try {
+      outcomes = this.eventLog.transaction((tx) =>
+        batch.map((item) => {
+          try {
+            // A savepoint per command: its own failure undoes only its own rows.
+            return {
+              ok: true as const,
+              result: this.eventLog.transaction(() => this.decideAndWrite(item.command, item.alsoWrite, tx)),
+            };
+          } catch (error) {
+            return { ok: false as const, error };
+          }
+        }),
+      );
+    } catch (error) {
+      // Memory already holds the batch's changes; the tables do not. Start again from the tables.
+      this.reloadState();
+      this.logger.error({ err: error, commands: batch.length }, "a command batch failed to commit");
+      for (const item of batch) item.reject(error);
+      return;
+    }
+    outcomes.forEach((outcome, index) => {
+      const item = batch[index] as QueuedCommand;
+      if (outcome.ok) item.resolve(outcome.result);
+      else item.reject(outcome.error);
+    });
+  }
+
+  /**
+   * Decide, write the records, events and extras inside the caller's transaction, and fold the
+   * records into memory. Memory is updated inside the transaction so that the next command of a
+   * batch sees this one; `execute` and `submit` undo it if the transaction does not commit.
+   */
+  private decideAndWrite(
+    command: Command,
+    alsoWrite: AlsoWrite | undefined,
+    tx: EventLogTransaction,
+  ): CommandResult {
     const taskId = "task_id" in command ? command.task_id : undefined;
     // A final task has left the working set: load it so the core can say why it refuses.
     const view =
@@ -114,12 +211,12 @@ export class Coordinator {
     if (!decision.ok) throw new SwarmError(decision.code, decision.message, decision.details);
     const { tool_event_id: _toolEventId, ...subject } = decision.subject;
     if (isEmpty(decision)) return { ...subject, events: [] };
-    const events = this.eventLog.transaction((tx) => {
-      this.store.apply(decision.changes);
-      return tx.appendMany(decision.events);
-    });
+    this.store.apply(decision.changes);
+    const result = { ...subject, events: tx.appendMany(decision.events) };
+    alsoWrite?.(result);
     this.state.apply(decision.changes);
-    return { ...subject, events };
+    this.memoryAhead = true;
+    return result;
   }
 
   // ------------------------------------------------------------ reads

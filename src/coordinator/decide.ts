@@ -515,7 +515,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         placed_at: draft.nowIso,
         outcome: null,
       };
-      markContact(draft, agent, "bid");
+      // A bid is not a heartbeat: bids are the hottest write, and liveness has its own signal.
       draft.putBid(bid);
       draft.emit(EventType.BID_SUBMITTED, {
         source: agent.id,

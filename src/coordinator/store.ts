@@ -76,6 +76,14 @@ export const STORE_SQL = {
     "SUM(CASE WHEN status = 'completed' THEN winning_bid_sats END) AS earned FROM tasks WHERE assigned_agent = ?",
 } as const;
 
+export interface TaskListFilter {
+  status?: string;
+  agent_id?: string;
+  /** Only tasks older than this cursor (a task's `rowid`, newest first). */
+  before?: number;
+  limit: number;
+}
+
 export class CoordinatorStore {
   private readonly statements: {
     upsertAgent: Statement;
@@ -90,6 +98,8 @@ export class CoordinatorStore {
     agentBidStats: Statement<[string], { bids: number; wins: number; won_sats: number | null }>;
     agentTaskStats: Statement<[string], { completed: number; failed: number; earned: number | null }>;
   };
+
+  private readonly listStatements = new Map<string, Statement<unknown[], TaskRow & { cursor: number }>>();
 
   constructor(readonly db: SqliteDatabase) {
     this.statements = {
@@ -143,6 +153,34 @@ export class CoordinatorStore {
   /** Every bid the task received, all rounds, in the order placed. */
   getBids(taskId: string): Bid[] {
     return this.statements.bidsOfTask.all(taskId);
+  }
+
+  /** A page of tasks, newest first, and the cursor for the next page (null on the last). */
+  listTasks(filter: TaskListFilter): { tasks: Task[]; next_cursor: string | null } {
+    const where = ["rowid < ?"];
+    const params: (string | number)[] = [filter.before ?? Number.MAX_SAFE_INTEGER];
+    if (filter.status !== undefined) {
+      where.push("status = ?");
+      params.push(filter.status);
+    }
+    if (filter.agent_id !== undefined) {
+      where.push("assigned_agent = ?");
+      params.push(filter.agent_id);
+    }
+    const key = `${filter.status !== undefined}|${filter.agent_id !== undefined}`;
+    let statement = this.listStatements.get(key);
+    if (statement === undefined) {
+      statement = this.db.prepare<unknown[], TaskRow & { cursor: number }>(
+        `SELECT rowid AS cursor, ${TASK_COLUMNS} FROM tasks WHERE ${where.join(" AND ")} ORDER BY rowid DESC LIMIT ?`,
+      );
+      this.listStatements.set(key, statement);
+    }
+    const rows = statement.all(...params, filter.limit);
+    const last = rows.at(-1);
+    return {
+      tasks: rows.map(({ cursor: _cursor, ...row }) => toTask(row)),
+      next_cursor: rows.length === filter.limit && last !== undefined ? String(last.cursor) : null,
+    };
   }
 
   agentStats(agentId: string): AgentStats {

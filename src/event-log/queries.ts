@@ -36,6 +36,14 @@ export function buildListQuery(filter: NormalizedFilter): BuiltQuery {
       shape.push(column);
     }
   }
+  if (filter.text !== undefined) {
+    // LIKE with the wildcards in the text escaped: the text is matched literally. The data is
+    // stored as JSON, so search for the text as JSON spells it (quotes and backslashes escaped).
+    where.push("data LIKE ? ESCAPE '\\'");
+    const spelled = JSON.stringify(filter.text).slice(1, -1);
+    params.push(`%${spelled.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
+    shape.push("text");
+  }
   if (filter.since !== undefined) {
     where.push("timestamp >= ?");
     params.push(filter.since);

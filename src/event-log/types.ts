@@ -39,6 +39,8 @@ export interface EventFilter {
   source?: string;
   task_id?: string;
   agent_id?: string;
+  /** Text that must occur in the event's data (as JSON), matched case-insensitively for ASCII. */
+  text?: string;
   /** Inclusive lower bound on `timestamp` (ISO-8601 or Date). */
   since?: string | Date;
   /** Exclusive upper bound on `timestamp`. */

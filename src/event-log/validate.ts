@@ -170,6 +170,7 @@ export interface NormalizedFilter {
   source: string | undefined;
   task_id: string | undefined;
   agent_id: string | undefined;
+  text: string | undefined;
   since: string | undefined;
   until: string | undefined;
   after_seq: number | undefined;
@@ -182,6 +183,14 @@ function checkSeq(field: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
     refuse("INVALID_FILTER", field, "must be a non-negative integer");
+  }
+  return value;
+}
+
+function checkText(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || value.length === 0 || value.length > 200 || !value.isWellFormed()) {
+    refuse("INVALID_FILTER", "text", "must be 1 to 200 characters of well-formed text");
   }
   return value;
 }
@@ -214,6 +223,7 @@ export function normalizeFilter(filter: EventFilter = {}): NormalizedFilter {
     source: optionalId("source"),
     task_id: optionalId("task_id"),
     agent_id: optionalId("agent_id"),
+    text: checkText(filter.text),
     since: optionalTime("since"),
     until: optionalTime("until"),
     after_seq: checkSeq("after_seq", filter.after_seq),

@@ -255,3 +255,74 @@ describe("recovery from the tables", () => {
     expect(after.getTask(running)?.status).toBe("completed");
   });
 });
+
+describe("group-committed commands", () => {
+  it("commits commands submitted together in one transaction, each seeing the ones before it", async () => {
+    const { coordinator, eventLog } = setup({ rules: { closeWhenAllBid: false } });
+    const agents = ["a", "b", "c"].map(
+      (name) => coordinator.execute({ type: "RegisterAgent", name }).agent!.id,
+    );
+    const task = coordinator.execute({ type: "PostTask", description: "job" }).task!.id;
+    const before = eventLog.writeStats().transactions;
+    const results = await Promise.allSettled([
+      coordinator.submit({ type: "SubmitBid", task_id: task, agent_id: agents[0]!, bid_sats: 30 }),
+      coordinator.submit({ type: "SubmitBid", task_id: task, agent_id: agents[1]!, bid_sats: 20 }),
+      coordinator.submit({ type: "SubmitBid", task_id: task, agent_id: "ghost", bid_sats: 10 }),
+      coordinator.submit({ type: "CloseAuction", task_id: task }),
+      coordinator.submit({ type: "SubmitBid", task_id: task, agent_id: agents[2]!, bid_sats: 5 }),
+    ]);
+    expect(
+      results.map((r) => (r.status === "fulfilled" ? "ok" : (r.reason as { code: string }).code)),
+    ).toEqual(["ok", "ok", "AGENT_NOT_FOUND", "ok", "TASK_NOT_BIDDING"]);
+    expect(eventLog.writeStats().transactions - before).toBe(1);
+    expect(coordinator.getTask(task)).toMatchObject({
+      status: "assigned",
+      assigned_agent: agents[1],
+      winning_bid_sats: 20,
+    });
+  });
+
+  it("rejects only the command whose extra write fails", async () => {
+    const { coordinator, eventLog } = setup();
+    eventLog.db.exec("CREATE TABLE extras (name TEXT PRIMARY KEY)");
+    const insert = eventLog.db.prepare("INSERT INTO extras (name) VALUES (?)");
+    const results = await Promise.allSettled([
+      coordinator.submit({ type: "RegisterAgent", name: "first" }, () => insert.run("same")),
+      coordinator.submit({ type: "RegisterAgent", name: "second" }, () => insert.run("same")),
+      coordinator.submit({ type: "RegisterAgent", name: "third" }, () => insert.run("other")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(
+      coordinator
+        .listAgents()
+        .map((a) => a.name)
+        .sort(),
+    ).toEqual(["first", "third"]);
+    expect(eventLog.listEvents().events.map((e) => e.data.name)).toEqual(["first", "third"]);
+  });
+
+  it("rejects the whole batch and reloads memory from the tables when the commit fails", async () => {
+    const { coordinator, eventLog } = setup();
+    coordinator.execute({ type: "RegisterAgent", name: "kept" });
+    const realTransaction = eventLog.transaction.bind(eventLog);
+    // The batch's transaction runs every command, then fails at the end and rolls back.
+    const spy = vi.spyOn(eventLog, "transaction").mockImplementationOnce((body) =>
+      realTransaction((tx) => {
+        body(tx);
+        throw new Error("injected: the commit failed");
+      }),
+    );
+    const results = await Promise.allSettled([
+      coordinator.submit({ type: "RegisterAgent", name: "lost-1" }),
+      coordinator.submit({ type: "RegisterAgent", name: "lost-2" }),
+    ]);
+    spy.mockRestore();
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(results[0]).toMatchObject({ reason: { message: "injected: the commit failed" } });
+    expect(eventLog.db.prepare("SELECT name FROM agents").pluck().all()).toEqual(["kept"]);
+    expect(coordinator.listAgents().map((a) => a.name)).toEqual(["kept"]);
+    await expect(coordinator.submit({ type: "RegisterAgent", name: "after" })).resolves.toMatchObject({
+      agent: { name: "after" },
+    });
+  });
+});

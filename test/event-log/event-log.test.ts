@@ -416,3 +416,27 @@ describe("queries", () => {
     expect(() => log.getEventSummary(0)).toThrow(expect.objectContaining({ details: { field: "minutes" } }));
   });
 });
+
+describe("text search in data", () => {
+  it("finds text literally, wildcards and quotes included, combined with other filters", async () => {
+    const log = openTestLog();
+    await log.logEvents([
+      { event_type: "task.created", source: "a", data: { description: "Refactor the PARSER" } },
+      { event_type: "task.created", source: "a", data: { description: "100% done_now" } },
+      { event_type: "task.created", source: "a", data: { description: 'say "hi" \\ bye' } },
+      { event_type: "tool.called", source: "b", data: { tool: "parser" } },
+    ]);
+    const find = (text: string, extra = {}) => log.listEvents({ text, ...extra }).events.map((e) => e.seq);
+    expect(find("parser")).toEqual([1, 4]);
+    expect(find("parser", { source: "a" })).toEqual([1]);
+    expect(find("100%")).toEqual([2]);
+    expect(find("%")).toEqual([2]);
+    expect(find("e_n")).toEqual([2]);
+    expect(find("_")).toEqual([2]);
+    expect(find('"hi" \\')).toEqual([3]);
+    expect(find("nothing like it")).toEqual([]);
+    expect(() => log.listEvents({ text: "" })).toThrow(
+      expect.objectContaining({ details: { field: "text" } }),
+    );
+  });
+});

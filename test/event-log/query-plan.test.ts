@@ -13,6 +13,7 @@ function everyFilterShape(): EventFilter[] {
     { task_id: "t-1" },
     { agent_id: "a-1" },
     { since: "2026-01-01T00:00:00.000Z" },
+    { text: "needle" },
     { until: "2026-02-01T00:00:00.000Z" },
     { after_seq: 10 },
     { before_seq: 1000 },
