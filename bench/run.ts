@@ -4,6 +4,7 @@
  * check the script itself).
  */
 import { writeFileSync } from "node:fs";
+import { benchApi } from "./api.bench.js";
 import { benchCoordinator } from "./coordinator.bench.js";
 import { benchEventLog } from "./event-log.bench.js";
 import { describeMachine, round } from "./machine.js";
@@ -120,6 +121,22 @@ say();
 say(
   `Persisted commands run at ${round(c.persisted.commandsPerSecond / c.raw_single_row_commits_per_second, 2)}× the single-row commit rate ` +
     `(each command is one transaction writing its state rows and events together).`,
+);
+
+const a = await benchApi(quick ? { seconds: 3 } : {});
+say();
+say("### REST and stream API (server in its own process, load from this one, loopback)");
+say();
+say("| measure | per second | p50 ms | p99 ms | target | verdict |");
+say("|---|---:|---:|---:|---|---|");
+say(
+  `| accepted bids, 50 connections over 2,000 open auctions (${a.bids.refused} refused, ${a.bids.errors} errors) | ${a.bids.accepted_per_second} | ${a.bids.p50_ms} | ${a.bids.p99_ms} | ≥ 5,000/s, p99 ≤ 25 ms | ${verdict(a.bids.accepted_per_second >= 5000 && a.bids.p99_ms <= 25)} |`,
+);
+say(
+  `| bare Fastify route, same machine, same load (the ceiling) | ${a.bare.per_second} | ${a.bare.p50_ms} | ${a.bare.p99_ms} | — | — |`,
+);
+say(
+  `| event to stream client, ${a.stream.clients} clients at ${a.stream.events_per_second} events/s (${a.stream.messages} messages) | — | ${a.stream.p50_ms} | ${a.stream.p99_ms} | p99 ≤ 50 ms at 1,000 events/s | ${verdict(a.stream.p99_ms <= 50 && a.stream.events_per_second >= 1000)} |`,
 );
 
 writeFileSync(new URL("./last-run.md", import.meta.url), `${lines.join("\n")}\n`);

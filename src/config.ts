@@ -16,6 +16,8 @@ export interface Config {
   heartbeatTimeoutMs: number;
   retentionDays: number;
   pruneCron: string;
+  /** Requests per minute per credential (or per IP without one); false when set to 0. */
+  rateLimitPerMinute: number | false;
   logLevel: string;
 }
 
@@ -29,6 +31,7 @@ export const CONFIG_DEFAULTS = {
   SWARM_RETENTION_DAYS: "30",
   // 03:17 every night: off the hour, so that many installs do not prune at the same instant.
   SWARM_PRUNE_CRON: "17 3 * * *",
+  SWARM_RATE_LIMIT: "1200",
   LOG_LEVEL: "info",
 } as const;
 
@@ -54,6 +57,11 @@ function readInteger(env: Env, name: keyof typeof CONFIG_DEFAULTS, min: number, 
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
+/** 127.0.0.0/8, ::1 and localhost: where an open (keyless) server may listen. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const dbSynchronous = read(env, "SWARM_DB_SYNC").toUpperCase();
   if (dbSynchronous !== "FULL" && dbSynchronous !== "NORMAL") {
@@ -68,8 +76,21 @@ export function loadConfig(env: Env = process.env): Config {
     });
   }
   const apiKey = env.SWARM_API_KEY?.trim();
+  const host = read(env, "HOST");
+  if ((apiKey === undefined || apiKey === "") && !isLoopback(host)) {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      `HOST=${host} would expose the coordinator beyond this machine without a key; set SWARM_API_KEY, or listen on 127.0.0.1`,
+      { field: "SWARM_API_KEY" },
+    );
+  }
+  if (apiKey !== undefined && apiKey !== "" && apiKey.length < 16) {
+    throw new SwarmError("INVALID_CONFIG", "SWARM_API_KEY must be at least 16 characters", {
+      field: "SWARM_API_KEY",
+    });
+  }
   return {
-    host: read(env, "HOST"),
+    host,
     port: readInteger(env, "PORT", 0, 65535),
     dbPath: read(env, "SWARM_DB"),
     dbSynchronous,
@@ -78,6 +99,7 @@ export function loadConfig(env: Env = process.env): Config {
     heartbeatTimeoutMs: readInteger(env, "SWARM_HEARTBEAT_TIMEOUT_MS", 1000, 86_400_000),
     retentionDays: readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500),
     pruneCron: read(env, "SWARM_PRUNE_CRON"),
+    rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,
   };
 }

@@ -4,6 +4,17 @@
  * with a code from this table; nothing else decides a status.
  */
 export const ERROR_TABLE = {
+  // The HTTP layer's own: malformed requests, credentials, limits.
+  VALIDATION_FAILED: { status: 400, title: "The request does not match its schema" },
+  INVALID_BODY: { status: 400, title: "The body is not valid JSON" },
+  UNAUTHORIZED: { status: 401, title: "Missing or unknown credentials" },
+  FORBIDDEN: { status: 403, title: "These credentials may not do that" },
+  NOT_FOUND: { status: 404, title: "No such resource" },
+  BODY_TOO_LARGE: { status: 413, title: "The body is too large" },
+  URI_TOO_LONG: { status: 414, title: "The URL is too long" },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: "The body must be JSON" },
+  RATE_LIMITED: { status: 429, title: "Too many requests" },
+  INTERNAL: { status: 500, title: "An internal error; it has been logged" },
   INVALID_EVENT: { status: 400, title: "The event is invalid" },
   INVALID_FILTER: { status: 400, title: "The event filter is invalid" },
   RETENTION_TOO_SHORT: { status: 400, title: "Retention is shorter than the allowed minimum" },

@@ -30,7 +30,14 @@ async function main(): Promise<void> {
     rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
   });
   coordinator.start();
-  const app = buildApp({ eventLog, logger });
+  const app = await buildApp({
+    eventLog,
+    coordinator,
+    logger,
+    apiKey: config.apiKey,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    defaultMetrics: true,
+  });
 
   let stopping = false;
   const shutdown = async (signal: string): Promise<void> => {

@@ -13,6 +13,7 @@ describe("configuration", () => {
       heartbeatTimeoutMs: 30000,
       retentionDays: 30,
       pruneCron: CONFIG_DEFAULTS.SWARM_PRUNE_CRON,
+      rateLimitPerMinute: 1200,
       logLevel: "info",
     });
   });
@@ -23,7 +24,8 @@ describe("configuration", () => {
       PORT: "8080",
       SWARM_DB: ":memory:",
       SWARM_DB_SYNC: "full",
-      SWARM_API_KEY: " secret ",
+      SWARM_API_KEY: " a-long-enough-secret ",
+      SWARM_RATE_LIMIT: "0",
       SWARM_AUCTION_MS: "250",
       SWARM_HEARTBEAT_TIMEOUT_MS: "5000",
       SWARM_RETENTION_DAYS: "7",
@@ -34,11 +36,22 @@ describe("configuration", () => {
       host: "0.0.0.0",
       port: 8080,
       dbSynchronous: "FULL",
-      apiKey: "secret",
+      apiKey: "a-long-enough-secret",
+      rateLimitPerMinute: false,
       auctionMs: 250,
       retentionDays: 7,
       logLevel: "debug",
     });
+  });
+
+  it("refuses to listen beyond loopback without a key, saying why", () => {
+    expect(() => loadConfig({ HOST: "0.0.0.0" })).toThrow(/SWARM_API_KEY/);
+    expect(() => loadConfig({ HOST: "192.168.1.5", SWARM_API_KEY: "" })).toThrow(
+      expect.objectContaining({ code: "INVALID_CONFIG", details: { field: "SWARM_API_KEY" } }),
+    );
+    expect(loadConfig({ HOST: "127.0.0.2" }).host).toBe("127.0.0.2");
+    expect(loadConfig({ HOST: "::1" }).host).toBe("::1");
+    expect(() => loadConfig({ SWARM_API_KEY: "short" })).toThrow(/at least 16/);
   });
 
   it.each([

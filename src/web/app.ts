@@ -2,35 +2,204 @@
  * buildApp(): the whole HTTP application as a Fastify instance, built from its parts. Tests
  * call it with `inject`; `server.ts` only reads configuration and listens.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import helmet from "@fastify/helmet";
+import rateLimit from "@fastify/rate-limit";
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import websocket from "@fastify/websocket";
+import { Ajv } from "ajv";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifySchema,
+  type FastifyInstance,
+  type RawReplyDefaultExpression,
+  type RawRequestDefaultExpression,
+  type RawServerDefault,
+} from "fastify";
+import type { FastifyRouteSchemaDef } from "fastify/types/schema.js";
+import type { Coordinator } from "../coordinator/coordinator.js";
+import { SwarmError } from "../errors.js";
 import type { EventLog } from "../event-log/event-log.js";
 import type { Logger } from "../logger.js";
+import { bearerToken, guards, hashToken, resolveCaller, TokenStore } from "./auth.js";
+import { installErrorHandling, sendError, toSwarmError } from "./errors.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { agentRoutes } from "./routes/agents.js";
+import { eventRoutes } from "./routes/events.js";
+import { opsRoutes } from "./routes/ops.js";
+import { STREAM_DEFAULTS, streamRoutes, type StreamOptions } from "./routes/stream.js";
+import { taskRoutes } from "./routes/tasks.js";
 
 export interface AppOptions {
   eventLog: EventLog;
+  coordinator: Coordinator;
   logger: Logger;
+  /** SWARM_API_KEY: the operator's key. Unset: operator actions are open (the server listens on loopback only). */
+  apiKey?: string;
+  /** Largest request body, in bytes. Default 256 KiB. */
+  bodyLimit?: number;
+  /** Requests per minute per credential (or per IP without one); false turns limiting off. Default 1200. */
+  rateLimitPerMinute?: number | false;
+  stream?: Partial<StreamOptions>;
+  /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
+  defaultMetrics?: boolean;
 }
+
+export type App = FastifyInstance<
+  RawServerDefault,
+  RawRequestDefaultExpression,
+  RawReplyDefaultExpression,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
 
 declare module "fastify" {
   interface FastifyInstance {
     eventLog: EventLog;
+    coordinator: Coordinator;
+    tokens: TokenStore;
+    guard: ReturnType<typeof guards>;
+    apiKey: string | undefined;
+    metrics: Metrics;
   }
 }
 
-export function buildApp({ eventLog, logger }: AppOptions): FastifyInstance {
-  const loggerInstance: FastifyBaseLogger = logger;
-  const app = Fastify({ loggerInstance });
-  app.decorate("eventLog", eventLog);
+// Bodies are JSON and must be exactly right: no coercion, and unknown fields are refused by
+// name rather than silently dropped. Query strings and params are text, so they are coerced.
+const bodyAjv = new Ajv({ removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false });
+const textAjv = new Ajv({
+  removeAdditional: false,
+  coerceTypes: "array",
+  useDefaults: true,
+  allErrors: false,
+});
 
-  app.get("/healthz", async (_request, reply) => {
+function compileValidator({ schema, httpPart }: FastifyRouteSchemaDef<FastifySchema>) {
+  return (httpPart === "body" ? bodyAjv : textAjv).compile(schema as object);
+}
+
+export async function buildApp(options: AppOptions): Promise<App> {
+  const loggerInstance: FastifyBaseLogger = options.logger;
+  const app = Fastify({
+    loggerInstance,
+    bodyLimit: options.bodyLimit ?? 256 * 1024,
+    // Long enough for any id the schemas allow, so that they, not the router, name the problem.
+    routerOptions: { maxParamLength: 1000 },
+    // Errors the router raises before any route runs (a malformed URL): the same error shape.
+    frameworkErrors: (error, _request, reply) => {
+      void sendError(reply, toSwarmError(error) ?? new SwarmError("VALIDATION_FAILED", error.message));
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(compileValidator);
+  // `curl -X POST -H 'content-type: application/json'` with no body means "no fields", not an
+  // error; anything else goes through Fastify's parser, which refuses __proto__ poisoning.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
+    const text = body.toString();
+    if (text.trim() === "") return done(null, {});
+    parseJson(request, text, done);
+  });
+
+  const tokens = new TokenStore(options.eventLog.db);
+  const apiKeyHash = options.apiKey === undefined ? undefined : hashToken(options.apiKey);
+  const metrics = createMetrics(options.eventLog, { defaultMetrics: options.defaultMetrics ?? false });
+  app.decorate("eventLog", options.eventLog);
+  app.decorate("coordinator", options.coordinator);
+  app.decorate("tokens", tokens);
+  app.decorate("guard", guards(options.apiKey));
+  app.decorate("apiKey", options.apiKey);
+  app.decorate("metrics", metrics);
+  app.decorateRequest("caller", null as never);
+  app.addHook("onClose", async () => metrics.stop());
+
+  installErrorHandling(app);
+
+  // Who is calling, settled before anything else (rate limiting keys on it).
+  app.addHook("onRequest", async (request) => {
     try {
-      eventLog.latestSeq();
-      return { status: "ok", latest_seq: eventLog.latestSeq() };
+      let token = bearerToken(request);
+      if (token === undefined && request.url.startsWith("/api/stream")) {
+        // Browsers cannot set headers on a WebSocket; the stream also takes ?token=.
+        const query = request.query as { token?: unknown };
+        if (typeof query.token === "string") token = query.token;
+      }
+      request.caller = resolveCaller(token, { apiKeyHash, tokens });
     } catch (error) {
-      app.log.error({ err: error }, "health check: the database did not answer");
-      return reply.code(503).send({ status: "unavailable" });
+      // A websocket upgrade refused this early keeps its socket open (a @fastify/websocket
+      // quirk); the route's guard refuses it later, which closes it.
+      if (!(error instanceof SwarmError) || request.headers.upgrade?.toLowerCase() !== "websocket")
+        throw error;
+      request.caller = { kind: "invalid", problem: error };
     }
   });
+  // A POST with no body at all means "no fields": an empty object, checked like any other.
+  app.addHook("preValidation", async (request) => {
+    if (request.method === "POST" && request.body === undefined) request.body = {};
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    metrics.httpDuration.observe(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? "unmatched",
+        status: String(reply.statusCode),
+      },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'", "data:"],
+      },
+    },
+  });
+  if (options.rateLimitPerMinute !== false) {
+    await app.register(rateLimit, {
+      max: options.rateLimitPerMinute ?? 1200,
+      timeWindow: 60_000,
+      keyGenerator: (request) =>
+        request.caller.kind === "agent"
+          ? `agent:${request.caller.agentId}`
+          : request.caller.kind === "operator"
+            ? "operator"
+            : `ip:${request.ip}`,
+      errorResponseBuilder: (_request, context) =>
+        new SwarmError(
+          "RATE_LIMITED",
+          `rate limit of ${context.max} requests per minute reached; retry in ${context.after}`,
+          {
+            retry_after: context.after,
+          },
+        ),
+    });
+  }
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: "swarm-coordinator",
+        version: "0.1.0",
+        description:
+          "Agents bid in sats for tasks in sealed-bid auctions; every lifecycle event lands in the event log.",
+      },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+
+  await app.register(opsRoutes);
+  await app.register(agentRoutes);
+  await app.register(taskRoutes);
+  await app.register(eventRoutes);
+  await app.register(streamRoutes, { stream: { ...STREAM_DEFAULTS, ...options.stream } });
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
 
   return app;
 }

@@ -1,0 +1,243 @@
+/**
+ * API benchmark, against the real server in its own process over loopback:
+ * accepted bids per second with 50 connections spread over many open auctions (autocannon),
+ * beside a bare Fastify route measured the same way; and event-to-stream latency with 200
+ * stream clients while the swarm produces about 1,000 events a second.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createServer, type AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
+import autocannon from "autocannon";
+import WebSocket from "ws";
+import { percentile, round } from "./machine.js";
+
+const KEY = "bench-operator-key-0123456789abcdef";
+const TIMESTAMP = /"timestamp":"([^"]+)"/;
+const SERVER = fileURLToPath(new URL("../src/server.ts", import.meta.url));
+const BARE = fileURLToPath(new URL("./bare-server.ts", import.meta.url));
+
+interface Running {
+  child: ChildProcess;
+  url: string;
+}
+
+/** A port free on loopback right now (the server is told to use it). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function start(script: string, env: Record<string, string>): Promise<Running> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ["--import", "tsx", script], {
+    env: { ...process.env, PORT: String(port), ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  child.stdout!.resume();
+  const url = `http://127.0.0.1:${port}`;
+  for (let waited = 0; ; waited += 50) {
+    if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode}`);
+    if (waited > 30_000) throw new Error(`${script} did not start`);
+    const up = await fetch(`${url}/healthz`).then(
+      (response) => response.status < 500,
+      () => false,
+    );
+    if (up) return { child, url };
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function stop(running: Running): Promise<void> {
+  const exited = new Promise((resolve) => running.child.once("exit", resolve));
+  running.child.kill("SIGTERM");
+  await exited;
+}
+
+async function api<T>(url: string, method: string, token: string, body?: unknown): Promise<T> {
+  const response = await fetch(url, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${method} ${url}: ${response.status} ${await response.text()}`);
+  return (await response.json()) as T;
+}
+
+function run(options: autocannon.Options): Promise<autocannon.Result> {
+  return new Promise((resolve, reject) => {
+    autocannon(options, (error, result) => (error ? reject(error) : resolve(result)));
+  });
+}
+
+export interface ApiBenchResult {
+  bids: { accepted_per_second: number; refused: number; p50_ms: number; p99_ms: number; errors: number };
+  bare: { per_second: number; p50_ms: number; p99_ms: number };
+  stream: {
+    clients: number;
+    events_per_second: number;
+    messages: number;
+    p50_ms: number;
+    p99_ms: number;
+    max_ms: number;
+  };
+}
+
+export async function benchApi(options: { seconds?: number } = {}): Promise<ApiBenchResult> {
+  const seconds = options.seconds ?? 10;
+  const dir = mkdtempSync(join(tmpdir(), "swarm-bench-api-"));
+  const server = await start(SERVER, {
+    SWARM_DB: join(dir, "swarm.db"),
+    SWARM_API_KEY: KEY,
+    SWARM_RATE_LIMIT: "0",
+    SWARM_AUCTION_MS: "600000",
+    LOG_LEVEL: "warn",
+  });
+  try {
+    const agents: { id: string; token: string }[] = [];
+    for (let i = 0; i < 50; i += 1) {
+      const { agent, token } = await api<{ agent: { id: string }; token: string }>(
+        `${server.url}/api/agents`,
+        "POST",
+        KEY,
+        {
+          name: `bidder-${i}`,
+          max_concurrent: 100,
+        },
+      );
+      agents.push({ id: agent.id, token });
+    }
+    const tasks: string[] = [];
+    for (let i = 0; i < 2000; i += 1) {
+      tasks.push(
+        (
+          await api<{ task: { id: string } }>(`${server.url}/api/tasks`, "POST", KEY, {
+            description: `auction ${i}`,
+          })
+        ).task.id,
+      );
+    }
+
+    // Accepted bids per second: random (agent, task) pairs, so bids land on many open auctions.
+    let n = 0;
+    const bids = await run({
+      url: server.url,
+      connections: 50,
+      duration: seconds,
+      requests: [
+        {
+          method: "POST",
+          setupRequest: (request) => {
+            n += 1;
+            const agent = agents[n % agents.length]!;
+            const task = tasks[(n * 7919) % tasks.length]!;
+            return {
+              ...request,
+              path: `/api/tasks/${task}/bids`,
+              headers: { authorization: `Bearer ${agent.token}`, "content-type": "application/json" },
+              body: JSON.stringify({ bid_sats: 1 + (n % 1000) }),
+            };
+          },
+        },
+      ],
+    });
+
+    const bare = await start(BARE, {});
+    const ceiling = await run({
+      url: `${bare.url}/bare`,
+      method: "POST",
+      connections: 50,
+      duration: seconds,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ bid_sats: 1 }),
+    });
+    await stop(bare);
+
+    // Stream latency: 200 clients, ~1,000 events/s of tool calls from running tasks.
+    const streamUrl = `${server.url.replace("http", "ws")}/api/stream?token=${KEY}`;
+    const latencies: number[] = [];
+    const clients = await Promise.all(
+      Array.from(
+        { length: 200 },
+        () =>
+          new Promise<WebSocket>((resolve, reject) => {
+            const socket = new WebSocket(streamUrl);
+            // 200 clients share this process with the load generator: read just the timestamp.
+            socket.on("message", (data: Buffer) => {
+              const stamp = TIMESTAMP.exec(data.toString());
+              if (stamp?.[1] !== undefined) latencies.push(Date.now() - Date.parse(stamp[1]));
+            });
+            socket.once("open", () => resolve(socket));
+            socket.once("error", reject);
+          }),
+      ),
+    );
+    const worker = agents[0]!;
+    const runningTasks: string[] = [];
+    for (let i = 0; i < 20; i += 1) {
+      const { task } = await api<{ task: { id: string } }>(`${server.url}/api/tasks`, "POST", KEY, {
+        description: `tool run ${i}`,
+        auction_ms: 100,
+      });
+      await api(`${server.url}/api/tasks/${task.id}/bids`, "POST", worker.token, { bid_sats: 1 });
+      runningTasks.push(task.id);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the short auctions close
+    for (const id of runningTasks) await api(`${server.url}/api/tasks/${id}/start`, "POST", worker.token);
+    latencies.length = 0;
+    let m = 0;
+    const producer = await run({
+      url: server.url,
+      connections: 10,
+      duration: seconds,
+      overallRate: 1000,
+      requests: [
+        {
+          method: "POST",
+          setupRequest: (request) => {
+            m += 1;
+            return {
+              ...request,
+              path: `/api/tasks/${runningTasks[m % runningTasks.length]!}/tools`,
+              headers: { authorization: `Bearer ${worker.token}`, "content-type": "application/json" },
+              body: JSON.stringify({ tool: "search", phase: "called", input: { n: m } }),
+            };
+          },
+        },
+      ],
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    for (const client of clients) client.close();
+    const sorted = [...latencies].sort((a, b) => a - b);
+    return {
+      bids: {
+        accepted_per_second: Math.round(bids["2xx"] / seconds),
+        refused: bids.non2xx,
+        p50_ms: bids.latency.p50,
+        p99_ms: bids.latency.p99,
+        errors: bids.errors,
+      },
+      bare: {
+        per_second: Math.round(ceiling.requests.average),
+        p50_ms: ceiling.latency.p50,
+        p99_ms: ceiling.latency.p99,
+      },
+      stream: {
+        clients: clients.length,
+        events_per_second: Math.round(producer["2xx"] / seconds),
+        messages: latencies.length,
+        p50_ms: round(percentile(sorted, 50), 1),
+        p99_ms: round(percentile(sorted, 99), 1),
+        max_ms: sorted.at(-1) ?? 0,
+      },
+    };
+  } finally {
+    await stop(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

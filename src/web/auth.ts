@@ -1,0 +1,141 @@
+/**
+ * Credentials. Agents get a token at registration, shown once and stored only as its SHA-256;
+ * the operator uses SWARM_API_KEY. Every request is resolved to who is calling before any
+ * route runs; routes then say who may call them.
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { SwarmError } from "../errors.js";
+import type { SqliteDatabase } from "../event-log/database.js";
+
+export type Caller =
+  | { kind: "operator" }
+  | { kind: "agent"; agentId: string }
+  | { kind: "anonymous" }
+  /** Credentials were sent but are wrong; refused by the route's guard (see app.ts for why not earlier). */
+  | { kind: "invalid"; problem: SwarmError };
+
+declare module "fastify" {
+  interface FastifyRequest {
+    caller: Caller;
+  }
+}
+
+export function newAgentToken(): string {
+  return `swarm_${randomBytes(32).toString("base64url")}`;
+}
+
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}
+
+export class TokenStore {
+  private readonly insert;
+  private readonly lookup;
+  /** Token hash → agent id; tokens never change, so a hit never goes stale. */
+  private readonly cache = new Map<string, string>();
+
+  constructor(db: SqliteDatabase) {
+    this.insert = db.prepare<[string, string, string]>(
+      "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
+    );
+    this.lookup = db
+      .prepare<[string], string>("SELECT agent_id FROM agent_tokens WHERE token_hash = ?")
+      .pluck();
+  }
+
+  /** Store a new token's hash; call inside the transaction that registers the agent. */
+  save(tokenHash: string, agentId: string, now: string): void {
+    this.insert.run(tokenHash, agentId, now);
+  }
+
+  agentFor(tokenHash: string): string | undefined {
+    const cached = this.cache.get(tokenHash);
+    if (cached !== undefined) return cached;
+    const agentId = this.lookup.get(tokenHash);
+    if (agentId !== undefined) this.cache.set(tokenHash, agentId);
+    return agentId;
+  }
+}
+
+export function bearerToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (header === undefined) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (match === null) throw new SwarmError("UNAUTHORIZED", "Authorization must be 'Bearer <token>'");
+  return match[1];
+}
+
+export interface AuthOptions {
+  /** SHA-256 of SWARM_API_KEY, hex; undefined when no key is set. */
+  apiKeyHash: string | undefined;
+  tokens: TokenStore;
+}
+
+/** Who is calling: the operator, an agent, or nobody. A credential that matches neither is a 401. */
+export function resolveCaller(token: string | undefined, { apiKeyHash, tokens }: AuthOptions): Caller {
+  if (token === undefined) return { kind: "anonymous" };
+  // One hash per request serves both checks; comparing digests leaks neither length nor content.
+  const tokenHash = hashToken(token);
+  if (
+    apiKeyHash !== undefined &&
+    timingSafeEqual(Buffer.from(tokenHash, "hex"), Buffer.from(apiKeyHash, "hex"))
+  ) {
+    return { kind: "operator" };
+  }
+  const agentId = tokens.agentFor(tokenHash);
+  if (agentId !== undefined) return { kind: "agent", agentId };
+  throw new SwarmError("UNAUTHORIZED", "the bearer token is not a known agent token or the operator key");
+}
+
+/** Route guards, as preHandlers. Without SWARM_API_KEY the operator's actions are open (loopback only). */
+export function guards(apiKey: string | undefined) {
+  const isOperator = (caller: Caller) =>
+    caller.kind === "operator" || (apiKey === undefined && caller.kind === "anonymous");
+  return {
+    operator: async (request: FastifyRequest, _reply: FastifyReply) => {
+      refuseInvalid(request.caller);
+      if (isOperator(request.caller)) return;
+      if (request.caller.kind === "anonymous")
+        throw new SwarmError("UNAUTHORIZED", "this needs the operator key");
+      throw new SwarmError("FORBIDDEN", "this is an operator action; an agent token cannot do it");
+    },
+    /** Any known caller may read; with no key set, anyone may. */
+    reader: async (request: FastifyRequest, _reply: FastifyReply) => {
+      refuseInvalid(request.caller);
+      if (request.caller.kind === "anonymous" && apiKey !== undefined) {
+        throw new SwarmError("UNAUTHORIZED", "reading needs the operator key or an agent token");
+      }
+    },
+    /** An agent acting for itself: the token's agent, and the `:id` in the path when there is one. */
+    agent: async (request: FastifyRequest, _reply: FastifyReply) => {
+      agentOf(request);
+      const params = request.params as { id?: string } | undefined;
+      if (request.routeOptions.url?.startsWith("/api/agents/") && params?.id !== agentOf(request)) {
+        throw new SwarmError("FORBIDDEN", "an agent may act only for itself");
+      }
+    },
+    /** The agent itself, or the operator. */
+    agentOrOperator: async (request: FastifyRequest, _reply: FastifyReply) => {
+      refuseInvalid(request.caller);
+      if (request.caller.kind === "operator" || (apiKey === undefined && request.caller.kind === "anonymous"))
+        return;
+      const params = request.params as { id?: string };
+      if (request.caller.kind === "agent" && params.id === request.caller.agentId) return;
+      if (request.caller.kind === "anonymous")
+        throw new SwarmError("UNAUTHORIZED", "this needs the agent's token or the operator key");
+      throw new SwarmError("FORBIDDEN", "an agent may act only for itself");
+    },
+  };
+}
+
+function refuseInvalid(caller: Caller): void {
+  if (caller.kind === "invalid") throw caller.problem;
+}
+
+/** The calling agent's id; a 401 for anyone else. */
+export function agentOf(request: FastifyRequest): string {
+  refuseInvalid(request.caller);
+  if (request.caller.kind !== "agent") throw new SwarmError("UNAUTHORIZED", "this needs an agent token");
+  return request.caller.agentId;
+}

@@ -1,0 +1,73 @@
+/**
+ * Prometheus metrics, on a registry of the app's own (tests build many apps in one process):
+ * events written by type, HTTP latency, open websockets, auction durations, tasks by status.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { EventLog } from "../event-log/event-log.js";
+
+export interface Metrics {
+  registry: Registry;
+  httpDuration: Histogram<"method" | "route" | "status">;
+  openWebsockets: Gauge<"kind">;
+  stop(): void;
+}
+
+export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const eventsWritten = new Counter({
+    name: "swarm_events_written_total",
+    help: "Events committed to event_log, by type",
+    labelNames: ["type"] as const,
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: "swarm_http_request_duration_seconds",
+    help: "HTTP request latency",
+    labelNames: ["method", "route", "status"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const openWebsockets = new Gauge({
+    name: "swarm_open_websockets",
+    help: "Open websocket connections",
+    labelNames: ["kind"] as const,
+    registers: [registry],
+  });
+  const auctionDuration = new Histogram({
+    name: "swarm_auction_duration_seconds",
+    help: "From an auction's opening to its close",
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [registry],
+  });
+  const tasksByStatus = db(eventLog);
+  new Gauge({
+    name: "swarm_tasks",
+    help: "Tasks by status",
+    labelNames: ["status"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { status, count } of tasksByStatus.all()) this.set({ status }, count);
+    },
+  });
+  // Opening times of auctions in progress, to time them at their close; bounded by open auctions.
+  const opened = new Map<string, number>();
+  const stop = eventLog.subscribe((event) => {
+    eventsWritten.inc({ type: event.event_type });
+    if (event.task_id === null) return;
+    if (event.event_type === "task.bidding") opened.set(event.task_id, Date.parse(event.timestamp));
+    else if (event.event_type === "auction.closed") {
+      const start = opened.get(event.task_id);
+      opened.delete(event.task_id);
+      if (start !== undefined) auctionDuration.observe((Date.parse(event.timestamp) - start) / 1000);
+    } else if (event.event_type === "task.cancelled") opened.delete(event.task_id);
+  });
+  return { registry, httpDuration, openWebsockets, stop };
+}
+
+function db(eventLog: EventLog) {
+  return eventLog.db.prepare<[], { status: string; count: number }>(
+    "SELECT status, COUNT(*) AS count FROM tasks GROUP BY status",
+  );
+}

@@ -1,0 +1,101 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "typebox";
+import { SwarmError } from "../../errors.js";
+import { hashToken, newAgentToken } from "../auth.js";
+import { AgentSchema, errorResponses, IdParams, RegisterAgentBody } from "../schemas.js";
+import { agentView } from "../views.js";
+
+export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { coordinator, tokens, guard } = app;
+
+  app.post(
+    "/api/agents",
+    {
+      preHandler: guard.operator,
+      schema: {
+        tags: ["agents"],
+        summary: "Register an agent; its token is shown once",
+        body: RegisterAgentBody,
+        response: {
+          201: Type.Object({ agent: AgentSchema, token: Type.String() }),
+          ...errorResponses(400, 401, 403, 429),
+        },
+      },
+    },
+    async (request, reply) => {
+      const token = newAgentToken();
+      const result = await coordinator.submit({ type: "RegisterAgent", ...request.body }, ({ agent }) => {
+        if (agent !== undefined) tokens.save(hashToken(token), agent.id, agent.registered_at);
+      });
+      return reply.code(201).send({ agent: agentView(coordinator, result.agent!), token });
+    },
+  );
+
+  app.get(
+    "/api/agents",
+    {
+      preHandler: guard.reader,
+      schema: {
+        tags: ["agents"],
+        response: { 200: Type.Object({ agents: Type.Array(AgentSchema) }), ...errorResponses(401) },
+      },
+    },
+    async () => ({
+      agents: coordinator
+        .listAgents()
+        .sort((a, b) => (a.registered_at < b.registered_at ? -1 : 1))
+        .map((agent) => agentView(coordinator, agent)),
+    }),
+  );
+
+  app.get(
+    "/api/agents/:id",
+    {
+      preHandler: guard.reader,
+      schema: {
+        tags: ["agents"],
+        params: IdParams,
+        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(401, 404) },
+      },
+    },
+    async (request) => {
+      const agent = coordinator.getAgent(request.params.id);
+      if (agent === undefined) throw new SwarmError("AGENT_NOT_FOUND", `no agent ${request.params.id}`);
+      return { agent: agentView(coordinator, agent) };
+    },
+  );
+
+  app.post(
+    "/api/agents/:id/heartbeat",
+    {
+      preHandler: guard.agent,
+      schema: {
+        tags: ["agents"],
+        summary: "The agent is alive (its own token)",
+        params: IdParams,
+        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(401, 403, 409) },
+      },
+    },
+    async (request) => {
+      const result = await coordinator.submit({ type: "Heartbeat", agent_id: request.params.id });
+      return { agent: agentView(coordinator, result.agent!) };
+    },
+  );
+
+  app.delete(
+    "/api/agents/:id",
+    {
+      preHandler: guard.agentOrOperator,
+      schema: {
+        tags: ["agents"],
+        summary: "Deregister (the agent itself or the operator); its open tasks are put up again",
+        params: IdParams,
+        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(401, 403, 404, 409) },
+      },
+    },
+    async (request) => {
+      const result = await coordinator.submit({ type: "DeregisterAgent", agent_id: request.params.id });
+      return { agent: agentView(coordinator, result.agent!) };
+    },
+  );
+};

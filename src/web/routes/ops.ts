@@ -1,0 +1,35 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "typebox";
+
+export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { eventLog, metrics } = app;
+
+  app.get(
+    "/healthz",
+    {
+      config: { rateLimit: false },
+      schema: {
+        tags: ["operations"],
+        response: {
+          200: Type.Object({ status: Type.Literal("ok"), latest_seq: Type.Integer() }),
+          503: Type.Object({ status: Type.Literal("unavailable") }),
+        },
+      },
+    },
+    async (_request, reply) => {
+      try {
+        return { status: "ok" as const, latest_seq: eventLog.latestSeq() };
+      } catch (error) {
+        app.log.error({ err: error }, "health check: the database did not answer");
+        return reply.code(503).send({ status: "unavailable" as const });
+      }
+    },
+  );
+
+  app.get(
+    "/metrics",
+    { config: { rateLimit: false }, schema: { tags: ["operations"], hide: true } },
+    async (_request, reply) =>
+      reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+};

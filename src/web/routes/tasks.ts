@@ -1,0 +1,274 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "typebox";
+import { isSwarmError, SwarmError } from "../../errors.js";
+import { agentOf } from "../auth.js";
+import {
+  BidBody,
+  BidSchema,
+  CompleteBody,
+  errorResponses,
+  EventSchema,
+  IdParams,
+  PostTaskBody,
+  ReasonBody,
+  TaskListQuery,
+  TaskSchema,
+  ToolBody,
+} from "../schemas.js";
+import { bidView } from "../views.js";
+
+const TaskResponse = Type.Object({ task: TaskSchema });
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
+
+export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { coordinator, guard, eventLog } = app;
+  const keys = {
+    find: eventLog.db.prepare<[string], string>("SELECT task_id FROM idempotency_keys WHERE key = ?").pluck(),
+    save: eventLog.db.prepare<[string, string, string]>(
+      "INSERT INTO idempotency_keys (key, task_id, created_at) VALUES (?, ?, ?)",
+    ),
+  };
+  const requireTask = (id: string) => {
+    const task = coordinator.getTask(id);
+    if (task === undefined) throw new SwarmError("TASK_NOT_FOUND", `no task ${id}`);
+    return task;
+  };
+
+  app.post(
+    "/api/tasks",
+    {
+      preHandler: guard.operator,
+      schema: {
+        tags: ["tasks"],
+        summary: "Post a task; it goes straight to auction",
+        description:
+          "An `Idempotency-Key` header makes a retried post return the task it created (200) instead of a second one.",
+        body: PostTaskBody,
+        headers: Type.Object({ "idempotency-key": Type.Optional(Type.String()) }),
+        response: { 200: TaskResponse, 201: TaskResponse, ...errorResponses(400, 401, 403, 429) },
+      },
+    },
+    async (request, reply) => {
+      const key = request.headers["idempotency-key"];
+      if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+        throw new SwarmError(
+          "VALIDATION_FAILED",
+          "headers.idempotency-key: must be 1-200 printable ASCII characters",
+          {
+            field: "headers.idempotency-key",
+          },
+        );
+      }
+      const earlier = key === undefined ? undefined : keys.find.get(key);
+      if (earlier !== undefined) return reply.code(200).send({ task: requireTask(earlier) });
+      try {
+        const result = await coordinator.submit({ type: "PostTask", ...request.body }, ({ task }) => {
+          if (key !== undefined && task !== undefined) keys.save.run(key, task.id, task.created_at);
+        });
+        return reply.code(201).send({ task: result.task! });
+      } catch (error) {
+        // Two posts with one key in flight together: the second lost the race to the first.
+        const winner = key === undefined ? undefined : keys.find.get(key);
+        if (winner !== undefined && !isSwarmError(error, "VALIDATION_FAILED"))
+          return reply.code(200).send({ task: requireTask(winner) });
+        throw error;
+      }
+    },
+  );
+
+  app.get(
+    "/api/tasks",
+    {
+      preHandler: guard.reader,
+      schema: {
+        tags: ["tasks"],
+        summary: "Tasks, newest first",
+        querystring: TaskListQuery,
+        response: {
+          200: Type.Object({
+            tasks: Type.Array(TaskSchema),
+            next_cursor: Type.Union([Type.String(), Type.Null()]),
+          }),
+          ...errorResponses(400, 401),
+        },
+      },
+    },
+    async (request) => {
+      const { status, agent_id, limit, cursor } = request.query;
+      return coordinator.store.listTasks({
+        status,
+        agent_id,
+        limit: limit ?? 50,
+        before: cursor === undefined ? undefined : Number(cursor),
+      });
+    },
+  );
+
+  app.get(
+    "/api/tasks/:id",
+    {
+      preHandler: guard.reader,
+      schema: {
+        tags: ["tasks"],
+        params: IdParams,
+        response: {
+          200: Type.Object({ task: TaskSchema, bids: Type.Array(BidSchema) }),
+          ...errorResponses(401, 404),
+        },
+      },
+    },
+    async (request) => ({
+      task: requireTask(request.params.id),
+      bids: coordinator.getBids(request.params.id).map(bidView),
+    }),
+  );
+
+  app.get(
+    "/api/tasks/:id/events",
+    {
+      preHandler: guard.reader,
+      schema: {
+        tags: ["tasks"],
+        summary: "The task's whole timeline, oldest first",
+        params: IdParams,
+        response: { 200: Type.Object({ events: Type.Array(EventSchema) }), ...errorResponses(401, 404) },
+      },
+    },
+    async (request) => {
+      requireTask(request.params.id);
+      return { events: eventLog.getTaskEvents(request.params.id) };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/bids",
+    {
+      preHandler: guard.agent,
+      schema: {
+        tags: ["tasks"],
+        summary: "Bid on the task's open auction (agent); a new bid replaces the agent's earlier one",
+        params: IdParams,
+        body: BidBody,
+        response: { 201: Type.Object({ bid: BidSchema }), ...errorResponses(400, 401, 403, 404, 409, 429) },
+      },
+    },
+    async (request, reply) => {
+      const result = await coordinator.submit({
+        type: "SubmitBid",
+        task_id: request.params.id,
+        agent_id: agentOf(request),
+        bid_sats: request.body.bid_sats,
+      });
+      return reply.code(201).send({ bid: bidView(result.bid!) });
+    },
+  );
+
+  const lifecycle = {
+    params: IdParams,
+    response: { 200: TaskResponse, ...errorResponses(400, 401, 403, 404, 409) },
+  };
+
+  app.post(
+    "/api/tasks/:id/start",
+    {
+      preHandler: guard.agent,
+      schema: { tags: ["tasks"], summary: "Start (the assigned agent)", ...lifecycle },
+    },
+    async (request) => {
+      const result = await coordinator.submit({
+        type: "StartTask",
+        task_id: request.params.id,
+        agent_id: agentOf(request),
+      });
+      return { task: result.task! };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/complete",
+    {
+      preHandler: guard.agent,
+      schema: { tags: ["tasks"], summary: "Complete (the assigned agent)", body: CompleteBody, ...lifecycle },
+    },
+    async (request) => {
+      const result = await coordinator.submit({
+        type: "CompleteTask",
+        task_id: request.params.id,
+        agent_id: agentOf(request),
+        result: request.body?.result,
+      });
+      return { task: result.task! };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/fail",
+    {
+      schema: {
+        tags: ["tasks"],
+        summary: "Fail (the assigned agent, or the operator)",
+        body: ReasonBody,
+        ...lifecycle,
+      },
+    },
+    async (request, reply) => {
+      const caller = request.caller;
+      // An agent fails its own task; anyone else must pass as the operator.
+      if (caller.kind !== "agent") await guard.operator(request, reply);
+      else agentOf(request);
+      const result = await coordinator.submit({
+        type: "FailTask",
+        task_id: request.params.id,
+        agent_id: caller.kind === "agent" ? caller.agentId : undefined,
+        reason: request.body?.reason,
+      });
+      return { task: result.task! };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/cancel",
+    {
+      preHandler: guard.operator,
+      schema: { tags: ["tasks"], summary: "Cancel (the operator)", body: ReasonBody, ...lifecycle },
+    },
+    async (request) => {
+      const result = await coordinator.submit({
+        type: "CancelTask",
+        task_id: request.params.id,
+        reason: request.body?.reason,
+      });
+      return { task: result.task! };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/tools",
+    {
+      preHandler: guard.agent,
+      schema: {
+        tags: ["tasks"],
+        summary: "Report a tool call of a running task (the assigned agent)",
+        params: IdParams,
+        body: ToolBody,
+        response: { 201: Type.Object({ event: EventSchema }), ...errorResponses(400, 401, 403, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const { tool, phase, call_id, input, output, error } = request.body;
+      const result = await coordinator.submit({
+        type: "RecordToolCall",
+        task_id: request.params.id,
+        agent_id: agentOf(request),
+        tool,
+        phase,
+        call_id,
+        input,
+        output,
+        error,
+      });
+      const event = result.events.find((e) => e.event_type.startsWith("tool."));
+      return reply.code(201).send({ event: event! });
+    },
+  );
+};

@@ -1,0 +1,195 @@
+/**
+ * One schema per body, params, query and response: Fastify validates with it, TypeScript
+ * infers from it, and @fastify/swagger publishes it as OpenAPI. JSON fields are snake_case.
+ */
+import { Type, type Static, type TSchema } from "typebox";
+import type { TASK_STATUSES } from "../coordinator/types.js";
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+const Timestamp = Type.String({ description: "ISO-8601 UTC with milliseconds" });
+const Capabilities = Type.Array(Type.String({ minLength: 1, maxLength: 50 }), { maxItems: 50 });
+
+export const ErrorSchema = Type.Object({
+  error: Type.Object({
+    code: Type.String({ description: "Stable, UPPER_SNAKE; see the README's table" }),
+    message: Type.String(),
+    details: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  }),
+});
+
+export const AgentStatsSchema = Type.Object({
+  bids: Type.Integer(),
+  wins: Type.Integer(),
+  tasks_completed: Type.Integer(),
+  tasks_failed: Type.Integer(),
+  earned_sats: Type.Integer(),
+  win_rate: Type.Number(),
+  average_winning_bid_sats: Nullable(Type.Integer()),
+});
+
+export const AgentSchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  status: Type.Union([Type.Literal("idle"), Type.Literal("busy"), Type.Literal("offline")]),
+  capabilities: Type.Array(Type.String()),
+  max_concurrent: Type.Integer(),
+  registered_at: Timestamp,
+  last_seen: Timestamp,
+  left_at: Nullable(Timestamp),
+  stats: AgentStatsSchema,
+});
+export type AgentView = Static<typeof AgentSchema>;
+
+export const TaskStatusSchema = Type.Union([
+  Type.Literal("bidding"),
+  Type.Literal("assigned"),
+  Type.Literal("running"),
+  Type.Literal("completed"),
+  Type.Literal("failed"),
+  Type.Literal("cancelled"),
+]);
+// The schema and the core's list of statuses must not drift apart.
+const _sameStatuses: (typeof TASK_STATUSES)[number] extends Static<typeof TaskStatusSchema> ? true : never =
+  true;
+
+export const TaskSchema = Type.Object({
+  id: Type.String(),
+  description: Type.String(),
+  status: TaskStatusSchema,
+  required_capabilities: Type.Array(Type.String()),
+  auction_ms: Type.Integer(),
+  max_bid_sats: Nullable(Type.Integer()),
+  attempt: Type.Integer({ description: "Auction round: 1, or more after the task was put up again" }),
+  assigned_agent: Nullable(Type.String()),
+  winning_bid_sats: Nullable(Type.Integer()),
+  result: Nullable(Type.String()),
+  error: Nullable(Type.String()),
+  created_at: Timestamp,
+  auction_closes_at: Nullable(Timestamp),
+  assigned_at: Nullable(Timestamp),
+  started_at: Nullable(Timestamp),
+  completed_at: Nullable(Timestamp),
+});
+
+export const BidSchema = Type.Object({
+  task_id: Type.String(),
+  attempt: Type.Integer(),
+  agent_id: Type.String(),
+  bid_sats: Type.Integer(),
+  placed_at: Timestamp,
+  outcome: Nullable(Type.Union([Type.Literal("won"), Type.Literal("lost")])),
+});
+
+export const EventSchema = Type.Object({
+  seq: Type.Integer(),
+  id: Type.String(),
+  event_type: Type.String(),
+  source: Type.String(),
+  task_id: Nullable(Type.String()),
+  agent_id: Nullable(Type.String()),
+  data: Type.Object({}, { additionalProperties: true }),
+  timestamp: Timestamp,
+});
+
+export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) });
+
+export const RegisterAgentBody = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    capabilities: Type.Optional(Capabilities),
+    max_concurrent: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  },
+  { additionalProperties: false },
+);
+
+export const PostTaskBody = Type.Object(
+  {
+    description: Type.String({ minLength: 1, maxLength: 10_000 }),
+    required_capabilities: Type.Optional(Capabilities),
+    auction_ms: Type.Optional(Type.Integer({ description: "Auction window, 100 ms to 10 min" })),
+    max_bid_sats: Type.Optional(Type.Integer({ description: "This task's cap on bids" })),
+  },
+  { additionalProperties: false },
+);
+
+export const BidBody = Type.Object({ bid_sats: Type.Integer() }, { additionalProperties: false });
+export const CompleteBody = Type.Object(
+  { result: Type.Optional(Type.String({ maxLength: 100_000 })) },
+  { additionalProperties: false },
+);
+export const ReasonBody = Type.Object(
+  { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 10_000 })) },
+  { additionalProperties: false },
+);
+export const ToolBody = Type.Object(
+  {
+    tool: Type.String({ minLength: 1, maxLength: 100 }),
+    phase: Type.Union([Type.Literal("called"), Type.Literal("completed"), Type.Literal("failed")]),
+    call_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    input: Type.Optional(Type.Unknown()),
+    output: Type.Optional(Type.Unknown()),
+    error: Type.Optional(Type.String({ minLength: 1, maxLength: 10_000 })),
+  },
+  { additionalProperties: false },
+);
+
+export const TaskListQuery = Type.Object({
+  status: Type.Optional(TaskStatusSchema),
+  agent_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+  cursor: Type.Optional(
+    Type.String({ pattern: "^[0-9]{1,15}$", description: "next_cursor of the previous page" }),
+  ),
+});
+
+/** The event filters, shared by the list, the export and the stream. */
+export const EventFilterQuery = Type.Object({
+  type: Type.Optional(
+    Type.Union(
+      [Type.String({ maxLength: 2000 }), Type.Array(Type.String({ maxLength: 200 }), { maxItems: 50 })],
+      {
+        description: "One type, several comma-separated, or the parameter repeated",
+      },
+    ),
+  ),
+  source: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  task_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  agent_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  since: Type.Optional(Type.String({ maxLength: 40, description: "ISO-8601, inclusive" })),
+  until: Type.Optional(Type.String({ maxLength: 40, description: "ISO-8601, exclusive" })),
+  q: Type.Optional(
+    Type.String({ minLength: 1, maxLength: 200, description: "Text to find in the event data" }),
+  ),
+});
+
+export const EventListQuery = Type.Object({
+  ...EventFilterQuery.properties,
+  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  before_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  order: Type.Optional(Type.Union([Type.Literal("asc"), Type.Literal("desc")])),
+});
+
+export const ExportQuery = Type.Object({
+  ...EventFilterQuery.properties,
+  format: Type.Optional(Type.Union([Type.Literal("ndjson"), Type.Literal("csv")])),
+});
+
+export const StreamQuery = Type.Object({
+  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  type: EventFilterQuery.properties.type,
+  task_id: EventFilterQuery.properties.task_id,
+  agent_id: EventFilterQuery.properties.agent_id,
+  token: Type.Optional(
+    Type.String({ maxLength: 200, description: "Credentials, for clients that cannot set headers" }),
+  ),
+});
+
+export const SummaryQuery = Type.Object({
+  minutes: Type.Optional(Type.Integer({ minimum: 1, maximum: 43_200, default: 60 })),
+});
+
+/** The documented error responses, for the OpenAPI document. */
+export function errorResponses(...statuses: number[]): Record<number, typeof ErrorSchema> {
+  return Object.fromEntries(statuses.map((status) => [status, ErrorSchema]));
+}

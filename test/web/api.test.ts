@@ -1,0 +1,594 @@
+import { describe, expect, it } from "vitest";
+import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
+
+describe("agents", () => {
+  it("registers an agent and shows its token once, storing only a hash", async () => {
+    const t = await buildTestApp();
+    const response = await t.app.inject({
+      method: "POST",
+      url: "/api/agents",
+      headers: t.operator,
+      payload: { name: "coder", capabilities: ["code"], max_concurrent: 2 },
+    });
+    expect(response.statusCode).toBe(201);
+    const { agent, token } = response.json<Json>();
+    expect(agent).toMatchObject({
+      name: "coder",
+      status: "idle",
+      capabilities: ["code"],
+      max_concurrent: 2,
+      stats: { bids: 0, wins: 0, tasks_completed: 0, tasks_failed: 0, earned_sats: 0, win_rate: 0 },
+    });
+    expect(token).toMatch(/^swarm_[A-Za-z0-9_-]{43}$/);
+    const dump = JSON.stringify(t.eventLog.db.prepare("SELECT * FROM agent_tokens").all());
+    expect(dump).not.toContain(token);
+    expect(dump).toMatch(/[0-9a-f]{64}/);
+    const read = await t.app.inject({
+      method: "GET",
+      url: `/api/agents/${agent.id as string}`,
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(read.json<Json>().agent).not.toHaveProperty("token");
+  });
+
+  it("needs the operator key to register, and refuses agents doing it", async () => {
+    const t = await buildTestApp();
+    const worker = await t.agent();
+    const anonymous = await t.app.inject({ method: "POST", url: "/api/agents", payload: { name: "x" } });
+    expect(anonymous.statusCode).toBe(401);
+    expect(anonymous.json<Json>().error.code).toBe("UNAUTHORIZED");
+    const asAgent = await t.app.inject({
+      method: "POST",
+      url: "/api/agents",
+      headers: worker.auth,
+      payload: { name: "x" },
+    });
+    expect(asAgent.statusCode).toBe(403);
+    const wrongKey = await t.app.inject({
+      method: "POST",
+      url: "/api/agents",
+      headers: { authorization: "Bearer nope" },
+      payload: { name: "x" },
+    });
+    expect(wrongKey.statusCode).toBe(401);
+    const badScheme = await t.app.inject({
+      method: "POST",
+      url: "/api/agents",
+      headers: { authorization: `Basic ${OPERATOR_KEY}` },
+      payload: { name: "x" },
+    });
+    expect(badScheme.json<Json>().error).toMatchObject({ code: "UNAUTHORIZED" });
+  });
+
+  it.each([
+    [{}, "body.name"],
+    [{ name: "" }, "body.name"],
+    [{ name: "x", max_concurrent: 0 }, "body.max_concurrent"],
+    [{ name: "x", capabilities: "code" }, "body.capabilities"],
+    [{ name: "x", colour: "red" }, "body.colour"],
+  ])("refuses registration %j with a 400 naming %s", async (payload, field) => {
+    const t = await buildTestApp();
+    const response = await t.app.inject({ method: "POST", url: "/api/agents", headers: t.operator, payload });
+    expect(response.statusCode).toBe(400);
+    expect(response.json<Json>().error).toMatchObject({ code: "VALIDATION_FAILED", details: { field } });
+    expect(t.eventLog.latestSeq()).toBe(0);
+  });
+
+  it("lists and reads agents, with 404 for an unknown one", async () => {
+    const t = await buildTestApp();
+    const a = await t.agent("a");
+    await t.agent("b");
+    const list = await t.app.inject({ method: "GET", url: "/api/agents", headers: a.auth });
+    expect(list.json<Json>().agents.map((x: Json) => x.name)).toEqual(["a", "b"]);
+    const missing = await t.app.inject({ method: "GET", url: "/api/agents/nope", headers: t.operator });
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json<Json>().error.code).toBe("AGENT_NOT_FOUND");
+    expect((await t.app.inject({ method: "GET", url: "/api/agents" })).statusCode).toBe(401);
+  });
+
+  it("takes heartbeats from the agent itself only", async () => {
+    const t = await buildTestApp();
+    const a = await t.agent("a");
+    const b = await t.agent("b");
+    expect(
+      (await t.app.inject({ method: "POST", url: `/api/agents/${a.id}/heartbeat`, headers: a.auth }))
+        .statusCode,
+    ).toBe(200);
+    const other = await t.app.inject({
+      method: "POST",
+      url: `/api/agents/${a.id}/heartbeat`,
+      headers: b.auth,
+    });
+    expect(other.statusCode).toBe(403);
+    expect(other.json<Json>().error.code).toBe("FORBIDDEN");
+    expect(
+      (await t.app.inject({ method: "POST", url: `/api/agents/${a.id}/heartbeat`, headers: t.operator }))
+        .statusCode,
+    ).toBe(401);
+  });
+
+  it("lets the agent or the operator deregister it, nobody else", async () => {
+    const t = await buildTestApp();
+    const a = await t.agent("a");
+    const b = await t.agent("b");
+    expect(
+      (await t.app.inject({ method: "DELETE", url: `/api/agents/${a.id}`, headers: b.auth })).statusCode,
+    ).toBe(403);
+    const self = await t.app.inject({ method: "DELETE", url: `/api/agents/${a.id}`, headers: a.auth });
+    expect(self.json<Json>().agent).toMatchObject({ status: "offline" });
+    expect(self.json<Json>().agent.left_at).not.toBeNull();
+    expect(
+      (await t.app.inject({ method: "DELETE", url: `/api/agents/${b.id}`, headers: t.operator })).statusCode,
+    ).toBe(200);
+    const again = await t.app.inject({ method: "DELETE", url: `/api/agents/${b.id}`, headers: t.operator });
+    expect(again.statusCode).toBe(409);
+    expect(again.json<Json>().error.code).toBe("AGENT_LEFT");
+  });
+});
+
+describe("tasks", () => {
+  it("walks a task through its whole life over HTTP", async () => {
+    const t = await buildTestApp({ rules: { closeWhenAllBid: false } });
+    const a = await t.agent("a");
+    const b = await t.agent("b");
+    const task = await t.task({ auction_ms: 1000 });
+    const bid = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/bids`,
+      headers: a.auth,
+      payload: { bid_sats: 50 },
+    });
+    expect(bid.statusCode).toBe(201);
+    expect(bid.json<Json>().bid).toMatchObject({
+      task_id: task,
+      agent_id: a.id,
+      bid_sats: 50,
+      attempt: 1,
+      outcome: null,
+    });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/bids`,
+      headers: b.auth,
+      payload: { bid_sats: 40 },
+    });
+    t.clock.advance(1000);
+    t.coordinator.tick();
+    const detail = (
+      await t.app.inject({ method: "GET", url: `/api/tasks/${task}`, headers: t.operator })
+    ).json<Json>();
+    expect(detail.task).toMatchObject({ status: "assigned", assigned_agent: b.id, winning_bid_sats: 40 });
+    expect(detail.bids.map((x: Json) => [x.agent_id, x.outcome])).toEqual([
+      [a.id, "lost"],
+      [b.id, "won"],
+    ]);
+    const notYours = await t.app.inject({ method: "POST", url: `/api/tasks/${task}/start`, headers: a.auth });
+    expect(notYours.statusCode).toBe(403);
+    expect(notYours.json<Json>().error.code).toBe("NOT_ASSIGNED_AGENT");
+    expect(
+      (await t.app.inject({ method: "POST", url: `/api/tasks/${task}/start`, headers: b.auth })).json<Json>()
+        .task.status,
+    ).toBe("running");
+    const tool = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/tools`,
+      headers: b.auth,
+      payload: { tool: "search", phase: "called", input: { q: "x" } },
+    });
+    expect(tool.statusCode).toBe(201);
+    expect(tool.json<Json>().event).toMatchObject({
+      event_type: "tool.called",
+      source: b.id,
+      task_id: task,
+      data: { tool: "search" },
+    });
+    const done = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/complete`,
+      headers: b.auth,
+      payload: { result: "42" },
+    });
+    expect(done.json<Json>().task).toMatchObject({ status: "completed", result: "42" });
+    const timeline = (
+      await t.app.inject({ method: "GET", url: `/api/tasks/${task}/events`, headers: t.operator })
+    ).json<Json>();
+    expect(timeline.events.map((e: Json) => e.event_type)).toEqual([
+      "task.created",
+      "task.bidding",
+      "bid.submitted",
+      "bid.submitted",
+      "auction.closed",
+      "task.assigned",
+      "task.started",
+      "tool.called",
+      "task.completed",
+    ]);
+    const stats = (
+      await t.app.inject({ method: "GET", url: `/api/agents/${b.id}`, headers: t.operator })
+    ).json<Json>().agent.stats;
+    expect(stats).toMatchObject({ bids: 1, wins: 1, tasks_completed: 1, earned_sats: 40, win_rate: 1 });
+  });
+
+  it("returns the same task for a retried post with the same Idempotency-Key", async () => {
+    const t = await buildTestApp();
+    const post = (key: string) =>
+      t.app.inject({
+        method: "POST",
+        url: "/api/tasks",
+        headers: { ...t.operator, "idempotency-key": key },
+        payload: { description: "once" },
+      });
+    const first = await post("key-1");
+    const retry = await post("key-1");
+    const other = await post("key-2");
+    expect([first.statusCode, retry.statusCode, other.statusCode]).toEqual([201, 200, 201]);
+    expect(retry.json<Json>().task.id).toBe(first.json<Json>().task.id);
+    expect(other.json<Json>().task.id).not.toBe(first.json<Json>().task.id);
+    const together = await Promise.all([post("key-3"), post("key-3"), post("key-3")]);
+    expect(new Set(together.map((r) => r.json<Json>().task.id)).size).toBe(1);
+    expect(together.map((r) => r.statusCode).sort()).toEqual([200, 200, 201]);
+    expect(t.eventLog.listEvents({ types: "task.created" }).events).toHaveLength(3);
+    const bad = await post("has space");
+    expect(bad.statusCode).toBe(400);
+  });
+
+  it("lists tasks newest first, filtered and paged by cursor", async () => {
+    const t = await buildTestApp();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i += 1) ids.push(await t.task({ description: `task ${i}` }));
+    await t.app.inject({ method: "POST", url: `/api/tasks/${ids[1]!}/cancel`, headers: t.operator });
+    const page1 = (
+      await t.app.inject({ method: "GET", url: "/api/tasks?limit=2", headers: t.operator })
+    ).json<Json>();
+    expect(page1.tasks.map((x: Json) => x.id)).toEqual([ids[4], ids[3]]);
+    const page2 = (
+      await t.app.inject({
+        method: "GET",
+        url: `/api/tasks?limit=2&cursor=${page1.next_cursor as string}`,
+        headers: t.operator,
+      })
+    ).json<Json>();
+    expect(page2.tasks.map((x: Json) => x.id)).toEqual([ids[2], ids[1]]);
+    const cancelled = (
+      await t.app.inject({ method: "GET", url: "/api/tasks?status=cancelled", headers: t.operator })
+    ).json<Json>();
+    expect(cancelled).toEqual({
+      tasks: [expect.objectContaining({ id: ids[1], status: "cancelled" })],
+      next_cursor: null,
+    });
+    const bad = await t.app.inject({ method: "GET", url: "/api/tasks?status=sleeping", headers: t.operator });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json<Json>().error).toMatchObject({
+      code: "VALIDATION_FAILED",
+      details: { field: "querystring.status" },
+    });
+  });
+
+  it("answers each refusal with its code and status", async () => {
+    const t = await buildTestApp({ rules: { closeWhenAllBid: false } });
+    const coder = await t.agent("coder", { capabilities: ["code"] });
+    const writer = await t.agent("writer", { capabilities: ["writing"] });
+    const task = await t.task({ required_capabilities: ["code"], max_bid_sats: 100 });
+    const call = (method: "POST" | "GET", url: string, headers: Record<string, string>, payload?: Json) =>
+      t.app.inject({ method, url, headers, ...(payload ? { payload } : {}) });
+    const expectError = async (responsePromise: ReturnType<typeof call>, status: number, code: string) => {
+      const response = await responsePromise;
+      expect(response.statusCode).toBe(status);
+      expect(response.json<Json>().error.code).toBe(code);
+    };
+    await expectError(
+      call("POST", `/api/tasks/${task}/bids`, writer.auth, { bid_sats: 5 }),
+      409,
+      "AGENT_NOT_ELIGIBLE",
+    );
+    await expectError(
+      call("POST", `/api/tasks/${task}/bids`, coder.auth, { bid_sats: 500 }),
+      400,
+      "BID_OUT_OF_RANGE",
+    );
+    await expectError(
+      call("POST", `/api/tasks/${task}/bids`, coder.auth, { bid_sats: "ten" }),
+      400,
+      "VALIDATION_FAILED",
+    );
+    await expectError(
+      call("POST", `/api/tasks/${task}/bids`, t.operator, { bid_sats: 5 }),
+      401,
+      "UNAUTHORIZED",
+    );
+    await expectError(
+      call("POST", "/api/tasks/nope/bids", coder.auth, { bid_sats: 5 }),
+      404,
+      "TASK_NOT_FOUND",
+    );
+    await expectError(call("POST", `/api/tasks/${task}/complete`, coder.auth, {}), 409, "TASK_NOT_ACTIVE");
+    await expectError(call("POST", `/api/tasks/${task}/cancel`, coder.auth, {}), 403, "FORBIDDEN");
+    await expectError(call("GET", "/api/tasks/nope", t.operator), 404, "TASK_NOT_FOUND");
+    await expectError(call("GET", "/api/tasks/nope/events", t.operator), 404, "TASK_NOT_FOUND");
+    const cancelled = await call("POST", `/api/tasks/${task}/cancel`, t.operator, {
+      reason: "changed my mind",
+    });
+    expect(cancelled.json<Json>().task).toMatchObject({ status: "cancelled", error: "changed my mind" });
+    await expectError(call("POST", `/api/tasks/${task}/cancel`, t.operator, {}), 409, "TASK_FINAL");
+  });
+
+  it("lets the operator fail a task, and the assigned agent fail its own", async () => {
+    const t = await buildTestApp();
+    const a = await t.agent("a");
+    const first = await t.task();
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${first}/bids`,
+      headers: a.auth,
+      payload: { bid_sats: 1 },
+    });
+    const byAgent = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${first}/fail`,
+      headers: a.auth,
+      payload: { reason: "boom" },
+    });
+    expect(byAgent.json<Json>().task).toMatchObject({ status: "failed", error: "boom" });
+    const second = await t.task();
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${second}/bids`,
+      headers: a.auth,
+      payload: { bid_sats: 1 },
+    });
+    expect(
+      (await t.app.inject({ method: "POST", url: `/api/tasks/${second}/fail`, payload: {} })).statusCode,
+    ).toBe(401);
+    const byOperator = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${second}/fail`,
+      headers: t.operator,
+      payload: {},
+    });
+    expect(byOperator.json<Json>().task).toMatchObject({ status: "failed", error: "failed by the operator" });
+  });
+
+  it("runs open on loopback without a key: operator actions need no credentials, agents still do", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const registered = await t.app.inject({ method: "POST", url: "/api/agents", payload: { name: "open" } });
+    expect(registered.statusCode).toBe(201);
+    const task = await t.app.inject({ method: "POST", url: "/api/tasks", payload: { description: "x" } });
+    expect(task.statusCode).toBe(201);
+    const id = task.json<Json>().task.id as string;
+    expect(
+      (await t.app.inject({ method: "POST", url: `/api/tasks/${id}/bids`, payload: { bid_sats: 1 } }))
+        .statusCode,
+    ).toBe(401);
+    expect((await t.app.inject({ method: "GET", url: "/api/agents" })).statusCode).toBe(200);
+  });
+});
+
+describe("events", () => {
+  async function withEvents() {
+    const t = await buildTestApp();
+    await t.eventLog.logEvents([
+      {
+        event_type: "task.created",
+        source: "coordinator",
+        task_id: "t1",
+        data: { description: "Parse =CMD|' /C calc'!A0" },
+      },
+      { event_type: "bid.submitted", source: "a1", task_id: "t1", agent_id: "a1", data: { bid_sats: 5 } },
+      { event_type: "bid.submitted", source: "a2", task_id: "t1", agent_id: "a2", data: { bid_sats: 7 } },
+      {
+        event_type: "task.assigned",
+        source: "coordinator",
+        task_id: "t1",
+        agent_id: "a1",
+        data: { note: 'say "hi", ok' },
+      },
+    ]);
+    return t;
+  }
+
+  it("filters by every parameter, types comma-separated or repeated, and pages by cursor", async () => {
+    const t = await withEvents();
+    const get = async (query: string) =>
+      (await t.app.inject({ method: "GET", url: `/api/events?${query}`, headers: t.operator })).json<Json>();
+    expect((await get("type=bid.submitted,task.assigned")).events.map((e: Json) => e.seq)).toEqual([2, 3, 4]);
+    expect((await get("type=task.created&type=task.assigned")).events.map((e: Json) => e.seq)).toEqual([
+      1, 4,
+    ]);
+    expect((await get("agent_id=a1")).events.map((e: Json) => e.seq)).toEqual([2, 4]);
+    expect((await get("source=coordinator&q=CMD")).events.map((e: Json) => e.seq)).toEqual([1]);
+    const page = await get("limit=3");
+    expect(page.next_cursor).toBe(3);
+    expect((await get(`after_seq=${page.next_cursor as number}`)).events.map((e: Json) => e.seq)).toEqual([
+      4,
+    ]);
+    expect((await get("order=desc&limit=1")).events[0].data).toEqual({ note: 'say "hi", ok' });
+  });
+
+  it("refuses bad filters with a 400 naming them", async () => {
+    const t = await withEvents();
+    for (const [query, field] of [
+      ["since=yesterday", "since"],
+      ["limit=5000", "querystring.limit"],
+      ["type=NOT A TYPE", "types[0]"],
+      ["after_seq=-1", "querystring.after_seq"],
+    ] as const) {
+      const response = await t.app.inject({
+        method: "GET",
+        url: `/api/events?${query}`,
+        headers: t.operator,
+      });
+      expect(response.statusCode, query).toBe(400);
+      expect(response.json<Json>().error.details.field).toBe(field);
+    }
+  });
+
+  it("summarizes by type", async () => {
+    const t = await withEvents();
+    const summary = (
+      await t.app.inject({ method: "GET", url: "/api/events/summary?minutes=5", headers: t.operator })
+    ).json<Json>();
+    expect(summary).toEqual({
+      minutes: 5,
+      total: 4,
+      counts: { "task.created": 1, "bid.submitted": 2, "task.assigned": 1 },
+    });
+  });
+
+  it("exports the filtered history as NDJSON and as CSV a spreadsheet cannot execute", async () => {
+    const t = await withEvents();
+    const ndjson = await t.app.inject({
+      method: "GET",
+      url: "/api/events/export?task_id=t1",
+      headers: t.operator,
+    });
+    expect(ndjson.headers["content-type"]).toContain("application/x-ndjson");
+    const lines = ndjson.body
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Json);
+    expect(lines.map((e) => e.seq)).toEqual([1, 2, 3, 4]);
+    const csv = await t.app.inject({
+      method: "GET",
+      url: "/api/events/export?format=csv&type=task.created,task.assigned",
+      headers: t.operator,
+    });
+    expect(csv.headers["content-type"]).toContain("text/csv");
+    const rows = csv.body.trim().split("\r\n");
+    expect(rows[0]).toBe("seq,id,event_type,source,task_id,agent_id,timestamp,data");
+    expect(rows).toHaveLength(3);
+    expect(rows[1]).toContain(`"{""description"":""Parse =CMD|' /C calc'!A0""}"`);
+    expect(rows[2]).toContain(`"{""note"":""say \\""hi\\"", ok""}"`);
+    const bad = await t.app.inject({
+      method: "GET",
+      url: "/api/events/export?since=never",
+      headers: t.operator,
+    });
+    expect(bad.statusCode).toBe(400);
+  });
+
+  it("streams an export of many pages in order", async () => {
+    const t = await buildTestApp();
+    await t.eventLog.logEvents(
+      Array.from({ length: 2500 }, (_, i) => ({ event_type: "tool.called", source: "s", data: { i } })),
+    );
+    const response = await t.app.inject({ method: "GET", url: "/api/events/export", headers: t.operator });
+    const seqs = response.body
+      .trim()
+      .split("\n")
+      .map((line) => (JSON.parse(line) as Json).seq as number);
+    expect(seqs).toEqual(Array.from({ length: 2500 }, (_, i) => i + 1));
+  });
+});
+
+describe("the HTTP edges", () => {
+  it("answers unknown routes, bad JSON, wrong media types and huge bodies in the one error shape", async () => {
+    const t = await buildTestApp({ bodyLimit: 1024 });
+    const cases = [
+      [
+        await t.app.inject({ method: "GET", url: "/api/nothing-here", headers: t.operator }),
+        404,
+        "NOT_FOUND",
+      ],
+      [
+        await t.app.inject({
+          method: "POST",
+          url: "/api/tasks",
+          headers: { ...t.operator, "content-type": "application/json" },
+          payload: "{oops",
+        }),
+        400,
+        "INVALID_BODY",
+      ],
+      [
+        await t.app.inject({
+          method: "POST",
+          url: "/api/tasks",
+          headers: { ...t.operator, "content-type": "application/xml" },
+          payload: "<hi/>",
+        }),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+      ],
+      [
+        await t.app.inject({
+          method: "POST",
+          url: "/api/tasks",
+          headers: t.operator,
+          payload: { description: "x".repeat(5000) },
+        }),
+        413,
+        "BODY_TOO_LARGE",
+      ],
+    ] as const;
+    for (const [response, status, code] of cases) {
+      expect(response.statusCode).toBe(status);
+      expect(response.json<Json>()).toEqual({ error: { code, message: expect.any(String) as string } });
+    }
+    expect(t.eventLog.latestSeq()).toBe(0);
+  });
+
+  it("limits the rate per credential", async () => {
+    const t = await buildTestApp({ rateLimitPerMinute: 3 });
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i += 1)
+      statuses.push(
+        (await t.app.inject({ method: "GET", url: "/api/agents", headers: t.operator })).statusCode,
+      );
+    expect(statuses).toEqual([200, 200, 200, 429, 429]);
+    const limited = await t.app.inject({ method: "GET", url: "/api/agents", headers: t.operator });
+    expect(limited.json<Json>().error.code).toBe("RATE_LIMITED");
+    // Another credential has its own budget.
+    const a = await t.app.inject({ method: "GET", url: "/api/agents" });
+    expect(a.statusCode).toBe(401);
+  });
+
+  it("sets security headers and serves the OpenAPI document and its browsable UI", async () => {
+    const t = await buildTestApp();
+    const spec = await t.app.inject({ method: "GET", url: "/openapi.json" });
+    expect(spec.statusCode).toBe(200);
+    const paths = Object.keys(spec.json<Json>().paths as Json);
+    expect(paths).toEqual(
+      expect.arrayContaining(["/api/agents", "/api/tasks/{id}/bids", "/api/events/export", "/healthz"]),
+    );
+    expect(spec.headers["x-content-type-options"]).toBe("nosniff");
+    expect(spec.headers["content-security-policy"]).toContain("default-src 'self'");
+    const docs = await t.app.inject({ method: "GET", url: "/docs/" });
+    expect(docs.statusCode).toBe(200);
+    expect(docs.body).toContain("swagger");
+  });
+
+  it("exports Prometheus metrics", async () => {
+    const t = await buildTestApp();
+    await t.agent("a");
+    await t.task();
+    const metrics = await t.app.inject({ method: "GET", url: "/metrics" });
+    expect(metrics.body).toMatch(/swarm_events_written_total\{type="agent.joined"\} 1/);
+    expect(metrics.body).toMatch(/swarm_tasks\{status="bidding"\} 1/);
+    expect(metrics.body).toContain("swarm_http_request_duration_seconds_bucket");
+    expect(metrics.body).toContain("swarm_open_websockets");
+  });
+});
+
+describe("bodies", () => {
+  it("takes an empty JSON body as no fields, and refuses prototype poisoning", async () => {
+    const t = await buildTestApp();
+    const task = await t.task();
+    const empty = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/cancel`,
+      headers: { ...t.operator, "content-type": "application/json" },
+      payload: "",
+    });
+    expect(empty.statusCode).toBe(200);
+    const poisoned = await t.app.inject({
+      method: "POST",
+      url: "/api/tasks",
+      headers: { ...t.operator, "content-type": "application/json" },
+      payload: '{"description":"x","__proto__":{"admin":true}}',
+    });
+    expect(poisoned.statusCode).toBe(400);
+    expect(poisoned.json().error.code).toBe("INVALID_BODY");
+  });
+});

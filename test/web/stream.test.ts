@@ -1,0 +1,186 @@
+import { describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import type { StoredEvent } from "../../src/event-log/types.js";
+import { buildTestApp } from "../helpers/app.js";
+
+type Message = { type: "event"; event: StoredEvent } | { type: "resync"; oldest_seq: number };
+
+async function listening(options: Parameters<typeof buildTestApp>[0] = {}) {
+  const t = await buildTestApp(options);
+  await t.app.listen({ host: "127.0.0.1", port: 0 });
+  const address = t.app.server.address();
+  if (address === null || typeof address === "string") throw new Error("no port");
+  const base = `ws://127.0.0.1:${address.port}/api/stream`;
+  return { ...t, base };
+}
+
+/** A stream client that records what it receives. */
+function connect(url: string, headers: Record<string, string> = {}) {
+  const socket = new WebSocket(url, { headers });
+  const messages: Message[] = [];
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
+  socket.on("message", (data: Buffer) => messages.push(JSON.parse(data.toString()) as Message));
+  const opened = new Promise<void>((resolve, reject) => {
+    socket.once("open", () => resolve());
+    socket.once("unexpected-response", (req, res) => {
+      req.destroy(); // an upgrade refused with an HTTP answer leaves its connection open otherwise
+      reject(new Error(`HTTP ${res.statusCode ?? "?"}`));
+    });
+    socket.once("error", reject);
+  });
+  const seqs = () => messages.flatMap((m) => (m.type === "event" ? [m.event.seq] : []));
+  return {
+    socket,
+    messages,
+    opened,
+    closed,
+    seqs,
+    async waitFor(check: () => boolean, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!check()) {
+        if (Date.now() > deadline) throw new Error(`timed out; have ${JSON.stringify(seqs().slice(-5))}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    },
+  };
+}
+
+const info = (n: number) =>
+  Array.from({ length: n }, (_, i) => ({ event_type: "system.info", source: "test", data: { i } }));
+
+describe("the live stream", () => {
+  it("sends the backfill after after_seq, then live events, filtered", async () => {
+    const t = await listening();
+    await t.eventLog.logEvents([
+      ...info(3),
+      { event_type: "task.created", source: "c", task_id: "t1" },
+      ...info(1),
+    ]);
+    const all = connect(`${t.base}?after_seq=2`, t.operator);
+    const tasks = connect(`${t.base}?after_seq=0&type=task.created,task.assigned`, t.operator);
+    await Promise.all([all.opened, tasks.opened]);
+    await all.waitFor(() => all.seqs().length === 3);
+    expect(all.seqs()).toEqual([3, 4, 5]);
+    await t.eventLog.logEvents([{ event_type: "task.assigned", source: "c", task_id: "t1" }, ...info(1)]);
+    await all.waitFor(() => all.seqs().length === 5);
+    await tasks.waitFor(() => tasks.seqs().length === 2);
+    expect(all.seqs()).toEqual([3, 4, 5, 6, 7]);
+    expect(tasks.seqs()).toEqual([4, 6]);
+    expect(all.messages[0]).toMatchObject({
+      type: "event",
+      event: { seq: 3, event_type: "system.info", data: { i: 2 } },
+    });
+    all.socket.close();
+    tasks.socket.close();
+  });
+
+  it("starts from now without after_seq", async () => {
+    const t = await listening();
+    await t.eventLog.logEvents(info(4));
+    const live = connect(t.base, t.operator);
+    await live.opened;
+    await t.eventLog.logEvents(info(1));
+    await live.waitFor(() => live.seqs().length === 1);
+    expect(live.seqs()).toEqual([5]);
+    live.socket.close();
+  });
+
+  it("delivers every event exactly once across reconnects while events keep flowing", async () => {
+    const t = await listening();
+    let writing = true;
+    const writer = (async () => {
+      while (writing) {
+        await t.eventLog.logEvents(info(7));
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    })();
+    const received: number[] = [];
+    let lastSeq = 0;
+    for (let round = 0; round < 6; round += 1) {
+      const client = connect(`${t.base}?after_seq=${lastSeq}`, t.operator);
+      await client.opened;
+      await client.waitFor(() => client.seqs().length >= 40);
+      client.socket.terminate(); // a dropped connection, mid-flow
+      await client.closed;
+      received.push(...client.seqs());
+      lastSeq = client.seqs().at(-1) ?? lastSeq;
+    }
+    writing = false;
+    await writer;
+    const final = connect(`${t.base}?after_seq=${lastSeq}`, t.operator);
+    await final.opened;
+    const latest = t.eventLog.latestSeq();
+    await final.waitFor(() => (final.seqs().at(-1) ?? lastSeq) >= latest);
+    received.push(...final.seqs());
+    final.socket.close();
+    expect(received).toEqual(Array.from({ length: latest }, (_, i) => i + 1));
+  });
+
+  it("says resync first when retention removed events after after_seq", async () => {
+    const t = await listening();
+    const old = new Date(t.clock.now().getTime() - 10 * 86_400_000).toISOString();
+    await t.eventLog.logEvents(info(5).map((e) => ({ ...e, timestamp: old })));
+    await t.eventLog.logEvents(info(2));
+    await t.eventLog.pruneEvents(1);
+    const client = connect(`${t.base}?after_seq=2`, t.operator);
+    await client.opened;
+    await client.waitFor(() => client.messages.length === 3);
+    expect(client.messages[0]).toEqual({ type: "resync", oldest_seq: 6 });
+    expect(client.seqs()).toEqual([6, 7]);
+    client.socket.close();
+  });
+
+  it("closes a consumer that stops reading, with a code that says to reconnect", async () => {
+    const t = await listening({ stream: { maxBufferedBytes: 256 * 1024 } });
+    const client = connect(`${t.base}?after_seq=0`, t.operator);
+    await client.opened;
+    // Stop reading at the TCP level, as a stuck client would.
+    (client.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const blob = "x".repeat(32 * 1024);
+    for (let i = 0; i < 400; i += 1) {
+      await t.eventLog.logEvent({ event_type: "system.info", source: "test", data: { blob } });
+    }
+    const open = async () =>
+      (await t.app.metrics.openWebsockets.get()).values.find((v) => v.labels.kind === "api")?.value;
+    await client.waitFor(() => false, 0).catch(() => undefined);
+    const deadline = Date.now() + 10_000;
+    while ((await open()) !== 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await open()).toBe(0); // the server let go of it
+    (client.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+    const { code, reason } = await client.closed;
+    expect(code).toBe(4001);
+    expect(reason).toContain("after_seq");
+    expect(client.seqs().length).toBeLessThan(400);
+  });
+
+  it("drops a connection that stops answering pings", async () => {
+    const t = await listening({ stream: { pingIntervalMs: 50 } });
+    const client = connect(t.base, t.operator);
+    await client.opened;
+    (client.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    const deadline = Date.now() + 5000;
+    let open = 1;
+    while (open !== 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      open =
+        (await t.app.metrics.openWebsockets.get()).values.find((v) => v.labels.kind === "api")?.value ?? 0;
+    }
+    expect(open).toBe(0);
+    client.socket.terminate();
+  });
+
+  it("needs credentials when a key is set: a header or ?token=", async () => {
+    const t = await listening();
+    const anonymous = connect(t.base);
+    await expect(anonymous.opened).rejects.toThrow("HTTP 401");
+    const agent = await t.agent("a");
+    const byQuery = connect(`${t.base}?token=${agent.token}`);
+    await byQuery.opened;
+    byQuery.socket.close();
+    const wrong = connect(`${t.base}?token=nope`);
+    await expect(wrong.opened).rejects.toThrow("HTTP 401");
+  });
+});
