@@ -99,7 +99,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
     const text = body.toString();
     if (text.trim() === "") return done(null, {});
-    parseJson(request, text, done);
+    // The default parser answers through `done`; what it returns is of no use here.
+    void parseJson(request, text, done);
   });
 
   const tokens = new TokenStore(options.eventLog.db);
