@@ -78,7 +78,14 @@ function run(options: autocannon.Options): Promise<autocannon.Result> {
 }
 
 export interface ApiBenchResult {
-  bids: { accepted_per_second: number; refused: number; p50_ms: number; p99_ms: number; errors: number };
+  bids: {
+    accepted_per_second: number;
+    refused: number;
+    p50_ms: number;
+    p99_ms: number;
+    errors: number;
+    events_per_commit: number;
+  };
   bare: { per_second: number; p50_ms: number; p99_ms: number };
   stream: {
     clients: number;
@@ -148,6 +155,11 @@ export async function benchApi(options: { seconds?: number } = {}): Promise<ApiB
         },
       ],
     });
+
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    const gauge = (name: string) =>
+      Number(new RegExp(`^${name} (\\d+)`, "m").exec(metrics)?.[1] ?? Number.NaN);
+    const eventsPerCommit = gauge("swarm_event_log_events_committed") / gauge("swarm_event_log_commits");
 
     const bare = await start(BARE, {});
     const ceiling = await run({
@@ -223,6 +235,7 @@ export async function benchApi(options: { seconds?: number } = {}): Promise<ApiB
         p50_ms: bids.latency.p50,
         p99_ms: bids.latency.p99,
         errors: bids.errors,
+        events_per_commit: round(eventsPerCommit, 1),
       },
       bare: {
         per_second: Math.round(ceiling.requests.average),

@@ -51,6 +51,22 @@ export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: bo
       for (const { status, count } of tasksByStatus.all()) this.set({ status }, count);
     },
   });
+  new Gauge({
+    name: "swarm_event_log_commits",
+    help: "Transactions committed by the event log since start (group commit: events / commits = batch size)",
+    registers: [registry],
+    collect() {
+      this.set(eventLog.writeStats().transactions);
+    },
+  });
+  new Gauge({
+    name: "swarm_event_log_events_committed",
+    help: "Events committed by the event log since start",
+    registers: [registry],
+    collect() {
+      this.set(eventLog.writeStats().events);
+    },
+  });
   // Opening times of auctions in progress, to time them at their close; bounded by open auctions.
   const opened = new Map<string, number>();
   const stop = eventLog.subscribe((event) => {

@@ -94,9 +94,22 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
         );
         cleanUp();
       };
+      // A commit announces its events in one go: hold this client's frames until the current
+      // tick ends and hand them to the kernel in one write instead of one write per event.
+      // (ws exposes no cork of its own; its TCP socket is the documented-by-use `_socket`.)
+      const tcp = (socket as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+      let corked = false;
       const send = (event: StoredEvent) => {
         if (closed || event.seq <= lastSent) return;
         if (socket.bufferedAmount > options.maxBufferedBytes) return closeSlow();
+        if (!corked && tcp !== undefined) {
+          corked = true;
+          tcp.cork();
+          process.nextTick(() => {
+            corked = false;
+            tcp.uncork();
+          });
+        }
         socket.send(messageOf(event));
         lastSent = event.seq;
       };
