@@ -111,3 +111,16 @@ describe("background checkpoints", () => {
     ).toBeUndefined();
   });
 });
+
+describe("page size", () => {
+  it("builds new files with 2 KiB pages and leaves an existing file's size alone", () => {
+    const path = join(tempDir(), "swarm.db");
+    expect(openTestLog({ path }).db.pragma("page_size", { simple: true })).toBe(2048);
+    const oldPath = join(tempDir(), "old.db");
+    const raw = new Database(oldPath);
+    raw.pragma("page_size = 4096");
+    raw.exec("CREATE TABLE unrelated (x INTEGER)");
+    raw.close();
+    expect(openTestLog({ path: oldPath }).db.pragma("page_size", { simple: true })).toBe(4096);
+  });
+});
