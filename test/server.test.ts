@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { openTestLog } from "./helpers/event-log.js";
 import { tempDir } from "./helpers/temp-dir.js";
 
@@ -72,9 +73,39 @@ describe("the server process", () => {
     }
   });
 
-  it("refuses to start on bad configuration, naming the variable", async () => {
-    const server = startServer({ SWARM_DB: join(tempDir(), "x.db"), SWARM_PRUNE_CRON: "whenever" });
+  it.each([
+    [{ SWARM_PRUNE_CRON: "whenever" }, "SWARM_PRUNE_CRON"],
+    [{ HOST: "0.0.0.0" }, "SWARM_API_KEY"],
+  ])("refuses to start on bad configuration %j, naming %s", async (env, variable) => {
+    const server = startServer({ SWARM_DB: join(tempDir(), "x.db"), ...env });
     expect(await server.exited).not.toBe(0);
-    expect(server.stderr()).toContain("SWARM_PRUNE_CRON");
+    expect(server.stderr()).toContain(variable);
+    expect(server.stderr()).toMatch(/^swarm coordinator cannot start: /);
+  });
+
+  it("closes stream clients with 1001 on SIGTERM and keeps what was acknowledged", async () => {
+    const db = join(tempDir(), "swarm.db");
+    const server = startServer({ SWARM_DB: db });
+    try {
+      const listening = await server.waitFor((line) => String(line.msg).startsWith("Server listening at"));
+      const url = /http:\/\/[\d.]+:\d+/.exec(String(listening.msg))?.[0] ?? "";
+      const posted = await fetch(`${url}/api/tasks`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ description: "survives the restart" }),
+      });
+      expect(posted.status).toBe(201);
+      const { task } = (await posted.json()) as { task: { id: string } };
+      const socket = new WebSocket(`${url.replace("http", "ws")}/api/stream?after_seq=0`);
+      const closed = new Promise<number>((resolve) => socket.on("close", (code) => resolve(code)));
+      await new Promise((resolve) => socket.once("open", resolve));
+      server.child.kill("SIGTERM");
+      expect(await closed).toBe(1001);
+      expect(await server.exited).toBe(0);
+      const log = openTestLog({ path: db });
+      expect(log.getTaskEvents(task.id).map((e) => e.event_type)).toEqual(["task.created", "task.bidding"]);
+    } finally {
+      server.child.kill("SIGKILL");
+    }
   });
 });

@@ -28,7 +28,7 @@ import { createMetrics, type Metrics } from "./metrics.js";
 import { agentRoutes } from "./routes/agents.js";
 import { eventRoutes } from "./routes/events.js";
 import { opsRoutes } from "./routes/ops.js";
-import { STREAM_DEFAULTS, streamRoutes, type StreamOptions } from "./routes/stream.js";
+import { STREAM_CLOSE, STREAM_DEFAULTS, streamRoutes, type StreamOptions } from "./routes/stream.js";
 import { taskRoutes } from "./routes/tasks.js";
 
 export interface AppOptions {
@@ -193,7 +193,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
     },
   });
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
-  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  await app.register(websocket, {
+    options: { maxPayload: 64 * 1024 },
+    // On shutdown every client hears 1001 with what to do, rather than a bare close.
+    preClose: async () => {
+      for (const socket of app.websocketServer.clients) {
+        socket.close(STREAM_CLOSE.SHUTTING_DOWN, "server shutting down; reconnect with after_seq");
+      }
+      await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
+    },
+  });
 
   await app.register(opsRoutes);
   await app.register(agentRoutes);

@@ -4,7 +4,6 @@
  * that reconnects with the last seq it saw misses nothing and sees nothing twice.
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { WebSocket } from "ws";
 import type { StoredEvent } from "../../event-log/types.js";
 import { StreamQuery } from "../schemas.js";
 import { splitTypes } from "./events.js";
@@ -51,12 +50,6 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
   { stream: options },
 ) => {
   const { eventLog, guard, metrics } = app;
-  const open = new Set<WebSocket>();
-
-  app.addHook("preClose", async () => {
-    for (const socket of open)
-      socket.close(STREAM_CLOSE.SHUTTING_DOWN, "server shutting down; reconnect with after_seq");
-  });
 
   app.get(
     "/api/stream",
@@ -83,7 +76,6 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       let closed = false;
       let alive = true;
       const pending: StoredEvent[] = [];
-      open.add(socket);
       metrics.openWebsockets.inc({ kind: "api" });
 
       const closeSlow = () => {
@@ -134,7 +126,6 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
         closed = true;
         unsubscribe();
         clearInterval(ping);
-        open.delete(socket);
         metrics.openWebsockets.dec({ kind: "api" });
       }
       socket.on("pong", () => (alive = true));
