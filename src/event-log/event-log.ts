@@ -65,7 +65,7 @@ export const MIN_RETENTION_DAYS = 1;
 const DAY_MS = 86_400_000;
 const PRUNE_CHUNK_BOUNDS = { initial: 500, min: 50, max: 50_000 };
 const VACUUM_STEP_BOUNDS = { initial: 256, min: 16, max: 100_000 };
-/** A WAL this many frames long (~16 MiB) that checkpoints cannot finish makes writers wait for a drain. */
+/** A WAL this many frames long (~8 MiB at 2 KiB pages) that checkpoints cannot finish makes writers wait for a drain. */
 const WAL_PRESSURE_FRAMES = 4000;
 /** Drain the WAL every this many prune or vacuum steps, so that it never grows past a few MiB. */
 const PRUNE_CHUNKS_PER_CHECKPOINT = 4;
@@ -192,7 +192,7 @@ export class EventLog {
     this.runInSqliteTransaction = db.transaction((body: () => unknown) => body());
     const checkpointIntervalMs = options.checkpointIntervalMs ?? 200;
     if (checkpointIntervalMs > 0 && !isInMemory(options.path)) {
-      // Backstop only: if the worker falls behind, SQLite still checkpoints past ~40 MiB of WAL.
+      // Backstop only: if the worker falls behind, SQLite still checkpoints past ~20 MiB of WAL.
       db.pragma("wal_autocheckpoint = 10000");
       this.checkpointer = new BackgroundCheckpointer({
         path: options.path,
@@ -483,7 +483,8 @@ export class EventLog {
     const since =
       range.since === undefined ? "0000" : hourOf(checkTimestamp("INVALID_FILTER", "since", range.since));
     const until = range.until === undefined ? "9999" : checkTimestamp("INVALID_FILTER", "until", range.until);
-    const read = this.db.transaction(() => {
+    // One read transaction, so the rollup and the live count see the same watermark.
+    const rows = this.runInSqliteTransaction(() => {
       const totals = new Map<string, HourlyCount>();
       const add = (row: HourlyCount) => {
         if (row.hour < since || row.hour >= until) return;
@@ -495,8 +496,8 @@ export class EventLog {
       this.statements.hourly.all(since, until).forEach(add);
       this.statements.liveHourly.all(this.statements.rolledUpTo.get() ?? 0).forEach(add);
       return [...totals.values()];
-    });
-    return read().sort((a, b) =>
+    }) as HourlyCount[];
+    return rows.sort((a, b) =>
       a.hour === b.hour ? (a.event_type < b.event_type ? -1 : 1) : a.hour < b.hour ? -1 : 1,
     );
   }
@@ -509,18 +510,17 @@ export class EventLog {
   async rollUp(chunkRows = 20_000): Promise<number> {
     for (;;) {
       this.assertOpen();
-      const fold = this.db.transaction(() => {
-        // Read inside the write transaction: every seq up to `latest` is committed by now.
-        const from = this.statements.rolledUpTo.get() ?? 0;
-        const to = Math.min(from + chunkRows, this.statements.latestSeq.get()?.seq ?? 0);
-        if (to <= from) return { to: from, done: true };
-        this.statements.rollUpRange.run(from, to);
-        this.statements.setRolledUpTo.run(to);
-        return { to, done: false };
-      });
       let step: { to: number; done: boolean };
       try {
-        step = fold();
+        step = this.runInSqliteTransaction(() => {
+          // Read inside the write transaction: every seq up to `latest` is committed by now.
+          const from = this.statements.rolledUpTo.get() ?? 0;
+          const to = Math.min(from + chunkRows, this.statements.latestSeq.get()?.seq ?? 0);
+          if (to <= from) return { to: from, done: true };
+          this.statements.rollUpRange.run(from, to);
+          this.statements.setRolledUpTo.run(to);
+          return { to, done: false };
+        }) as { to: number; done: boolean };
       } catch (error) {
         throw toStorageError(error);
       }

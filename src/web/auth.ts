@@ -107,19 +107,20 @@ export function guards(apiKey: string | undefined) {
         throw new SwarmError("UNAUTHORIZED", "reading needs the operator key or an agent token");
       }
     },
-    /** An agent acting for itself: the token's agent, and the `:id` in the path when there is one. */
+    /** Any agent, with its own token. */
     agent: async (request: FastifyRequest, _reply: FastifyReply) => {
       agentOf(request);
-      const params = request.params as { id?: string } | undefined;
-      if (request.routeOptions.url?.startsWith("/api/agents/") && params?.id !== agentOf(request)) {
+    },
+    /** The agent named by the `:id` in the path, with its own token. */
+    self: async (request: FastifyRequest, _reply: FastifyReply) => {
+      if (agentOf(request) !== (request.params as { id?: string }).id) {
         throw new SwarmError("FORBIDDEN", "an agent may act only for itself");
       }
     },
-    /** The agent itself, or the operator. */
-    agentOrOperator: async (request: FastifyRequest, _reply: FastifyReply) => {
+    /** The agent named by `:id`, or the operator. */
+    selfOrOperator: async (request: FastifyRequest, _reply: FastifyReply) => {
       refuseInvalid(request.caller);
-      if (request.caller.kind === "operator" || (apiKey === undefined && request.caller.kind === "anonymous"))
-        return;
+      if (isOperator(request.caller)) return;
       const params = request.params as { id?: string };
       if (request.caller.kind === "agent" && params.id === request.caller.agentId) return;
       if (request.caller.kind === "anonymous")

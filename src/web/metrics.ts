@@ -40,7 +40,9 @@ export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: bo
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [registry],
   });
-  const tasksByStatus = db(eventLog);
+  const tasksByStatus = eventLog.db.prepare<[], { status: string; count: number }>(
+    "SELECT status, COUNT(*) AS count FROM tasks GROUP BY status",
+  );
   new Gauge({
     name: "swarm_tasks",
     help: "Tasks by status",
@@ -80,10 +82,4 @@ export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: bo
     } else if (event.event_type === "task.cancelled") opened.delete(event.task_id);
   });
   return { registry, httpDuration, openWebsockets, stop };
-}
-
-function db(eventLog: EventLog) {
-  return eventLog.db.prepare<[], { status: string; count: number }>(
-    "SELECT status, COUNT(*) AS count FROM tasks GROUP BY status",
-  );
 }

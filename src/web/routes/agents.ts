@@ -68,7 +68,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     "/api/agents/:id/heartbeat",
     {
-      preHandler: guard.agent,
+      preHandler: guard.self,
       schema: {
         tags: ["agents"],
         summary: "The agent is alive (its own token)",
@@ -85,7 +85,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.delete(
     "/api/agents/:id",
     {
-      preHandler: guard.agentOrOperator,
+      preHandler: guard.selfOrOperator,
       schema: {
         tags: ["agents"],
         summary: "Deregister (the agent itself or the operator); its open tasks are put up again",

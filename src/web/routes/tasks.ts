@@ -215,7 +215,6 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const caller = request.caller;
       // An agent fails its own task; anyone else must pass as the operator.
       if (caller.kind !== "agent") await guard.operator(request, reply);
-      else agentOf(request);
       const result = await coordinator.submit({
         type: "FailTask",
         task_id: request.params.id,
