@@ -19,6 +19,8 @@ export interface Config {
   /** Requests per minute per credential (or per IP without one); false when set to 0. */
   rateLimitPerMinute: number | false;
   logLevel: string;
+  /** With SWARM_API_KEY set: whether the dashboard may be viewed without logging in (actions still need the key). */
+  dashboardPublic: boolean;
 }
 
 export const CONFIG_DEFAULTS = {
@@ -33,6 +35,7 @@ export const CONFIG_DEFAULTS = {
   SWARM_PRUNE_CRON: "17 3 * * *",
   SWARM_RATE_LIMIT: "1200",
   LOG_LEVEL: "info",
+  SWARM_DASHBOARD_PUBLIC: "false",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -89,6 +92,16 @@ export function loadConfig(env: Env = process.env): Config {
       field: "SWARM_API_KEY",
     });
   }
+  const dashboardPublic = read(env, "SWARM_DASHBOARD_PUBLIC").toLowerCase();
+  if (!["true", "false", "1", "0"].includes(dashboardPublic)) {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      `SWARM_DASHBOARD_PUBLIC must be true or false, got ${dashboardPublic}`,
+      {
+        field: "SWARM_DASHBOARD_PUBLIC",
+      },
+    );
+  }
   return {
     host,
     port: readInteger(env, "PORT", 0, 65535),
@@ -101,5 +114,6 @@ export function loadConfig(env: Env = process.env): Config {
     pruneCron: read(env, "SWARM_PRUNE_CRON"),
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,
+    dashboardPublic: dashboardPublic === "true" || dashboardPublic === "1",
   };
 }

@@ -36,6 +36,7 @@ async function main(): Promise<void> {
     logger,
     apiKey: config.apiKey,
     rateLimitPerMinute: config.rateLimitPerMinute,
+    dashboardPublic: config.dashboardPublic,
     defaultMetrics: true,
   });
 

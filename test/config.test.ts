@@ -15,6 +15,7 @@ describe("configuration", () => {
       pruneCron: CONFIG_DEFAULTS.SWARM_PRUNE_CRON,
       rateLimitPerMinute: 1200,
       logLevel: "info",
+      dashboardPublic: false,
     });
   });
 
@@ -31,6 +32,7 @@ describe("configuration", () => {
       SWARM_RETENTION_DAYS: "7",
       SWARM_PRUNE_CRON: "0 * * * *",
       LOG_LEVEL: "DEBUG",
+      SWARM_DASHBOARD_PUBLIC: "true",
     });
     expect(config).toMatchObject({
       host: "0.0.0.0",
@@ -38,6 +40,7 @@ describe("configuration", () => {
       dbSynchronous: "FULL",
       apiKey: "a-long-enough-secret",
       rateLimitPerMinute: false,
+      dashboardPublic: true,
       auctionMs: 250,
       retentionDays: 7,
       logLevel: "debug",
@@ -61,6 +64,7 @@ describe("configuration", () => {
     ["SWARM_AUCTION_MS", "1.5"],
     ["SWARM_DB_SYNC", "OFF"],
     ["LOG_LEVEL", "loud"],
+    ["SWARM_DASHBOARD_PUBLIC", "maybe"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

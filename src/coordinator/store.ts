@@ -5,7 +5,14 @@
  */
 import type { Statement } from "better-sqlite3";
 import type { SqliteDatabase } from "../event-log/database.js";
-import type { Agent, Bid, StateChanges, Task } from "./types.js";
+import {
+  TASK_STATUSES,
+  type Agent,
+  type Bid,
+  type StateChanges,
+  type Task,
+  type TaskStatus,
+} from "./types.js";
 
 interface AgentRow extends Omit<Agent, "capabilities"> {
   capabilities: string;
@@ -74,7 +81,22 @@ export const STORE_SQL = {
   agentTaskStats:
     "SELECT COALESCE(SUM(status = 'completed'), 0) AS completed, COALESCE(SUM(status = 'failed'), 0) AS failed, " +
     "SUM(CASE WHEN status = 'completed' THEN winning_bid_sats END) AS earned FROM tasks WHERE assigned_agent = ?",
+  taskCounts: "SELECT status, COUNT(*) AS count FROM tasks GROUP BY status",
+  // The newest auctions with how many bids their current round drew; the bids come by primary key.
+  recentAuctions:
+    "SELECT t.id AS task_id, t.description, t.status, t.attempt, t.winning_bid_sats, COUNT(b.agent_id) AS bids " +
+    "FROM (SELECT rowid, id, description, status, attempt, winning_bid_sats FROM tasks ORDER BY rowid DESC LIMIT ?) t " +
+    "LEFT JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt GROUP BY t.id ORDER BY t.rowid",
 } as const;
+
+export interface AuctionSize {
+  task_id: string;
+  description: string;
+  status: TaskStatus;
+  attempt: number;
+  winning_bid_sats: number | null;
+  bids: number;
+}
 
 export interface TaskListFilter {
   status?: string;
@@ -97,6 +119,8 @@ export class CoordinatorStore {
     bidsOfTask: Statement<[string], Bid>;
     agentBidStats: Statement<[string], { bids: number; wins: number; won_sats: number | null }>;
     agentTaskStats: Statement<[string], { completed: number; failed: number; earned: number | null }>;
+    taskCounts: Statement<[], { status: TaskStatus; count: number }>;
+    recentAuctions: Statement<[number], AuctionSize>;
   };
 
   private readonly listStatements = new Map<string, Statement<unknown[], TaskRow & { cursor: number }>>();
@@ -114,6 +138,8 @@ export class CoordinatorStore {
       bidsOfTask: db.prepare(STORE_SQL.bidsOfTask),
       agentBidStats: db.prepare(STORE_SQL.agentBidStats),
       agentTaskStats: db.prepare(STORE_SQL.agentTaskStats),
+      taskCounts: db.prepare(STORE_SQL.taskCounts),
+      recentAuctions: db.prepare(STORE_SQL.recentAuctions),
     };
   }
 
@@ -181,6 +207,21 @@ export class CoordinatorStore {
       tasks: rows.map(({ cursor: _cursor, ...row }) => toTask(row)),
       next_cursor: rows.length === filter.limit && last !== undefined ? String(last.cursor) : null,
     };
+  }
+
+  /** How many tasks are in each status (every status present, zero when none). */
+  taskCounts(): Record<TaskStatus, number> {
+    const counts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0])) as Record<
+      TaskStatus,
+      number
+    >;
+    for (const { status, count } of this.statements.taskCounts.all()) counts[status] = count;
+    return counts;
+  }
+
+  /** The `limit` newest tasks' auctions, oldest first, with the number of bids in their current round. */
+  recentAuctions(limit: number): AuctionSize[] {
+    return this.statements.recentAuctions.all(limit);
   }
 
   agentStats(agentId: string): AgentStats {

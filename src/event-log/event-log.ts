@@ -18,6 +18,7 @@ import type {
   EventPage,
   EventSummary,
   HourlyCount,
+  MinuteCount,
   PruneReport,
   StoredEvent,
   SubscriptionFilter,
@@ -184,6 +185,7 @@ export class EventLog {
       agentPage: db.prepare<[string, number, number], EventRow>(SQL.agentPage),
       recent: db.prepare<[string, number], EventRow>(SQL.recent),
       summary: db.prepare<[string], { event_type: string; count: number }>(SQL.summary),
+      minutely: db.prepare<[string], MinuteCount>(SQL.minutely),
       hourly: db.prepare<[string, string], HourlyCount>(SQL.hourly),
       pruneChunk: db.prepare<[string, number, number]>(SQL.pruneChunk),
       latestSeq: db.prepare<[], { seq: number | null }>(SQL.latestSeq),
@@ -472,6 +474,12 @@ export class EventLog {
       total += count;
     }
     return { minutes, since, total, counts };
+  }
+
+  /** Counts per minute and type over the last `minutes`; `minute` is `YYYY-MM-DDTHH:MM`. */
+  getMinuteCounts(minutes = 60): MinuteCount[] {
+    this.assertOpen();
+    return this.statements.minutely.all(this.windowStart(minutes));
   }
 
   /**

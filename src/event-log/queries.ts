@@ -2,6 +2,7 @@
  * The SQL behind every read of the event log, built in one place so that the query-plan test
  * can run EXPLAIN QUERY PLAN over exactly what the log executes.
  */
+import type { StoredEvent } from "./types.js";
 import type { NormalizedFilter } from "./validate.js";
 
 export const EVENT_COLUMNS = "seq, id, event_type, source, task_id, agent_id, data, timestamp";
@@ -14,6 +15,29 @@ export interface BuiltQuery {
   shape: string;
   sql: string;
   params: (string | number)[];
+}
+
+const lowerAscii = (text: string) => text.replace(/[A-Z]/g, (c) => c.toLowerCase());
+
+/**
+ * Whether one event passes a list filter, deciding exactly as the query that buildListQuery
+ * writes (LIKE is case-insensitive for ASCII only): for live views that apply a stored filter
+ * to events as they commit.
+ */
+export function eventMatches(event: StoredEvent, filter: NormalizedFilter): boolean {
+  if (filter.types.length > 0 && !filter.types.includes(event.event_type)) return false;
+  if (filter.source !== undefined && filter.source !== event.source) return false;
+  if (filter.task_id !== undefined && filter.task_id !== event.task_id) return false;
+  if (filter.agent_id !== undefined && filter.agent_id !== event.agent_id) return false;
+  if (filter.since !== undefined && event.timestamp < filter.since) return false;
+  if (filter.until !== undefined && event.timestamp >= filter.until) return false;
+  if (filter.after_seq !== undefined && event.seq <= filter.after_seq) return false;
+  if (filter.before_seq !== undefined && event.seq >= filter.before_seq) return false;
+  if (filter.text !== undefined) {
+    const spelled = JSON.stringify(filter.text).slice(1, -1);
+    return lowerAscii(JSON.stringify(event.data)).includes(lowerAscii(spelled));
+  }
+  return true;
 }
 
 export function buildListQuery(filter: NormalizedFilter): BuiltQuery {
@@ -89,6 +113,10 @@ export const SQL = {
   // Named index: otherwise the planner may walk the whole type index to save the GROUP BY sort.
   summary:
     "SELECT event_type, COUNT(*) AS count FROM event_log INDEXED BY idx_event_log_time WHERE timestamp >= ? GROUP BY event_type",
+  // Per minute and type, for the dashboard's last-hour chart: an index-only read like the summary.
+  minutely:
+    "SELECT substr(timestamp, 1, 16) AS minute, event_type, COUNT(*) AS count FROM event_log INDEXED BY idx_event_log_time " +
+    "WHERE timestamp >= ? GROUP BY minute, event_type",
   hourly:
     "SELECT hour, event_type, count FROM event_counts_hourly WHERE hour >= ? AND hour < ? ORDER BY hour, event_type",
   // Only rows already counted by the rollup (seq <= ?) may go.

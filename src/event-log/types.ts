@@ -68,6 +68,13 @@ export interface EventSummary {
   counts: Record<string, number>;
 }
 
+export interface MinuteCount {
+  /** The minute, `YYYY-MM-DDTHH:MM` (UTC). */
+  minute: string;
+  event_type: string;
+  count: number;
+}
+
 export interface HourlyCount {
   /** The hour's start, `YYYY-MM-DDTHH:00:00.000Z`. */
   hour: string;

@@ -30,6 +30,8 @@ import { eventRoutes } from "./routes/events.js";
 import { opsRoutes } from "./routes/ops.js";
 import { STREAM_CLOSE, STREAM_DEFAULTS, streamRoutes, type StreamOptions } from "./routes/stream.js";
 import { taskRoutes } from "./routes/tasks.js";
+import { dashboard, type DashboardPages } from "./dashboard/index.js";
+import { LIVE_CLOSE, LIVE_DEFAULTS, type LiveOptions } from "./dashboard/live.js";
 
 export interface AppOptions {
   eventLog: EventLog;
@@ -42,6 +44,9 @@ export interface AppOptions {
   /** Requests per minute per credential (or per IP without one); false turns limiting off. Default 1200. */
   rateLimitPerMinute?: number | false;
   stream?: Partial<StreamOptions>;
+  live?: Partial<LiveOptions>;
+  /** With a key set: whether the dashboard may be viewed without logging in. Default false. */
+  dashboardPublic?: boolean;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
   defaultMetrics?: boolean;
 }
@@ -115,7 +120,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
   app.decorateRequest("caller", null as never);
   app.addHook("onClose", async () => metrics.stop());
 
-  installErrorHandling(app);
+  // Filled in when the dashboard registers: its HTML not-found page and its live hub.
+  const pages: DashboardPages = {};
+  installErrorHandling(app, (request, reply) => pages.notFound?.(request, reply));
 
   // Who is calling, settled before anything else (rate limiting keys on it).
   app.addHook("onRequest", async (request) => {
@@ -157,6 +164,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
         scriptSrc: ["'self'"],
         styleSrc: ["'self'"],
         imgSrc: ["'self'", "data:"],
+        connectSrc: ["'self'"],
+        formAction: ["'self'"],
+        frameAncestors: ["'none'"],
       },
     },
   });
@@ -197,6 +207,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
     options: { maxPayload: 64 * 1024 },
     // On shutdown every client hears 1001 with what to do, rather than a bare close.
     preClose: async () => {
+      // Dashboard pages hear "service restart", which makes them reconnect and catch up.
+      pages.hub?.closeAll(LIVE_CLOSE.SERVICE_RESTART, "server restarting; reconnecting");
       for (const socket of app.websocketServer.clients) {
         socket.close(STREAM_CLOSE.SHUTTING_DOWN, "server shutting down; reconnect with after_seq");
       }
@@ -209,6 +221,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(taskRoutes);
   await app.register(eventRoutes);
   await app.register(streamRoutes, { stream: { ...STREAM_DEFAULTS, ...options.stream } });
+  await app.register(dashboard, {
+    viewOpen: options.dashboardPublic ?? false,
+    live: { ...LIVE_DEFAULTS, ...options.live },
+    pages,
+  });
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
 
   return app;

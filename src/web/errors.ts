@@ -78,7 +78,19 @@ export function sendError(reply: FastifyReply, error: SwarmError): FastifyReply 
   return reply.code(error.status).type("application/json; charset=utf-8").send(body);
 }
 
-export function installErrorHandling(app: FastifyInstance): void {
+/** A browser asking for a page (not the API) gets HTML. */
+function wantsHtml(request: FastifyRequest): boolean {
+  return (
+    (request.method === "GET" || request.method === "HEAD") &&
+    !request.url.startsWith("/api/") &&
+    (request.headers.accept ?? "").includes("text/html")
+  );
+}
+
+export function installErrorHandling(
+  app: FastifyInstance,
+  htmlNotFound?: (request: FastifyRequest, reply: FastifyReply) => FastifyReply | undefined,
+): void {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const known = toSwarmError(error);
     if (known !== undefined && known.status < 500) return sendError(reply, known);
@@ -94,10 +106,12 @@ export function installErrorHandling(app: FastifyInstance): void {
       }),
     );
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendError(
-      reply,
-      new SwarmError("NOT_FOUND", `no route ${request.method} ${request.url.split("?")[0] ?? ""}`),
-    ),
+  app.setNotFoundHandler(
+    (request, reply) =>
+      (wantsHtml(request) ? htmlNotFound?.(request, reply) : undefined) ??
+      sendError(
+        reply,
+        new SwarmError("NOT_FOUND", `no route ${request.method} ${request.url.split("?")[0] ?? ""}`),
+      ),
   );
 }

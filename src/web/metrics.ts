@@ -9,6 +9,7 @@ export interface Metrics {
   registry: Registry;
   httpDuration: Histogram<"method" | "route" | "status">;
   openWebsockets: Gauge<"kind">;
+  liveMessages: Counter;
   stop(): void;
 }
 
@@ -81,5 +82,10 @@ export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: bo
       if (start !== undefined) auctionDuration.observe((Date.parse(event.timestamp) - start) / 1000);
     } else if (event.event_type === "task.cancelled") opened.delete(event.task_id);
   });
-  return { registry, httpDuration, openWebsockets, stop };
+  const liveMessages = new Counter({
+    name: "swarm_dashboard_messages_total",
+    help: "HTML fragments pushed to live dashboard pages",
+    registers: [registry],
+  });
+  return { registry, httpDuration, openWebsockets, liveMessages, stop };
 }

@@ -84,6 +84,7 @@ describe.each([
       agentPage: ["a", 0, 1000],
       recent: ["2026-01-01T00:00:00.000Z", 100],
       summary: ["2026-01-01T00:00:00.000Z"],
+      minutely: ["2026-01-01T00:00:00.000Z"],
       hourly: ["2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"],
       pruneChunk: ["2026-01-01T00:00:00.000Z", 5000, 1000],
       latestSeq: [],
@@ -96,5 +97,6 @@ describe.each([
     }
     // The summary is answered from the covering index alone, without touching table rows.
     expect(plan(log, SQL.summary, params.summary).join(" ")).toMatch(/COVERING INDEX idx_event_log_time/);
+    expect(plan(log, SQL.minutely, params.minutely).join(" ")).toMatch(/COVERING INDEX idx_event_log_time/);
   });
 });

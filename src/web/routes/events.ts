@@ -1,6 +1,8 @@
 import { Readable } from "node:stream";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { FastifyReply } from "fastify";
+import type { EventLog } from "../../event-log/event-log.js";
 import type { Static } from "typebox";
 import { Type } from "typebox";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
@@ -48,6 +50,36 @@ export function csvField(value: string | number | null): string {
 
 function csvLine(event: StoredEvent): string {
   return `${CSV_COLUMNS.map((column) => csvField(column === "data" ? JSON.stringify(event.data) : event[column])).join(",")}\r\n`;
+}
+
+/**
+ * The whole filtered history, streamed as NDJSON or CSV; the API and the dashboard both answer
+ * exports with it.
+ */
+export function sendExport(
+  reply: FastifyReply,
+  eventLog: EventLog,
+  filter: EventFilter,
+  format: "ndjson" | "csv" = "ndjson",
+): FastifyReply {
+  eventLog.listEvents({ ...filter, limit: 1 }); // refuse a bad filter with a 400 before streaming starts
+  const csv = format === "csv";
+  async function* lines() {
+    if (csv) yield `${CSV_COLUMNS.join(",")}\r\n`;
+    let cursor = 0;
+    for (;;) {
+      // One page at a time, pulled only as fast as the client reads: memory stays flat.
+      const page = eventLog.listEvents({ ...filter, after_seq: cursor, limit: 1000 });
+      yield page.events.map((event) => (csv ? csvLine(event) : `${JSON.stringify(event)}\n`)).join("");
+      if (page.next_cursor === null) return;
+      cursor = page.next_cursor;
+      await yieldToEventLoop();
+    }
+  }
+  return reply
+    .type(csv ? "text/csv; charset=utf-8" : "application/x-ndjson; charset=utf-8")
+    .header("content-disposition", `attachment; filename="events.${csv ? "csv" : "ndjson"}"`)
+    .send(Readable.from(lines()));
 }
 
 export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -110,26 +142,6 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
         querystring: ExportQuery,
       },
     },
-    async (request, reply) => {
-      const filter = toFilter(request.query);
-      eventLog.listEvents({ ...filter, limit: 1 }); // refuse a bad filter with a 400 before streaming starts
-      const csv = request.query.format === "csv";
-      async function* lines() {
-        if (csv) yield `${CSV_COLUMNS.join(",")}\r\n`;
-        let cursor = 0;
-        for (;;) {
-          // One page at a time, pulled only as fast as the client reads: memory stays flat.
-          const page = eventLog.listEvents({ ...filter, after_seq: cursor, limit: 1000 });
-          yield page.events.map((event) => (csv ? csvLine(event) : `${JSON.stringify(event)}\n`)).join("");
-          if (page.next_cursor === null) return;
-          cursor = page.next_cursor;
-          await yieldToEventLoop();
-        }
-      }
-      return reply
-        .type(csv ? "text/csv; charset=utf-8" : "application/x-ndjson; charset=utf-8")
-        .header("content-disposition", `attachment; filename="events.${csv ? "csv" : "ndjson"}"`)
-        .send(Readable.from(lines()));
-    },
+    async (request, reply) => sendExport(reply, eventLog, toFilter(request.query), request.query.format),
   );
 };

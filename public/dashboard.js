@@ -1,0 +1,80 @@
+// The dashboard's own script: what htmx does not do. It never builds HTML; the server renders
+// every fragment (escaped) and htmx swaps it in.
+(function () {
+  "use strict";
+  var htmx = window.htmx;
+  if (!htmx) return;
+
+  // Reconnect soon after a restart: 0.5-1 s, doubling per failed try up to 10 s.
+  htmx.config.wsReconnectDelay = function (retryCount) {
+    var ceiling = Math.min(10000, 1000 * Math.pow(2, retryCount));
+    return ceiling * (0.5 + Math.random() / 2);
+  };
+
+  // Every (re)connect says which seq the page reflects, so the server sends what came after.
+  htmx.createWebSocket = function (url) {
+    var marker = document.getElementById("live-seq");
+    var seq = marker ? marker.getAttribute("data-seq") : null;
+    var target = new URL(url, window.location.href);
+    if (seq !== null && /^\d+$/.test(seq)) target.searchParams.set("after_seq", seq);
+    var socket = new WebSocket(target.toString());
+    socket.binaryType = htmx.config.wsBinaryType;
+    return socket;
+  };
+
+  function setBadge(state, text) {
+    var badge = document.getElementById("live-badge");
+    if (!badge) return;
+    badge.className = "live-badge " + state;
+    badge.textContent = text;
+  }
+  document.addEventListener("htmx:wsConnecting", function () {
+    var badge = document.getElementById("live-badge");
+    if (badge && !badge.classList.contains("connecting")) setBadge("reconnecting", "reconnecting");
+  });
+  document.addEventListener("htmx:wsOpen", function () {
+    setBadge("live", "live");
+  });
+  document.addEventListener("htmx:wsClose", function () {
+    setBadge("reconnecting", "reconnecting");
+  });
+
+  // Lists that grow live keep their newest rows only.
+  function trimLists() {
+    var lists = document.querySelectorAll("[data-cap]");
+    for (var i = 0; i < lists.length; i++) {
+      var cap = parseInt(lists[i].getAttribute("data-cap"), 10);
+      if (!(cap > 0)) continue;
+      var rows = lists[i].querySelectorAll(":scope > li[data-seq]");
+      for (var j = cap; j < rows.length; j++) rows[j].remove();
+    }
+  }
+  document.addEventListener("htmx:wsAfterMessage", trimLists);
+
+  // Relative times ("12s ago", "in 4s") stay true between pushes; the exact time is the title.
+  function relative(ms) {
+    var seconds = Math.round(ms / 1000);
+    var size = Math.abs(seconds);
+    if (size < 2) return "just now";
+    var text =
+      size < 60
+        ? size + "s"
+        : size < 3600
+          ? Math.floor(size / 60) + "m"
+          : size < 86400
+            ? Math.floor(size / 3600) + "h"
+            : Math.floor(size / 86400) + "d";
+    return seconds < 0 ? "in " + text : text + " ago";
+  }
+  function refreshTimes() {
+    var now = Date.now();
+    var times = document.querySelectorAll("time[data-relative], time[data-countdown]");
+    for (var i = 0; i < times.length; i++) {
+      var at = Date.parse(times[i].getAttribute("datetime"));
+      if (isNaN(at)) continue;
+      var text = times[i].hasAttribute("data-countdown") && at <= now ? "closing" : relative(now - at);
+      if (times[i].textContent !== text) times[i].textContent = text;
+    }
+  }
+  setInterval(refreshTimes, 1000);
+})();

@@ -1,0 +1,112 @@
+/**
+ * Text the dashboard shows for records and events. Everything here returns plain text: the
+ * templates escape it (autoescape is on), so nothing in this file builds HTML.
+ */
+import type { StoredEvent } from "../../event-log/types.js";
+
+/** "just now", "12s ago", "5m ago", "3h ago", "2d ago"; "in 4s" for a time still to come. */
+export function relativeTime(iso: string | null | undefined, now: Date): string {
+  if (iso === null || iso === undefined) return "";
+  const then = Date.parse(iso);
+  if (Number.isNaN(then)) return "";
+  const seconds = Math.round((now.getTime() - then) / 1000);
+  const future = seconds < 0;
+  const size = Math.abs(seconds);
+  if (size < 2) return "just now";
+  const text =
+    size < 60
+      ? `${size}s`
+      : size < 3600
+        ? `${Math.floor(size / 60)}m`
+        : size < 86_400
+          ? `${Math.floor(size / 3600)}h`
+          : `${Math.floor(size / 86_400)}d`;
+  return future ? `in ${text}` : `${text} ago`;
+}
+
+/** The exact time for a hover title: `2026-11-22 05:47:35.120 UTC`. */
+export function exactUtc(iso: string | null | undefined): string {
+  if (iso === null || iso === undefined) return "";
+  const time = new Date(iso);
+  if (Number.isNaN(time.getTime())) return iso;
+  return `${time.toISOString().replace("T", " ").replace("Z", "")} UTC`;
+}
+
+/** 1234567 → "1,234,567" whatever the server's locale. */
+export function groupDigits(value: number | null | undefined): string {
+  if (value === null || value === undefined) return "";
+  return value.toLocaleString("en-US");
+}
+
+/** The first characters of a long text, with an ellipsis when cut. */
+export function truncate(text: string | null | undefined, length: number): string {
+  if (text === null || text === undefined) return "";
+  return text.length <= length ? text : `${text.slice(0, Math.max(0, length - 1))}…`;
+}
+
+/** The first block of a UUID: enough to tell records apart on screen. */
+export function shortId(id: string | null | undefined): string {
+  if (id === null || id === undefined) return "";
+  return id.length > 8 ? id.slice(0, 8) : id;
+}
+
+type Names = ReadonlyMap<string, string>;
+
+function field(event: StoredEvent, name: string): unknown {
+  return event.data[name];
+}
+
+function text(value: unknown): string {
+  if (value === null || value === undefined) return "";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+/** One line saying what an event means, for feeds and timelines. */
+export function describeEvent(event: StoredEvent, names: Names): string {
+  const agent = event.agent_id === null ? "" : (names.get(event.agent_id) ?? shortId(event.agent_id));
+  const sats = (value: unknown) => (typeof value === "number" ? `${groupDigits(value)} sats` : "");
+  switch (event.event_type) {
+    case "task.created":
+      return truncate(text(field(event, "description")), 160);
+    case "task.bidding":
+      return `auction round ${text(field(event, "attempt"))} open`;
+    case "bid.submitted":
+      return `${agent} bid ${sats(field(event, "bid_sats"))}`;
+    case "auction.closed": {
+      const winner = field(event, "winner");
+      return `${text(field(event, "bids"))} bid(s), ${
+        typeof winner === "string" ? `won by ${names.get(winner) ?? shortId(winner)}` : "no winner"
+      } (${text(field(event, "reason"))})`;
+    }
+    case "task.assigned":
+      return `assigned to ${agent} for ${sats(field(event, "bid_sats"))}`;
+    case "task.started":
+      return `${agent} started`;
+    case "task.completed":
+      return `completed by ${agent}: ${truncate(text(field(event, "result")), 120)}`;
+    case "task.failed":
+    case "task.cancelled":
+      return truncate(text(field(event, "reason")), 160);
+    case "tool.called":
+    case "tool.completed":
+    case "tool.failed": {
+      const error = field(event, "error");
+      return `${text(field(event, "tool"))}${typeof error === "string" ? `: ${truncate(error, 120)}` : ""}`;
+    }
+    case "agent.joined":
+      return `${text(field(event, "name"))} joined`;
+    case "agent.left":
+      return `${text(field(event, "name")) || agent} left`;
+    case "agent.status_changed":
+      return `${agent}: ${text(field(event, "from"))} → ${text(field(event, "to"))} (${text(field(event, "reason"))})`;
+    case "system.info":
+    case "system.warning":
+    case "system.error":
+    default: {
+      const message = field(event, "message");
+      if (typeof message === "string") return truncate(message, 160);
+      const json = JSON.stringify(event.data);
+      return json === "{}" ? "" : truncate(json, 160);
+    }
+  }
+}

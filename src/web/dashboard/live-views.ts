@@ -1,0 +1,183 @@
+/**
+ * What each page pushes live: which events concern it, the fragments a batch of them becomes,
+ * and its state for a (re)connecting page. The page templates include the same partials.
+ */
+import { TASK_STATUSES, type TaskStatus } from "../../coordinator/types.js";
+import { eventMatches } from "../../event-log/queries.js";
+import type { EventFilter, StoredEvent } from "../../event-log/types.js";
+import { normalizeFilter } from "../../event-log/validate.js";
+import type { LiveView } from "./live.js";
+import { FEED_CAP, PAGE_SIZE, TIMELINE_CAP } from "./model.js";
+import type { Renderer } from "./render.js";
+
+/** Rows an events list keeps while tailing; older ones are dropped from the page. */
+export const TAIL_CAP = 200;
+
+export type LiveSpec =
+  | { view: "overview" }
+  | { view: "tasks"; status?: TaskStatus; before?: number }
+  | { view: "task"; task_id: string }
+  | { view: "agents" }
+  | { view: "agent"; agent_id: string }
+  | { view: "events"; filter: EventFilter };
+
+/** The ids of the records a batch touched, once each, in order of first appearance. */
+function distinct(
+  events: readonly StoredEvent[],
+  key: "task_id" | "agent_id",
+  except?: Set<string>,
+): string[] {
+  const ids = new Set<string>();
+  for (const event of events) {
+    const id = event[key];
+    if (id !== null && !except?.has(id)) ids.add(id);
+  }
+  return [...ids];
+}
+
+export function liveView(spec: LiveSpec, renderer: Renderer): LiveView {
+  const { model } = renderer;
+  const { coordinator } = model;
+  switch (spec.view) {
+    case "overview":
+      return {
+        key: "overview",
+        matches: () => true,
+        update: (events) => renderer.newestFirst(events, FEED_CAP, "feed"),
+        snapshot: (lists) =>
+          renderer.overviewSummary() + (lists ? renderer.feed(model.recentEvents({}, FEED_CAP), true) : ""),
+        summary: () => renderer.overviewSummary(),
+        catchUp: { filter: {}, limit: FEED_CAP },
+      };
+
+    case "tasks": {
+      const { status, before } = spec;
+      // New tasks start bidding, so they belong at the top of the newest page unless it filters them out.
+      const showsNewTasks = before === undefined && (status === undefined || status === "bidding");
+      return {
+        key: `tasks|${status ?? ""}|${before ?? ""}`,
+        matches: (event) => event.task_id !== null,
+        update: (events) => {
+          const created = new Set(
+            showsNewTasks
+              ? events.filter((e) => e.event_type === "task.created").map((e) => e.task_id ?? "")
+              : [],
+          );
+          const fresh = [...created]
+            .reverse()
+            .map((id) => coordinator.getTask(id))
+            .filter((task) => task !== undefined)
+            .map((task) => model.taskRow(task));
+          const prepend = fresh.length > 0 ? renderer.render("task-rows", { rows: fresh }) : "";
+          const changed = distinct(events, "task_id", created)
+            .map((id) => coordinator.getTask(id))
+            .filter((task) => task !== undefined)
+            .map((task) => renderer.taskRow(task));
+          return prepend + changed.join("");
+        },
+        snapshot: () =>
+          renderer.render("task-list", {
+            ...model.tasks({ status, before }),
+            filter: { status, before },
+            statuses: TASK_STATUSES,
+            oob: true,
+          }),
+        catchUp: null,
+      };
+    }
+
+    case "task": {
+      const taskId = spec.task_id;
+      const state = () => {
+        const task = coordinator.getTask(taskId);
+        return task === undefined ? "" : renderer.taskState(task);
+      };
+      return {
+        key: `task|${taskId}`,
+        matches: (event) => event.task_id === taskId,
+        update: (events) => renderer.eventRows(model.eventRows(events), "beforeend", "timeline") + state(),
+        snapshot: (lists) => state() + (lists ? renderer.timeline(taskId, true) : ""),
+        catchUp: { filter: { task_id: taskId }, limit: TIMELINE_CAP },
+      };
+    }
+
+    case "agents":
+      return {
+        key: "agents",
+        matches: (event) => event.agent_id !== null,
+        update: (events) => {
+          const joined = new Set(
+            events.filter((e) => e.event_type === "agent.joined").map((e) => e.agent_id ?? ""),
+          );
+          const rowOf = (id: string) => {
+            const agent = coordinator.getAgent(id);
+            return agent === undefined ? undefined : model.agentRow(agent);
+          };
+          const fresh = [...joined]
+            .reverse()
+            .map(rowOf)
+            .filter((row) => row !== undefined);
+          const prepend = fresh.length > 0 ? renderer.render("agent-rows", { rows: fresh }) : "";
+          const changed = distinct(events, "agent_id", joined)
+            .map(rowOf)
+            .filter((row) => row !== undefined)
+            .map((agent) => renderer.render("agent-row", { agent, rowOob: true }));
+          return prepend + changed.join("");
+        },
+        snapshot: () => renderer.render("agent-table", { agents: model.agents(true), oob: true }),
+        catchUp: null,
+      };
+
+    case "agent": {
+      const agentId = spec.agent_id;
+      const state = (withTasks: boolean) => {
+        const agent = coordinator.getAgent(agentId);
+        if (agent === undefined) return "";
+        const context = { detail: model.agentDetail(agent), oob: true };
+        return (
+          renderer.render("agent-card", context) + (withTasks ? renderer.render("agent-tasks", context) : "")
+        );
+      };
+      return {
+        key: `agent|${agentId}`,
+        matches: (event) => event.agent_id === agentId,
+        update: (events) =>
+          renderer.newestFirst(events, TAIL_CAP, "event-rows") +
+          state(events.some((e) => e.task_id !== null)),
+        snapshot: (lists) =>
+          state(true) +
+          (lists
+            ? renderer.render("event-list", {
+                rows: model.recentEvents({ agent_id: agentId }, PAGE_SIZE),
+                cap: TAIL_CAP,
+                oob: true,
+              })
+            : ""),
+        catchUp: { filter: { agent_id: agentId }, limit: TAIL_CAP },
+      };
+    }
+
+    case "events": {
+      const filter = spec.filter;
+      const normalized = normalizeFilter(filter);
+      const counts = () => renderer.render("event-counts", { summary: model.typeCounts(), oob: true });
+      return {
+        key: `events|${JSON.stringify(filter)}`,
+        matches: (event) => eventMatches(event, normalized),
+        update: (events) => renderer.newestFirst(events, TAIL_CAP, "event-rows"),
+        snapshot: (lists) =>
+          counts() +
+          (lists
+            ? renderer.render("event-list", {
+                rows: model.recentEvents(filter, PAGE_SIZE),
+                cap: TAIL_CAP,
+                filtered: Object.keys(filter).length > 0,
+                oob: true,
+              })
+            : ""),
+        summary: counts,
+        catchUp: { filter, limit: TAIL_CAP },
+      };
+    }
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * Live pages. Each open page holds one websocket; the hub hears every committed event once,
+ * batches them, and pushes each page's channel one message of rendered HTML per batch: the
+ * rows to add and the components to replace, each carrying `hx-swap-oob` and a stable id, which
+ * htmx's websocket extension swaps in.
+ *
+ * - Rate: at most one message per `flushIntervalMs` per client, and summaries (counters,
+ *   charts) at most once per `summaryIntervalMs`, whatever the event rate.
+ * - Exactly once: a page renders with the seq it reflects and every push moves that marker
+ *   (`#live-seq`). On (re)connect the page sends it back as `after_seq`; the hub replays what
+ *   came after from the log, and a batch already in flight skips what the replay covered.
+ */
+import type { WebSocket } from "ws";
+import type { EventLog } from "../../event-log/event-log.js";
+import type { EventFilter, StoredEvent } from "../../event-log/types.js";
+import type { FastifyBaseLogger as Logger } from "fastify";
+import type { Metrics } from "../metrics.js";
+import type { Renderer } from "./render.js";
+
+export interface LiveView {
+  /** Pages with equal keys show the same thing and share every rendered message. */
+  key: string;
+  matches(event: StoredEvent): boolean;
+  /** Fragments for events that match, oldest first. */
+  update(events: StoredEvent[]): string;
+  /** The page's state components, whole; with `lists`, its event lists too (rendered afresh). */
+  snapshot(lists: boolean): string;
+  /** Summaries that change with every event but are pushed at a bounded rate. */
+  summary?: () => string;
+  /**
+   * How a reconnecting page catches up: the events to replay and how many are worth replaying
+   * before re-rendering its lists is cheaper. Null: it always re-renders (its lists are state).
+   */
+  catchUp: { filter: EventFilter; limit: number } | null;
+}
+
+export interface LiveOptions {
+  flushIntervalMs: number;
+  summaryIntervalMs: number;
+  /** Summaries are refreshed this often even without events (last-seen times, agents timing out). */
+  idleRefreshMs: number;
+  /** A client with more than this unsent is dropped with 1013 and catches up when it reconnects. */
+  maxBufferedBytes: number;
+  pingIntervalMs: number;
+}
+
+export const LIVE_DEFAULTS: LiveOptions = {
+  flushIntervalMs: 50,
+  summaryIntervalMs: 500,
+  idleRefreshMs: 5000,
+  maxBufferedBytes: 2 * 1024 * 1024,
+  pingIntervalMs: 30_000,
+};
+
+/** Close codes htmx's websocket extension reconnects after (it gives up on any other). */
+export const LIVE_CLOSE = { SERVICE_RESTART: 1012, TRY_AGAIN_LATER: 1013 } as const;
+
+interface Client {
+  socket: WebSocket;
+  /** The replay at connect covered the log up to here; batches skip events at or below it. */
+  seenThrough: number;
+  alive: boolean;
+}
+
+interface Channel {
+  view: LiveView;
+  clients: Set<Client>;
+  summaryDirty: boolean;
+  lastSummaryAt: number;
+}
+
+export class LiveHub {
+  private pending: StoredEvent[] = [];
+  private readonly channels = new Map<string, Channel>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  private lastFlushAt = 0;
+  private unsubscribe: (() => void) | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  /** Messages sent, for /metrics and the benchmark. */
+  messagesSent = 0;
+
+  constructor(
+    private readonly eventLog: EventLog,
+    private readonly renderer: Renderer,
+    private readonly options: LiveOptions,
+    private readonly logger: Logger,
+    private readonly metrics?: Metrics,
+  ) {}
+
+  start(): void {
+    this.unsubscribe = this.eventLog.subscribe((event) => {
+      this.renderer.model.minuteCounts.add(event);
+      this.pending.push(event);
+      this.schedule(this.lastFlushAt + this.options.flushIntervalMs);
+    });
+    const refresh = setInterval(() => {
+      for (const channel of this.channels.values()) if (channel.view.summary) channel.summaryDirty = true;
+      this.schedule(0);
+    }, this.options.idleRefreshMs);
+    const ping = setInterval(() => this.ping(), this.options.pingIntervalMs);
+    refresh.unref();
+    ping.unref();
+    this.timers.push(refresh, ping);
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    for (const timer of this.timers) clearInterval(timer);
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+  }
+
+  get clientCount(): number {
+    let count = 0;
+    for (const channel of this.channels.values()) count += channel.clients.size;
+    return count;
+  }
+
+  /** Close every live page with a code that makes htmx reconnect (and so catch up). */
+  closeAll(code: number, reason: string): void {
+    for (const channel of this.channels.values()) {
+      for (const client of channel.clients) client.socket.close(code, reason);
+    }
+  }
+
+  /** A page connected: replay what it missed after `afterSeq`, then keep it live. */
+  connect(socket: WebSocket, view: LiveView, afterSeq: number | undefined): void {
+    const latest = this.eventLog.latestSeq();
+    let message: string;
+    try {
+      message = this.catchUp(view, afterSeq, latest);
+    } catch (error) {
+      this.logger.error({ err: error, view: view.key }, "live catch-up failed");
+      socket.close(1011, "catch-up failed; reconnecting");
+      return;
+    }
+    this.sendTo(socket, message + this.renderer.liveSeq(latest));
+
+    let channel = this.channels.get(view.key);
+    if (channel === undefined) {
+      channel = { view, clients: new Set(), summaryDirty: false, lastSummaryAt: 0 };
+      this.channels.set(view.key, channel);
+    }
+    const client: Client = { socket, seenThrough: latest, alive: true };
+    channel.clients.add(client);
+    this.metrics?.openWebsockets.inc({ kind: "dashboard" });
+    const joined = channel;
+    let gone = false;
+    const leave = () => {
+      if (gone) return;
+      gone = true;
+      joined.clients.delete(client);
+      if (joined.clients.size === 0 && this.channels.get(view.key) === joined) this.channels.delete(view.key);
+      this.metrics?.openWebsockets.dec({ kind: "dashboard" });
+    };
+    socket.on("close", leave);
+    socket.on("error", leave);
+    socket.on("pong", () => (client.alive = true));
+    // Pages have nothing to say; whatever they send is ignored, never parsed.
+    socket.on("message", () => undefined);
+  }
+
+  private catchUp(view: LiveView, afterSeq: number | undefined, latest: number): string {
+    // No marker, a marker from another database (ahead of this log), or a view whose lists are
+    // state: render everything afresh.
+    if (afterSeq === undefined || afterSeq > latest || view.catchUp === null) return view.snapshot(true);
+    if (afterSeq === latest) return view.snapshot(false);
+    const { filter, limit } = view.catchUp;
+    const missed = this.eventLog.listEvents({
+      ...filter,
+      after_seq: afterSeq,
+      before_seq: latest + 1,
+      order: "asc",
+      limit: limit + 1,
+    }).events;
+    if (missed.length > limit) return view.snapshot(true);
+    return view.snapshot(false) + (missed.length > 0 ? view.update(missed) : "");
+  }
+
+  private schedule(at: number): void {
+    if (this.flushTimer !== undefined) return;
+    this.flushTimer = setTimeout(() => this.flush(), Math.max(0, at - Date.now()));
+  }
+
+  /** Push one message per channel for everything that committed since the last flush. */
+  flush(): void {
+    this.flushTimer = undefined;
+    const now = Date.now();
+    this.lastFlushAt = now;
+    const events = this.pending;
+    this.pending = [];
+    const last = events.at(-1);
+    let summaryWaiting = false;
+    for (const channel of this.channels.values()) {
+      try {
+        if (this.flushChannel(channel, events, last?.seq, now)) summaryWaiting = true;
+      } catch (error) {
+        this.logger.error({ err: error, view: channel.view.key }, "live update failed to render");
+      }
+    }
+    if (summaryWaiting) this.schedule(now + this.options.summaryIntervalMs);
+  }
+
+  /** Returns whether a summary is still owed (it was sent too recently to send again). */
+  private flushChannel(
+    channel: Channel,
+    events: StoredEvent[],
+    lastSeq: number | undefined,
+    now: number,
+  ): boolean {
+    const { view } = channel;
+    const matching = events.filter((event) => view.matches(event));
+    if (matching.length > 0 && view.summary) channel.summaryDirty = true;
+    let summary = "";
+    if (channel.summaryDirty && view.summary) {
+      if (now - channel.lastSummaryAt < this.options.summaryIntervalMs) {
+        if (matching.length === 0) return true;
+      } else {
+        summary = view.summary();
+        channel.summaryDirty = false;
+        channel.lastSummaryAt = now;
+      }
+    }
+    const owed = channel.summaryDirty;
+    if (matching.length === 0 && summary === "") return owed;
+    const marker = lastSeq === undefined ? "" : this.renderer.liveSeq(lastSeq);
+    const first = matching[0]?.seq ?? Number.POSITIVE_INFINITY;
+    let shared: string | undefined;
+    // Clients that connected during this batch already replayed part of it: render theirs apart.
+    const partial = new Map<number, string>();
+    for (const client of channel.clients) {
+      let update: string;
+      if (client.seenThrough < first) {
+        update = shared ??= view.update(matching);
+      } else {
+        const cached = partial.get(client.seenThrough);
+        if (cached !== undefined) update = cached;
+        else {
+          const unseen = matching.filter((event) => event.seq > client.seenThrough);
+          update = unseen.length > 0 ? view.update(unseen) : "";
+          partial.set(client.seenThrough, update);
+        }
+      }
+      if (update === "" && summary === "") continue;
+      this.send(client, update + summary + marker);
+    }
+    return owed;
+  }
+
+  private send(client: Client, message: string): void {
+    if (client.socket.bufferedAmount > this.options.maxBufferedBytes) {
+      client.socket.close(LIVE_CLOSE.TRY_AGAIN_LATER, "too far behind; reconnect to catch up");
+      return;
+    }
+    this.sendTo(client.socket, message);
+  }
+
+  private sendTo(socket: WebSocket, message: string): void {
+    if (socket.readyState !== socket.OPEN) return;
+    socket.send(message);
+    this.messagesSent += 1;
+    this.metrics?.liveMessages.inc();
+  }
+
+  private ping(): void {
+    for (const channel of this.channels.values()) {
+      for (const client of channel.clients) {
+        if (!client.alive) {
+          client.socket.terminate();
+          continue;
+        }
+        client.alive = false;
+        client.socket.ping();
+      }
+    }
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * What each dashboard component shows, read from the coordinator and the event log. Pages and
+ * live pushes both build their components from here, so a page and its update cannot drift.
+ */
+import type { Coordinator } from "../../coordinator/coordinator.js";
+import { TASK_STATUSES, type Agent, type Bid, type Task, type TaskStatus } from "../../coordinator/types.js";
+import type { EventLog } from "../../event-log/event-log.js";
+import type { EventFilter, MinuteCount, StoredEvent } from "../../event-log/types.js";
+import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
+import { describeEvent } from "./format.js";
+
+/** Rows the overview's feed keeps; older ones are dropped as new ones arrive. */
+export const FEED_CAP = 50;
+/** Events a task page shows in its timeline; a longer history is summarised by its newest part. */
+export const TIMELINE_CAP = 1000;
+export const PAGE_SIZE = 50;
+
+export interface EventRow {
+  seq: number;
+  id: string;
+  event_type: string;
+  family: string;
+  source: string;
+  task_id: string | null;
+  agent_id: string | null;
+  agent_name: string | null;
+  timestamp: string;
+  summary: string;
+}
+
+export interface TaskRow extends Task {
+  agent_name: string | null;
+}
+
+export interface AuctionView {
+  task: TaskRow;
+  bids: (Bid & { agent_name: string; leading: boolean })[];
+}
+
+/**
+ * Counts per minute over the last hour, kept in memory: seeded from the log once, then counted
+ * as events commit, so charts at any event rate cost no query.
+ */
+export class MinuteCounter {
+  private readonly minutes = new Map<string, Map<string, number>>();
+
+  constructor(
+    seed: readonly MinuteCount[],
+    private readonly clock: () => Date,
+    private readonly windowMinutes = 60,
+  ) {
+    for (const { minute, event_type, count } of seed) this.bump(minute, event_type, count);
+  }
+
+  add(event: StoredEvent): void {
+    this.bump(event.timestamp.slice(0, 16), event.event_type, 1);
+  }
+
+  private bump(minute: string, eventType: string, count: number): void {
+    let types = this.minutes.get(minute);
+    if (types === undefined) this.minutes.set(minute, (types = new Map<string, number>()));
+    types.set(eventType, (types.get(eventType) ?? 0) + count);
+  }
+
+  /** The window's counts; minutes that have left the window are forgotten on the way. */
+  counts(): MinuteCount[] {
+    const oldest = new Date(this.clock().getTime() - (this.windowMinutes - 1) * 60_000)
+      .toISOString()
+      .slice(0, 16);
+    const rows: MinuteCount[] = [];
+    for (const [minute, types] of this.minutes) {
+      if (minute < oldest) {
+        this.minutes.delete(minute);
+        continue;
+      }
+      for (const [event_type, count] of types) rows.push({ minute, event_type, count });
+    }
+    return rows;
+  }
+
+  total(): number {
+    return this.counts().reduce((sum, row) => sum + row.count, 0);
+  }
+}
+
+const AGENT_ORDER: Record<Agent["status"], number> = { busy: 0, idle: 1, offline: 2 };
+
+export class DashboardModel {
+  readonly minuteCounts: MinuteCounter;
+
+  constructor(
+    readonly coordinator: Coordinator,
+    readonly eventLog: EventLog,
+    readonly clock: () => Date = () => new Date(),
+  ) {
+    this.minuteCounts = new MinuteCounter(eventLog.getMinuteCounts(60), clock);
+  }
+
+  /** Agent id → name, for every agent the coordinator knows (including those that left). */
+  agentNames(): Map<string, string> {
+    return new Map(this.coordinator.listAgents().map((agent) => [agent.id, agent.name]));
+  }
+
+  eventRows(events: readonly StoredEvent[], names = this.agentNames()): EventRow[] {
+    return events.map((event) => ({
+      seq: event.seq,
+      id: event.id,
+      event_type: event.event_type,
+      family: familyOf(event.event_type),
+      source: event.source,
+      task_id: event.task_id,
+      agent_id: event.agent_id,
+      agent_name: event.agent_id === null ? null : (names.get(event.agent_id) ?? null),
+      timestamp: event.timestamp,
+      summary: describeEvent(event, names),
+    }));
+  }
+
+  taskRow(task: Task, names = this.agentNames()): TaskRow {
+    return {
+      ...task,
+      agent_name: task.assigned_agent === null ? null : (names.get(task.assigned_agent) ?? null),
+    };
+  }
+
+  counters() {
+    const agents = { idle: 0, busy: 0, offline: 0, online: 0, left: 0 };
+    for (const agent of this.coordinator.listAgents()) {
+      if (agent.left_at !== null) agents.left += 1;
+      else agents[agent.status] += 1;
+    }
+    agents.online = agents.idle + agents.busy;
+    const tasks = this.coordinator.store.taskCounts();
+    return {
+      agents,
+      tasks,
+      taskTotal: TASK_STATUSES.reduce((sum, status) => sum + tasks[status], 0),
+      openAuctions: tasks.bidding,
+      eventsLastHour: this.minuteCounts.total(),
+    };
+  }
+
+  /** Open auctions, soonest to close first, each with its bids; the leading (lowest, earliest) bid marked. */
+  auctions(limit = 12): { auctions: AuctionView[]; more: number } {
+    const names = this.agentNames();
+    const { tasks } = this.coordinator.store.listTasks({ status: "bidding", limit: 200 });
+    tasks.sort((a, b) => ((a.auction_closes_at ?? "") < (b.auction_closes_at ?? "") ? -1 : 1));
+    const auctions = tasks.slice(0, limit).map((task) => {
+      const bids = [...this.coordinator.openBids(task.id)].sort(
+        (a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order,
+      );
+      return {
+        task: this.taskRow(task, names),
+        bids: bids.map((bid, i) => ({
+          ...bid,
+          agent_name: names.get(bid.agent_id) ?? bid.agent_id,
+          leading: i === 0,
+        })),
+      };
+    });
+    return { auctions, more: Math.max(0, tasks.length - limit) };
+  }
+
+  /** Agents still registered, busy first, then idle, then offline; by name within each. */
+  agents(includeStats = false) {
+    return this.coordinator
+      .listAgents()
+      .filter((agent) => agent.left_at === null)
+      .sort((a, b) => AGENT_ORDER[a.status] - AGENT_ORDER[b.status] || a.name.localeCompare(b.name))
+      .map((agent) => this.agentRow(agent, includeStats));
+  }
+
+  agentRow(agent: Agent, includeStats = true) {
+    return { ...agent, stats: includeStats ? this.coordinator.agentStats(agent.id) : null };
+  }
+
+  /** Events of the last hour by type, most frequent first. */
+  typeCounts() {
+    const counts = new Map<string, number>();
+    for (const { event_type, count } of this.minuteCounts.counts()) {
+      counts.set(event_type, (counts.get(event_type) ?? 0) + count);
+    }
+    const items = [...counts.entries()]
+      .map(([type, count]) => ({ type, count }))
+      .sort((a, b) => b.count - a.count || (a.type < b.type ? -1 : 1));
+    return { total: items.reduce((sum, item) => sum + item.count, 0), items };
+  }
+
+  charts() {
+    const now = this.clock();
+    return {
+      perMinute: eventsPerMinuteChart(this.minuteCounts.counts(), now),
+      outcomes: taskOutcomeChart(this.coordinator.store.taskCounts()),
+      bidsPerAuction: bidsPerAuctionChart(this.coordinator.store.recentAuctions(20)),
+    };
+  }
+
+  /** The newest events matching `filter`, newest first. */
+  recentEvents(filter: EventFilter, limit: number): EventRow[] {
+    return this.eventRows(this.eventLog.listEvents({ ...filter, order: "desc", limit }).events);
+  }
+
+  tasks(filter: { status?: TaskStatus; before?: number }) {
+    const names = this.agentNames();
+    const page = this.coordinator.store.listTasks({ ...filter, limit: PAGE_SIZE });
+    return { tasks: page.tasks.map((task) => this.taskRow(task, names)), next_cursor: page.next_cursor };
+  }
+
+  /** Everything the task page shows: the task, its bids by round, its timeline and tool calls. */
+  taskDetail(task: Task) {
+    const names = this.agentNames();
+    const rounds = new Map<number, (Bid & { agent_name: string })[]>();
+    for (const bid of this.coordinator.getBids(task.id)) {
+      const round = rounds.get(bid.attempt) ?? [];
+      round.push({ ...bid, agent_name: names.get(bid.agent_id) ?? bid.agent_id });
+      rounds.set(bid.attempt, round);
+    }
+    const bidRounds = [...rounds.entries()]
+      .sort(([a], [b]) => b - a)
+      .map(([attempt, bids]) => ({
+        attempt,
+        bids: bids.sort((a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order),
+      }));
+    return { task: this.taskRow(task, names), bidRounds, toolCalls: this.toolCalls(task.id, names) };
+  }
+
+  /** A task's events, oldest first, capped to the newest TIMELINE_CAP. */
+  timeline(taskId: string, afterSeq = 0): { rows: EventRow[]; truncated: boolean } {
+    const page = this.eventLog.listEvents({
+      task_id: taskId,
+      after_seq: afterSeq,
+      order: "desc",
+      limit: TIMELINE_CAP,
+    });
+    return { rows: this.eventRows(page.events.reverse()), truncated: page.next_cursor !== null };
+  }
+
+  /** Tool calls of a task, one row per call id, with the latest phase. */
+  toolCalls(taskId: string, names = this.agentNames()) {
+    const calls = new Map<
+      string,
+      {
+        call_id: string;
+        tool: string;
+        agent_name: string;
+        phase: string;
+        started: string;
+        finished: string | null;
+        error: string | null;
+      }
+    >();
+    const events = this.eventLog
+      .listEvents({
+        task_id: taskId,
+        types: ["tool.called", "tool.completed", "tool.failed"],
+        order: "desc",
+        limit: 200,
+      })
+      .events.reverse();
+    for (const event of events) {
+      const callId = typeof event.data.call_id === "string" ? event.data.call_id : event.id;
+      const phase = event.event_type.slice("tool.".length);
+      const known = calls.get(callId);
+      if (known === undefined) {
+        calls.set(callId, {
+          call_id: callId,
+          tool: typeof event.data.tool === "string" ? event.data.tool : "?",
+          agent_name: event.agent_id === null ? "" : (names.get(event.agent_id) ?? event.agent_id),
+          phase,
+          started: event.timestamp,
+          finished: phase === "called" ? null : event.timestamp,
+          error: typeof event.data.error === "string" ? event.data.error : null,
+        });
+      } else {
+        known.phase = phase;
+        if (phase !== "called") known.finished = event.timestamp;
+        if (typeof event.data.error === "string") known.error = event.data.error;
+      }
+    }
+    return [...calls.values()].reverse();
+  }
+
+  agentDetail(agent: Agent) {
+    const names = this.agentNames();
+    const tasks = this.coordinator.store.listTasks({ agent_id: agent.id, limit: 20 }).tasks;
+    return {
+      agent: this.agentRow(agent),
+      tasks: tasks.map((task) => this.taskRow(task, names)),
+    };
+  }
+}

@@ -1,0 +1,500 @@
+/**
+ * The dashboard's pages and forms. Handlers build a context from the model and render a page
+ * template; the same partials are what live pushes render (live-views.ts).
+ */
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { Type, type Static } from "typebox";
+import { isSwarmError, SwarmError } from "../../errors.js";
+import { KNOWN_EVENT_TYPES } from "../../event-log/event-types.js";
+import type { EventFilter, EventPage } from "../../event-log/types.js";
+import { normalizeFilter } from "../../event-log/validate.js";
+import { TASK_STATUSES } from "../../coordinator/types.js";
+import { sendExport, toFilter } from "../routes/events.js";
+import { EventFilterQuery, IdParams, TaskStatusSchema } from "../schemas.js";
+import type { LiveHub } from "./live.js";
+import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
+import { FEED_CAP, PAGE_SIZE } from "./model.js";
+import type { Renderer } from "./render.js";
+import type { SessionKeeper } from "./session.js";
+
+const EVENT_FILTER_FIELDS = ["type", "source", "task_id", "agent_id", "since", "until", "q"] as const;
+
+const EventsPageQuery = Type.Object({
+  ...EventFilterQuery.properties,
+  before_seq: Type.Optional(Type.Integer({ minimum: 1 })),
+  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  live: Type.Optional(Type.Literal("1")),
+});
+
+const LiveQuery = Type.Object({
+  view: Type.Union([
+    Type.Literal("overview"),
+    Type.Literal("tasks"),
+    Type.Literal("task"),
+    Type.Literal("agents"),
+    Type.Literal("agent"),
+    Type.Literal("events"),
+  ]),
+  status: Type.Optional(TaskStatusSchema),
+  before: Type.Optional(Type.Integer({ minimum: 1 })),
+  ...EventFilterQuery.properties,
+  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+});
+
+const PostTaskForm = Type.Object({
+  _csrf: Type.Optional(Type.String()),
+  description: Type.Optional(Type.String()),
+  required_capabilities: Type.Optional(Type.String()),
+  auction_seconds: Type.Optional(Type.String()),
+  max_bid_sats: Type.Optional(Type.String()),
+});
+type PostTaskFields = Static<typeof PostTaskForm>;
+
+interface FormState {
+  values: Record<string, string>;
+  errors: Record<string, string>;
+  posted?: { id: string; description: string };
+}
+
+/** The form's fields as a PostTask command, or the problems with them, by field. */
+function readTaskForm(body: PostTaskFields) {
+  const values = {
+    description: body.description ?? "",
+    required_capabilities: body.required_capabilities ?? "",
+    auction_seconds: body.auction_seconds ?? "",
+    max_bid_sats: body.max_bid_sats ?? "",
+  };
+  const errors: Record<string, string> = {};
+  const description = values.description.trim();
+  if (description === "") errors.description = "Say what the task is.";
+  const capabilities = values.required_capabilities
+    .split(",")
+    .map((capability) => capability.trim())
+    .filter((capability) => capability !== "");
+  let auctionMs: number | undefined;
+  if (values.auction_seconds.trim() !== "") {
+    const seconds = Number(values.auction_seconds);
+    if (!Number.isFinite(seconds) || seconds < 0.1 || seconds > 600) {
+      errors.auction_seconds = "The auction window is 0.1 to 600 seconds.";
+    } else auctionMs = Math.round(seconds * 1000);
+  }
+  let maxBid: number | undefined;
+  if (values.max_bid_sats.trim() !== "") {
+    maxBid = Number(values.max_bid_sats);
+    if (!Number.isInteger(maxBid) || maxBid < 1)
+      errors.max_bid_sats = "The max bid is a whole number of sats, at least 1.";
+  }
+  const command = {
+    type: "PostTask" as const,
+    description,
+    required_capabilities: capabilities,
+    ...(auctionMs !== undefined ? { auction_ms: auctionMs } : {}),
+    ...(maxBid !== undefined ? { max_bid_sats: maxBid } : {}),
+  };
+  return { values, errors, command };
+}
+
+/** The coordinator's refusal, on the form field it names. */
+function formFieldOf(error: SwarmError): string {
+  const field = (error.details as { field?: unknown } | undefined)?.field;
+  const name = typeof field === "string" ? field.replace(/^body\./, "").split(".")[0] : undefined;
+  if (name === "auction_ms") return "auction_seconds";
+  return name !== undefined && ["description", "required_capabilities", "max_bid_sats"].includes(name)
+    ? name
+    : "_form";
+}
+
+function safeNext(next: unknown): string {
+  return typeof next === "string" && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\")
+    ? next
+    : "/";
+}
+
+export const pageRoutes: FastifyPluginAsyncTypebox<{
+  sessions: SessionKeeper;
+  renderer: Renderer;
+  hub: LiveHub;
+}> = async (app, { sessions, renderer, hub }) => {
+  const { eventLog, coordinator } = app;
+  const { model } = renderer;
+  // The plugin's check reads no `this`; bound anyway so a hook holding it cannot lose it.
+  const checkCsrf = app.csrfProtection.bind(app);
+
+  const canView = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (request.dashboardSession.canView) return;
+    if (request.headers.upgrade !== undefined)
+      throw new SwarmError("UNAUTHORIZED", "log in to view the dashboard");
+    return reply.redirect(`/login?next=${encodeURIComponent(request.url)}`, 303);
+  };
+  const canAct = async (request: FastifyRequest) => {
+    if (!request.dashboardSession.canAct) {
+      throw new SwarmError("UNAUTHORIZED", "this needs the operator key; log in first");
+    }
+  };
+
+  /** What every page's layout needs. `live` is the page's websocket, if it shows live data. */
+  const page = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    nav: string,
+    title: string,
+    live?: LiveSpec,
+  ) => ({
+    nav,
+    title,
+    path: request.url,
+    session: request.dashboardSession,
+    csrf: reply.generateCsrf(),
+    live: live === undefined ? undefined : liveUrl(live),
+    seq: eventLog.latestSeq(),
+  });
+
+  const taskForm = (form: Partial<FormState> = {}): FormState => ({
+    values: { auction_seconds: "", ...form.values },
+    errors: form.errors ?? {},
+    ...(form.posted !== undefined ? { posted: form.posted } : {}),
+  });
+
+  const overview = (request: FastifyRequest, reply: FastifyReply, form: FormState) =>
+    reply.view("pages/overview.njk", {
+      ...page(request, reply, "overview", "Overview", { view: "overview" }),
+      ...renderer.overviewSummaryContext(),
+      rows: model.recentEvents({}, FEED_CAP),
+      cap: FEED_CAP,
+      form,
+    });
+
+  const tasksPage = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    filter: { status?: (typeof TASK_STATUSES)[number]; before?: number },
+    form: FormState,
+  ) =>
+    reply.view("pages/tasks.njk", {
+      ...page(request, reply, "tasks", "Tasks", { view: "tasks", ...filter }),
+      ...model.tasks(filter),
+      filter,
+      statuses: TASK_STATUSES,
+      form,
+    });
+
+  app.get("/", { preHandler: canView, schema: { hide: true } }, async (request, reply) =>
+    overview(request, reply, taskForm()),
+  );
+
+  app.get(
+    "/tasks",
+    {
+      preHandler: canView,
+      schema: {
+        hide: true,
+        querystring: Type.Object({
+          status: Type.Optional(TaskStatusSchema),
+          before: Type.Optional(Type.Integer({ minimum: 1 })),
+        }),
+      },
+    },
+    async (request, reply) => tasksPage(request, reply, request.query, taskForm()),
+  );
+
+  app.post(
+    "/tasks",
+    { preHandler: [checkCsrf, canAct], schema: { hide: true, body: PostTaskForm } },
+    async (request, reply) => {
+      const isHtmx = request.headers["hx-request"] === "true";
+      const { values, errors, command } = readTaskForm(request.body);
+      const refuse = (form: FormState) => {
+        reply.code(422);
+        if (isHtmx)
+          return reply.view("partials/post-task-form.njk", {
+            ...page(request, reply, "tasks", "Tasks"),
+            form,
+          });
+        return tasksPage(request, reply, {}, form);
+      };
+      if (Object.keys(errors).length > 0) return refuse({ values, errors });
+      try {
+        const { task } = await coordinator.submit(command);
+        if (task === undefined) throw new Error("PostTask returned no task");
+        if (!isHtmx) return reply.redirect(`/tasks/${encodeURIComponent(task.id)}`, 303);
+        return reply.code(201).view("partials/post-task-form.njk", {
+          ...page(request, reply, "tasks", "Tasks"),
+          form: taskForm({ posted: { id: task.id, description: task.description } }),
+        });
+      } catch (error) {
+        if (!isSwarmError(error) || error.status >= 500) throw error;
+        return refuse({ values, errors: { [formFieldOf(error)]: error.message } });
+      }
+    },
+  );
+
+  const requireTask = (id: string) => {
+    const task = coordinator.getTask(id);
+    if (task === undefined) throw new SwarmError("TASK_NOT_FOUND", `There is no task ${id}.`);
+    return task;
+  };
+
+  app.get(
+    "/tasks/:id",
+    { preHandler: canView, schema: { hide: true, params: IdParams } },
+    async (request, reply) => {
+      const task = requireTask(request.params.id);
+      const { rows, truncated } = model.timeline(task.id);
+      return reply.view("pages/task.njk", {
+        ...page(request, reply, "tasks", truncateTitle(task.description), { view: "task", task_id: task.id }),
+        ...renderer.taskDetailContext(task),
+        rows,
+        truncated,
+        taskId: task.id,
+      });
+    },
+  );
+
+  app.post(
+    "/tasks/:id/cancel",
+    { preHandler: [checkCsrf, canAct], schema: { hide: true, params: IdParams } },
+    async (request, reply) => {
+      const task = requireTask(request.params.id);
+      await coordinator.submit({
+        type: "CancelTask",
+        task_id: task.id,
+        reason: "cancelled from the dashboard",
+      });
+      return reply.redirect(`/tasks/${encodeURIComponent(task.id)}`, 303);
+    },
+  );
+
+  app.get("/agents", { preHandler: canView, schema: { hide: true } }, async (request, reply) =>
+    reply.view("pages/agents.njk", {
+      ...page(request, reply, "agents", "Agents", { view: "agents" }),
+      agents: model.agents(true),
+    }),
+  );
+
+  app.get(
+    "/agents/:id",
+    { preHandler: canView, schema: { hide: true, params: IdParams } },
+    async (request, reply) => {
+      const agent = coordinator.getAgent(request.params.id);
+      if (agent === undefined)
+        throw new SwarmError("AGENT_NOT_FOUND", `There is no agent ${request.params.id}.`);
+      return reply.view("pages/agent.njk", {
+        ...page(request, reply, "agents", agent.name, { view: "agent", agent_id: agent.id }),
+        detail: model.agentDetail(agent),
+        events: model.recentEvents({ agent_id: agent.id }, PAGE_SIZE),
+        cap: TAIL_CAP,
+      });
+    },
+  );
+
+  app.get(
+    "/events",
+    { preHandler: canView, schema: { hide: true, querystring: EventsPageQuery } },
+    async (request, reply) => {
+      const query = request.query;
+      const filter = toFilter(query);
+      const filterParams = new URLSearchParams();
+      for (const field of EVENT_FILTER_FIELDS) {
+        const value = query[field];
+        for (const one of Array.isArray(value) ? value : value === undefined ? [] : [value])
+          filterParams.append(field, one);
+      }
+      const link = (extra: Record<string, string | number>) => {
+        const params = new URLSearchParams(filterParams);
+        for (const [key, value] of Object.entries(extra)) params.set(key, String(value));
+        const text = params.toString();
+        return text === "" ? "/events" : `/events?${text}`;
+      };
+      const canTail = query.before_seq === undefined && query.after_seq === undefined;
+      let problem: string | undefined;
+      let result: EventPage = { events: [], next_cursor: null };
+      try {
+        result =
+          query.after_seq !== undefined
+            ? eventLog.listEvents({ ...filter, after_seq: query.after_seq, order: "asc", limit: PAGE_SIZE })
+            : eventLog.listEvents({
+                ...filter,
+                before_seq: query.before_seq,
+                order: "desc",
+                limit: PAGE_SIZE,
+              });
+      } catch (error) {
+        if (!isSwarmError(error, "INVALID_FILTER")) throw error;
+        problem = error.message;
+        reply.code(400);
+      }
+      const events = query.after_seq !== undefined ? [...result.events].reverse() : result.events;
+      const newest = events[0]?.seq;
+      const oldest = events.at(-1)?.seq;
+      const hasOlder =
+        query.after_seq !== undefined ? oldest !== undefined && oldest > 1 : result.next_cursor !== null;
+      const hasNewer =
+        query.after_seq !== undefined ? result.next_cursor !== null : query.before_seq !== undefined;
+      const tailing = query.live === "1" && canTail && problem === undefined;
+      return reply.view("pages/events.njk", {
+        ...page(request, reply, "events", "Events", tailing ? { view: "events", filter } : undefined),
+        query,
+        filtered: filterParams.size > 0,
+        knownTypes: KNOWN_EVENT_TYPES,
+        problem,
+        rows: model.eventRows(events),
+        cap: tailing ? TAIL_CAP : PAGE_SIZE,
+        summary: model.typeCounts(),
+        canTail,
+        links: {
+          liveOn: link({ live: "1" }),
+          liveOff: link({}),
+          newest: canTail ? undefined : link({}),
+          older: hasOlder && oldest !== undefined ? link({ before_seq: oldest }) : undefined,
+          newer: hasNewer && newest !== undefined ? link({ after_seq: newest }) : undefined,
+          ndjson: `/events/export?${new URLSearchParams([...filterParams, ["format", "ndjson"]]).toString()}`,
+          csv: `/events/export?${new URLSearchParams([...filterParams, ["format", "csv"]]).toString()}`,
+        },
+      });
+    },
+  );
+
+  app.get(
+    "/events/export",
+    {
+      preHandler: canView,
+      schema: {
+        hide: true,
+        querystring: Type.Object({
+          ...EventFilterQuery.properties,
+          format: Type.Optional(Type.Union([Type.Literal("ndjson"), Type.Literal("csv")])),
+        }),
+      },
+    },
+    async (request, reply) => sendExport(reply, eventLog, toFilter(request.query), request.query.format),
+  );
+
+  app.get(
+    "/login",
+    {
+      schema: {
+        hide: true,
+        querystring: Type.Object({ next: Type.Optional(Type.String({ maxLength: 2000 })) }),
+      },
+    },
+    async (request, reply) => {
+      if (!request.dashboardSession.loginRequired) return reply.redirect("/", 303);
+      return reply.view("pages/login.njk", {
+        ...page(request, reply, "", "Log in"),
+        next: safeNext(request.query.next),
+      });
+    },
+  );
+
+  app.post(
+    "/login",
+    {
+      preHandler: checkCsrf,
+      schema: {
+        hide: true,
+        body: Type.Object({
+          _csrf: Type.Optional(Type.String()),
+          key: Type.String({ maxLength: 1000 }),
+          next: Type.Optional(Type.String({ maxLength: 2000 })),
+        }),
+      },
+    },
+    async (request, reply) => {
+      const next = safeNext(request.body.next);
+      if (!sessions.isOperatorKey(request.body.key)) {
+        return reply.code(401).view("pages/login.njk", {
+          ...page(request, reply, "", "Log in"),
+          next,
+          problem: "That is not the operator key.",
+        });
+      }
+      sessions.logIn(request, reply);
+      return reply.redirect(next, 303);
+    },
+  );
+
+  app.post("/logout", { preHandler: checkCsrf, schema: { hide: true } }, async (_request, reply) => {
+    sessions.logOut(reply);
+    return reply.redirect("/", 303);
+  });
+
+  app.get(
+    "/live",
+    {
+      websocket: true,
+      preHandler: [refuseForeignOrigin, canView],
+      schema: { hide: true, querystring: LiveQuery },
+    },
+    (socket, request) => {
+      const query = request.query;
+      let spec: LiveSpec;
+      switch (query.view) {
+        case "tasks":
+          spec = { view: "tasks", status: query.status, before: query.before };
+          break;
+        case "task":
+        case "agent": {
+          const id = query.view === "task" ? query.task_id : query.agent_id;
+          if (id === undefined) return socket.close(4400, `${query.view}_id is required`);
+          spec = query.view === "task" ? { view: "task", task_id: id } : { view: "agent", agent_id: id };
+          break;
+        }
+        case "events": {
+          const filter: EventFilter = toFilter(query);
+          try {
+            normalizeFilter(filter);
+          } catch (error) {
+            return socket.close(4400, error instanceof Error ? error.message.slice(0, 100) : "bad filter");
+          }
+          spec = { view: "events", filter };
+          break;
+        }
+        case "overview":
+        case "agents":
+          spec = { view: query.view };
+      }
+      hub.connect(socket, liveView(spec, renderer), query.after_seq);
+    },
+  );
+};
+
+/**
+ * Browsers send cookies with a websocket handshake from any site; the Origin header says which
+ * page opened it. Only this dashboard's own pages may.
+ */
+async function refuseForeignOrigin(request: FastifyRequest) {
+  const origin = request.headers.origin;
+  if (origin === undefined) return;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    throw new SwarmError("FORBIDDEN", "the Origin header is not a URL");
+  }
+  if (host !== request.headers.host)
+    throw new SwarmError("FORBIDDEN", "live updates are for this dashboard's own pages");
+}
+
+/** The websocket a page opens, as a relative URL; the page's script adds `after_seq`. */
+export function liveUrl(spec: LiveSpec): string {
+  const params = new URLSearchParams({ view: spec.view });
+  if (spec.view === "tasks") {
+    if (spec.status !== undefined) params.set("status", spec.status);
+    if (spec.before !== undefined) params.set("before", String(spec.before));
+  } else if (spec.view === "task") params.set("task_id", spec.task_id);
+  else if (spec.view === "agent") params.set("agent_id", spec.agent_id);
+  else if (spec.view === "events") {
+    const { types, source, task_id, agent_id, since, until, text } = spec.filter;
+    const typeList = types === undefined ? [] : typeof types === "string" ? [types] : types;
+    if (typeList.length > 0) params.set("type", typeList.join(","));
+    for (const [key, value] of Object.entries({ source, task_id, agent_id, since, until, q: text })) {
+      if (value !== undefined) params.set(key, value instanceof Date ? value.toISOString() : value);
+    }
+  }
+  return `/live?${params.toString()}`;
+}
+
+function truncateTitle(text: string): string {
+  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
+}

@@ -1,0 +1,87 @@
+/**
+ * The dashboard's components as HTML. A page includes a component's partial with the context
+ * built here, and a live push renders the same partial alone with `oob` set, so the two cannot
+ * drift apart. Autoescape is on: every value a template prints is escaped.
+ */
+import { fileURLToPath } from "node:url";
+import type { Environment } from "nunjucks";
+import type { Task } from "../../coordinator/types.js";
+import type { StoredEvent } from "../../event-log/types.js";
+import { exactUtc, groupDigits, relativeTime, shortId } from "./format.js";
+import { FEED_CAP, type DashboardModel, type EventRow } from "./model.js";
+
+export const VIEWS_DIR = fileURLToPath(new URL("../../../views", import.meta.url));
+
+/** Filters the templates use; `now` is read at render time so relative times are fresh. */
+export function configureTemplates(env: Environment, clock: () => Date): void {
+  env.addFilter("ago", (iso: string | null | undefined) => relativeTime(iso, clock()));
+  env.addFilter("utc", exactUtc);
+  env.addFilter("digits", groupDigits);
+  env.addFilter("short", shortId);
+}
+
+export class Renderer {
+  constructor(
+    readonly env: Environment,
+    readonly model: DashboardModel,
+  ) {}
+
+  render(partial: string, context: object): string {
+    return this.env.render(`partials/${partial}.njk`, context);
+  }
+
+  overviewSummaryContext() {
+    return {
+      counters: this.model.counters(),
+      auctions: this.model.auctions(),
+      agents: this.model.agents(),
+      charts: this.model.charts(),
+    };
+  }
+
+  /** Counters, auctions, agents and charts: the overview's summaries, replaced whole. */
+  overviewSummary(): string {
+    const context = { ...this.overviewSummaryContext(), oob: true };
+    return ["counters", "auctions", "agents-compact", "charts"]
+      .map((name) => this.render(name, context))
+      .join("");
+  }
+
+  feed(rows: EventRow[], oob: boolean): string {
+    return this.render("feed", { rows, cap: FEED_CAP, oob });
+  }
+
+  /** Event rows put into a list already on the page: `afterbegin` for newest-first lists. */
+  eventRows(rows: EventRow[], position: "afterbegin" | "beforeend", target: string): string {
+    return rows.length === 0 ? "" : this.render("event-rows", { rows, position, target });
+  }
+
+  /** New events, newest first, as rows for the front of a newest-first list (at most `cap`). */
+  newestFirst(events: readonly StoredEvent[], cap: number, target: string): string {
+    const rows = this.model.eventRows(events.slice(-cap).reverse());
+    return this.eventRows(rows, "afterbegin", target);
+  }
+
+  taskRow(task: Task): string {
+    return this.render("task-row", { task: this.model.taskRow(task), rowOob: true });
+  }
+
+  taskDetailContext(task: Task) {
+    return { detail: this.model.taskDetail(task) };
+  }
+
+  /** The task page's state: its card, its bids, its tool calls. */
+  taskState(task: Task): string {
+    const context = { ...this.taskDetailContext(task), oob: true };
+    return ["task-card", "bids", "tool-calls"].map((name) => this.render(name, context)).join("");
+  }
+
+  timeline(taskId: string, oob: boolean): string {
+    const { rows, truncated } = this.model.timeline(taskId);
+    return this.render("timeline", { rows, truncated, taskId, oob });
+  }
+
+  liveSeq(seq: number): string {
+    return this.render("live-seq", { seq });
+  }
+}
