@@ -148,7 +148,8 @@ export class EventLog {
   /** The shared connection: other stores put their state tables in the same transactions. */
   readonly db: SqliteDatabase;
   private readonly logger: Logger;
-  private readonly clock: () => Date;
+  /** The clock that stamps events; the dashboard reads "now" from it too, so tests can move it. */
+  readonly clock: () => Date;
   private readonly maxBatchEvents: number;
   private readonly statements;
   private readonly listStatements = new Map<string, Database.Statement>();

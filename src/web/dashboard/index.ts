@@ -66,13 +66,13 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
       autoescape: true,
       throwOnUndefined: false,
       onConfigure: (configured: Environment) => {
-        configureTemplates(configured, () => new Date());
+        configureTemplates(configured, eventLog.clock);
         env = configured;
       },
     },
   });
   if (env === undefined) throw new Error("@fastify/view did not configure nunjucks");
-  const model = new DashboardModel(coordinator, eventLog);
+  const model = new DashboardModel(coordinator, eventLog, eventLog.clock);
   const renderer = new Renderer(env, model);
   const hub = new LiveHub(eventLog, renderer, options.live, app.log, app.metrics);
   hub.start();

@@ -98,7 +98,7 @@ function readTaskForm(body: PostTaskFields) {
 /** The coordinator's refusal, on the form field it names. */
 function formFieldOf(error: SwarmError): string {
   const field = (error.details as { field?: unknown } | undefined)?.field;
-  const name = typeof field === "string" ? field.replace(/^body\./, "").split(".")[0] : undefined;
+  const name = typeof field === "string" ? /^(?:body\.)?([a-z_]+)/.exec(field)?.[1] : undefined;
   if (name === "auction_ms") return "auction_seconds";
   return name !== undefined && ["description", "required_capabilities", "max_bid_sats"].includes(name)
     ? name

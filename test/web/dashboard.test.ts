@@ -1,0 +1,396 @@
+import { describe, expect, it } from "vitest";
+import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
+
+const HTML = { accept: "text/html" };
+const XSS = `<script>alert("x")</script>"><img src=x onerror=alert(1)>`;
+
+/** The CSRF cookie and a token for it, as a browser gets them from any page with a form. */
+async function formCredentials(app: Awaited<ReturnType<typeof buildTestApp>>["app"], cookie = "") {
+  const page = await app.inject({ url: "/tasks", headers: { ...HTML, cookie } });
+  const token = /name="_csrf" value="([^"]+)"/.exec(page.body)?.[1];
+  const csrfCookie = page.cookies.find((c) => c.name === "_csrf");
+  if (token === undefined || csrfCookie === undefined) throw new Error("no CSRF token on the page");
+  return { token, cookie: [cookie, `_csrf=${csrfCookie.value}`].filter(Boolean).join("; ") };
+}
+
+function form(fields: Record<string, string>) {
+  return new URLSearchParams(fields).toString();
+}
+
+const FORM = { "content-type": "application/x-www-form-urlencoded" };
+
+describe("dashboard pages", () => {
+  it("render every page with its components' ids, and the empty states say what to do", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const expectations: [string, string[], string[]][] = [
+      [
+        "/",
+        ['id="counters"', 'id="feed"', 'id="auctions"', 'id="agent-list"', 'id="charts"', 'id="post-task"'],
+        ["npm run demo", "swarm-agent", "Post a task"],
+      ],
+      ["/tasks", ['id="task-list"', 'id="task-rows"', 'id="post-task"'], ["No tasks yet"]],
+      ["/agents", ['id="agent-table"', 'id="agent-rows"'], ["No agent has registered"]],
+      ["/events", ['id="event-rows"', 'id="event-counts"'], ["The log is empty"]],
+    ];
+    for (const [url, ids, texts] of expectations) {
+      const response = await t.app.inject({ url, headers: HTML });
+      expect(response.statusCode, url).toBe(200);
+      expect(response.headers["content-type"]).toMatch(/^text\/html/);
+      for (const id of ids) expect(response.body, `${url} ${id}`).toContain(id);
+      for (const text of texts) expect(response.body, `${url} ${text}`).toContain(text);
+    }
+  });
+
+  it("show a task with its bids, winner, tool calls and result, and an agent with its stats", async () => {
+    const t = await buildTestApp({ apiKey: undefined, rules: { closeWhenAllBid: true } });
+    const cheap = await t.agent("cheap", { capabilities: ["summarize"] });
+    const dear = await t.agent("dear", { capabilities: ["summarize"] });
+    const taskId = await t.task({ required_capabilities: ["summarize"] });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: dear.auth,
+      payload: { bid_sats: 200 },
+    });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: cheap.auth,
+      payload: { bid_sats: 80 },
+    });
+    await t.app.inject({ method: "POST", url: `/api/tasks/${taskId}/start`, headers: cheap.auth });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/tools`,
+      headers: cheap.auth,
+      payload: { tool: "web.search", phase: "called", call_id: "c1" },
+    });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/complete`,
+      headers: cheap.auth,
+      payload: { result: "the summary" },
+    });
+
+    const task = await t.app.inject({ url: `/tasks/${taskId}`, headers: HTML });
+    expect(task.statusCode).toBe(200);
+    for (const id of [`id="task-${taskId}"`, 'id="bids"', 'id="tool-calls"', 'id="timeline"'])
+      expect(task.body).toContain(id);
+    expect(task.body).toMatch(/★ winner<\/span>\s*<a href="\/agents\/[^"]+" class="agent-link">cheap<\/a>/);
+    expect(task.body).toContain("web.search");
+    expect(task.body).toContain("the summary");
+    expect(task.body).toContain('data-status="completed"');
+    for (const type of [
+      "task.created",
+      "bid.submitted",
+      "task.assigned",
+      "task.started",
+      "tool.called",
+      "task.completed",
+    ]) {
+      expect(task.body).toContain(`>${type}<`);
+    }
+
+    const agent = await t.app.inject({ url: `/agents/${cheap.id}`, headers: HTML });
+    expect(agent.statusCode).toBe(200);
+    expect(agent.body).toContain(`id="agent-${cheap.id}"`);
+    expect(agent.body).toMatch(/<dt>Wins<\/dt><dd>1 \(100%\)<\/dd>/);
+    expect(agent.body).toMatch(/<dt>Earned<\/dt><dd><span class="sats">80&nbsp;sats<\/span><\/dd>/);
+    expect(agent.body).toContain(`id="task-${taskId}"`);
+
+    const overview = await t.app.inject({ url: "/", headers: HTML });
+    expect(overview.body).toMatch(/<span class="value">1<\/span><span class="label">tasks completed/);
+    expect(overview.body).toMatch(/<span class="value">2<\/span><span class="label">agents online/);
+  });
+
+  it("answer unknown pages and records with an HTML 404, and the API with its JSON error", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const page = await t.app.inject({ url: "/no/such/page", headers: HTML });
+    expect(page.statusCode).toBe(404);
+    expect(page.headers["content-type"]).toMatch(/^text\/html/);
+    expect(page.body).toContain("There is no page at /no/such/page");
+    const task = await t.app.inject({ url: "/tasks/nope", headers: HTML });
+    expect(task.statusCode).toBe(404);
+    expect(task.body).toContain("There is no task nope.");
+    const api = await t.app.inject({ url: "/api/nope", headers: HTML });
+    expect(api.statusCode).toBe(404);
+    expect(api.json().error.code).toBe("NOT_FOUND");
+  });
+
+  it("serve htmx and its websocket extension from the installed packages, and no inline script or style", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const htmx = await t.app.inject({ url: "/vendor/htmx.min.js" });
+    expect(htmx.statusCode).toBe(200);
+    expect(htmx.body).toContain("2.0.11");
+    expect((await t.app.inject({ url: "/vendor/htmx-ext-ws.min.js" })).body).toContain("ws-connect");
+    expect((await t.app.inject({ url: "/vendor/other.js" })).statusCode).toBe(404);
+    for (const url of ["/", "/tasks", "/agents", "/events"]) {
+      const page = await t.app.inject({ url, headers: HTML });
+      const csp = String(page.headers["content-security-policy"]);
+      expect(csp).toContain("script-src 'self'");
+      expect(csp).not.toContain("unsafe-inline");
+      expect(csp).toContain("form-action 'self'");
+      expect(page.body).not.toMatch(/<script(?![^>]*\bsrc=)/);
+      expect(page.body).not.toMatch(/\sstyle=/);
+      expect(page.body).not.toMatch(/\son[a-z]+=/);
+    }
+  });
+
+  it("escape agent, task and event text everywhere it is shown", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const agent = await t.agent(XSS, { capabilities: ["summarize"] });
+    const taskId = await t.task({ description: XSS });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: agent.auth,
+      payload: { bid_sats: 5 },
+    });
+    await t.eventLog.logEvent({
+      event_type: "deploy.finished",
+      source: "ci-<b>bot</b>",
+      data: { message: XSS },
+    });
+    t.coordinator.tick();
+    await t.app.inject({ method: "POST", url: `/api/tasks/${taskId}/start`, headers: agent.auth });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/tools`,
+      headers: agent.auth,
+      payload: { tool: XSS, phase: "failed", error: XSS },
+    });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/fail`,
+      headers: agent.auth,
+      payload: { reason: XSS },
+    });
+    const pages = [
+      "/",
+      "/tasks",
+      `/tasks/${taskId}`,
+      "/agents",
+      `/agents/${agent.id}`,
+      "/events",
+      `/events?q=${encodeURIComponent("alert")}`,
+    ];
+    for (const url of pages) {
+      const page = await t.app.inject({ url, headers: HTML });
+      expect(page.statusCode, url).toBe(200);
+      expect(page.body, url).not.toContain("<script>alert");
+      expect(page.body, url).not.toContain("<img src=x");
+      expect(page.body, url).not.toContain("<b>bot");
+      expect(page.body, url).toContain("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;");
+    }
+  });
+});
+
+describe("dashboard forms", () => {
+  it("post a task from the form with a CSRF token, and refuse a form without one, writing nothing", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const noToken = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: FORM,
+      payload: form({ description: "x" }),
+    });
+    expect(noToken.statusCode).toBe(403);
+    expect(noToken.body).toContain("This form has expired");
+    const forged = await formCredentials(t.app);
+    const wrongToken = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { ...FORM, cookie: forged.cookie },
+      payload: form({ _csrf: "forged", description: "x" }),
+    });
+    expect(wrongToken.statusCode).toBe(403);
+    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+
+    const { token, cookie } = await formCredentials(t.app);
+    const posted = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { ...FORM, cookie },
+      payload: form({
+        _csrf: token,
+        description: "  label the images  ",
+        required_capabilities: "vision, ocr,",
+        auction_seconds: "2.5",
+        max_bid_sats: "300",
+      }),
+    });
+    expect(posted.statusCode).toBe(303);
+    const [task] = t.coordinator.store.listTasks({ limit: 10 }).tasks;
+    expect(posted.headers.location).toBe(`/tasks/${task?.id}`);
+    expect(task).toMatchObject({
+      description: "label the images",
+      required_capabilities: ["vision", "ocr"],
+      auction_ms: 2500,
+      max_bid_sats: 300,
+    });
+
+    const htmx = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { ...FORM, cookie, "hx-request": "true" },
+      payload: form({ _csrf: token, description: "second" }),
+    });
+    expect(htmx.statusCode).toBe(201);
+    expect(htmx.body).toMatch(/^\s*<form id="post-task"/);
+    expect(htmx.body).toContain('Posted <a href="/tasks/');
+  });
+
+  it("keeps what was typed and names each bad field, without creating a task", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const { token, cookie } = await formCredentials(t.app);
+    const cases: [Record<string, string>, string][] = [
+      [{ description: "   " }, "Say what the task is."],
+      [{ description: "ok", auction_seconds: "9999" }, "The auction window is 0.1 to 600 seconds."],
+      [{ description: "ok", max_bid_sats: "1.5" }, "The max bid is a whole number of sats"],
+      [{ description: "ok", required_capabilities: "no spaces allowed" }, "required_capabilities"],
+    ];
+    for (const [fields, message] of cases) {
+      const response = await t.app.inject({
+        method: "POST",
+        url: "/tasks",
+        headers: { ...FORM, cookie, "hx-request": "true" },
+        payload: form({ _csrf: token, ...fields }),
+      });
+      expect(response.statusCode, message).toBe(422);
+      expect(response.body).toContain(message);
+      expect(response.body).toContain('aria-invalid="true"');
+      if (fields.auction_seconds !== undefined) expect(response.body).toContain('value="9999"');
+    }
+    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+  });
+
+  it("cancels a task from its page", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const taskId = await t.task();
+    const { token, cookie } = await formCredentials(t.app);
+    const response = await t.app.inject({
+      method: "POST",
+      url: `/tasks/${taskId}/cancel`,
+      headers: { ...FORM, cookie },
+      payload: form({ _csrf: token }),
+    });
+    expect(response.statusCode).toBe(303);
+    expect(t.coordinator.getTask(taskId)?.status).toBe("cancelled");
+  });
+});
+
+describe("dashboard login", () => {
+  it("with a key set, needs a login to view and act; a wrong key is refused", async () => {
+    const t = await buildTestApp();
+    const anonymous = await t.app.inject({ url: "/tasks?status=bidding", headers: HTML });
+    expect(anonymous.statusCode).toBe(303);
+    expect(anonymous.headers.location).toBe("/login?next=%2Ftasks%3Fstatus%3Dbidding");
+
+    const login = await t.app.inject({ url: "/login", headers: HTML });
+    const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+    const csrfCookie = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
+    const wrong = await t.app.inject({
+      method: "POST",
+      url: "/login",
+      headers: { ...FORM, cookie: csrfCookie },
+      payload: form({ _csrf: token, key: "not-the-key", next: "/tasks" }),
+    });
+    expect(wrong.statusCode).toBe(401);
+    expect(wrong.body).toContain("That is not the operator key.");
+    expect(wrong.cookies.find((c) => c.name === "swarm_session")).toBeUndefined();
+
+    const right = await t.app.inject({
+      method: "POST",
+      url: "/login",
+      headers: { ...FORM, cookie: csrfCookie },
+      payload: form({ _csrf: token, key: OPERATOR_KEY, next: "//evil.example/" }),
+    });
+    expect(right.statusCode).toBe(303);
+    expect(right.headers.location).toBe("/");
+    const session = right.cookies.find((c) => c.name === "swarm_session");
+    expect(session).toMatchObject({ httpOnly: true, sameSite: "Strict" });
+    const cookie = `swarm_session=${session?.value}`;
+    expect((await t.app.inject({ url: "/", headers: { ...HTML, cookie } })).statusCode).toBe(200);
+    const tampered = `swarm_session=${session?.value.replace(/^\d/, "9")}`;
+    expect((await t.app.inject({ url: "/", headers: { ...HTML, cookie: tampered } })).statusCode).toBe(303);
+
+    const credentials = await formCredentials(t.app, cookie);
+    const posted = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { ...FORM, cookie: credentials.cookie },
+      payload: form({ _csrf: credentials.token, description: "logged in" }),
+    });
+    expect(posted.statusCode).toBe(303);
+  });
+
+  it("with SWARM_DASHBOARD_PUBLIC, anyone may view but acting still needs the login", async () => {
+    const t = await buildTestApp({ dashboardPublic: true });
+    const page = await t.app.inject({ url: "/tasks", headers: HTML });
+    expect(page.statusCode).toBe(200);
+    expect(page.body).toContain("Posting needs the operator key");
+    const { token, cookie } = await formCredentials(t.app);
+    const posted = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { ...FORM, cookie },
+      payload: form({ _csrf: token, description: "not allowed" }),
+    });
+    expect(posted.statusCode).toBe(401);
+    expect(posted.body).toContain("needs the operator key");
+    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+  });
+});
+
+describe("events page", () => {
+  it("keeps the filter in the URL, pages older and newer by cursor, and exports the same filter", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    await t.eventLog.logEvents(
+      Array.from({ length: 120 }, (_, i) => ({
+        event_type: i % 2 === 0 ? "deploy.finished" : "deploy.started",
+        source: "ci",
+        data: { n: i, note: i % 3 === 0 ? "Needle" : "hay" },
+      })),
+    );
+    const first = await t.app.inject({ url: "/events?type=deploy.finished&q=needle", headers: HTML });
+    expect(first.statusCode).toBe(200);
+    const seqs = (body: string) => [...body.matchAll(/<li id="ev-(\d+)"/g)].map((m) => Number(m[1]));
+    const firstSeqs = seqs(first.body);
+    // Even n and a multiple of 3: every sixth event, 20 of them, newest first.
+    expect(firstSeqs).toHaveLength(20);
+    expect(firstSeqs).toEqual([...firstSeqs].sort((a, b) => b - a));
+    expect(first.body).toContain('value="needle"');
+    expect(first.body).toContain('href="/events/export?type=deploy.finished&amp;q=needle&amp;format=csv"');
+    expect(first.body).toContain('href="/events?type=deploy.finished&amp;q=needle&amp;live=1"');
+    expect(first.body).not.toContain('rel="next"');
+
+    const all = await t.app.inject({ url: "/events?source=ci", headers: HTML });
+    const newest = seqs(all.body);
+    expect(newest).toHaveLength(50);
+    const older = /href="([^"]+)" rel="next"/.exec(all.body)?.[1]?.replace(/&amp;/g, "&") ?? "";
+    expect(older).toBe(`/events?source=ci&before_seq=${newest.at(-1)}`);
+    const page2 = await t.app.inject({ url: older, headers: HTML });
+    const olderSeqs = seqs(page2.body);
+    expect(olderSeqs[0]).toBe((newest.at(-1) ?? 0) - 1);
+    const newer = /href="([^"]+)" rel="prev"/.exec(page2.body)?.[1]?.replace(/&amp;/g, "&") ?? "";
+    expect(newer).toBe(`/events?source=ci&after_seq=${olderSeqs[0]}`);
+    expect(seqs((await t.app.inject({ url: newer, headers: HTML })).body)).toEqual(newest);
+
+    const exported = await t.app.inject({
+      url: "/events/export?type=deploy.finished&q=needle&format=ndjson",
+    });
+    expect(exported.statusCode).toBe(200);
+    const lines = exported.body
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(lines.map((e) => e.seq)).toEqual([...firstSeqs].reverse());
+  });
+
+  it("says what is wrong with a bad filter", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const response = await t.app.inject({ url: "/events?since=yesterday", headers: HTML });
+    expect(response.statusCode).toBe(400);
+    expect(response.body).toMatch(/role="alert">[^<]*since/);
+  });
+});

@@ -1,0 +1,220 @@
+import type { AddressInfo } from "node:net";
+import { describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { buildTestApp } from "../helpers/app.js";
+
+type Options = Parameters<typeof buildTestApp>[0];
+
+async function listening(options: Options = {}) {
+  const t = await buildTestApp({ apiKey: undefined, ...options });
+  await t.app.listen({ host: "127.0.0.1", port: 0 });
+  const { port } = t.app.server.address() as AddressInfo;
+  return { ...t, port };
+}
+
+/** A live page's socket, keeping every message it received. */
+function openLive(port: number, query: string, headers: Record<string, string> = {}) {
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/live?${query}`, { headers });
+  const messages: string[] = [];
+  const waiters: (() => void)[] = [];
+  socket.on("message", (data: Buffer) => {
+    messages.push(data.toString());
+    for (const wake of waiters.splice(0)) wake();
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
+  return {
+    socket,
+    messages,
+    closed,
+    /** Wait until some message satisfies `test`. */
+    async until(test: (message: string) => boolean, timeoutMs = 3000): Promise<string> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = messages.find(test);
+        if (found !== undefined) return found;
+        if (Date.now() > deadline)
+          throw new Error(
+            `no such message in ${messages.length}: ${messages.join("\n---\n").slice(0, 2000)}`,
+          );
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 50);
+        });
+      }
+    },
+    count(pattern: RegExp) {
+      return messages.reduce((sum, message) => sum + (message.match(pattern)?.length ?? 0), 0);
+    },
+  };
+}
+
+const seqMarker = (message: string) => Number(/id="live-seq" data-seq="(\d+)"/.exec(message)?.[1]);
+
+describe("live dashboard pushes", () => {
+  it("send a page its state on connect, then new feed rows and summaries as out-of-band swaps", async () => {
+    const t = await listening();
+    const live = openLive(t.port, "view=overview");
+    const first = await live.until(() => true);
+    expect(first).toContain('id="counters" class="counters" hx-swap-oob="true"');
+    expect(first).toContain('id="charts" class="charts" hx-swap-oob="true"');
+    expect(seqMarker(first)).toBe(t.eventLog.latestSeq());
+
+    const taskId = await t.task({ description: "watch <me>" });
+    const update = await live.until((m) => m.includes("afterbegin:#feed"));
+    expect(update).toContain(`href="/tasks/${taskId}"`);
+    expect(update).toContain("watch &lt;me&gt;");
+    expect(update).not.toContain("watch <me>");
+    const summary = await live.until((m) => m.includes('id="auctions"') && m.includes(taskId));
+    expect(summary).toContain("No bids yet.");
+    expect(seqMarker(live.messages.at(-1) ?? "")).toBe(t.eventLog.latestSeq());
+    live.socket.close();
+  });
+
+  it("replay exactly what a reconnecting page missed, even events still waiting for a batch", async () => {
+    // A long batch interval keeps the events below in flight while the page connects.
+    const t = await listening({ live: { flushIntervalMs: 400 } });
+    // One flush now, so the next cannot come for 400 ms.
+    await t.eventLog.logEvent({ event_type: "deploy.started", source: "ci" });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await t.eventLog.logEvents(
+      [1, 2, 3].map((n) => ({ event_type: "deploy.finished", source: "ci", data: { n } })),
+    );
+    const seen = t.eventLog.latestSeq();
+    await t.eventLog.logEvents(
+      [4, 5].map((n) => ({ event_type: "deploy.finished", source: "ci", data: { n } })),
+    );
+    const live = openLive(t.port, `view=overview&after_seq=${seen}`);
+    const first = await live.until(() => true);
+    expect([...first.matchAll(/<li id="ev-(\d+)"/g)].map((m) => Number(m[1]))).toEqual([seen + 2, seen + 1]);
+    await t.eventLog.logEvent({ event_type: "deploy.finished", source: "ci", data: { n: 6 } });
+    await live.until((m) => m.includes(`id="ev-${seen + 3}"`), 3000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    for (const seq of [seen + 1, seen + 2, seen + 3])
+      expect(live.count(new RegExp(`id="ev-${seq}"`, "g")), `seq ${seq}`).toBe(1);
+    for (let seq = 1; seq <= seen; seq++) expect(live.count(new RegExp(`id="ev-${seq}"`, "g"))).toBe(0);
+    live.socket.close();
+  });
+
+  it("re-renders the whole feed when a page missed more than it keeps", async () => {
+    const t = await listening();
+    await t.eventLog.logEvents(
+      Array.from({ length: 80 }, (_, n) => ({ event_type: "deploy.finished", source: "ci", data: { n } })),
+    );
+    const live = openLive(t.port, "view=overview&after_seq=1");
+    const first = await live.until(() => true);
+    expect(first).toContain('<ol id="feed" class="events feed" data-cap="50" hx-swap-oob="true"');
+    expect([...first.matchAll(/<li id="ev-(\d+)"/g)]).toHaveLength(50);
+    expect(first).toContain(`id="ev-${t.eventLog.latestSeq()}"`);
+    live.socket.close();
+  });
+
+  it("pushes at a bounded rate however fast events arrive", async () => {
+    const t = await listening({ live: { flushIntervalMs: 50, summaryIntervalMs: 500 } });
+    const live = openLive(t.port, "view=overview");
+    await live.until(() => true);
+    const started = Date.now();
+    for (let i = 0; i < 40; i++) {
+      await t.eventLog.logEvents(
+        Array.from({ length: 50 }, (_, n) => ({ event_type: "deploy.finished", source: "ci", data: { n } })),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const elapsed = Date.now() - started;
+    const updates = live.messages.length - 1;
+    const summaries = live.count(/id="counters"/g) - 1;
+    // 2,000 events became at most one message per flush interval, summaries at most one per 500 ms.
+    expect(updates).toBeGreaterThan(0);
+    expect(updates).toBeLessThanOrEqual(Math.ceil(elapsed / 50) + 1);
+    expect(summaries).toBeLessThanOrEqual(Math.ceil(elapsed / 500) + 1);
+    expect(live.messages.at(-1)).toContain(`data-seq="${t.eventLog.latestSeq()}"`);
+    live.socket.close();
+  });
+
+  it("update a task page: timeline rows appended, card and bids replaced", async () => {
+    const t = await listening();
+    const agent = await t.agent("solo", { capabilities: [] });
+    const taskId = await t.task();
+    const live = openLive(t.port, `view=task&task_id=${taskId}`);
+    await live.until(() => true);
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: agent.auth,
+      payload: { bid_sats: 42 },
+    });
+    const update = await live.until((m) => m.includes("beforeend:#timeline"));
+    expect(update).toContain(">bid.submitted<");
+    expect(update).toContain(
+      `id="task-${taskId}" class="panel task-card" data-status="assigned" hx-swap-oob="true"`,
+    );
+    expect(update).toMatch(/id="bids" class="panel" hx-swap-oob="true">[\s\S]*42&nbsp;sats/);
+    live.socket.close();
+  });
+
+  it("prepend new tasks and agents to their lists and replace the rows that changed", async () => {
+    const t = await listening();
+    const tasks = openLive(t.port, "view=tasks");
+    const agents = openLive(t.port, "view=agents");
+    await tasks.until(() => true);
+    await agents.until(() => true);
+    const agent = await t.agent("newcomer");
+    const joined = await agents.until((m) => m.includes("afterbegin:#agent-rows"));
+    expect(joined).toContain(`id="agent-${agent.id}"`);
+    const taskId = await t.task();
+    const created = await tasks.until((m) => m.includes("afterbegin:#task-rows"));
+    expect(created).toContain(`id="task-${taskId}"`);
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/cancel`,
+      headers: t.operator,
+      payload: {},
+    });
+    const changed = await tasks.until((m) =>
+      m.includes(`id="task-${taskId}" class="task-row" hx-swap-oob="true"`),
+    );
+    expect(changed).toContain("status-cancelled");
+    tasks.socket.close();
+    agents.socket.close();
+  });
+
+  it("tail the events page with its own filter", async () => {
+    const t = await listening();
+    const live = openLive(t.port, "view=events&type=deploy.finished&q=needle");
+    await live.until(() => true);
+    await t.eventLog.logEvents([
+      { event_type: "deploy.finished", source: "ci", data: { note: "hay" } },
+      { event_type: "deploy.started", source: "ci", data: { note: "needle" } },
+      { event_type: "deploy.finished", source: "ci", data: { note: "NEEDLE here" } },
+    ]);
+    const update = await live.until((m) => m.includes("afterbegin:#event-rows"));
+    const rows = [...update.matchAll(/<li id="ev-(\d+)"/g)].map((m) => Number(m[1]));
+    expect(rows).toEqual([t.eventLog.latestSeq()]);
+    live.socket.close();
+  });
+
+  it("tell pages to reconnect (1012) when the server shuts down", async () => {
+    const t = await listening();
+    const live = openLive(t.port, "view=overview");
+    await live.until(() => true);
+    await t.app.close();
+    expect((await live.closed).code).toBe(1012);
+  });
+
+  it("refuses pages from another origin, and viewers without a login when a key is set", async () => {
+    const open = await listening();
+    const foreign = openLive(open.port, "view=overview", { origin: "http://evil.example" });
+    const refusal = await new Promise<number>((resolve) =>
+      foreign.socket.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
+    );
+    expect(refusal).toBe(403);
+    const keyed = await listening({ apiKey: "operator-key-for-tests-0123456789" });
+    const anonymous = openLive(keyed.port, "view=overview");
+    const status = await new Promise<number>((resolve) =>
+      anonymous.socket.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
+    );
+    expect(status).toBe(401);
+  });
+});
