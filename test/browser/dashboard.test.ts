@@ -1,0 +1,231 @@
+/**
+ * The dashboard in a real Chromium (Debian's package, driven by playwright-core; no browser is
+ * downloaded). Screenshots land in test-results/screenshots/.
+ */
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Coordinator } from "../../src/coordinator/coordinator.js";
+import { EventLog } from "../../src/event-log/event-log.js";
+import { buildApp, type App } from "../../src/web/app.js";
+import { silentLogger } from "../helpers/event-log.js";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const SCREENSHOTS = join(import.meta.dirname, "../../test-results/screenshots");
+const haveBrowser = existsSync(CHROMIUM);
+if (!haveBrowser && process.env.CI === "true") {
+  throw new Error(`browser tests need Chromium at ${CHROMIUM}; install it with: apt-get install -y chromium`);
+}
+
+/** The whole product on a database file, with the real clock, as `npm start` runs it. */
+async function startStack(path: string, port = 0) {
+  const eventLog = new EventLog({ path, logger: silentLogger });
+  const coordinator = new Coordinator({ eventLog, logger: silentLogger });
+  coordinator.start();
+  const app: App = await buildApp({ eventLog, coordinator, logger: silentLogger, rateLimitPerMinute: false });
+  await app.listen({ host: "127.0.0.1", port });
+  const address = app.server.address() as AddressInfo;
+  return {
+    eventLog,
+    coordinator,
+    app,
+    base: `http://127.0.0.1:${address.port}`,
+    port: address.port,
+    async stop() {
+      await app.close();
+      coordinator.stop();
+      eventLog.close();
+    },
+  };
+}
+
+type Stack = Awaited<ReturnType<typeof startStack>>;
+
+async function api<T>(stack: Stack, path: string, body?: object, token?: string): Promise<T> {
+  const response = await fetch(stack.base + path, {
+    method: body === undefined ? "GET" : "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+  return (await response.json()) as T;
+}
+
+interface Registered {
+  agent: { id: string; name: string };
+  token: string;
+}
+
+async function shot(page: Page, name: string) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+const XSS = `<img src=x onerror="window.__xss=1">"><script>window.__xss=2</script>`;
+
+describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
+  let browser: Browser;
+  let stack: Stack;
+  // One database for the whole file: the restart test reopens what the first test wrote.
+  const dataDir = mkdtempSync(join(tmpdir(), "swarm-browser-"));
+  const dbPath = join(dataDir, "swarm.db");
+
+  beforeAll(async () => {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.stop().catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it(
+    "posts a task through the form and shows it, its bids and its assignment without a reload; XSS stays text",
+    { timeout: 60_000 },
+    async () => {
+      stack = await startStack(dbPath);
+      const cheap = await api<Registered>(stack, "/api/agents", {
+        name: `cheap ${XSS}`,
+        capabilities: ["summarize"],
+      });
+      const dear = await api<Registered>(stack, "/api/agents", { name: "dear", capabilities: ["summarize"] });
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      page.on("console", (message) => {
+        if (message.type() === "error") errors.push(message.text());
+      });
+      await page.goto(stack.base + "/");
+      await page.locator("#live-badge.live").waitFor();
+      let reloads = 0;
+      page.on("load", () => (reloads += 1));
+
+      await page.fill("textarea[name=description]", `Summarise the outage ${XSS}`);
+      await page.fill("input[name=required_capabilities]", "summarize");
+      await page.fill("input[name=auction_seconds]", "30");
+      await page.click("#post-task button[type=submit]");
+      await page.locator("#post-task .notice").waitFor();
+      const { tasks } = await api<{ tasks: { id: string }[] }>(stack, "/api/tasks");
+      const taskId = tasks[0]?.id ?? "";
+      await page.locator(`#auction-${taskId}`).waitFor();
+      await expect.poll(() => page.locator("#feed").innerText()).toContain(`Summarise the outage ${XSS}`);
+
+      await api(stack, `/api/tasks/${taskId}/bids`, { bid_sats: 300 }, dear.token);
+      await page.locator(`#auction-${taskId} li.leading`, { hasText: "dear" }).waitFor();
+      await shot(page, "overview-bidding");
+      await api(stack, `/api/tasks/${taskId}/bids`, { bid_sats: 120 }, cheap.token);
+      // Every eligible agent has bid, so the auction closes and the lowest bid wins.
+      await expect
+        .poll(() => page.locator("#feed").innerText())
+        .toContain(`assigned to cheap ${XSS} for 120 sats`);
+      await expect.poll(() => page.locator(`#auction-${taskId}`).count()).toBe(0);
+      await expect.poll(() => page.locator("#counters").innerText()).toMatch(/1\s+busy/);
+      await shot(page, "overview-assigned");
+
+      expect(reloads).toBe(0);
+      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+      expect(await page.locator("#feed img").count()).toBe(0);
+      expect(errors).toEqual([]);
+
+      await page.goto(`${stack.base}/tasks/${taskId}`);
+      await page.locator("#live-badge.live").waitFor();
+      await api(stack, `/api/tasks/${taskId}/start`, {}, cheap.token);
+      await api(
+        stack,
+        `/api/tasks/${taskId}/tools`,
+        { tool: "web.search", phase: "called", call_id: "c1" },
+        cheap.token,
+      );
+      await api(stack, `/api/tasks/${taskId}/complete`, { result: `done ${XSS}` }, cheap.token);
+      await page.locator(`#task-${taskId}[data-status="completed"]`).waitFor();
+      await expect.poll(() => page.locator("#timeline").innerText()).toContain("task.completed");
+      expect(await page.locator("#tool-calls").innerText()).toContain("web.search");
+      expect(await page.locator(".cancel-task").isVisible()).toBe(false);
+      expect(await page.locator(`#task-${taskId} .result`).innerText()).toBe(`done ${XSS}`);
+      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+      await shot(page, "task-completed");
+      await page.close();
+    },
+  );
+
+  it(
+    "reconnects after a restart and shows the events it missed, each once",
+    { timeout: 60_000 },
+    async () => {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await page.goto(stack.base + "/");
+      await page.locator("#live-badge.live").waitFor();
+      const rowsBefore = await page.locator("#feed > li[data-seq]").count();
+      const seqBefore = Number(await page.locator("#live-seq").getAttribute("data-seq"));
+
+      const { port, eventLog } = stack;
+      await stack.app.close();
+      await page.locator("#live-badge.reconnecting").waitFor();
+      // While the page is away, the log moves on.
+      await eventLog.logEvents(
+        [1, 2, 3].map((n) => ({
+          event_type: "system.info",
+          source: "ops",
+          data: { message: `missed-${n}` },
+        })),
+      );
+      stack.coordinator.stop();
+      eventLog.close();
+      stack = await startStack(dbPath, port);
+
+      await page.locator("#live-badge.live").waitFor({ timeout: 20_000 });
+      await expect.poll(() => page.locator("#feed").innerText()).toContain("missed-3");
+      const feed = await page.locator("#feed").innerText();
+      for (const n of [1, 2, 3]) expect(feed.split(`missed-${n}`).length - 1).toBe(1);
+      const ids = await page.locator("#feed > li[data-seq]").evaluateAll((rows) => rows.map((row) => row.id));
+      expect(new Set(ids).size).toBe(ids.length);
+      // Besides the three, the restart itself wrote events (agents set offline until they return).
+      const missed = stack.eventLog.latestSeq() - seqBefore;
+      expect(missed).toBeGreaterThanOrEqual(3);
+      expect(ids.length).toBe(Math.min(50, rowsBefore + missed));
+      await shot(page, "overview-after-restart");
+      await page.close();
+    },
+  );
+
+  it("every page renders, fits a phone's width, and has no errors", { timeout: 60_000 }, async () => {
+    const { agents } = await api<{ agents: { id: string }[] }>(stack, "/api/agents");
+    const pages: [string, string][] = [
+      ["tasks", "/tasks"],
+      ["agents", "/agents"],
+      ["agent", `/agents/${agents[0]?.id}`],
+      ["events", "/events?type=task.assigned,bid.submitted&live=1"],
+      ["not-found", "/no/such/page"],
+    ];
+    for (const [width, suffix] of [
+      [1280, ""],
+      [390, "-phone"],
+    ] as const) {
+      const page = await browser.newPage({ viewport: { width, height: 844 } });
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      for (const [name, url] of [["overview", "/"], ...pages] as [string, string][]) {
+        await page.goto(stack.base + url);
+        if (name !== "not-found") await page.locator("#live-badge.live").waitFor();
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        expect(overflow, `${name} at ${width}px`).toBeLessThanOrEqual(1);
+        await shot(page, `${name}${suffix}`);
+      }
+      expect(errors).toEqual([]);
+      await page.close();
+    }
+  });
+});
