@@ -136,7 +136,7 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       await shot(page, "overview-assigned");
 
       expect(reloads).toBe(0);
-      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+      expect(await page.evaluate(() => (globalThis as { __xss?: number }).__xss)).toBeUndefined();
       expect(await page.locator("#feed img").count()).toBe(0);
       expect(errors).toEqual([]);
 
@@ -155,7 +155,7 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       expect(await page.locator("#tool-calls").innerText()).toContain("web.search");
       expect(await page.locator(".cancel-task").isVisible()).toBe(false);
       expect(await page.locator(`#task-${taskId} .result`).innerText()).toBe(`done ${XSS}`);
-      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+      expect(await page.evaluate(() => (globalThis as { __xss?: number }).__xss)).toBeUndefined();
       await shot(page, "task-completed");
       await page.close();
     },
@@ -220,7 +220,14 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       for (const [name, url] of [["overview", "/"], ...pages] as [string, string][]) {
         await page.goto(stack.base + url);
         if (name !== "not-found") await page.locator("#live-badge.live").waitFor();
-        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        const overflow = await page.evaluate(() => {
+          // Runs in the page; the test's own types know no DOM.
+          const page = globalThis as unknown as {
+            document: { documentElement: { scrollWidth: number } };
+            innerWidth: number;
+          };
+          return page.document.documentElement.scrollWidth - page.innerWidth;
+        });
         expect(overflow, `${name} at ${width}px`).toBeLessThanOrEqual(1);
         await shot(page, `${name}${suffix}`);
       }
