@@ -4,78 +4,18 @@
  * beside a bare Fastify route measured the same way; and event-to-stream latency with 200
  * stream clients while the swarm produces about 1,000 events a second.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer, type AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
-import autocannon from "autocannon";
 import WebSocket from "ws";
+import { api, run, start, stop } from "./harness.js";
 import { percentile, round } from "./machine.js";
 
 const KEY = "bench-operator-key-0123456789abcdef";
 const TIMESTAMP = /"timestamp":"([^"]+)"/;
 const SERVER = fileURLToPath(new URL("../src/server.ts", import.meta.url));
 const BARE = fileURLToPath(new URL("./bare-server.ts", import.meta.url));
-
-interface Running {
-  child: ChildProcess;
-  url: string;
-}
-
-/** A port free on loopback right now (the server is told to use it). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function start(script: string, env: Record<string, string>): Promise<Running> {
-  const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", script], {
-    env: { ...process.env, PORT: String(port), ...env },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  child.stdout.resume();
-  const url = `http://127.0.0.1:${port}`;
-  for (let waited = 0; ; waited += 50) {
-    if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode}`);
-    if (waited > 30_000) throw new Error(`${script} did not start`);
-    const up = await fetch(`${url}/healthz`).then(
-      (response) => response.status < 500,
-      () => false,
-    );
-    if (up) return { child, url };
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-async function stop(running: Running): Promise<void> {
-  const exited = new Promise((resolve) => running.child.once("exit", resolve));
-  running.child.kill("SIGTERM");
-  await exited;
-}
-
-async function api<T>(url: string, method: string, token: string, body?: unknown): Promise<T> {
-  const response = await fetch(url, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${method} ${url}: ${response.status} ${await response.text()}`);
-  return (await response.json()) as T;
-}
-
-function run(options: autocannon.Options): Promise<autocannon.Result> {
-  return new Promise((resolve, reject) => {
-    autocannon(options, (error, result) =>
-      error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(result),
-    );
-  });
-}
 
 export interface ApiBenchResult {
   bids: {

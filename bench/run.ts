@@ -6,6 +6,7 @@
 import { writeFileSync } from "node:fs";
 import { benchApi } from "./api.bench.js";
 import { benchCoordinator } from "./coordinator.bench.js";
+import { benchDashboard, MESSAGE_BOUND_PER_SECOND } from "./dashboard.bench.js";
 import { benchEventLog } from "./event-log.bench.js";
 import { describeMachine, round } from "./machine.js";
 
@@ -137,6 +138,34 @@ say(
 );
 say(
   `| event to stream client, ${a.stream.clients} clients, 1,000 events/s offered, ${a.stream.events_per_second}/s accepted (${a.stream.messages} messages) | — | ${a.stream.p50_ms} | ${a.stream.p99_ms} | p99 ≤ 50 ms at 1,000 events/s | ${verdict(a.stream.p99_ms <= 50 && a.stream.events_per_second >= 950)} |`,
+);
+
+const d = await benchDashboard(quick ? { seconds: 10 } : {});
+const first = d.memory[0];
+const settled = d.memory.find((sample) => sample.minute >= 1) ?? first;
+const last = d.memory.at(-1);
+// Flat: after the first minute's warm-up, heap ends within 20 % of where it stood.
+const flat =
+  settled !== undefined &&
+  last !== undefined &&
+  last.heap_mb <= settled.heap_mb * 1.2 &&
+  last.rss_mb <= settled.rss_mb * 1.2;
+say();
+say(
+  `### Live dashboard (${d.clients} overview pages over websockets, ${d.events_per_second} events/s for ${d.seconds} s, server in its own process)`,
+);
+say();
+say("| measure | value | target | verdict |");
+say("|---|---:|---|---|");
+say(
+  `| event stamped → its feed row at a page, p50 / p99 / max (${d.rows_timed.toLocaleString("en")} rows timed on 10 pages) | ${d.p50_ms} / ${d.p99_ms} / ${d.max_ms} ms | p99 ≤ 100 ms | ${verdict(d.p99_ms <= 100 && d.events_per_second >= 950)} |`,
+);
+say(
+  `| messages per page per second, mean / max | ${d.messages_per_client_per_second.mean} / ${d.messages_per_client_per_second.max} | ≤ ${MESSAGE_BOUND_PER_SECOND} (one per 50 ms batch) | ${verdict(d.messages_per_client_per_second.max <= MESSAGE_BOUND_PER_SECOND)} |`,
+);
+say(`| bytes per page per second | ${d.kib_per_client_per_second} KiB | — | — |`);
+say(
+  `| server memory, RSS / heap (MB) by minute | ${d.memory.map((m) => `${m.minute}: ${m.rss_mb} / ${m.heap_mb}`).join("; ")} | flat after warm-up | ${verdict(flat)} |`,
 );
 
 writeFileSync(new URL("./last-run.md", import.meta.url), `${lines.join("\n")}\n`);

@@ -74,6 +74,7 @@ export class LiveHub {
   private readonly channels = new Map<string, Channel>();
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlushAt = 0;
+  private flushAt = 0;
   private unsubscribe: (() => void) | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   /** Messages sent, for /metrics and the benchmark. */
@@ -177,8 +178,13 @@ export class LiveHub {
     return view.snapshot(false) + (missed.length > 0 ? view.update(missed) : "");
   }
 
+  /** Flush at `at` (ms since epoch), or sooner if a flush is already due sooner. */
   private schedule(at: number): void {
-    if (this.flushTimer !== undefined) return;
+    if (this.flushTimer !== undefined) {
+      if (at >= this.flushAt) return;
+      clearTimeout(this.flushTimer);
+    }
+    this.flushAt = at;
     this.flushTimer = setTimeout(() => this.flush(), Math.max(0, at - Date.now()));
   }
 
