@@ -51,6 +51,9 @@ export interface AppOptions {
   defaultMetrics?: boolean;
 }
 
+/** How long shutdown waits for websocket clients to answer the close frame. */
+const SOCKET_CLOSE_GRACE_MS = 1000;
+
 export type App = FastifyInstance<
   RawServerDefault,
   RawRequestDefaultExpression,
@@ -213,6 +216,13 @@ export async function buildApp(options: AppOptions): Promise<App> {
         socket.close(STREAM_CLOSE.SHUTTING_DOWN, "server shutting down; reconnect with after_seq");
       }
       await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
+      // A client that does not answer the close frame would hold shutdown for ws's 30 s close
+      // timeout; after a short grace it is cut off.
+      const clients = app.websocketServer.clients;
+      for (let waited = 0; clients.size > 0 && waited < SOCKET_CLOSE_GRACE_MS; waited += 20) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      for (const socket of clients) socket.terminate();
     },
   });
 

@@ -75,6 +75,8 @@ export class LiveHub {
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlushAt = 0;
   private flushAt = 0;
+  /** The last seq a flush has taken in; every message tells its page this seq. */
+  private flushedSeq = 0;
   private unsubscribe: (() => void) | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   /** Messages sent, for /metrics and the benchmark. */
@@ -89,6 +91,7 @@ export class LiveHub {
   ) {}
 
   start(): void {
+    this.flushedSeq = this.eventLog.latestSeq();
     this.unsubscribe = this.eventLog.subscribe((event) => {
       this.renderer.model.minuteCounts.add(event);
       this.pending.push(event);
@@ -195,11 +198,11 @@ export class LiveHub {
     this.lastFlushAt = now;
     const events = this.pending;
     this.pending = [];
-    const last = events.at(-1);
+    this.flushedSeq = events.at(-1)?.seq ?? this.flushedSeq;
     let summaryWaiting = false;
     for (const channel of this.channels.values()) {
       try {
-        if (this.flushChannel(channel, events, last?.seq, now)) summaryWaiting = true;
+        if (this.flushChannel(channel, events, now)) summaryWaiting = true;
       } catch (error) {
         this.logger.error({ err: error, view: channel.view.key }, "live update failed to render");
       }
@@ -208,12 +211,7 @@ export class LiveHub {
   }
 
   /** Returns whether a summary is still owed (it was sent too recently to send again). */
-  private flushChannel(
-    channel: Channel,
-    events: StoredEvent[],
-    lastSeq: number | undefined,
-    now: number,
-  ): boolean {
+  private flushChannel(channel: Channel, events: StoredEvent[], now: number): boolean {
     const { view } = channel;
     const matching = events.filter((event) => view.matches(event));
     if (matching.length > 0 && view.summary) channel.summaryDirty = true;
@@ -229,7 +227,7 @@ export class LiveHub {
     }
     const owed = channel.summaryDirty;
     if (matching.length === 0 && summary === "") return owed;
-    const marker = lastSeq === undefined ? "" : this.renderer.liveSeq(lastSeq);
+    const marker = this.renderer.liveSeq(this.flushedSeq);
     const first = matching[0]?.seq ?? Number.POSITIVE_INFINITY;
     let shared: string | undefined;
     // Clients that connected during this batch already replayed part of it: render theirs apart.
@@ -248,7 +246,9 @@ export class LiveHub {
         }
       }
       if (update === "" && summary === "") continue;
-      this.send(client, update + summary + marker);
+      // A page that connected after this batch was taken in has replayed further than it.
+      const mark = client.seenThrough > this.flushedSeq ? this.renderer.liveSeq(client.seenThrough) : marker;
+      this.send(client, update + summary + mark);
     }
     return owed;
   }
