@@ -158,7 +158,7 @@ say();
 say("| measure | value | target | verdict |");
 say("|---|---:|---|---|");
 say(
-  `| event stamped → its feed row at a page, p50 / p99 / max (${d.rows_timed.toLocaleString("en")} rows timed on 10 pages) | ${d.p50_ms} / ${d.p99_ms} / ${d.max_ms} ms | p99 ≤ 100 ms | ${verdict(d.p99_ms <= 100 && d.events_per_second >= 950)} |`,
+  `| event stamped → first message that brings a page past it, p50 / p99 / max (${d.events_timed.toLocaleString("en")} events timed on 10 pages) | ${d.p50_ms} / ${d.p99_ms} / ${d.max_ms} ms | p99 ≤ 100 ms | ${verdict(d.p99_ms <= 100 && d.events_per_second >= 950)} |`,
 );
 say(
   `| messages per page per second, mean / max | ${d.messages_per_client_per_second.mean} / ${d.messages_per_client_per_second.max} | ≤ ${MESSAGE_BOUND_PER_SECOND} (one per 50 ms batch) | ${verdict(d.messages_per_client_per_second.max <= MESSAGE_BOUND_PER_SECOND)} |`,

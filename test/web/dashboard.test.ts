@@ -103,6 +103,28 @@ describe("dashboard pages", () => {
     expect(overview.body).toMatch(/<span class="value">2<\/span><span class="label">agents online/);
   });
 
+  it("list the first 15 agents on the overview, busy first, with a link to the rest", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    for (let i = 0; i < 17; i++) await t.agent(`worker-${String(i).padStart(2, "0")}`);
+    const busy = await t.agent("zz-busy");
+    const taskId = await t.task();
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: busy.auth,
+      payload: { bid_sats: 3 },
+    });
+    t.clock.advance(6000);
+    t.coordinator.tick();
+    const page = await t.app.inject({ url: "/", headers: HTML });
+    const listed = [...page.body.matchAll(/<li id="agent-[^"]+">[\s\S]*?class="agent-link">([^<]+)</g)].map(
+      (m) => m[1],
+    );
+    expect(listed).toHaveLength(15);
+    expect(listed[0]).toBe("zz-busy");
+    expect(page.body).toContain('<a href="/agents">3 more</a>');
+  });
+
   it("answer unknown pages and records with an HTML 404, and the API with its JSON error", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     const page = await t.app.inject({ url: "/no/such/page", headers: HTML });

@@ -72,6 +72,44 @@ describe("live dashboard pushes", () => {
     live.socket.close();
   });
 
+  it("render every page's components alone, as out-of-band swaps with their ids, escaping agent and task text", async () => {
+    const t = await listening();
+    const xss = `<script>alert(1)</script>"><img src=x onerror=alert(2)>`;
+    const agent = await t.agent(xss, { capabilities: [] });
+    const taskId = await t.task({ description: xss });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: agent.auth,
+      payload: { bid_sats: 9 },
+    });
+    await t.app.inject({ method: "POST", url: `/api/tasks/${taskId}/start`, headers: agent.auth });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/tools`,
+      headers: agent.auth,
+      payload: { tool: xss, phase: "called" },
+    });
+    const views: [string, string[]][] = [
+      ["view=overview", ["counters", "auctions", "agent-list", "charts", "feed"]],
+      ["view=tasks", ["task-list"]],
+      [`view=task&task_id=${taskId}`, [`task-${taskId}`, "bids", "tool-calls", "timeline"]],
+      ["view=agents", ["agent-table"]],
+      [`view=agent&agent_id=${agent.id}`, [`agent-${agent.id}`, "agent-tasks", "event-rows"]],
+      ["view=events&type=tool.called", ["event-counts", "event-rows"]],
+    ];
+    for (const [query, ids] of views) {
+      const live = openLive(t.port, query);
+      const first = await live.until(() => true);
+      for (const id of ids)
+        expect(first, `${query} #${id}`).toMatch(new RegExp(`id="${id}"[^>]*hx-swap-oob="true"`));
+      expect(first, query).toContain("&lt;script&gt;alert(1)&lt;/script&gt;");
+      expect(first, query).not.toContain("<script>alert");
+      expect(first, query).not.toContain("<img src=x");
+      live.socket.close();
+    }
+  });
+
   it("replay exactly what a reconnecting page missed, even events still waiting for a batch", async () => {
     // A long batch interval keeps the events below in flight while the page connects.
     const t = await listening({ live: { flushIntervalMs: 400 } });

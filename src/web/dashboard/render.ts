@@ -10,6 +10,8 @@ import type { StoredEvent } from "../../event-log/types.js";
 import { exactUtc, groupDigits, relativeTime, shortId } from "./format.js";
 import { FEED_CAP, type DashboardModel, type EventRow } from "./model.js";
 
+const OVERVIEW_AGENTS = 15;
+
 export const VIEWS_DIR = fileURLToPath(new URL("../../../views", import.meta.url));
 
 /** Filters the templates use; `now` is read at render time so relative times are fresh. */
@@ -34,8 +36,17 @@ export class Renderer {
     return {
       counters: this.model.counters(),
       auctions: this.model.auctions(),
-      agents: this.model.agents(),
+      ...this.overviewAgents(),
       charts: this.model.charts(),
+    };
+  }
+
+  /** The overview lists the first agents (busy, then idle, then offline); the agents page has them all. */
+  private overviewAgents() {
+    const agents = this.model.agents();
+    return {
+      agents: agents.slice(0, OVERVIEW_AGENTS),
+      agentsMore: Math.max(0, agents.length - OVERVIEW_AGENTS),
     };
   }
 
