@@ -215,14 +215,14 @@ export async function buildApp(options: AppOptions): Promise<App> {
       for (const socket of app.websocketServer.clients) {
         socket.close(STREAM_CLOSE.SHUTTING_DOWN, "server shutting down; reconnect with after_seq");
       }
-      await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
       // A client that does not answer the close frame would hold shutdown for ws's 30 s close
-      // timeout; after a short grace it is cut off.
+      // timeout (the server's close waits for every client); after a short grace it is cut off.
       const clients = app.websocketServer.clients;
       for (let waited = 0; clients.size > 0 && waited < SOCKET_CLOSE_GRACE_MS; waited += 20) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       for (const socket of clients) socket.terminate();
+      await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
     },
   });
 

@@ -241,6 +241,16 @@ describe("live dashboard pushes", () => {
     expect((await live.closed).code).toBe(1012);
   });
 
+  it("shuts down even when a page never answers the close frame", { timeout: 10_000 }, async () => {
+    const t = await listening();
+    const live = openLive(t.port, "view=overview");
+    await live.until(() => true);
+    // The page stops reading: the close frame sits unread and no answer comes back.
+    (live.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    await t.app.close(); // without the server's grace, this waits ws's 30 s close timeout
+    expect(t.app.websocketServer.clients.size).toBe(0);
+  });
+
   it("refuses pages from another origin, and viewers without a login when a key is set", async () => {
     const open = await listening();
     const foreign = openLive(open.port, "view=overview", { origin: "http://evil.example" });
