@@ -38,6 +38,11 @@ export default tseslint.config(
     ...tseslint.configs.disableTypeChecked,
   },
   {
+    // The command's launcher runs in Node as an ES module.
+    files: ["bin/**/*.js"],
+    languageOptions: { globals: { process: "readonly" } },
+  },
+  {
     // The dashboard's own script runs in the browser, as a classic script.
     files: ["public/**/*.js"],
     languageOptions: {

@@ -1,0 +1,154 @@
+/**
+ * The coordinator's public HTTP API, as an agent uses it. Nothing here reaches into the
+ * server's process: a demo agent and a worker on another machine take the same path.
+ */
+
+export interface TaskView {
+  id: string;
+  description: string;
+  status: string;
+  required_capabilities: string[];
+  max_bid_sats: number | null;
+  attempt: number;
+  assigned_agent: string | null;
+  auction_closes_at: string | null;
+}
+
+export interface AgentIdentity {
+  id: string;
+  token: string;
+}
+
+/** An answer from the server other than a success, with its stable code. */
+export class SwarmApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "SwarmApiError";
+  }
+}
+
+export class SwarmClient {
+  readonly server: string;
+
+  constructor(
+    server: string,
+    private readonly options: { token?: string; requestTimeoutMs?: number } = {},
+  ) {
+    this.server = server.replace(/\/+$/, "");
+  }
+
+  withToken(token: string): SwarmClient {
+    return new SwarmClient(this.server, { ...this.options, token });
+  }
+
+  get token(): string | undefined {
+    return this.options.token;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const response = await fetch(`${this.server}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 15_000),
+    });
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = text === "" ? {} : JSON.parse(text);
+    } catch {
+      throw new SwarmApiError(
+        response.status,
+        "BAD_RESPONSE",
+        `${method} ${path}: the server answered ${response.status} with non-JSON`,
+      );
+    }
+    if (!response.ok) {
+      const error = (parsed as { error?: { code?: unknown; message?: unknown } }).error;
+      throw new SwarmApiError(
+        response.status,
+        typeof error?.code === "string" ? error.code : "HTTP_ERROR",
+        `${method} ${path}: ${typeof error?.message === "string" ? error.message : `HTTP ${response.status}`}`,
+      );
+    }
+    return parsed as T;
+  }
+
+  /** Register an agent (needs the operator key when the server has one). */
+  async register(body: {
+    name: string;
+    capabilities: string[];
+    max_concurrent: number;
+  }): Promise<AgentIdentity> {
+    const { agent, token } = await this.request<{ agent: { id: string }; token: string }>(
+      "POST",
+      "/api/agents",
+      body,
+    );
+    return { id: agent.id, token };
+  }
+
+  async getAgent(id: string): Promise<{ id: string; status: string; left_at: string | null }> {
+    return (
+      await this.request<{ agent: { id: string; status: string; left_at: string | null } }>(
+        "GET",
+        `/api/agents/${encodeURIComponent(id)}`,
+      )
+    ).agent;
+  }
+
+  heartbeat(id: string): Promise<unknown> {
+    return this.request("POST", `/api/agents/${encodeURIComponent(id)}/heartbeat`);
+  }
+
+  deregister(id: string): Promise<unknown> {
+    return this.request("DELETE", `/api/agents/${encodeURIComponent(id)}`);
+  }
+
+  async getTask(id: string): Promise<TaskView> {
+    return (await this.request<{ task: TaskView }>("GET", `/api/tasks/${encodeURIComponent(id)}`)).task;
+  }
+
+  async listTasks(query: { status?: string; agent_id?: string; limit?: number }): Promise<TaskView[]> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
+    return (await this.request<{ tasks: TaskView[] }>("GET", `/api/tasks?${params.toString()}`)).tasks;
+  }
+
+  bid(taskId: string, bidSats: number): Promise<unknown> {
+    return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/bids`, { bid_sats: bidSats });
+  }
+
+  start(taskId: string): Promise<unknown> {
+    return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/start`);
+  }
+
+  complete(taskId: string, result: string): Promise<unknown> {
+    return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/complete`, { result });
+  }
+
+  fail(taskId: string, reason: string): Promise<unknown> {
+    return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/fail`, { reason });
+  }
+
+  tool(
+    taskId: string,
+    report: {
+      tool: string;
+      phase: "called" | "completed" | "failed";
+      call_id: string;
+      input?: unknown;
+      output?: unknown;
+      error?: string;
+    },
+  ): Promise<unknown> {
+    return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/tools`, report);
+  }
+}

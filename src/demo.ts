@@ -1,0 +1,30 @@
+/**
+ * `npm run demo`: the server with a demo swarm working against it, so the dashboard comes
+ * alive within seconds. Uses ./data/demo.db unless SWARM_DB is set.
+ */
+import { dirname, join } from "node:path";
+import { startDemoSwarm } from "./agent/demo-swarm.js";
+import { loadConfig } from "./config.js";
+import { createLogger } from "./logger.js";
+import { reportStartFailure, startServer, stopOnSignals } from "./run-server.js";
+
+async function main(): Promise<void> {
+  const config = loadConfig({ SWARM_DB: "./data/demo.db", ...process.env });
+  const logger = createLogger(config.logLevel);
+  const server = await startServer(config, logger);
+  const swarm = await startDemoSwarm({
+    server: server.url,
+    apiKey: config.apiKey,
+    identityDir: config.dbPath === ":memory:" ? undefined : join(dirname(config.dbPath), "demo-agents"),
+    logger: logger.child({ component: "demo" }),
+  });
+  process.stdout.write(
+    `\nDemo swarm running: ${swarm.agents.length} agents and a task every 2 s.\nDashboard: ${server.url}/   (Ctrl-C stops it)\n\n`,
+  );
+  stopOnSignals(logger, async () => {
+    await swarm.stop();
+    await server.shutdown();
+  });
+}
+
+main().catch(reportStartFailure);

@@ -1,0 +1,103 @@
+/**
+ * Start the whole product from a configuration: open the event log, recover and start the
+ * coordinator, schedule retention, build the app and listen. `shutdown` stops it in order.
+ * `npm start` (server.ts) and `npm run demo` (demo.ts) both start it this way.
+ */
+import type { Config } from "./config.js";
+import { Coordinator } from "./coordinator/coordinator.js";
+import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
+import type { Logger } from "./logger.js";
+import { buildApp, type App } from "./web/app.js";
+
+export interface RunningServer {
+  app: App;
+  /** http://host:port, as clients on this machine reach it. */
+  url: string;
+  shutdown: () => Promise<void>;
+}
+
+export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const eventLog = createEventLog({ path: config.dbPath, synchronous: config.dbSynchronous, logger });
+  setDefaultEventLog(eventLog);
+  let retention;
+  try {
+    retention = scheduleRetention(eventLog, {
+      cron: config.pruneCron,
+      retentionDays: config.retentionDays,
+      logger,
+    });
+  } catch (error) {
+    eventLog.close();
+    throw error;
+  }
+  const coordinator = new Coordinator({
+    eventLog,
+    logger,
+    rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
+  });
+  coordinator.start();
+  const app = await buildApp({
+    eventLog,
+    coordinator,
+    logger,
+    apiKey: config.apiKey,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    dashboardPublic: config.dashboardPublic,
+    defaultMetrics: true,
+  });
+
+  let stopped: Promise<void> | undefined;
+  const shutdown = () =>
+    (stopped ??= (async () => {
+      try {
+        await app.close(); // stops accepting, lets in-flight requests finish
+        coordinator.stop();
+        await retention.stop();
+      } finally {
+        eventLog.close(); // writes anything still queued, then closes the file
+        logger.info("stopped");
+      }
+    })());
+
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address !== null ? address.port : config.port;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const url = `http://${config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : host}:${port}`;
+  logger.info(
+    {
+      url,
+      db: config.dbPath,
+      next_prune: retention.nextRun()?.toISOString(),
+      retention_days: config.retentionDays,
+    },
+    "swarm coordinator ready",
+  );
+  return { app, url, shutdown };
+}
+
+/** Run until SIGTERM or SIGINT, then stop in order and exit. */
+export function stopOnSignals(logger: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, "shutting down");
+      stop().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+/** Start-up failures are configuration or environment problems: say what is wrong, plainly. */
+export function reportStartFailure(error: unknown): never {
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`swarm coordinator cannot start: ${message}\n`);
+  process.exit(1);
+}
