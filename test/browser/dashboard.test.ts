@@ -3,15 +3,11 @@
  * downloaded). Screenshots land in test-results/screenshots/.
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Coordinator } from "../../src/coordinator/coordinator.js";
-import { EventLog } from "../../src/event-log/event-log.js";
-import { buildApp, type App } from "../../src/web/app.js";
-import { silentLogger } from "../helpers/event-log.js";
+import { startStack, type Stack } from "../helpers/stack.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SCREENSHOTS = join(import.meta.dirname, "../../test-results/screenshots");
@@ -19,30 +15,6 @@ const haveBrowser = existsSync(CHROMIUM);
 if (!haveBrowser && process.env.CI === "true") {
   throw new Error(`browser tests need Chromium at ${CHROMIUM}; install it with: apt-get install -y chromium`);
 }
-
-/** The whole product on a database file, with the real clock, as `npm start` runs it. */
-async function startStack(path: string, port = 0) {
-  const eventLog = new EventLog({ path, logger: silentLogger });
-  const coordinator = new Coordinator({ eventLog, logger: silentLogger });
-  coordinator.start();
-  const app: App = await buildApp({ eventLog, coordinator, logger: silentLogger, rateLimitPerMinute: false });
-  await app.listen({ host: "127.0.0.1", port });
-  const address = app.server.address() as AddressInfo;
-  return {
-    eventLog,
-    coordinator,
-    app,
-    base: `http://127.0.0.1:${address.port}`,
-    port: address.port,
-    async stop() {
-      await app.close();
-      coordinator.stop();
-      eventLog.close();
-    },
-  };
-}
-
-type Stack = Awaited<ReturnType<typeof startStack>>;
 
 async function api<T>(stack: Stack, path: string, body?: object, token?: string): Promise<T> {
   const response = await fetch(stack.base + path, {

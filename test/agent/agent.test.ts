@@ -1,0 +1,364 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { SwarmAgent, type SwarmAgentOptions } from "../../src/agent/agent.js";
+import { execHandler, parseCommand, UsageError } from "../../src/agent/cli.js";
+import { SwarmClient } from "../../src/agent/client.js";
+import { startDemoSwarm } from "../../src/agent/demo-swarm.js";
+import { adaptiveStrategy, matchStrategy } from "../../src/agent/strategies.js";
+import { silentLogger } from "../helpers/event-log.js";
+import { eventually, startStack, type Stack } from "../helpers/stack.js";
+import { tempDbPath, tempDir } from "../helpers/temp-dir.js";
+
+const KEY = "operator-key-for-agent-tests-0123";
+const running: { stop(): Promise<void> }[] = [];
+afterEach(async () => {
+  for (const thing of running.splice(0).reverse()) await thing.stop().catch(() => undefined);
+});
+
+async function stack(path = tempDbPath(), port = 0): Promise<Stack> {
+  const started = await startStack(path, port, { apiKey: KEY, rules: { defaultAuctionMs: 400 } });
+  running.push(started);
+  return started;
+}
+
+function agent(server: Stack, options: Partial<SwarmAgentOptions> & Pick<SwarmAgentOptions, "handler">) {
+  const created = new SwarmAgent({
+    server: server.base,
+    name: "worker",
+    apiKey: KEY,
+    heartbeatMs: 200,
+    reconnect: { minMs: 50, maxMs: 500 },
+    stopGraceMs: 500,
+    logger: silentLogger,
+    ...options,
+  });
+  running.push(created);
+  return created;
+}
+
+const operator = (server: Stack) => new SwarmClient(server.base, { token: KEY });
+
+async function postTask(server: Stack, body: Record<string, unknown>): Promise<string> {
+  const { task } = await operator(server).request<{ task: { id: string } }>("POST", "/api/tasks", body);
+  return task.id;
+}
+
+const taskStatus = (server: Stack, id: string) => server.coordinator.getTask(id)?.status;
+const typesOf = (server: Stack, id: string) =>
+  server.eventLog.getTaskEvents(id).map((event) => event.event_type);
+
+describe("SwarmAgent against a real server", () => {
+  it("registers, bids, wins, runs, reports its tool calls and completes, with the events in order", async () => {
+    const server = await stack();
+    const worker = agent(server, {
+      capabilities: ["search"],
+      handler: async ({ task, tool }) => {
+        const hits = await tool("web.search", { q: task.description }, () => ["a", "b"]);
+        return `found ${hits.length} for ${task.description}`;
+      },
+    });
+    await worker.start();
+    const taskId = await postTask(server, { description: "look it up", required_capabilities: ["search"] });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "completed",
+    );
+    expect(typesOf(server, taskId)).toEqual([
+      "task.created",
+      "task.bidding",
+      "bid.submitted",
+      "auction.closed",
+      "task.assigned",
+      "task.started",
+      "tool.called",
+      "tool.completed",
+      "task.completed",
+    ]);
+    expect(server.coordinator.getTask(taskId)).toMatchObject({
+      assigned_agent: worker.id,
+      result: "found 2 for look it up",
+    });
+    expect(worker.stats).toMatchObject({ bids: 1, wins: 1, completed: 1 });
+  });
+
+  it("fails the task with the handler's error, and a failing tool call is reported as failed", async () => {
+    const server = await stack();
+    const worker = agent(server, {
+      handler: async ({ tool }) => {
+        await tool("db.query", {}, () => {
+          throw new Error("connection refused");
+        });
+      },
+    });
+    await worker.start();
+    const taskId = await postTask(server, { description: "query" });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "failed",
+    );
+    expect(server.coordinator.getTask(taskId)?.error).toBe("connection refused");
+    expect(typesOf(server, taskId)).toContain("tool.failed");
+  });
+
+  it("lets strategies compete: the cheaper fit wins, an off-profile agent stays out", async () => {
+    const server = await stack();
+    const handler = async () => "done";
+    const cheap = agent(server, {
+      name: "cheap",
+      strategy: matchStrategy({ baseSats: 50, keywords: ["report"], jitter: 0 }),
+      handler,
+    });
+    const dear = agent(server, {
+      name: "dear",
+      strategy: matchStrategy({ baseSats: 500, keywords: ["report"], jitter: 0 }),
+      handler,
+    });
+    const shy = agent(server, {
+      name: "shy",
+      strategy: matchStrategy({ baseSats: 10, keywords: ["poetry"], offProfileMultiplier: null }),
+      handler,
+    });
+    await Promise.all([cheap.start(), dear.start(), shy.start()]);
+    const taskId = await postTask(server, { description: "summarise the quarterly report", auction_ms: 800 });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "completed",
+    );
+    const bids = server.coordinator.getBids(taskId);
+    expect(bids.map((bid) => [bid.agent_id, bid.bid_sats, bid.outcome]).sort()).toEqual(
+      [
+        [cheap.id, 50, "won"],
+        [dear.id, 500, "lost"],
+      ].sort(),
+    );
+    await eventually(
+      () => dear.stats.losses,
+      (losses) => losses === 1,
+    );
+  });
+
+  it("keeps working through a server restart: the task in hand completes and new auctions are followed", async () => {
+    const path = tempDbPath();
+    let server = await stack(path);
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const worker = agent(server, {
+      handler: async ({ task }) => {
+        if (task.description === "long job") await gate;
+        return `done: ${task.description}`;
+      },
+    });
+    await worker.start();
+    const longJob = await postTask(server, { description: "long job" });
+    await eventually(
+      () => taskStatus(server, longJob),
+      (status) => status === "running",
+    );
+
+    const { port } = server;
+    await server.stop();
+    server = await stack(path, port);
+    release(); // the handler finishes while the agent's stream is still reconnecting
+    await eventually(
+      () => taskStatus(server, longJob),
+      (status) => status === "completed",
+      20_000,
+    );
+    const next = await postTask(server, { description: "after the restart" });
+    await eventually(
+      () => taskStatus(server, next),
+      (status) => status === "completed",
+      20_000,
+    );
+    expect(server.coordinator.getAgent(worker.id ?? "")?.status).not.toBe("offline");
+  });
+
+  it("reuses a saved identity instead of registering again, and leaves cleanly on stop", async () => {
+    const server = await stack();
+    const identityFile = join(tempDir(), "agent.json");
+    const first = agent(server, { identityFile, handler: async () => "ok" });
+    await first.start();
+    const again = new SwarmAgent({
+      server: server.base,
+      name: "worker",
+      identityFile,
+      handler: async () => "ok",
+      logger: silentLogger,
+    });
+    await again.start();
+    expect(again.id).toBe(first.id);
+    expect(server.coordinator.listAgents().filter((a) => a.left_at === null)).toHaveLength(1);
+    await again.stop();
+    expect(server.coordinator.getAgent(first.id ?? "")?.left_at).not.toBeNull();
+    expect(server.eventLog.getAgentEvents(first.id ?? "").map((e) => e.event_type)).toContain("agent.left");
+  });
+});
+
+describe("--exec", () => {
+  it("runs the command with the task's text in the environment and completes with its stdout", async () => {
+    const server = await stack();
+    const worker = agent(server, {
+      handler: execHandler('printf "got: %s" "$SWARM_TASK_DESCRIPTION"', 10_000),
+    });
+    await worker.start();
+    const marker = join(tempDir(), "spliced");
+    // Shell syntax in the description stays text: it is never part of the command line.
+    const description = `it's "quoted"; $(touch ${marker}) \`touch ${marker}\``;
+    const taskId = await postTask(server, { description });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "completed",
+    );
+    expect(server.coordinator.getTask(taskId)?.result).toBe(`got: ${description}`);
+    expect(existsSync(marker)).toBe(false);
+    expect(typesOf(server, taskId)).toEqual(expect.arrayContaining(["tool.called", "tool.completed"]));
+  });
+
+  it("fails the task with the exit code and stderr of a failing command", async () => {
+    const server = await stack();
+    const worker = agent(server, { handler: execHandler("echo 'disk full' >&2; exit 3", 10_000) });
+    await worker.start();
+    const taskId = await postTask(server, { description: "write the file" });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "failed",
+    );
+    expect(server.coordinator.getTask(taskId)?.error).toBe("exit code 3: disk full");
+    expect(typesOf(server, taskId)).toContain("tool.failed");
+  });
+
+  it("works as a command: swarm-agent joins, runs a task with --exec, and leaves on SIGTERM", async () => {
+    const server = await stack();
+    const child = spawn(
+      process.execPath,
+      [
+        "bin/swarm-agent.js",
+        "--server",
+        server.base,
+        "--name",
+        "cli-agent",
+        "--key",
+        KEY,
+        "--log-level",
+        "warn",
+        "--exec",
+        'printf %s "$SWARM_TASK_DESCRIPTION" | tr a-z A-Z',
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    running.push({ stop: async () => void child.kill("SIGKILL") });
+    const joined = await eventually(
+      () => server.coordinator.listAgents().find((a) => a.name === "cli-agent"),
+      (found) => found !== undefined,
+      20_000,
+    );
+    const taskId = await postTask(server, { description: "shout this" });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "completed",
+      20_000,
+    );
+    expect(server.coordinator.getTask(taskId)?.result).toBe("SHOUT THIS");
+    child.kill("SIGTERM");
+    expect(await exited, stderr).toBe(0);
+    expect(server.coordinator.getAgent(joined?.id ?? "")?.left_at).not.toBeNull();
+  });
+
+  it("refuses a bad flag with a message that names it", () => {
+    const cases: [string[], RegExp][] = [
+      [["--max-concurrent", "0"], /--max-concurrent must be a whole number from 1 to 100/],
+      [["--bid-base", "cheap"], /--bid-base must be a whole number/],
+      [["--server", "ftp://x"], /--server must be an http/],
+      [["--capabilities", "Has Spaces"], /--capabilities: "Has Spaces"/],
+      [["--frobnicate"], /Unknown option '--frobnicate'/],
+      [["--exec", "  "], /--exec needs a command/],
+      [["--fail-rate", "2"], /--fail-rate must be a number from 0 to 1/],
+    ];
+    for (const [argv, message] of cases) {
+      expect(() => parseCommand(argv, {}), argv.join(" ")).toThrow(UsageError);
+      expect(() => parseCommand(argv, {})).toThrow(message);
+    }
+    expect(parseCommand(["--help"], {})).toBe("help");
+    expect(
+      parseCommand(["--capabilities", "a, b,", "--adaptive"], { SWARM_SERVER: "http://10.0.0.5:3000/" }),
+    ).toMatchObject({
+      server: "http://10.0.0.5:3000",
+      capabilities: ["a", "b"],
+      adaptive: true,
+      maxConcurrent: 1,
+    });
+  });
+});
+
+describe("bidding strategies", () => {
+  const task = (description: string, extra: Record<string, unknown> = {}) => ({
+    id: "t",
+    description,
+    status: "bidding",
+    required_capabilities: [],
+    max_bid_sats: null,
+    attempt: 1,
+    assigned_agent: null,
+    auction_closes_at: null,
+    ...extra,
+  });
+  const idle = { capabilities: [], running: 0, maxConcurrent: 2 };
+
+  it("bids the base on a fitting task, more on an off-profile one, nothing when full, within the task's cap", () => {
+    const strategy = matchStrategy({ baseSats: 100, keywords: ["sql"], jitter: 0 });
+    expect(strategy.bid(task("write SQL for the report"), idle)).toBe(100);
+    expect(strategy.bid(task("paint a fence"), idle)).toBe(300);
+    expect(strategy.bid(task("write SQL"), { ...idle, running: 1 })).toBe(125);
+    expect(strategy.bid(task("write SQL"), { ...idle, running: 2 })).toBeNull();
+    expect(strategy.bid(task("write SQL", { max_bid_sats: 40 }), idle)).toBe(40);
+    const jittery = matchStrategy({ baseSats: 100, keywords: ["sql"], jitter: 0.2, random: () => 1 });
+    expect(jittery.bid(task("sql"), idle)).toBe(120);
+  });
+
+  it("adapts: a winning streak raises the price, losing lowers it, within bounds", () => {
+    const strategy = adaptiveStrategy({
+      baseSats: 100,
+      keywords: ["x"],
+      jitter: 0,
+      step: 0.1,
+      targetWinRate: 0.5,
+    });
+    for (let i = 0; i < 5; i++) strategy.onOutcome?.("won");
+    const afterWins = strategy.bid(task("x"), idle) ?? 0;
+    expect(afterWins).toBeGreaterThan(100);
+    for (let i = 0; i < 40; i++) strategy.onOutcome?.("lost");
+    expect(strategy.bid(task("x"), idle)).toBeLessThan(100);
+    expect(strategy.multiplier()).toBeGreaterThanOrEqual(0.25);
+  });
+});
+
+describe("demo swarm", () => {
+  it("completes tasks within seconds of starting", { timeout: 40_000 }, async () => {
+    const server = await stack();
+    const swarm = await startDemoSwarm({ server: server.base, apiKey: KEY, taskEveryMs: 300 });
+    running.push(swarm);
+    expect(swarm.agents).toHaveLength(6);
+    const completed = await eventually(
+      () => server.eventLog.listEvents({ types: ["task.completed"] }).events.length,
+      (count) => count >= 1,
+      25_000,
+    );
+    expect(completed).toBeGreaterThanOrEqual(1);
+    const types = new Set(server.eventLog.listEvents({ limit: 1000 }).events.map((e) => e.event_type));
+    for (const type of [
+      "agent.joined",
+      "task.created",
+      "bid.submitted",
+      "task.assigned",
+      "tool.called",
+      "task.completed",
+    ]) {
+      expect(types, type).toContain(type);
+    }
+  });
+});
