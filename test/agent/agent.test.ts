@@ -196,6 +196,33 @@ describe("SwarmAgent against a real server", () => {
   });
 });
 
+describe("stream robustness", () => {
+  it("ignores malformed stream messages and keeps following auctions", async () => {
+    const server = await stack();
+    const worker = agent(server, { handler: async () => "ok" });
+    await worker.start();
+    // Messages a broken proxy or a future server might send, handed straight to the reader.
+    const reader = worker as unknown as { onMessage(data: Buffer): void };
+    for (const junk of [
+      "not json",
+      "null",
+      "[]",
+      '{"type":"event"}',
+      '{"type":"event","event":{"seq":"7","event_type":"task.bidding"}}',
+      '{"type":"event","event":{"seq":8,"event_type":"task.bidding","task_id":42}}',
+      '{"type":"event","event":{"seq":9,"event_type":"task.assigned","task_id":"nope","agent_id":null,"data":"x"}}',
+      '{"type":"surprise"}',
+    ]) {
+      expect(() => reader.onMessage(Buffer.from(junk))).not.toThrow();
+    }
+    const taskId = await postTask(server, { description: "still listening?" });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "completed",
+    );
+  });
+});
+
 describe("--exec", () => {
   it("runs the command with the task's text in the environment and completes with its stdout", async () => {
     const server = await stack();
