@@ -207,6 +207,22 @@ describe("dashboard pages", () => {
   });
 });
 
+describe("dashboard query strings", () => {
+  it("ignore parameters a page does not take, however often they repeat", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    // Found by the property test: a repeated unknown parameter reached the task query as an array.
+    for (const url of [
+      "/tasks?agent_id=&agent_id=",
+      "/tasks?agent_id=a&agent_id=b&status=bidding",
+      "/agents?x=1&x=2",
+      "/?q=1&q=2",
+    ]) {
+      expect((await t.app.inject({ url, headers: HTML })).statusCode, url).toBe(200);
+    }
+    expect((await t.app.inject({ url: "/tasks?status=nonsense", headers: HTML })).statusCode).toBe(400);
+  });
+});
+
 describe("dashboard forms", () => {
   it("post a task from the form with a CSRF token, and refuse a form without one, writing nothing", async () => {
     const t = await buildTestApp({ apiKey: undefined });

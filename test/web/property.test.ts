@@ -182,3 +182,89 @@ describe("every route under generated input", () => {
     );
   }, 120_000);
 });
+
+const PAGES = [
+  ["GET", "/"],
+  ["GET", "/tasks"],
+  ["GET", "/tasks/:id"],
+  ["GET", "/agents"],
+  ["GET", "/agents/:id"],
+  ["GET", "/events"],
+  ["GET", "/events/export"],
+  ["GET", "/login"],
+  ["GET", "/live"],
+  ["POST", "/tasks"],
+  ["POST", "/tasks/:id/cancel"],
+  ["POST", "/login"],
+  ["POST", "/logout"],
+] as const;
+
+const PAGE_FIELDS = [...FIELDS, "live", "before", "next", "key", "auction_seconds", "view", "_csrf"] as const;
+
+describe("every dashboard page and form under generated input", () => {
+  it("never answers 5xx, answers refusals as HTML pages, and writes nothing when it refuses", async () => {
+    const t = await buildTestApp({ dashboardPublic: true });
+    const agent = await t.agent("fuzz-agent");
+    const task = await t.task();
+    const login = await t.app.inject({ url: "/login", headers: { accept: "text/html" } });
+    const csrfToken = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+    const csrfCookie = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value ?? ""}`;
+    const ids = [agent.id, task, "nope", "x".repeat(300), "%3Cscript%3E"];
+    const counts = () =>
+      t.eventLog.db
+        .prepare(
+          "SELECT (SELECT COUNT(*) FROM event_log) + (SELECT COUNT(*) FROM tasks) + (SELECT COUNT(*) FROM agents)",
+        )
+        .pluck()
+        .get();
+
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...PAGES),
+        fc.constantFrom(...ids),
+        fc.dictionary(
+          fc.constantFrom(...PAGE_FIELDS),
+          fc.oneof(hostile, fc.array(hostile, { maxLength: 3 })),
+          {
+            maxKeys: 5,
+          },
+        ),
+        fc.boolean(),
+        async ([method, template], id, fields, withCsrf) => {
+          const url = template.replace(":id", encodeURIComponent(id));
+          const form = new URLSearchParams();
+          for (const [key, values] of Object.entries(fields)) {
+            for (const one of Array.isArray(values) ? values : [values]) form.append(key, one.toWellFormed());
+          }
+          if (withCsrf) form.set("_csrf", csrfToken);
+          const before = counts();
+          const response = await t.app.inject(
+            method === "GET"
+              ? { method, url: `${url}?${form.toString()}`, headers: { accept: "text/html" } }
+              : {
+                  method,
+                  url,
+                  headers: {
+                    accept: "text/html",
+                    "content-type": "application/x-www-form-urlencoded",
+                    ...(withCsrf ? { cookie: `${csrfCookie}; swarm_session=${fields.key ?? "x"}` } : {}),
+                  },
+                  payload: form.toString(),
+                },
+          );
+          expect(response.statusCode, `${method} ${url} → ${response.body.slice(0, 300)}`).toBeLessThan(500);
+          if (response.statusCode >= 400 && url !== "/events/export") {
+            expect(response.headers["content-type"], `${method} ${url}`).toMatch(/^text\/html/);
+            expect(response.body).not.toContain("<script>alert");
+          }
+          if (response.statusCode >= 400)
+            expect(counts(), `${method} ${url} was refused but wrote`).toBe(before);
+        },
+      ),
+      {
+        numRuns: RUNS * PAGES.length,
+        seed: process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED),
+      },
+    );
+  }, 120_000);
+});

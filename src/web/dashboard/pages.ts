@@ -195,7 +195,8 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         }),
       },
     },
-    async (request, reply) => tasksPage(request, reply, request.query, taskForm()),
+    async (request, reply) =>
+      tasksPage(request, reply, { status: request.query.status, before: request.query.before }, taskForm()),
   );
 
   app.post(
