@@ -247,7 +247,11 @@ describe("every dashboard page and form under generated input", () => {
                   headers: {
                     accept: "text/html",
                     "content-type": "application/x-www-form-urlencoded",
-                    ...(withCsrf ? { cookie: `${csrfCookie}; swarm_session=${fields.key ?? "x"}` } : {}),
+                    ...(withCsrf
+                      ? {
+                          cookie: `${csrfCookie}; swarm_session=${encodeURIComponent(String(fields.key ?? "x"))}`,
+                        }
+                      : {}),
                   },
                   payload: form.toString(),
                 },
