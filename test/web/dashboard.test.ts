@@ -28,7 +28,14 @@ describe("dashboard pages", () => {
         ['id="counters"', 'id="feed"', 'id="auctions"', 'id="agent-list"', 'id="charts"', 'id="post-task"'],
         ["npm run demo", "swarm-agent", "Post a task"],
       ],
-      ["/tasks", ['id="task-list"', 'id="task-rows"', 'id="post-task"'], ["No tasks yet"]],
+      [
+        "/tasks",
+        ['id="task-list"', 'id="task-rows"', 'id="post-task"'],
+        [
+          "No tasks yet",
+          'name="auction_seconds" type="number" min="0.1" max="600" step="0.1" value="" placeholder="5"',
+        ],
+      ],
       ["/agents", ['id="agent-table"', 'id="agent-rows"'], ["No agent has registered"]],
       ["/events", ['id="event-rows"', 'id="event-counts"'], ["The log is empty"]],
     ];

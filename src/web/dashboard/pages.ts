@@ -52,6 +52,8 @@ const PostTaskForm = Type.Object({
 type PostTaskFields = Static<typeof PostTaskForm>;
 
 interface FormState {
+  /** Shown as the window's placeholder: what a task gets when the field is left empty. */
+  defaultAuctionSeconds?: number;
   values: Record<string, string>;
   errors: Record<string, string>;
   posted?: { id: string; description: string };
@@ -151,6 +153,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
   });
 
   const taskForm = (form: Partial<FormState> = {}): FormState => ({
+    defaultAuctionSeconds: coordinator.rules.defaultAuctionMs / 1000,
     values: { auction_seconds: "", ...form.values },
     errors: form.errors ?? {},
     ...(form.posted !== undefined ? { posted: form.posted } : {}),
@@ -214,7 +217,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
           });
         return tasksPage(request, reply, {}, form);
       };
-      if (Object.keys(errors).length > 0) return refuse({ values, errors });
+      if (Object.keys(errors).length > 0) return refuse(taskForm({ values, errors }));
       try {
         const { task } = await coordinator.submit(command);
         if (task === undefined) throw new Error("PostTask returned no task");
@@ -225,7 +228,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         });
       } catch (error) {
         if (!isSwarmError(error) || error.status >= 500) throw error;
-        return refuse({ values, errors: { [formFieldOf(error)]: error.message } });
+        return refuse(taskForm({ values, errors: { [formFieldOf(error)]: error.message } }));
       }
     },
   );
