@@ -72,7 +72,7 @@ interface StreamEvent {
 }
 
 /** A network failure or a server that is restarting: worth trying again. */
-function isTransient(error: unknown): boolean {
+export function isTransient(error: unknown): boolean {
   if (error instanceof SwarmApiError) return error.status >= 500 || RETRY_CODES.has(error.code);
   return true;
 }

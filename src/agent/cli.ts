@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { SwarmAgent, type TaskContext, type TaskHandler } from "./agent.js";
+import { isTransient, SwarmAgent, type TaskContext, type TaskHandler } from "./agent.js";
 import { adaptiveStrategy, matchStrategy } from "./strategies.js";
 
 export const HELP = `swarm-agent: join a swarm coordinator as an agent, bid on tasks, run the ones it wins.
@@ -251,11 +251,21 @@ export async function main(argv: readonly string[]): Promise<number> {
         : execHandler(command.exec, command.execTimeoutMs),
     logger,
   });
-  try {
-    await agent.start();
-  } catch (error) {
-    logger.fatal({ err: error }, `could not join ${command.server}`);
-    return 1;
+  // A worker may well start before its coordinator: wait for it, but give up on a refusal
+  // (a wrong key, a bad name), which waiting cannot fix.
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await agent.start();
+      break;
+    } catch (error) {
+      if (!isTransient(error)) {
+        logger.fatal({ err: error }, `could not join ${command.server}`);
+        return 1;
+      }
+      const delay = Math.min(15_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      logger.warn({ err: error, retry_in_ms: Math.round(delay) }, `cannot reach ${command.server} yet; retrying`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   }
   logger.info({ agent_id: agent.id, server: command.server }, "joined; waiting for auctions");
   await new Promise<void>((resolve) => {

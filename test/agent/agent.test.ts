@@ -296,6 +296,52 @@ describe("--exec", () => {
     expect(server.coordinator.getAgent(joined?.id ?? "")?.left_at).not.toBeNull();
   });
 
+  it("waits for a coordinator that is not up yet, and gives up at once on a wrong key", async () => {
+    const placeholder = await startStack(tempDbPath());
+    const { port } = placeholder;
+    await placeholder.stop(); // nothing listens on this port now
+    const child = spawn(
+      process.execPath,
+      [
+        "bin/swarm-agent.js",
+        "--server",
+        `http://127.0.0.1:${port}`,
+        "--name",
+        "early-bird",
+        "--key",
+        KEY,
+        "--log-level",
+        "silent",
+      ],
+      { stdio: "ignore" },
+    );
+    running.push({ stop: async () => void child.kill("SIGKILL") });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const server = await stack(tempDbPath(), port);
+    await eventually(
+      () => server.coordinator.listAgents().some((a) => a.name === "early-bird"),
+      (joined) => joined,
+      20_000,
+    );
+
+    const refused = spawn(
+      process.execPath,
+      [
+        "bin/swarm-agent.js",
+        "--server",
+        server.base,
+        "--key",
+        "not-the-operator-key",
+        "--log-level",
+        "silent",
+      ],
+      {
+        stdio: "ignore",
+      },
+    );
+    expect(await new Promise((resolve) => refused.on("exit", resolve))).toBe(1);
+  });
+
   it("refuses a bad flag with a message that names it", () => {
     const cases: [string[], RegExp][] = [
       [["--max-concurrent", "0"], /--max-concurrent must be a whole number from 1 to 100/],
