@@ -263,7 +263,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 1;
       }
       const delay = Math.min(15_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
-      logger.warn({ err: error, retry_in_ms: Math.round(delay) }, `cannot reach ${command.server} yet; retrying`);
+      logger.warn(
+        { err: error, retry_in_ms: Math.round(delay) },
+        `cannot reach ${command.server} yet; retrying`,
+      );
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
