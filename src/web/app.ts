@@ -83,8 +83,34 @@ const textAjv = new Ajv({
   allErrors: false,
 });
 
+/** Where a number that is not finite sits in coerced text input, as an Ajv instance path. */
+function nonFinitePath(data: unknown, path = ""): string | undefined {
+  if (typeof data === "number") return Number.isFinite(data) ? undefined : path;
+  if (typeof data !== "object" || data === null) return undefined;
+  for (const [key, value] of Object.entries(data)) {
+    const found = nonFinitePath(value, `${path}/${key}`);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
 function compileValidator({ schema, httpPart }: FastifyRouteSchemaDef<FastifySchema>) {
-  return (httpPart === "body" ? bodyAjv : textAjv).compile(schema as object);
+  if (httpPart === "body") return bodyAjv.compile(schema as object);
+  const validate = textAjv.compile(schema as object);
+  // Ajv coerces "1e309" and "Infinity" to Infinity and then lets it past `maximum`; text never
+  // means an infinite number here, so such a value is refused by name.
+  const checked = (data: unknown): boolean => {
+    const valid = validate(data);
+    checked.errors = validate.errors;
+    const path = valid ? nonFinitePath(data) : undefined;
+    if (path === undefined) return valid;
+    checked.errors = [
+      { instancePath: path, schemaPath: "", keyword: "type", params: {}, message: "must be a finite number" },
+    ];
+    return false;
+  };
+  checked.errors = validate.errors;
+  return checked;
 }
 
 export async function buildApp(options: AppOptions): Promise<App> {

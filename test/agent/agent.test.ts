@@ -80,6 +80,11 @@ describe("SwarmAgent against a real server", () => {
       assigned_agent: worker.id,
       result: "found 2 for look it up",
     });
+    // The agent counts the completion when the server's answer reaches it, just after the commit.
+    await eventually(
+      () => worker.stats.completed,
+      (completed) => completed === 1,
+    );
     expect(worker.stats).toMatchObject({ bids: 1, wins: 1, completed: 1 });
   });
 
