@@ -2,6 +2,7 @@
  * buildApp(): the whole HTTP application as a Fastify instance, built from its parts. Tests
  * call it with `inject`; `server.ts` only reads configuration and listens.
  */
+import type { Duplex } from "node:stream";
 import helmet from "@fastify/helmet";
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
@@ -232,10 +233,19 @@ export async function buildApp(options: AppOptions): Promise<App> {
     },
   });
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
+  // An upgrade that arrives during shutdown is answered 503 by Fastify, but its socket has left
+  // HTTP's hands and would hold the server's close open for ever: end it once answered.
+  let shuttingDown = false;
+  app.server.on("upgrade", (_request: unknown, socket: Duplex) => {
+    if (!shuttingDown) return;
+    setImmediate(() => socket.end());
+    setTimeout(() => socket.destroy(), 500).unref();
+  });
   await app.register(websocket, {
     options: { maxPayload: 64 * 1024 },
     // On shutdown every client hears 1001 with what to do, rather than a bare close.
     preClose: async () => {
+      shuttingDown = true;
       // Dashboard pages hear "service restart", which makes them reconnect and catch up.
       pages.hub?.closeAll(LIVE_CLOSE.SERVICE_RESTART, "server restarting; reconnecting");
       for (const socket of app.websocketServer.clients) {

@@ -251,6 +251,27 @@ describe("live dashboard pushes", () => {
     expect(t.app.websocketServer.clients.size).toBe(0);
   });
 
+  it(
+    "shuts down even when a page tries to reconnect while it is shutting down",
+    { timeout: 10_000 },
+    async () => {
+      const t = await listening();
+      const live = openLive(t.port, "view=overview");
+      await live.until(() => true);
+      // One page never answers the close frame, which keeps shutdown in its grace period...
+      (live.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+      const closing = t.app.close();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // ...while another page's reconnect arrives: refused, and its connection ended.
+      const late = openLive(t.port, "view=overview");
+      const status = await new Promise<number>((resolve) =>
+        late.socket.on("unexpected-response", (_request, response) => resolve(response.statusCode ?? 0)),
+      );
+      expect(status).toBe(503);
+      await closing; // before the fix, the refused socket held this open for ever
+    },
+  );
+
   it("refuses pages from another origin, and viewers without a login when a key is set", async () => {
     const open = await listening();
     const foreign = openLive(open.port, "view=overview", { origin: "http://evil.example" });

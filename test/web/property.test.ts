@@ -249,7 +249,7 @@ describe("every dashboard page and form under generated input", () => {
                     "content-type": "application/x-www-form-urlencoded",
                     ...(withCsrf
                       ? {
-                          cookie: `${csrfCookie}; swarm_session=${encodeURIComponent(String(fields.key ?? "x"))}`,
+                          cookie: `${csrfCookie}; swarm_session=${encodeURIComponent(String(fields.key ?? "x").toWellFormed())}`,
                         }
                       : {}),
                   },
