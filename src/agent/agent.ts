@@ -71,6 +71,24 @@ interface StreamEvent {
   data: Record<string, unknown>;
 }
 
+/**
+ * Wait `ms`; with a signal, stop early with an error once it aborts. For handlers that do
+ * timed work, and for backoff between retries.
+ */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const stop = () => {
+      clearTimeout(timer);
+      reject(new Error("stopped"));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", stop);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", stop, { once: true });
+  });
+}
+
 /** A network failure or a server that is restarting: worth trying again. */
 export function isTransient(error: unknown): boolean {
   if (error instanceof SwarmApiError) return error.status >= 500 || RETRY_CODES.has(error.code);
@@ -454,9 +472,9 @@ export class SwarmAgent {
         return await call();
       } catch (error) {
         if (!isTransient(error) || waited > 60_000) throw error;
-        const delay = Math.min(5000, 250 * 2 ** attempt);
-        waited += delay;
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        const wait = Math.min(5000, 250 * 2 ** attempt);
+        waited += wait;
+        await delay(wait);
       }
     }
   }

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { isTransient, SwarmAgent, type TaskContext, type TaskHandler } from "./agent.js";
+import { delay, isTransient, SwarmAgent, type TaskContext, type TaskHandler } from "./agent.js";
 import { adaptiveStrategy, matchStrategy } from "./strategies.js";
 
 export const HELP = `swarm-agent: join a swarm coordinator as an agent, bid on tasks, run the ones it wins.
@@ -203,21 +203,13 @@ export function simulatedHandler(
   failRate: number,
   random: () => number = Math.random,
 ): TaskHandler {
-  const pause = (ms: number, signal: AbortSignal) =>
-    new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => {
-        clearTimeout(timer);
-        reject(new Error("stopped"));
-      });
-    });
   return async ({ task, tool, signal }) => {
     const words = task.description.split(/\s+/).filter(Boolean);
     await tool("web.search", { query: words.slice(0, 6).join(" ") }, () =>
-      pause(workMs * (0.3 + 0.4 * random()), signal),
+      delay(workMs * (0.3 + 0.4 * random()), signal),
     );
     if (random() < failRate) throw new Error("the simulated worker gave up");
-    await tool("text.write", { words: words.length }, () => pause(workMs * (0.2 + 0.3 * random()), signal));
+    await tool("text.write", { words: words.length }, () => delay(workMs * (0.2 + 0.3 * random()), signal));
     return `simulated result for: ${words.slice(0, 12).join(" ")}`;
   };
 }
@@ -262,12 +254,12 @@ export async function main(argv: readonly string[]): Promise<number> {
         logger.fatal({ err: error }, `could not join ${command.server}`);
         return 1;
       }
-      const delay = Math.min(15_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      const wait = Math.min(15_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
       logger.warn(
-        { err: error, retry_in_ms: Math.round(delay) },
+        { err: error, retry_in_ms: Math.round(wait) },
         `cannot reach ${command.server} yet; retrying`,
       );
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await delay(wait);
     }
   }
   logger.info({ agent_id: agent.id, server: command.server }, "joined; waiting for auctions");

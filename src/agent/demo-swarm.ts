@@ -5,7 +5,7 @@
  * remote workers do.
  */
 import { join } from "node:path";
-import { SwarmAgent, type TaskHandler } from "./agent.js";
+import { delay, SwarmAgent, type TaskHandler } from "./agent.js";
 import { SwarmClient } from "./client.js";
 import { adaptiveStrategy, matchStrategy } from "./strategies.js";
 import type { Logger } from "../logger.js";
@@ -113,19 +113,11 @@ export const DEMO_TASKS: { description: string; required_capabilities?: string[]
 ];
 
 function profileHandler(profile: Profile, random: () => number = Math.random): TaskHandler {
-  const pause = (ms: number, signal: AbortSignal) =>
-    new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => {
-        clearTimeout(timer);
-        reject(new Error("stopped"));
-      });
-    });
   return async ({ task, tool, signal }) => {
     const steps = profile.tools.slice(0, 1 + Math.floor(random() * profile.tools.length));
     for (const name of steps) {
       await tool(name, { task: task.description.slice(0, 80) }, () =>
-        pause((profile.workMs / steps.length) * (0.5 + random()), signal),
+        delay((profile.workMs / steps.length) * (0.5 + random()), signal),
       );
     }
     if (random() < profile.failRate)
