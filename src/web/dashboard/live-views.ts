@@ -63,16 +63,17 @@ export function liveView(spec: LiveSpec, renderer: Renderer): LiveView {
               ? events.filter((e) => e.event_type === "task.created").map((e) => e.task_id ?? "")
               : [],
           );
+          const names = model.agentNames();
           const fresh = [...created]
             .reverse()
             .map((id) => coordinator.getTask(id))
             .filter((task) => task !== undefined)
-            .map((task) => model.taskRow(task));
+            .map((task) => model.taskRow(task, names));
           const prepend = fresh.length > 0 ? renderer.render("task-rows", { rows: fresh }) : "";
           const changed = distinct(events, "task_id", created)
             .map((id) => coordinator.getTask(id))
             .filter((task) => task !== undefined)
-            .map((task) => renderer.taskRow(task));
+            .map((task) => renderer.taskRow(task, names));
           return prepend + changed.join("");
         },
         snapshot: () =>

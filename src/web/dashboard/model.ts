@@ -123,14 +123,18 @@ export class DashboardModel {
     };
   }
 
-  counters() {
+  /** Tasks in each status; the overview reads it once and hands it to its counters and charts. */
+  taskCounts(): Record<TaskStatus, number> {
+    return this.coordinator.store.taskCounts();
+  }
+
+  counters(tasks: Record<TaskStatus, number>) {
     const agents = { idle: 0, busy: 0, offline: 0, online: 0, left: 0 };
     for (const agent of this.coordinator.listAgents()) {
       if (agent.left_at !== null) agents.left += 1;
       else agents[agent.status] += 1;
     }
     agents.online = agents.idle + agents.busy;
-    const tasks = this.coordinator.store.taskCounts();
     return {
       agents,
       tasks,
@@ -186,11 +190,11 @@ export class DashboardModel {
     return { total: items.reduce((sum, item) => sum + item.count, 0), items };
   }
 
-  charts() {
+  charts(taskCounts: Record<TaskStatus, number>) {
     const now = this.clock();
     return {
       perMinute: eventsPerMinuteChart(this.minuteCounts.counts(), now),
-      outcomes: taskOutcomeChart(this.coordinator.store.taskCounts()),
+      outcomes: taskOutcomeChart(taskCounts),
       bidsPerAuction: bidsPerAuctionChart(this.coordinator.store.recentAuctions(20)),
     };
   }

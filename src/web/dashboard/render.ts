@@ -33,11 +33,12 @@ export class Renderer {
   }
 
   overviewSummaryContext() {
+    const taskCounts = this.model.taskCounts();
     return {
-      counters: this.model.counters(),
+      counters: this.model.counters(taskCounts),
       auctions: this.model.auctions(),
       ...this.overviewAgents(),
-      charts: this.model.charts(),
+      charts: this.model.charts(taskCounts),
     };
   }
 
@@ -73,8 +74,8 @@ export class Renderer {
     return this.eventRows(rows, "afterbegin", target);
   }
 
-  taskRow(task: Task): string {
-    return this.render("task-row", { task: this.model.taskRow(task), rowOob: true });
+  taskRow(task: Task, names = this.model.agentNames()): string {
+    return this.render("task-row", { task: this.model.taskRow(task, names), rowOob: true });
   }
 
   taskDetailContext(task: Task) {
