@@ -72,17 +72,19 @@ export interface AuthOptions {
   tokens: TokenStore;
 }
 
+/** Whether a token's SHA-256 is the operator key's; comparing digests leaks neither length nor content. */
+export function isOperatorDigest(tokenHash: string, apiKeyHash: string | undefined): boolean {
+  return (
+    apiKeyHash !== undefined && timingSafeEqual(Buffer.from(tokenHash, "hex"), Buffer.from(apiKeyHash, "hex"))
+  );
+}
+
 /** Who is calling: the operator, an agent, or nobody. A credential that matches neither is a 401. */
 export function resolveCaller(token: string | undefined, { apiKeyHash, tokens }: AuthOptions): Caller {
   if (token === undefined) return { kind: "anonymous" };
-  // One hash per request serves both checks; comparing digests leaks neither length nor content.
+  // One hash per request serves both checks.
   const tokenHash = hashToken(token);
-  if (
-    apiKeyHash !== undefined &&
-    timingSafeEqual(Buffer.from(tokenHash, "hex"), Buffer.from(apiKeyHash, "hex"))
-  ) {
-    return { kind: "operator" };
-  }
+  if (isOperatorDigest(tokenHash, apiKeyHash)) return { kind: "operator" };
   const agentId = tokens.agentFor(tokenHash);
   if (agentId !== undefined) return { kind: "agent", agentId };
   throw new SwarmError("UNAUTHORIZED", "the bearer token is not a known agent token or the operator key");

@@ -8,7 +8,7 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { hashToken } from "../auth.js";
+import { hashToken, isOperatorDigest } from "../auth.js";
 
 export const SESSION_COOKIE = "swarm_session";
 const SESSION_LIFETIME_MS = 12 * 3600_000;
@@ -26,7 +26,7 @@ export interface DashboardSession {
 
 export class SessionKeeper {
   private readonly signingKey: Buffer | undefined;
-  private readonly apiKeyHash: Buffer | undefined;
+  private readonly apiKeyHash: string | undefined;
 
   constructor(
     apiKey: string | undefined,
@@ -37,7 +37,7 @@ export class SessionKeeper {
       apiKey === undefined
         ? undefined
         : createHmac("sha256", apiKey).update("swarm dashboard session v1").digest();
-    this.apiKeyHash = apiKey === undefined ? undefined : Buffer.from(hashToken(apiKey), "hex");
+    this.apiKeyHash = apiKey === undefined ? undefined : hashToken(apiKey);
   }
 
   sessionOf(request: FastifyRequest): DashboardSession {
@@ -54,10 +54,9 @@ export class SessionKeeper {
     };
   }
 
-  /** Whether `candidate` is the operator key; compared by digest, so neither length nor content leaks. */
+  /** Whether `candidate` is the operator key, compared as the API compares it. */
   isOperatorKey(candidate: string): boolean {
-    if (this.apiKeyHash === undefined) return false;
-    return timingSafeEqual(Buffer.from(hashToken(candidate), "hex"), this.apiKeyHash);
+    return isOperatorDigest(hashToken(candidate), this.apiKeyHash);
   }
 
   logIn(request: FastifyRequest, reply: FastifyReply): void {
