@@ -4,17 +4,12 @@
  * beside a bare Fastify route measured the same way; and event-to-stream latency with 200
  * stream clients while the swarm produces about 1,000 events a second.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
-import { api, run, start, stop } from "./harness.js";
+import { api, BENCH_KEY as KEY, registerAgents, run, start, startProduct, stop } from "./harness.js";
 import { percentile, round } from "./machine.js";
 
-const KEY = "bench-operator-key-0123456789abcdef";
 const TIMESTAMP = /"timestamp":"([^"]+)"/;
-const SERVER = fileURLToPath(new URL("../src/server.ts", import.meta.url));
 const BARE = fileURLToPath(new URL("./bare-server.ts", import.meta.url));
 
 export interface ApiBenchResult {
@@ -39,28 +34,12 @@ export interface ApiBenchResult {
 
 export async function benchApi(options: { seconds?: number } = {}): Promise<ApiBenchResult> {
   const seconds = options.seconds ?? 10;
-  const dir = mkdtempSync(join(tmpdir(), "swarm-bench-api-"));
-  const server = await start(SERVER, {
-    SWARM_DB: join(dir, "swarm.db"),
-    SWARM_API_KEY: KEY,
-    SWARM_RATE_LIMIT: "0",
-    SWARM_AUCTION_MS: "600000",
-    LOG_LEVEL: "warn",
-  });
+  const server = await startProduct("api", { SWARM_AUCTION_MS: "600000" });
   try {
-    const agents: { id: string; token: string }[] = [];
-    for (let i = 0; i < 50; i += 1) {
-      const { agent, token } = await api<{ agent: { id: string }; token: string }>(
-        `${server.url}/api/agents`,
-        "POST",
-        KEY,
-        {
-          name: `bidder-${i}`,
-          max_concurrent: 100,
-        },
-      );
-      agents.push({ id: agent.id, token });
-    }
+    const agents = await registerAgents(server.url, 50, (i) => ({
+      name: `bidder-${i}`,
+      max_concurrent: 100,
+    }));
     const tasks: string[] = [];
     for (let i = 0; i < 2000; i += 1) {
       tasks.push(
@@ -192,7 +171,6 @@ export async function benchApi(options: { seconds?: number } = {}): Promise<ApiB
       },
     };
   } finally {
-    await stop(server);
-    rmSync(dir, { recursive: true, force: true });
+    await server.close();
   }
 }

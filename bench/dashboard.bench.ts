@@ -7,16 +7,10 @@
  * second; and the server's memory over the run. An API stream client supplies each seq's
  * timestamp.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
-import { api, run, start, stop } from "./harness.js";
+import { api, BENCH_KEY as KEY, registerAgents, run, startProduct } from "./harness.js";
 import { percentile, round } from "./machine.js";
 
-const KEY = "bench-operator-key-0123456789abcdef";
-const SERVER = fileURLToPath(new URL("../src/server.ts", import.meta.url));
 /** The seq a message brings its page up to. */
 const MARKER = /id="live-seq" data-seq="(\d+)"/;
 const TIMESTAMP = /"seq":(\d+),[^]*?"timestamp":"([^"]+)"/;
@@ -51,27 +45,14 @@ async function serverMemory(url: string): Promise<{ rss_mb: number; heap_mb: num
 
 export async function benchDashboard(options: { seconds?: number } = {}): Promise<DashboardBenchResult> {
   const seconds = options.seconds ?? 300;
-  const dir = mkdtempSync(join(tmpdir(), "swarm-bench-dashboard-"));
-  const server = await start(SERVER, {
-    SWARM_DB: join(dir, "swarm.db"),
-    SWARM_API_KEY: KEY,
-    SWARM_DASHBOARD_PUBLIC: "true",
-    SWARM_RATE_LIMIT: "0",
-    SWARM_AUCTION_MS: "100",
-    LOG_LEVEL: "warn",
-  });
+  const server = await startProduct("dashboard", { SWARM_DASHBOARD_PUBLIC: "true", SWARM_AUCTION_MS: "100" });
   try {
     // A swarm at work: agents, tasks running, then tool calls at about 1,000 a second.
-    const agents: { id: string; token: string }[] = [];
-    for (let i = 0; i < 20; i += 1) {
-      const { agent, token } = await api<{ agent: { id: string }; token: string }>(
-        `${server.url}/api/agents`,
-        "POST",
-        KEY,
-        { name: `agent-${i}`, capabilities: ["search"], max_concurrent: 5 },
-      );
-      agents.push({ id: agent.id, token });
-    }
+    const agents = await registerAgents(server.url, 20, (i) => ({
+      name: `agent-${i}`,
+      capabilities: ["search"],
+      max_concurrent: 5,
+    }));
     const running: { task: string; token: string }[] = [];
     for (let i = 0; i < 40; i += 1) {
       const { task } = await api<{ task: { id: string } }>(`${server.url}/api/tasks`, "POST", KEY, {
@@ -204,7 +185,6 @@ export async function benchDashboard(options: { seconds?: number } = {}): Promis
       memory,
     };
   } finally {
-    await stop(server);
-    rmSync(dir, { recursive: true, force: true });
+    await server.close();
   }
 }

@@ -1,7 +1,15 @@
 /** Running the real server in its own process for a benchmark, and driving it over loopback. */
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
+
+/** The operator key the benchmarks give the product. */
+export const BENCH_KEY = "bench-operator-key-0123456789abcdef";
+const PRODUCT = fileURLToPath(new URL("../src/server.ts", import.meta.url));
 
 export interface Running {
   child: ChildProcess;
@@ -59,4 +67,48 @@ export function run(options: autocannon.Options): Promise<autocannon.Result> {
       error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(result),
     );
   });
+}
+
+/**
+ * The product (`npm start`) on a fresh database in a temporary folder, with BENCH_KEY and no
+ * rate limit; `env` adds or overrides settings. `close()` stops it and removes the folder.
+ */
+export async function startProduct(
+  name: string,
+  env: Record<string, string>,
+): Promise<Running & { close(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), `swarm-bench-${name}-`));
+  const server = await start(PRODUCT, {
+    SWARM_DB: join(dir, "swarm.db"),
+    SWARM_API_KEY: BENCH_KEY,
+    SWARM_RATE_LIMIT: "0",
+    LOG_LEVEL: "warn",
+    ...env,
+  });
+  return {
+    ...server,
+    async close() {
+      await stop(server);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Register `count` agents through the API; `body(i)` gives each one's fields. */
+export async function registerAgents(
+  url: string,
+  count: number,
+  body: (i: number) => object,
+): Promise<{ id: string; token: string }[]> {
+  const agents: { id: string; token: string }[] = [];
+  for (let i = 0; i < count; i += 1) {
+    const { agent, token } = await api<{ agent: { id: string }; token: string }>(
+      `${url}/api/agents`,
+      "POST",
+      BENCH_KEY,
+      body(i),
+    );
+    agents.push({ id: agent.id, token });
+  }
+  return agents;
 }
