@@ -229,10 +229,9 @@ export class DashboardModel {
   }
 
   /** A task's events, oldest first, capped to the newest TIMELINE_CAP. */
-  timeline(taskId: string, afterSeq = 0): { rows: EventRow[]; truncated: boolean } {
+  timeline(taskId: string): { rows: EventRow[]; truncated: boolean } {
     const page = this.eventLog.listEvents({
       task_id: taskId,
-      after_seq: afterSeq,
       order: "desc",
       limit: TIMELINE_CAP,
     });

@@ -14,6 +14,7 @@ import { sendExport, toFilter } from "../routes/events.js";
 import { EventFilterQuery, IdParams, TaskStatusSchema } from "../schemas.js";
 import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
+import { truncate } from "./format.js";
 import { FEED_CAP, PAGE_SIZE } from "./model.js";
 import type { Renderer } from "./render.js";
 import type { SessionKeeper } from "./session.js";
@@ -246,7 +247,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       const task = requireTask(request.params.id);
       const { rows, truncated } = model.timeline(task.id);
       return reply.view("pages/task.njk", {
-        ...page(request, reply, "tasks", truncateTitle(task.description), { view: "task", task_id: task.id }),
+        ...page(request, reply, "tasks", truncate(task.description, 60), { view: "task", task_id: task.id }),
         ...renderer.taskDetailContext(task),
         rows,
         truncated,
@@ -497,8 +498,4 @@ export function liveUrl(spec: LiveSpec): string {
     }
   }
   return `/live?${params.toString()}`;
-}
-
-function truncateTitle(text: string): string {
-  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
