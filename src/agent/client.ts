@@ -45,10 +45,6 @@ export class SwarmClient {
     return new SwarmClient(this.server, { ...this.options, token });
   }
 
-  get token(): string | undefined {
-    return this.options.token;
-  }
-
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`;
