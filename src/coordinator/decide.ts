@@ -506,6 +506,9 @@ function decideCommand(draft: Draft, command: Command): Accepted {
       }
       const bids = draft.bidsFor(task);
       const previous = bids.find((bid) => bid.agent_id === agent.id);
+      // The same amount again is a retry (an answer lost on the way), not a new bid: it changes
+      // nothing, keeps the bid's place in the order of bids, and writes no event.
+      if (previous?.bid_sats === command.bid_sats) return draft.accepted({ task, bid: previous });
       const bid: Bid = {
         task_id: task.id,
         attempt: task.attempt,

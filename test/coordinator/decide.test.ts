@@ -235,8 +235,23 @@ describe("closing auctions", () => {
     s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 100 });
     s.given({ type: "SubmitBid", task_id: t, agent_id: b, bid_sats: 100 });
     expect(eventOf(s.when({ type: "CloseAuction", task_id: t }), "task.assigned")?.agent_id).toBe(a);
-    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 100 }); // a re-bids: now after b
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 101 });
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 100 }); // back to 100, but after b now
     expect(eventOf(s.when({ type: "CloseAuction", task_id: t }), "task.assigned")?.agent_id).toBe(b);
+  });
+
+  it("takes the same amount again as a retry: nothing written, the bid keeps its place", () => {
+    const {
+      s,
+      agents: [a, b],
+      t,
+    } = threeBidders();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 100 });
+    s.given({ type: "SubmitBid", task_id: t, agent_id: b, bid_sats: 100 });
+    const retry = s.run({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 100 });
+    expect(expectAccepted(retry).events).toEqual([]);
+    expect(expectAccepted(retry).subject.bid).toMatchObject({ agent_id: a, bid_sats: 100, bid_order: 1 });
+    expect(eventOf(s.when({ type: "CloseAuction", task_id: t }), "task.assigned")?.agent_id).toBe(a);
   });
 
   it("fails the task with 'no bids' when nobody bid", () => {

@@ -211,6 +211,44 @@ describe("tasks", () => {
     expect(stats).toMatchObject({ bids: 1, wins: 1, tasks_completed: 1, earned_sats: 40, win_rate: 1 });
   });
 
+  it("stores a repeated bid or tool report once: a retry after a lost answer gets 200 and the first record", async () => {
+    const t = await buildTestApp({ rules: { closeWhenAllBid: false } });
+    const a = await t.agent("a");
+    const task = await t.task({ auction_ms: 1000 });
+    const bid = () =>
+      t.app.inject({
+        method: "POST",
+        url: `/api/tasks/${task}/bids`,
+        headers: a.auth,
+        payload: { bid_sats: 70 },
+      });
+    expect((await bid()).statusCode).toBe(201);
+    const again = await bid();
+    expect(again.statusCode).toBe(200);
+    expect(again.json<Json>().bid).toMatchObject({ agent_id: a.id, bid_sats: 70 });
+    t.clock.advance(1000);
+    t.coordinator.tick();
+    await t.app.inject({ method: "POST", url: `/api/tasks/${task}/start`, headers: a.auth });
+    const report = (phase: string) =>
+      t.app.inject({
+        method: "POST",
+        url: `/api/tasks/${task}/tools`,
+        headers: a.auth,
+        payload: { tool: "search", phase, call_id: "call-1", input: { q: "x" } },
+      });
+    // Two copies in flight together, then one more after both committed.
+    const [first, twin] = await Promise.all([report("called"), report("called")]);
+    const late = await report("called");
+    expect([first.statusCode, twin.statusCode, late.statusCode].sort()).toEqual([200, 200, 201]);
+    const ids = new Set([first, twin, late].map((r) => r.json<Json>().event.id));
+    expect(ids.size).toBe(1);
+    expect((await report("completed")).statusCode).toBe(201); // another phase of the call is news
+    const timeline = t.eventLog.getTaskEvents(task).map((e) => e.event_type);
+    expect(timeline.filter((type) => type === "bid.submitted")).toHaveLength(1);
+    expect(timeline.filter((type) => type === "tool.called")).toHaveLength(1);
+    expect(timeline.filter((type) => type === "tool.completed")).toHaveLength(1);
+  });
+
   it("returns the same task for a retried post with the same Idempotency-Key", async () => {
     const t = await buildTestApp();
     const post = (key: string) =>

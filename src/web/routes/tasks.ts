@@ -16,6 +16,7 @@ import {
   ToolBody,
 } from "../schemas.js";
 import { bidView } from "../views.js";
+import type { StoredEvent } from "../../event-log/types.js";
 
 const TaskResponse = Type.Object({ task: TaskSchema });
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
@@ -27,6 +28,18 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     save: eventLog.db.prepare<[string, string, string]>(
       "INSERT INTO idempotency_keys (key, task_id, created_at) VALUES (?, ?, ?)",
     ),
+  };
+  const toolReportsInFlight = new Map<string, Promise<StoredEvent>>();
+  const findToolReport = eventLog.db
+    .prepare<[string, string, string, string], string>(
+      `SELECT id FROM event_log WHERE task_id = ? AND agent_id = ? AND event_type = ?
+       AND json_extract(data, '$.call_id') = ? LIMIT 1`,
+    )
+    .pluck();
+  const storedToolReport = (taskId: string, agentId: string, phase: string, callId: string) => {
+    const id = findToolReport.get(taskId, agentId, `tool.${phase}`, callId);
+    const event = id === undefined ? null : eventLog.getEvent(id);
+    return event === null ? undefined : Promise.resolve(event);
   };
   const requireTask = (id: string) => {
     const task = coordinator.getTask(id);
@@ -146,10 +159,15 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: guard.agent,
       schema: {
         tags: ["tasks"],
-        summary: "Bid on the task's open auction (agent); a new bid replaces the agent's earlier one",
+        summary:
+          "Bid on the task's open auction (agent); a new bid replaces the agent's earlier one, the same amount again changes nothing (200)",
         params: IdParams,
         body: BidBody,
-        response: { 201: Type.Object({ bid: BidSchema }), ...errorResponses(400, 401, 403, 404, 409, 429) },
+        response: {
+          200: Type.Object({ bid: BidSchema }),
+          201: Type.Object({ bid: BidSchema }),
+          ...errorResponses(400, 401, 403, 404, 409, 429),
+        },
       },
     },
     async (request, reply) => {
@@ -159,7 +177,8 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         agent_id: agentOf(request),
         bid_sats: request.body.bid_sats,
       });
-      return reply.code(201).send({ bid: bidView(result.bid!) });
+      // A repeat of the standing bid wrote nothing: 200, as for any replayed request.
+      return reply.code(result.events.length === 0 ? 200 : 201).send({ bid: bidView(result.bid!) });
     },
   );
 
@@ -247,27 +266,48 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: guard.agent,
       schema: {
         tags: ["tasks"],
-        summary: "Report a tool call of a running task (the assigned agent)",
+        summary:
+          "Report a tool call of a running task (the assigned agent); a repeat of a call_id and phase answers 200 with the event first stored",
         params: IdParams,
         body: ToolBody,
-        response: { 201: Type.Object({ event: EventSchema }), ...errorResponses(400, 401, 403, 404, 409) },
+        response: {
+          200: Type.Object({ event: EventSchema }),
+          201: Type.Object({ event: EventSchema }),
+          ...errorResponses(400, 401, 403, 404, 409),
+        },
       },
     },
     async (request, reply) => {
       const { tool, phase, call_id, input, output, error } = request.body;
-      const result = await coordinator.submit({
-        type: "RecordToolCall",
-        task_id: request.params.id,
-        agent_id: agentOf(request),
-        tool,
-        phase,
-        call_id,
-        input,
-        output,
-        error,
-      });
-      const event = result.events.find((e) => e.event_type.startsWith("tool."));
-      return reply.code(201).send({ event: event! });
+      const agentId = agentOf(request);
+      // An agent whose answer was lost (a restart, a dropped connection) sends the report
+      // again; with a call_id it is recognised, stored or still in flight, and not stored twice.
+      const replayKey =
+        call_id === undefined ? undefined : JSON.stringify([request.params.id, agentId, phase, call_id]);
+      if (replayKey !== undefined) {
+        const earlier =
+          toolReportsInFlight.get(replayKey) ?? storedToolReport(request.params.id, agentId, phase, call_id!);
+        if (earlier !== undefined) return reply.code(200).send({ event: await earlier });
+      }
+      const stored = coordinator
+        .submit({
+          type: "RecordToolCall",
+          task_id: request.params.id,
+          agent_id: agentId,
+          tool,
+          phase,
+          call_id,
+          input,
+          output,
+          error,
+        })
+        .then((result) => result.events.find((e) => e.event_type.startsWith("tool.")) as StoredEvent);
+      if (replayKey !== undefined) {
+        toolReportsInFlight.set(replayKey, stored);
+        const settled = () => toolReportsInFlight.delete(replayKey);
+        stored.then(settled, settled);
+      }
+      return reply.code(201).send({ event: await stored });
     },
   );
 };
