@@ -9,7 +9,7 @@ import autocannon from "autocannon";
 
 /** The operator key the benchmarks give the product. */
 export const BENCH_KEY = "bench-operator-key-0123456789abcdef";
-const PRODUCT = fileURLToPath(new URL("../src/server.ts", import.meta.url));
+export const PRODUCT = fileURLToPath(new URL("../src/server.ts", import.meta.url));
 
 export interface Running {
   child: ChildProcess;
@@ -17,7 +17,7 @@ export interface Running {
 }
 
 /** A port free on loopback right now (the server is told to use it). */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
@@ -25,8 +25,9 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-export async function start(script: string, env: Record<string, string>): Promise<Running> {
-  const port = await freePort();
+/** Start `script` and wait until its /healthz answers; `port` defaults to a free one. */
+export async function start(script: string, env: Record<string, string>, port?: number): Promise<Running> {
+  port ??= await freePort();
   const child = spawn(process.execPath, ["--import", "tsx", script], {
     env: { ...process.env, PORT: String(port), ...env },
     stdio: ["ignore", "pipe", "inherit"],

@@ -1,0 +1,103 @@
+/**
+ * `npm run crash | fuzz | soak`: the long runs of the reliability scenarios, each ending in a
+ * verdict (exit code 0 when every check held, 1 when any failed) and a Markdown section of
+ * figures written to reliability/last-run.md (which the README's "Reliability" section quotes).
+ *
+ *   npm run crash -- [--kills 25] [--seed N]
+ *   npm run fuzz  -- [--cases 100000] [--seed N]
+ *   npm run soak  -- [--minutes 30] [--tasks-per-minute 240]
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { describeMachine, round } from "../bench/machine.js";
+import { runCrashScenario } from "./crash.js";
+
+const REPORT = fileURLToPath(new URL("./last-run.md", import.meta.url));
+const say = (line: string) => console.log(line);
+
+interface Outcome {
+  title: string;
+  /** Markdown lines of figures. */
+  figures: string[];
+  violations: string[];
+}
+
+async function crash(values: Record<string, string | undefined>): Promise<Outcome> {
+  const kills = Number(values.kills ?? 25);
+  const report = await runCrashScenario({
+    kills,
+    seed: values.seed === undefined ? undefined : Number(values.seed),
+    progress: say,
+  });
+  return {
+    title: "Kill -9 under load (`npm run crash`)",
+    violations: report.violations,
+    figures: [
+      `- ${report.kills} kills with SIGKILL at random moments (seed ${report.seed}), each followed by a restart on the same file, in ${round(report.durationMs / 1000, 0)} s`,
+      `- ${report.requests} requests sent, ${report.acknowledged} acknowledged with a 2xx; every acknowledged request's events found after every kill`,
+      `- ${report.events} events and ${report.tasks} tasks in the final file; ${report.interruptedAuctions} auctions were open at a kill, each closed afterwards with the bids it had`,
+      "- after each kill: `PRAGMA integrity_check` ok, `seq` gapless, no event twice, tables and log in agreement; after each restart: no task stuck",
+    ],
+  };
+}
+
+const SCENARIOS: Record<string, (values: Record<string, string | undefined>) => Promise<Outcome>> = { crash };
+
+/** Replace this scenario's section of the report, keeping the others'. */
+function record(name: string, outcome: Outcome): void {
+  const sections = new Map<string, string>();
+  if (existsSync(REPORT)) {
+    for (const section of readFileSync(REPORT, "utf8").split(/^(?=## )/m)) {
+      const key = /<!-- (\w+) -->/.exec(section)?.[1];
+      if (key !== undefined) sections.set(key, section.trimEnd());
+    }
+  }
+  const verdict =
+    outcome.violations.length === 0 ? "**passed**" : `**failed** (${outcome.violations.length} violations)`;
+  sections.set(
+    name,
+    [
+      `## ${outcome.title} <!-- ${name} -->`,
+      "",
+      `${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC on ${describeMachine()}: ${verdict}`,
+      "",
+      ...outcome.figures,
+      ...outcome.violations.slice(0, 20).map((violation) => `- violation: ${violation}`),
+    ].join("\n"),
+  );
+  const order = ["crash", "faults", "fuzz", "soak"];
+  const body = [...sections.entries()]
+    .sort(([a], [b]) => order.indexOf(a) - order.indexOf(b))
+    .map(([, text]) => text)
+    .join("\n\n");
+  writeFileSync(REPORT, `# Reliability: the last run of each scenario\n\n${body}\n`);
+}
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    kills: { type: "string" },
+    seed: { type: "string" },
+    cases: { type: "string" },
+    minutes: { type: "string" },
+    "tasks-per-minute": { type: "string" },
+  },
+});
+const name = positionals[0] ?? "";
+const scenario = SCENARIOS[name];
+if (scenario === undefined) {
+  console.error(`usage: tsx reliability/run.ts <${Object.keys(SCENARIOS).join("|")}> [options]`);
+  process.exit(2);
+}
+const outcome = await scenario(values);
+record(name, outcome);
+say("");
+for (const line of outcome.figures) say(line);
+for (const violation of outcome.violations) say(`VIOLATION: ${violation}`);
+say(
+  outcome.violations.length === 0
+    ? `${name}: PASSED`
+    : `${name}: FAILED with ${outcome.violations.length} violations`,
+);
+process.exit(outcome.violations.length === 0 ? 0 : 1);
