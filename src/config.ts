@@ -21,6 +21,8 @@ export interface Config {
   logLevel: string;
   /** With SWARM_API_KEY set: whether the dashboard may be viewed without logging in (actions still need the key). */
   dashboardPublic: boolean;
+  /** Websockets (streams and dashboard pages) held open at once; more are closed with 1013. */
+  maxSockets: number;
 }
 
 export const CONFIG_DEFAULTS = {
@@ -36,6 +38,7 @@ export const CONFIG_DEFAULTS = {
   SWARM_RATE_LIMIT: "1200",
   LOG_LEVEL: "info",
   SWARM_DASHBOARD_PUBLIC: "false",
+  SWARM_MAX_SOCKETS: "2000",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -115,5 +118,6 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,
     dashboardPublic: dashboardPublic === "true" || dashboardPublic === "1",
+    maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
   };
 }

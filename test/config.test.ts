@@ -16,6 +16,7 @@ describe("configuration", () => {
       rateLimitPerMinute: 1200,
       logLevel: "info",
       dashboardPublic: false,
+      maxSockets: 2000,
     });
   });
 

@@ -3,6 +3,7 @@
  * call it with `inject`; `server.ts` only reads configuration and listens.
  */
 import type { Duplex } from "node:stream";
+import type { WebSocket } from "ws";
 import helmet from "@fastify/helmet";
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
@@ -48,6 +49,8 @@ export interface AppOptions {
   live?: Partial<LiveOptions>;
   /** With a key set: whether the dashboard may be viewed without logging in. Default false. */
   dashboardPublic?: boolean;
+  /** Websockets held open at once; one more is closed at once with 1013 (try again later). Default 2000. */
+  maxSockets?: number;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
   defaultMetrics?: boolean;
 }
@@ -71,6 +74,8 @@ declare module "fastify" {
     guard: ReturnType<typeof guards>;
     apiKey: string | undefined;
     metrics: Metrics;
+    /** Call first in a websocket route: false when the socket was over the limit and is being closed. */
+    admitSocket: (socket: WebSocket) => boolean;
   }
 }
 
@@ -260,6 +265,24 @@ export async function buildApp(options: AppOptions): Promise<App> {
       for (const socket of clients) socket.terminate();
       await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
     },
+  });
+
+  const maxSockets = options.maxSockets ?? 2000;
+  // Counted here rather than read from ws's client set, which still holds sockets that are
+  // closing: those must not crowd out new arrivals.
+  let admittedSockets = 0;
+  app.decorate("admitSocket", (socket: WebSocket) => {
+    if (admittedSockets < maxSockets) {
+      admittedSockets += 1;
+      socket.once("close", () => (admittedSockets -= 1));
+      return true;
+    }
+    metrics.refusedWebsockets.inc();
+    socket.close(
+      LIVE_CLOSE.TRY_AGAIN_LATER,
+      `the server holds its limit of ${maxSockets} websockets; retry later`,
+    );
+    return false;
   });
 
   await app.register(opsRoutes);

@@ -9,6 +9,7 @@ export interface Metrics {
   registry: Registry;
   httpDuration: Histogram<"method" | "route" | "status">;
   openWebsockets: Gauge<"kind">;
+  refusedWebsockets: Counter;
   liveMessages: Counter;
   stop(): void;
 }
@@ -87,5 +88,10 @@ export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: bo
     help: "HTML fragments pushed to live dashboard pages",
     registers: [registry],
   });
-  return { registry, httpDuration, openWebsockets, liveMessages, stop };
+  const refusedWebsockets = new Counter({
+    name: "swarm_refused_websockets_total",
+    help: "Websockets closed on arrival because the server held its limit (SWARM_MAX_SOCKETS)",
+    registers: [registry],
+  });
+  return { registry, httpDuration, openWebsockets, refusedWebsockets, liveMessages, stop };
 }

@@ -432,6 +432,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       schema: { hide: true, querystring: LiveQuery },
     },
     (socket, request) => {
+      if (!app.admitSocket(socket)) return;
       const query = request.query;
       let spec: LiveSpec;
       switch (query.view) {

@@ -63,6 +63,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       },
     },
     (socket, request) => {
+      if (!app.admitSocket(socket)) return;
       const query = request.query;
       const types = splitTypes(query.type) ?? [];
       const filter = {
