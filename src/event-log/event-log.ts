@@ -157,6 +157,8 @@ export class EventLog {
   private readonly subscriptions = new Set<Subscription>();
   private readonly transactionHandle: EventLogTransaction;
   private readonly checkpointer: BackgroundCheckpointer | undefined;
+  /** Set by a write the storage refused (disk full, read-only, I/O error); cleared by the next commit. */
+  private failingSince: { sqlite_code: string; since: string } | undefined;
 
   /** Events appended inside the open transaction, announced once the outermost one commits. */
   private uncommitted: StoredEvent[] = [];
@@ -323,6 +325,11 @@ export class EventLog {
    * become savepoints. Subscribers hear of the events only after the outermost commit, and
    * never of events whose transaction rolled back. The body must be synchronous.
    */
+  /** Whether writes are failing: the SQLite code of the first failure since the last commit, and when. */
+  get storageFailure(): { sqlite_code: string; since: string } | undefined {
+    return this.failingSince;
+  }
+
   transaction<T>(body: (tx: EventLogTransaction) => T): T {
     this.assertOpen();
     const outermost = !this.db.inTransaction;
@@ -332,10 +339,20 @@ export class EventLog {
       result = this.runInSqliteTransaction(() => body(this.transactionHandle)) as T;
     } catch (error) {
       this.uncommitted.length = mark;
-      throw toStorageError(error);
+      const failure = toStorageError(error);
+      if (failure instanceof SwarmError && failure.code === "STORAGE_UNAVAILABLE") {
+        this.failingSince ??= {
+          sqlite_code: String(failure.details?.sqlite_code),
+          since: this.clock().toISOString(),
+        };
+      }
+      throw failure;
     }
     if (outermost) {
       const committed = this.uncommitted;
+      // Only a commit that stored something proves the storage writable again (an empty one
+      // commits even on a read-only file).
+      if (committed.length > 0) this.failingSince = undefined;
       this.uncommitted = [];
       this.committedTransactions += 1;
       this.committedEvents += committed.length;

@@ -12,13 +12,25 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ["operations"],
         response: {
           200: Type.Object({ status: Type.Literal("ok"), latest_seq: Type.Integer() }),
-          503: Type.Object({ status: Type.Literal("unavailable") }),
+          503: Type.Object({
+            status: Type.Union([Type.Literal("unavailable"), Type.Literal("degraded")]),
+            storage: Type.Optional(Type.String()),
+          }),
         },
       },
     },
     async (_request, reply) => {
       try {
-        return { status: "ok" as const, latest_seq: eventLog.latestSeq() };
+        const latest_seq = eventLog.latestSeq();
+        // Reads still work, but the coordinator cannot record anything: say so, and why.
+        const failure = eventLog.storageFailure;
+        if (failure !== undefined) {
+          return reply.code(503).send({
+            status: "degraded" as const,
+            storage: `writes failing since ${failure.since} (${failure.sqlite_code}); the next write that succeeds clears this`,
+          });
+        }
+        return { status: "ok" as const, latest_seq };
       } catch (error) {
         app.log.error({ err: error }, "health check: the database did not answer");
         return reply.code(503).send({ status: "unavailable" as const });
