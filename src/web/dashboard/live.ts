@@ -60,6 +60,8 @@ interface Client {
   /** The replay at connect covered the log up to here; batches skip events at or below it. */
   seenThrough: number;
   alive: boolean;
+  /** Stop pushing to it and forget it (idempotent). */
+  leave: () => void;
 }
 
 interface Channel {
@@ -145,20 +147,25 @@ export class LiveHub {
       channel = { view, clients: new Set(), summaryDirty: false, lastSummaryAt: 0 };
       this.channels.set(view.key, channel);
     }
-    const client: Client = { socket, seenThrough: latest, alive: true };
-    channel.clients.add(client);
-    this.metrics?.openWebsockets.inc({ kind: "dashboard" });
     const joined = channel;
     let gone = false;
-    const leave = () => {
-      if (gone) return;
-      gone = true;
-      joined.clients.delete(client);
-      if (joined.clients.size === 0 && this.channels.get(view.key) === joined) this.channels.delete(view.key);
-      this.metrics?.openWebsockets.dec({ kind: "dashboard" });
+    const client: Client = {
+      socket,
+      seenThrough: latest,
+      alive: true,
+      leave: () => {
+        if (gone) return;
+        gone = true;
+        joined.clients.delete(client);
+        if (joined.clients.size === 0 && this.channels.get(view.key) === joined)
+          this.channels.delete(view.key);
+        this.metrics?.openWebsockets.dec({ kind: "dashboard" });
+      },
     };
-    socket.on("close", leave);
-    socket.on("error", leave);
+    channel.clients.add(client);
+    this.metrics?.openWebsockets.inc({ kind: "dashboard" });
+    socket.on("close", client.leave);
+    socket.on("error", client.leave);
     socket.on("pong", () => (client.alive = true));
     // Pages have nothing to say; whatever they send is ignored, never parsed.
     socket.on("message", () => undefined);
@@ -256,6 +263,9 @@ export class LiveHub {
   private send(client: Client, message: string): void {
     if (client.socket.bufferedAmount > this.options.maxBufferedBytes) {
       client.socket.close(LIVE_CLOSE.TRY_AGAIN_LATER, "too far behind; reconnect to catch up");
+      // A page that is not reading will not read the close frame either, and ws waits 30 s
+      // for its answer: the hub lets go now rather than keep rendering for it until then.
+      client.leave();
       return;
     }
     this.sendTo(client.socket, message);
