@@ -27,6 +27,8 @@ Usage: swarm-agent [options]
   --exec-timeout S      seconds before a command is killed and its task failed (default 600)
   --work-ms N           without --exec: how long a simulated task takes (default 1500)
   --fail-rate P         without --exec: share of simulated tasks that fail, 0-1 (default 0)
+  --heartbeat-ms N      how often to tell the coordinator it is alive (default 10000); keep it
+                        well under the server's SWARM_HEARTBEAT_TIMEOUT_MS
   --key KEY             operator key, to register (default $SWARM_API_KEY)
   --identity-file PATH  keep the agent's id and token here and reuse them next time
   --log-level LEVEL     fatal, error, warn, info, debug, trace or silent (default info)
@@ -49,6 +51,7 @@ export interface AgentCommand {
   execTimeoutMs: number;
   workMs: number;
   failRate: number;
+  heartbeatMs: number;
   apiKey: string | undefined;
   identityFile: string | undefined;
   logLevel: string;
@@ -109,6 +112,7 @@ export function parseCommand(
         "exec-timeout": { type: "string" },
         "work-ms": { type: "string" },
         "fail-rate": { type: "string" },
+        "heartbeat-ms": { type: "string" },
         key: { type: "string" },
         "identity-file": { type: "string" },
         "log-level": { type: "string" },
@@ -156,6 +160,7 @@ export function parseCommand(
     execTimeoutMs: number("exec-timeout", values["exec-timeout"], 600, 1, 86_400) * 1000,
     workMs: number("work-ms", values["work-ms"], 1500, 0, 3_600_000),
     failRate: number("fail-rate", values["fail-rate"], 0, 0, 1, false),
+    heartbeatMs: number("heartbeat-ms", values["heartbeat-ms"], 10_000, 100, 3_600_000),
     apiKey: values.key ?? env.SWARM_API_KEY,
     identityFile: values["identity-file"],
     logLevel,
@@ -234,6 +239,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     name: command.name,
     capabilities: command.capabilities,
     maxConcurrent: command.maxConcurrent,
+    heartbeatMs: command.heartbeatMs,
     apiKey: command.apiKey,
     identityFile: command.identityFile,
     strategy: command.adaptive ? adaptiveStrategy(strategyOptions) : matchStrategy(strategyOptions),

@@ -356,6 +356,7 @@ describe("--exec", () => {
       [["--frobnicate"], /Unknown option '--frobnicate'/],
       [["--exec", "  "], /--exec needs a command/],
       [["--fail-rate", "2"], /--fail-rate must be a number from 0 to 1/],
+      [["--heartbeat-ms", "50"], /--heartbeat-ms must be a whole number from 100 to 3600000/],
     ];
     for (const [argv, message] of cases) {
       expect(() => parseCommand(argv, {}), argv.join(" ")).toThrow(UsageError);
@@ -369,6 +370,7 @@ describe("--exec", () => {
       capabilities: ["a", "b"],
       adaptive: true,
       maxConcurrent: 1,
+      heartbeatMs: 10_000,
     });
   });
 });
