@@ -2,7 +2,7 @@ import type { AddressInfo } from "node:net";
 import { Coordinator } from "../../src/coordinator/coordinator.js";
 import type { CoordinatorRules } from "../../src/coordinator/types.js";
 import { EventLog } from "../../src/event-log/event-log.js";
-import { buildApp, type App } from "../../src/web/app.js";
+import { buildApp, type App, type AppOptions } from "../../src/web/app.js";
 import { silentLogger } from "./event-log.js";
 
 /**
@@ -12,7 +12,7 @@ import { silentLogger } from "./event-log.js";
 export async function startStack(
   path: string,
   port = 0,
-  options: { rules?: Partial<CoordinatorRules>; apiKey?: string } = {},
+  options: { rules?: Partial<CoordinatorRules>; apiKey?: string; app?: Partial<AppOptions> } = {},
 ) {
   const eventLog = new EventLog({ path, logger: silentLogger });
   const coordinator = new Coordinator({ eventLog, logger: silentLogger, rules: options.rules });
@@ -23,6 +23,7 @@ export async function startStack(
     logger: silentLogger,
     rateLimitPerMinute: false,
     apiKey: options.apiKey,
+    ...options.app,
   });
   await app.listen({ host: "127.0.0.1", port });
   const address = app.server.address() as AddressInfo;
