@@ -115,3 +115,15 @@ export function installErrorHandling(
       ),
   );
 }
+
+/** A websocket close reason: at most 123 bytes of UTF-8 (the protocol's limit), cut between characters. */
+export function closeReason(text: string): string {
+  let bytes = 0;
+  let cut = 0;
+  for (const char of text.toWellFormed()) {
+    bytes += Buffer.byteLength(char);
+    if (bytes > 123) break;
+    cut += char.length;
+  }
+  return text.toWellFormed().slice(0, cut);
+}

@@ -162,10 +162,17 @@ export const EventFilterQuery = Type.Object({
   ),
 });
 
+/**
+ * A position in the event log, as text in a query string. Bounded so that a number too large
+ * to be exact (1e40) is refused here by name, not by the store later.
+ */
+export const SeqQuery = (minimum = 0) =>
+  Type.Optional(Type.Integer({ minimum, maximum: Number.MAX_SAFE_INTEGER }));
+
 export const EventListQuery = Type.Object({
   ...EventFilterQuery.properties,
-  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
-  before_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  after_seq: SeqQuery(),
+  before_seq: SeqQuery(),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
   order: Type.Optional(Type.Union([Type.Literal("asc"), Type.Literal("desc")])),
 });
@@ -176,7 +183,7 @@ export const ExportQuery = Type.Object({
 });
 
 export const StreamQuery = Type.Object({
-  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  after_seq: SeqQuery(),
   type: EventFilterQuery.properties.type,
   task_id: EventFilterQuery.properties.task_id,
   agent_id: EventFilterQuery.properties.agent_id,

@@ -183,4 +183,22 @@ describe("the live stream", () => {
     const wrong = connect(`${t.base}?token=nope`);
     await expect(wrong.opened).rejects.toThrow("HTTP 401");
   });
+
+  it("closes with 4400 and the reason when the filter cannot be used, however long the bad value", async () => {
+    const t = await listening();
+    const tooLong = `bad.${"é".repeat(150)}`;
+    for (const type of ["0", tooLong]) {
+      const client = connect(`${t.base}?type=${encodeURIComponent(type)}`, t.operator);
+      const { code, reason } = await client.closed;
+      expect(code, type).toBe(4400); // before the fix: 1011, "backfill failed"
+      expect(reason).toMatch(/type/);
+      expect(Buffer.byteLength(reason)).toBeLessThanOrEqual(123);
+    }
+  });
+
+  it("refuses an after_seq too large to be exact, by name, instead of failing its backfill", async () => {
+    const t = await listening();
+    const client = connect(`${t.base}?after_seq=${"9".repeat(40)}`, t.operator);
+    await expect(client.opened).rejects.toThrow("HTTP 400"); // before the fix: opened, then 1011
+  });
 });

@@ -10,8 +10,9 @@ import { KNOWN_EVENT_TYPES } from "../../event-log/event-types.js";
 import type { EventFilter, EventPage } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import { TASK_STATUSES } from "../../coordinator/types.js";
+import { closeReason } from "../errors.js";
 import { sendExport, toFilter } from "../routes/events.js";
-import { EventFilterQuery, IdParams, TaskStatusSchema } from "../schemas.js";
+import { EventFilterQuery, IdParams, SeqQuery, TaskStatusSchema } from "../schemas.js";
 import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
 import { truncate } from "./format.js";
@@ -23,8 +24,8 @@ const EVENT_FILTER_FIELDS = ["type", "source", "task_id", "agent_id", "since", "
 
 const EventsPageQuery = Type.Object({
   ...EventFilterQuery.properties,
-  before_seq: Type.Optional(Type.Integer({ minimum: 1 })),
-  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  before_seq: SeqQuery(1),
+  after_seq: SeqQuery(),
   live: Type.Optional(Type.Literal("1")),
 });
 
@@ -38,9 +39,9 @@ const LiveQuery = Type.Object({
     Type.Literal("events"),
   ]),
   status: Type.Optional(TaskStatusSchema),
-  before: Type.Optional(Type.Integer({ minimum: 1 })),
+  before: SeqQuery(1),
   ...EventFilterQuery.properties,
-  after_seq: Type.Optional(Type.Integer({ minimum: 0 })),
+  after_seq: SeqQuery(),
 });
 
 const PostTaskForm = Type.Object({
@@ -195,7 +196,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         hide: true,
         querystring: Type.Object({
           status: Type.Optional(TaskStatusSchema),
-          before: Type.Optional(Type.Integer({ minimum: 1 })),
+          before: SeqQuery(1),
         }),
       },
     },
@@ -451,7 +452,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
           try {
             normalizeFilter(filter);
           } catch (error) {
-            return socket.close(4400, error instanceof Error ? error.message.slice(0, 100) : "bad filter");
+            return socket.close(4400, closeReason(error instanceof Error ? error.message : "bad filter"));
           }
           spec = { view: "events", filter };
           break;

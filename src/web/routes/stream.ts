@@ -5,6 +5,8 @@
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { StoredEvent } from "../../event-log/types.js";
+import { normalizeFilter } from "../../event-log/validate.js";
+import { closeReason } from "../errors.js";
 import { StreamQuery } from "../schemas.js";
 import { splitTypes } from "./events.js";
 
@@ -26,6 +28,8 @@ export const STREAM_DEFAULTS: StreamOptions = {
 /** Close codes a client acts on (4000-4999 are the application's own). */
 export const STREAM_CLOSE = {
   SLOW_CONSUMER: 4001,
+  /** The filter cannot be used (an event type that is not one); the reason says why. */
+  BAD_FILTER: 4400,
   SHUTTING_DOWN: 1001,
 } as const;
 
@@ -71,6 +75,14 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
         ...(query.task_id !== undefined ? { task_id: query.task_id } : {}),
         ...(query.agent_id !== undefined ? { agent_id: query.agent_id } : {}),
       };
+      try {
+        normalizeFilter(filter);
+      } catch (error) {
+        return socket.close(
+          STREAM_CLOSE.BAD_FILTER,
+          closeReason(error instanceof Error ? error.message : "bad filter"),
+        );
+      }
       // Without after_seq the client wants what happens from now on.
       let lastSent = query.after_seq ?? eventLog.latestSeq();
       let backfilling = true;
