@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { describeMachine, round } from "../bench/machine.js";
 import { runCrashScenario } from "./crash.js";
 import { FUZZ_PROPERTIES } from "./fuzz.js";
+import { runSoak, type SoakSample } from "./soak.js";
 
 const REPORT = fileURLToPath(new URL("./last-run.md", import.meta.url));
 const say = (line: string) => console.log(line);
@@ -75,9 +76,31 @@ async function fuzz(values: Record<string, string | undefined>): Promise<Outcome
   };
 }
 
+async function soak(values: Record<string, string | undefined>): Promise<Outcome> {
+  const minutes = Number(values.minutes ?? 30);
+  const tasksPerMinute = Number(values["tasks-per-minute"] ?? 240);
+  const report = await runSoak({ durationMs: minutes * 60_000, tasksPerMinute, progress: say });
+  const warm = report.samples.filter((s) => s.atMs >= minutes * 60_000 * 0.2);
+  const range = (pick: (s: SoakSample) => number) =>
+    warm.length === 0 ? "none" : `${Math.min(...warm.map(pick))}–${Math.max(...warm.map(pick))}`;
+  const p99s = report.windows.map((w) => w.p99);
+  const perMinute = (n: number) => round(n / minutes, 0);
+  return {
+    title: "Soak (`npm run soak`)",
+    violations: report.violations,
+    figures: [
+      `- ${round(report.durationMs / 60_000, 1)} minutes of the demo swarm (18 agents) against the product in its own process: ${report.tasksPosted} tasks posted (${perMinute(report.tasksPosted)}/min), ${report.tasksCompleted} completed, ${report.tasksFailed} failed, ${report.toolCalls} tool calls, ${report.events} events`,
+      `- after the first fifth (warm-up): RSS ${range((s) => s.rssMiB)} MiB (trend ${report.rssSlopeMiBPerHour} MiB/hour), heap ${range((s) => s.heapMiB)} MiB, open handles ${range((s) => s.handles)}`,
+      `- event to dashboard page (a live overview, every event): p99 per ${round(minutes / report.windows.length, 1)}-minute window ${Math.min(...p99s)}–${Math.max(...p99s)} ms, p50 ${Math.min(...report.windows.map((w) => w.p50))}–${Math.max(...report.windows.map((w) => w.p50))} ms, worst single event ${Math.max(...report.windows.map((w) => w.max))} ms`,
+      `- ${report.prunes.length} scheduled prunes (every minute, retention 1 day) removed ${report.prunes.reduce((s, p) => s + p.deleted, 0)} old events; the longest hold of the event loop by any of them ${Math.max(0, ...report.prunes.map((p) => Math.max(p.longest_delete_ms, p.longest_vacuum_ms)))} ms`,
+    ],
+  };
+}
+
 const SCENARIOS: Record<string, (values: Record<string, string | undefined>) => Promise<Outcome>> = {
   crash,
   fuzz,
+  soak,
 };
 
 /** Replace this scenario's section of the report, keeping the others'. */

@@ -138,23 +138,31 @@ export async function startDemoSwarm(options: {
   /** Keeps the agents' identities between runs; none for a throwaway database. */
   identityDir?: string;
   taskEveryMs?: number;
+  /** Agents of each profile (default 1), for a swarm that keeps up with a faster stream of tasks. */
+  agentsPerProfile?: number;
   logger?: Logger;
 }): Promise<DemoSwarm> {
-  const agents = DEMO_PROFILES.map((profile) => {
+  const copies = options.agentsPerProfile ?? 1;
+  const roster = DEMO_PROFILES.flatMap((profile) =>
+    Array.from({ length: copies }, (_, i) => ({
+      profile,
+      name: copies === 1 ? profile.name : `${profile.name}-${i + 1}`,
+    })),
+  );
+  const agents = roster.map(({ profile, name }) => {
     const strategyOptions = { baseSats: profile.baseSats, keywords: profile.keywords, jitter: 0.15 };
     return new SwarmAgent({
       server: options.server,
-      name: profile.name,
+      name,
       capabilities: profile.capabilities,
       maxConcurrent: 2,
       apiKey: options.apiKey,
-      identityFile:
-        options.identityDir === undefined ? undefined : join(options.identityDir, `${profile.name}.json`),
+      identityFile: options.identityDir === undefined ? undefined : join(options.identityDir, `${name}.json`),
       strategy: profile.adaptive ? adaptiveStrategy(strategyOptions) : matchStrategy(strategyOptions),
       handler: profileHandler(profile),
       heartbeatMs: 5000,
       stopGraceMs: 2000,
-      logger: options.logger?.child({ agent: profile.name }),
+      logger: options.logger?.child({ agent: name }),
     });
   });
   await Promise.all(agents.map((agent) => agent.start()));
