@@ -4,6 +4,8 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -207,4 +209,76 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       await page.close();
     }
   });
+
+  it(
+    "holds CSRF and CSP in the browser: a logged-in operator's forged form post and injected scripts do nothing",
+    { timeout: 60_000 },
+    async () => {
+      const key = "browser-operator-key-0123456789";
+      const secure = await startStack(join(dataDir, "secure.db"), 0, { apiKey: key });
+      // The attacker's page: another origin on this machine (same site, so the session cookie
+      // goes along; only the CSRF token stands in the way).
+      const attacker = createServer((_request, response) => {
+        response.setHeader("content-type", "text/html");
+        response.end(
+          `<form id="forged" method="POST" action="${secure.base}/tasks">` +
+            `<input name="description" value="forged by another site"><button>go</button></form>` +
+            `<script>const ws = new WebSocket("${secure.base.replace("http", "ws")}/live?view=overview");` +
+            `ws.onmessage = () => { window.__leaked = true; }; ws.onclose = (e) => { window.__closed = e.code; };</script>`,
+        );
+      });
+      await new Promise<void>((resolve) => attacker.listen(0, "127.0.0.1", resolve));
+      const attackerUrl = `http://127.0.0.1:${(attacker.address() as AddressInfo).port}/`;
+      const page = await browser.newPage();
+      try {
+        await page.goto(`${secure.base}/login`);
+        await page.fill("input[name=key]", key);
+        await page.click("form.login button[type=submit]");
+        await page.locator("#live-badge.live").waitFor();
+
+        // CSP: an inline script and an inline handler put into the page are refused, and say so.
+        const outcome = await page.evaluate(async () => {
+          // Runs in the page; the test's own types know no DOM.
+          const w = globalThis as unknown as {
+            document: {
+              createElement(tag: string): { textContent: string; innerHTML: string };
+              body: { appendChild(node: unknown): void };
+              addEventListener(type: string, listener: (event: { violatedDirective: string }) => void): void;
+            };
+            __inline?: number;
+          };
+          const violations: string[] = [];
+          w.document.addEventListener("securitypolicyviolation", (e) => violations.push(e.violatedDirective));
+          const script = w.document.createElement("script");
+          script.textContent = "window.__inline = 1";
+          w.document.body.appendChild(script);
+          const holder = w.document.createElement("div");
+          holder.innerHTML = '<img src="data:," onerror="window.__inline = 2">';
+          w.document.body.appendChild(holder);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return { ran: w.__inline, violations };
+        });
+        expect(outcome.ran).toBeUndefined();
+        expect(outcome.violations.some((d) => d.startsWith("script-src"))).toBe(true);
+
+        // CSRF: the forged form reaches the server with the session cookie and is refused.
+        await page.goto(attackerUrl);
+        await expect
+          .poll(() => page.evaluate(() => (globalThis as { __closed?: number }).__closed))
+          .toBeDefined();
+        expect(await page.evaluate(() => (globalThis as { __leaked?: boolean }).__leaked)).toBeUndefined();
+        const [answer] = await Promise.all([
+          page.waitForResponse(`${secure.base}/tasks`),
+          page.click("#forged button"),
+        ]);
+        expect(answer.status()).toBe(403);
+        const { tasks } = await api<{ tasks: unknown[] }>(secure, "/api/tasks", undefined, key);
+        expect(tasks).toEqual([]);
+      } finally {
+        await page.close();
+        attacker.close();
+        await secure.stop();
+      }
+    },
+  );
 });
