@@ -109,6 +109,47 @@ describe("agents", () => {
     ).toBe(401);
   });
 
+  it("refuses one agent's token on another agent's task, for every action, writing nothing", async () => {
+    const t = await buildTestApp({ rules: { closeWhenAllBid: false } });
+    const owner = await t.agent("owner");
+    const intruder = await t.agent("intruder");
+    const task = await t.task({ auction_ms: 1000 });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/bids`,
+      headers: owner.auth,
+      payload: { bid_sats: 5 },
+    });
+    t.clock.advance(1000);
+    t.coordinator.tick();
+    await t.app.inject({ method: "POST", url: `/api/tasks/${task}/start`, headers: owner.auth });
+    const before = t.eventLog.latestSeq();
+    const attempts: [string, object][] = [
+      ["start", {}],
+      ["complete", { result: "stolen" }],
+      ["fail", { reason: "sabotage" }],
+      ["tools", { tool: "x", phase: "called" }],
+      ["cancel", { reason: "sabotage" }],
+    ];
+    for (const [action, payload] of attempts) {
+      const answer = await t.app.inject({
+        method: "POST",
+        url: `/api/tasks/${task}/${action}`,
+        headers: intruder.auth,
+        payload,
+      });
+      expect(answer.statusCode, action).toBe(403);
+    }
+    const deregister = await t.app.inject({
+      method: "DELETE",
+      url: `/api/agents/${owner.id}`,
+      headers: intruder.auth,
+    });
+    expect(deregister.statusCode).toBe(403);
+    expect(t.eventLog.latestSeq()).toBe(before);
+    expect(t.coordinator.getTask(task)).toMatchObject({ status: "running", assigned_agent: owner.id });
+  });
+
   it("lets the agent or the operator deregister it, nobody else", async () => {
     const t = await buildTestApp();
     const a = await t.agent("a");
