@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BENCH_KEY, freePort, PRODUCT, start, stop, type Running } from "../bench/harness.js";
-import { Inspector, type OpenAuction } from "./invariants.js";
+import { inspect, type Inspector, type OpenAuction } from "./invariants.js";
 import { Load, seededRandom } from "./load.js";
 
 export interface CrashOptions {
@@ -66,14 +66,7 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
     operators: options.operators ?? 2,
     random,
   });
-  const inspect = <T>(use: (inspector: Inspector) => T): T => {
-    const inspector = new Inspector(path);
-    try {
-      return use(inspector);
-    } finally {
-      inspector.close();
-    }
-  };
+  const check = <T>(use: (inspector: Inspector) => T): T => inspect(path, use);
 
   try {
     await load.start();
@@ -86,7 +79,7 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
       // Answers already on their way have arrived by now; none can come after the kill.
       await new Promise((resolve) => setTimeout(resolve, 50));
       const acked = [...load.acked];
-      const atCrash = inspect((inspector) => {
+      const atCrash = check((inspector) => {
         violations.push(...inspector.checkStore(), ...inspector.checkAcknowledged(acked));
         return {
           auctions: inspector.openAuctions(),
@@ -98,7 +91,7 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
       server = await start(PRODUCT, env, port);
       await new Promise((resolve) => setTimeout(resolve, 300));
       const restartedAt = Date.now();
-      inspect((inspector) => {
+      check((inspector) => {
         violations.push(...inspector.checkNothingStuck(HEARTBEAT_TIMEOUT_MS, TICK_SLACK_MS));
         for (const auction of atCrash.auctions) {
           if (auction.closes_at <= restartedAt - TICK_SLACK_MS)
@@ -115,13 +108,13 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
     await load.stop();
     // Every auction still open at a crash has come due by now.
     await new Promise((resolve) => setTimeout(resolve, MAX_AUCTION_MS + TICK_SLACK_MS));
-    inspect((inspector) => {
+    check((inspector) => {
       violations.push(...inspector.checkNothingStuck(HEARTBEAT_TIMEOUT_MS, TICK_SLACK_MS));
       for (const auction of pending) violations.push(...inspector.checkClosed(auction));
     });
     await stop(server);
     violations.push(...load.serverErrors.map((error) => `server error: ${error}`));
-    return inspect((inspector) => {
+    return check((inspector) => {
       violations.push(...inspector.checkStore(), ...inspector.checkAcknowledged(load.acked));
       return {
         seed,

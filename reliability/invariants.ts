@@ -233,3 +233,13 @@ export class Inspector {
     return this.db.prepare(sql).pluck().get() as number;
   }
 }
+
+/** Open the file, run `use` on it, and close it again whatever happens. */
+export function inspect<T>(path: string, use: (inspector: Inspector) => T): T {
+  const inspector = new Inspector(path);
+  try {
+    return use(inspector);
+  } finally {
+    inspector.close();
+  }
+}

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { Coordinator } from "../../src/coordinator/coordinator.js";
-import { Inspector } from "../../reliability/invariants.js";
+import { inspect, type Inspector } from "../../reliability/invariants.js";
 import { openTestLog, silentLogger } from "../helpers/event-log.js";
 import { tempDbPath } from "../helpers/temp-dir.js";
 
@@ -15,15 +15,7 @@ function sound() {
   const agent = coordinator.execute({ type: "RegisterAgent", name: "a" }).agent!.id;
   const task = coordinator.execute({ type: "PostTask", description: "x", auction_ms: 60_000 }).task!.id;
   coordinator.execute({ type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 5 });
-  const inspect = <T>(use: (inspector: Inspector) => T): T => {
-    const inspector = new Inspector(path);
-    try {
-      return use(inspector);
-    } finally {
-      inspector.close();
-    }
-  };
-  return { eventLog, coordinator, agent, task, inspect };
+  return { eventLog, coordinator, agent, task, inspect: <T>(use: (i: Inspector) => T) => inspect(path, use) };
 }
 
 describe("the crash scenario's invariants", () => {
