@@ -6,7 +6,16 @@
  */
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
-import { api, BENCH_KEY as KEY, registerAgents, run, start, startProduct, stop } from "./harness.js";
+import {
+  api,
+  BENCH_KEY as KEY,
+  readMetrics,
+  registerAgents,
+  run,
+  start,
+  startProduct,
+  stop,
+} from "./harness.js";
 import { percentile, round } from "./machine.js";
 
 const TIMESTAMP = /"timestamp":"([^"]+)"/;
@@ -75,9 +84,7 @@ export async function benchApi(options: { seconds?: number } = {}): Promise<ApiB
       ],
     });
 
-    const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    const gauge = (name: string) =>
-      Number(new RegExp(`^${name} (\\d+)`, "m").exec(metrics)?.[1] ?? Number.NaN);
+    const gauge = await readMetrics(server.url);
     const eventsPerCommit = gauge("swarm_event_log_events_committed") / gauge("swarm_event_log_commits");
 
     const bare = await start(BARE, {});

@@ -8,7 +8,7 @@
  * timestamp.
  */
 import WebSocket from "ws";
-import { api, BENCH_KEY as KEY, registerAgents, run, startProduct } from "./harness.js";
+import { api, BENCH_KEY as KEY, readMetrics, registerAgents, run, startProduct } from "./harness.js";
 import { percentile, round } from "./machine.js";
 
 /** The seq a message brings its page up to. */
@@ -35,8 +35,7 @@ export interface DashboardBenchResult {
 }
 
 async function serverMemory(url: string): Promise<{ rss_mb: number; heap_mb: number }> {
-  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
-  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)`, "m").exec(text)?.[1] ?? NaN);
+  const read = await readMetrics(url);
   return {
     rss_mb: round(read("process_resident_memory_bytes") / 2 ** 20, 1),
     heap_mb: round(read("nodejs_heap_size_used_bytes") / 2 ** 20, 1),

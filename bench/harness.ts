@@ -52,6 +52,18 @@ export async function stop(running: Running): Promise<void> {
   await exited;
 }
 
+/**
+ * The server's Prometheus figures as they stand now: `read(name)` gives a metric's value,
+ * summed over its labels (NaN when the server has no such metric).
+ */
+export async function readMetrics(url: string): Promise<(name: string) => number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return (name) => {
+    const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))];
+    return values.length === 0 ? Number.NaN : values.reduce((sum, match) => sum + Number(match[1]), 0);
+  };
+}
+
 export async function api<T>(url: string, method: string, token: string, body?: unknown): Promise<T> {
   const response = await fetch(url, {
     method,

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import WebSocket from "ws";
-import { BENCH_KEY, PRODUCT, start, stop } from "../bench/harness.js";
+import { BENCH_KEY, PRODUCT, readMetrics, start, stop } from "../bench/harness.js";
 import { percentile, round } from "../bench/machine.js";
 import { startDemoSwarm } from "../src/agent/demo-swarm.js";
 import { EventLog } from "../src/event-log/event-log.js";
@@ -61,8 +61,7 @@ export interface SoakReport {
 const MARKER = /id="live-seq" data-seq="(\d+)"/g;
 
 async function serverFigures(url: string): Promise<Omit<SoakSample, "atMs">> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+  const read = await readMetrics(url);
   return {
     rssMiB: round(read("process_resident_memory_bytes") / 2 ** 20, 1),
     heapMiB: round(read("nodejs_heap_size_used_bytes") / 2 ** 20, 1),

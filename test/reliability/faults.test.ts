@@ -9,7 +9,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { BENCH_KEY, startProduct } from "../../bench/harness.js";
+import { BENCH_KEY, readMetrics, startProduct } from "../../bench/harness.js";
 import { eventually, startStack, type Stack } from "../helpers/stack.js";
 import { tempDbPath } from "../helpers/temp-dir.js";
 
@@ -44,10 +44,9 @@ async function call(url: string, method: string, path: string, token = BENCH_KEY
 
 /** A figure from the product's own /metrics, summed over its labels. */
 async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))];
-  if (values.length === 0) throw new Error(`no metric ${name}`);
-  return values.reduce((sum, match) => sum + Number(match[1]), 0);
+  const value = (await readMetrics(url))(name);
+  if (Number.isNaN(value)) throw new Error(`no metric ${name}`);
+  return value;
 }
 const rssMiB = async (url: string) => (await metric(url, "process_resident_memory_bytes")) / 2 ** 20;
 
