@@ -21,6 +21,8 @@ export interface Config {
   logLevel: string;
   /** With SWARM_API_KEY set: whether the dashboard may be viewed without logging in (actions still need the key). */
   dashboardPublic: boolean;
+  /** With a public dashboard: whether anonymous viewers see tool inputs, outputs and results. */
+  dashboardPublicDetails: boolean;
   /** Websockets (streams and dashboard pages) held open at once; more are closed with 1013. */
   maxSockets: number;
 }
@@ -38,6 +40,7 @@ export const CONFIG_DEFAULTS = {
   SWARM_RATE_LIMIT: "1200",
   LOG_LEVEL: "info",
   SWARM_DASHBOARD_PUBLIC: "false",
+  SWARM_DASHBOARD_PUBLIC_DETAILS: "false",
   SWARM_MAX_SOCKETS: "2000",
 } as const;
 
@@ -59,6 +62,14 @@ function readInteger(env: Env, name: keyof typeof CONFIG_DEFAULTS, min: number, 
     );
   }
   return value;
+}
+
+function readBoolean(env: Env, name: keyof typeof CONFIG_DEFAULTS): boolean {
+  const value = read(env, name).toLowerCase();
+  if (!["true", "false", "1", "0"].includes(value)) {
+    throw new SwarmError("INVALID_CONFIG", `${name} must be true or false, got ${value}`, { field: name });
+  }
+  return value === "true" || value === "1";
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -95,16 +106,7 @@ export function loadConfig(env: Env = process.env): Config {
       field: "SWARM_API_KEY",
     });
   }
-  const dashboardPublic = read(env, "SWARM_DASHBOARD_PUBLIC").toLowerCase();
-  if (!["true", "false", "1", "0"].includes(dashboardPublic)) {
-    throw new SwarmError(
-      "INVALID_CONFIG",
-      `SWARM_DASHBOARD_PUBLIC must be true or false, got ${dashboardPublic}`,
-      {
-        field: "SWARM_DASHBOARD_PUBLIC",
-      },
-    );
-  }
+
   return {
     host,
     port: readInteger(env, "PORT", 0, 65535),
@@ -117,7 +119,8 @@ export function loadConfig(env: Env = process.env): Config {
     pruneCron: read(env, "SWARM_PRUNE_CRON"),
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,
-    dashboardPublic: dashboardPublic === "true" || dashboardPublic === "1",
+    dashboardPublic: readBoolean(env, "SWARM_DASHBOARD_PUBLIC"),
+    dashboardPublicDetails: readBoolean(env, "SWARM_DASHBOARD_PUBLIC_DETAILS"),
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
   };
 }

@@ -43,6 +43,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     apiKey: config.apiKey,
     rateLimitPerMinute: config.rateLimitPerMinute,
     dashboardPublic: config.dashboardPublic,
+    dashboardPublicDetails: config.dashboardPublicDetails,
     maxSockets: config.maxSockets,
     defaultMetrics: true,
   });

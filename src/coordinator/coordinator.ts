@@ -242,6 +242,12 @@ export class Coordinator {
     return this.store.agentStats(agentId);
   }
 
+  /** The round (attempt) whose auction is open on the task, if one is; read from memory. */
+  openRound(taskId: string): number | undefined {
+    const task = this.state.getTask(taskId);
+    return task?.status === "bidding" ? task.attempt : undefined;
+  }
+
   /** The bids of the task's open auction, if it has one. */
   openBids(taskId: string): readonly Bid[] {
     return this.state.bidsFor(taskId);

@@ -15,6 +15,7 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifySchema,
   type FastifyInstance,
+  type FastifyRequest,
   type RawReplyDefaultExpression,
   type RawRequestDefaultExpression,
   type RawServerDefault,
@@ -33,6 +34,7 @@ import { opsRoutes } from "./routes/ops.js";
 import { STREAM_CLOSE, STREAM_DEFAULTS, streamRoutes, type StreamOptions } from "./routes/stream.js";
 import { taskRoutes } from "./routes/tasks.js";
 import { dashboard, type DashboardPages } from "./dashboard/index.js";
+import { readerOf, Visibility, type Reader } from "./visibility.js";
 import { LIVE_CLOSE, LIVE_DEFAULTS, type LiveOptions } from "./dashboard/live.js";
 
 export interface AppOptions {
@@ -49,6 +51,8 @@ export interface AppOptions {
   live?: Partial<LiveOptions>;
   /** With a key set: whether the dashboard may be viewed without logging in. Default false. */
   dashboardPublic?: boolean;
+  /** With a public dashboard: whether anonymous viewers see tool inputs, outputs and results. Default false. */
+  dashboardPublicDetails?: boolean;
   /** Websockets held open at once; one more is closed at once with 1013 (try again later). Default 2000. */
   maxSockets?: number;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
@@ -74,6 +78,10 @@ declare module "fastify" {
     guard: ReturnType<typeof guards>;
     apiKey: string | undefined;
     metrics: Metrics;
+    /** What each reader may see of events, tasks and bids (sealed bids, other agents' contents). */
+    visibility: Visibility;
+    /** The reader the calling credentials make (see visibility.ts). */
+    readerOf: (request: FastifyRequest) => Reader;
     /** Call first in a websocket route: false when the socket was over the limit and is being closed. */
     admitSocket: (socket: WebSocket) => boolean;
   }
@@ -152,6 +160,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
   app.decorate("guard", guards(options.apiKey));
   app.decorate("apiKey", options.apiKey);
   app.decorate("metrics", metrics);
+  app.decorate("visibility", new Visibility(options.coordinator));
+  const keyless = options.apiKey === undefined;
+  app.decorate("readerOf", (request: FastifyRequest) => readerOf(request.caller, keyless));
   app.decorateRequest("caller", null as never);
   app.addHook("onClose", async () => metrics.stop());
 
@@ -292,6 +303,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(streamRoutes, { stream: { ...STREAM_DEFAULTS, ...options.stream } });
   await app.register(dashboard, {
     viewOpen: options.dashboardPublic ?? false,
+    publicDetails: options.dashboardPublicDetails ?? false,
     live: { ...LIVE_DEFAULTS, ...options.live },
     pages,
   });

@@ -7,6 +7,10 @@ import type { TASK_STATUSES } from "../coordinator/types.js";
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 const Timestamp = Type.String({ description: "ISO-8601 UTC with milliseconds" });
+const Withheld = Type.Array(Type.String(), {
+  description:
+    "Fields removed because this reader may not see them (another agent's tool input, a task's result); absent when nothing was",
+});
 const Capabilities = Type.Array(Type.String({ minLength: 1, maxLength: 50 }), { maxItems: 50 });
 
 export const ErrorSchema = Type.Object({
@@ -69,6 +73,7 @@ export const TaskSchema = Type.Object({
   assigned_at: Nullable(Timestamp),
   started_at: Nullable(Timestamp),
   completed_at: Nullable(Timestamp),
+  withheld: Type.Optional(Withheld),
 });
 
 export const BidSchema = Type.Object({
@@ -89,6 +94,7 @@ export const EventSchema = Type.Object({
   agent_id: Nullable(Type.String()),
   data: Type.Object({}, { additionalProperties: true }),
   timestamp: Timestamp,
+  withheld: Type.Optional(Withheld),
 });
 
 export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) });

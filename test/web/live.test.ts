@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { buildTestApp } from "../helpers/app.js";
+import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
 
 type Options = Parameters<typeof buildTestApp>[0];
 
@@ -285,5 +285,37 @@ describe("live dashboard pushes", () => {
       anonymous.socket.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
     );
     expect(status).toBe(401);
+  });
+});
+
+describe("live pushes to a public dashboard", () => {
+  it("never carry a sealed bid's amount to an anonymous viewer, only how many bids there are", async () => {
+    const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true });
+    const [first, second] = [await t.agent("first"), await t.agent("second")];
+    await t.agent("third"); // eligible but silent, so the auction stays open
+    const taskId = await t.task({ auction_ms: 60_000 });
+    const pages = ["view=overview", `view=task&task_id=${taskId}`, "view=events"].map((query) =>
+      openLive(t.port, query),
+    );
+    for (const page of pages) await page.until(() => true);
+    for (const [agent, bid_sats] of [
+      [first, 6173],
+      [second, 5299],
+    ] as const) {
+      await t.app.inject({
+        method: "POST",
+        url: `/api/tasks/${taskId}/bids`,
+        headers: agent.auth,
+        payload: { bid_sats },
+      });
+    }
+    await pages[0]!.until((message) => message.includes("2 sealed bids"));
+    await pages[1]!.until((message) => message.includes("2 sealed bids"));
+    const latest = t.eventLog.latestSeq();
+    for (const page of pages) {
+      await page.until((message) => seqMarker(message) >= latest);
+      const everything = page.messages.join("");
+      for (const amount of ["6173", "6,173", "5299", "5,299"]) expect(everything).not.toContain(amount);
+    }
   });
 });

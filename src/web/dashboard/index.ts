@@ -16,7 +16,8 @@ import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import nunjucks, { type Environment } from "nunjucks";
 import { SwarmError } from "../../errors.js";
 import { toSwarmError } from "../errors.js";
-import { DashboardModel } from "./model.js";
+import { OPERATOR } from "../visibility.js";
+import { DashboardModel, MinuteCounter } from "./model.js";
 import { configureTemplates, Renderer, VIEWS_DIR } from "./render.js";
 import { LiveHub, type LiveOptions } from "./live.js";
 import { pageRoutes } from "./pages.js";
@@ -25,6 +26,8 @@ import { SessionKeeper, type DashboardSession } from "./session.js";
 export interface DashboardOptions {
   /** With a key set: whether viewing is open without logging in. */
   viewOpen: boolean;
+  /** Whether anonymous viewers of a public dashboard see tool inputs, outputs and results. */
+  publicDetails: boolean;
   live: LiveOptions;
   /** Filled in at registration: how the app's not-found handler answers a browser. */
   pages: DashboardPages;
@@ -33,6 +36,12 @@ export interface DashboardOptions {
 export interface DashboardPages {
   notFound?: (request: FastifyRequest, reply: FastifyReply) => FastifyReply;
   hub?: LiveHub;
+}
+
+type DashboardReader = typeof OPERATOR | { kind: "public"; details: boolean };
+export interface DashboardRenderers {
+  operator: Renderer;
+  public: Renderer;
 }
 
 declare module "fastify" {
@@ -72,9 +81,23 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
     },
   });
   if (env === undefined) throw new Error("@fastify/view did not configure nunjucks");
-  const model = new DashboardModel(coordinator, eventLog, eventLog.clock);
-  const renderer = new Renderer(env, model);
-  const hub = new LiveHub(eventLog, renderer, options.live, app.log, app.metrics);
+  const templates: Environment = env;
+  const minuteCounts = new MinuteCounter(eventLog.getMinuteCounts(60), eventLog.clock);
+  const rendererFor = (reader: DashboardReader) =>
+    new Renderer(
+      templates,
+      new DashboardModel(coordinator, eventLog, eventLog.clock, minuteCounts, {
+        visibility: app.visibility,
+        reader,
+      }),
+    );
+  // The operator sees everything; an anonymous viewer of a public dashboard sees sealed bids
+  // sealed and, unless allowed, no tool contents or results (see visibility.ts).
+  const renderers: DashboardRenderers = {
+    operator: rendererFor(OPERATOR),
+    public: rendererFor({ kind: "public", details: options.publicDetails }),
+  };
+  const hub = new LiveHub(eventLog, renderers.operator, options.live, app.log, app.metrics);
   hub.start();
   options.pages.hub = hub;
   app.addHook("onClose", async () => hub.stop());
@@ -148,7 +171,7 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
     );
   });
 
-  await app.register(pageRoutes, { sessions, renderer, hub });
+  await app.register(pageRoutes, { sessions, renderers, hub });
 };
 
 function headingFor(error: SwarmError): string {

@@ -35,7 +35,14 @@ function distinct(
   return [...ids];
 }
 
+/** What a page pushes live, for the viewer its renderer renders for. */
 export function liveView(spec: LiveSpec, renderer: Renderer): LiveView {
+  const view = viewFor(spec, renderer);
+  // Viewers who may see different things must not share one rendered message.
+  return { ...view, key: `${renderer.model.audienceKey}|${view.key}` };
+}
+
+function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
   const { model } = renderer;
   const { coordinator } = model;
   switch (spec.view) {

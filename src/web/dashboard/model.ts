@@ -7,6 +7,7 @@ import { TASK_STATUSES, type Agent, type Bid, type Task, type TaskStatus } from 
 import type { EventLog } from "../../event-log/event-log.js";
 import type { EventFilter, MinuteCount, StoredEvent } from "../../event-log/types.js";
 import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
+import type { Reader, Visibility } from "../visibility.js";
 import { describeEvent } from "./format.js";
 
 /** Rows the overview's feed keeps; older ones are dropped as new ones arrive. */
@@ -35,6 +36,14 @@ export interface TaskRow extends Task {
 export interface AuctionView {
   task: TaskRow;
   bids: (Bid & { agent_name: string; leading: boolean })[];
+  /** Bids this viewer may not see until the auction closes. */
+  sealed: number;
+}
+
+/** Who the model renders for: the operator, or an anonymous viewer of a public dashboard. */
+export interface ModelAudience {
+  visibility: Visibility;
+  reader: Reader;
 }
 
 /**
@@ -86,14 +95,19 @@ export class MinuteCounter {
 const AGENT_ORDER: Record<Agent["status"], number> = { busy: 0, idle: 1, offline: 2 };
 
 export class DashboardModel {
-  readonly minuteCounts: MinuteCounter;
-
   constructor(
     readonly coordinator: Coordinator,
     readonly eventLog: EventLog,
-    readonly clock: () => Date = () => new Date(),
-  ) {
-    this.minuteCounts = new MinuteCounter(eventLog.getMinuteCounts(60), clock);
+    readonly clock: () => Date,
+    /** Shared by the models of every audience: counted once as events commit. */
+    readonly minuteCounts: MinuteCounter,
+    private readonly audience: ModelAudience,
+  ) {}
+
+  /** Pages and pushes that look the same to every viewer of this model share this key. */
+  get audienceKey(): string {
+    const { reader } = this.audience;
+    return reader.kind === "public" ? `public${reader.details ? "+details" : ""}` : reader.kind;
   }
 
   /** Agent id → name, for every agent the coordinator knows (including those that left). */
@@ -101,8 +115,13 @@ export class DashboardModel {
     return new Map(this.coordinator.listAgents().map((agent) => [agent.id, agent.name]));
   }
 
+  /** The events this viewer may see: sealed bids left out, private contents withheld. */
+  visibleEvents(events: readonly StoredEvent[]): StoredEvent[] {
+    return this.audience.visibility.events(events, this.audience.reader);
+  }
+
   eventRows(events: readonly StoredEvent[], names = this.agentNames()): EventRow[] {
-    return events.map((event) => ({
+    return this.visibleEvents(events).map((event) => ({
       seq: event.seq,
       id: event.id,
       event_type: event.event_type,
@@ -118,7 +137,7 @@ export class DashboardModel {
 
   taskRow(task: Task, names = this.agentNames()): TaskRow {
     return {
-      ...task,
+      ...this.audience.visibility.task(task, this.audience.reader),
       agent_name: task.assigned_agent === null ? null : (names.get(task.assigned_agent) ?? null),
     };
   }
@@ -150,16 +169,17 @@ export class DashboardModel {
     const { tasks } = this.coordinator.store.listTasks({ status: "bidding", limit: 200 });
     tasks.sort((a, b) => ((a.auction_closes_at ?? "") < (b.auction_closes_at ?? "") ? -1 : 1));
     const auctions = tasks.slice(0, limit).map((task) => {
-      const bids = [...this.coordinator.openBids(task.id)].sort(
-        (a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order,
-      );
+      const { bids, sealed } = this.visibleBids(task.id, this.coordinator.openBids(task.id));
+      bids.sort((a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order);
       return {
         task: this.taskRow(task, names),
         bids: bids.map((bid, i) => ({
           ...bid,
           agent_name: names.get(bid.agent_id) ?? bid.agent_id,
-          leading: i === 0,
+          // Who leads is known only to those who see every bid.
+          leading: i === 0 && sealed === 0,
         })),
+        sealed,
       };
     });
     return { auctions, more: Math.max(0, tasks.length - limit) };
@@ -214,7 +234,8 @@ export class DashboardModel {
   taskDetail(task: Task) {
     const names = this.agentNames();
     const rounds = new Map<number, (Bid & { agent_name: string })[]>();
-    for (const bid of this.coordinator.getBids(task.id)) {
+    const { bids, sealed } = this.visibleBids(task.id, this.coordinator.getBids(task.id));
+    for (const bid of bids) {
       const round = rounds.get(bid.attempt) ?? [];
       round.push({ ...bid, agent_name: names.get(bid.agent_id) ?? bid.agent_id });
       rounds.set(bid.attempt, round);
@@ -225,7 +246,16 @@ export class DashboardModel {
         attempt,
         bids: bids.sort((a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order),
       }));
-    return { task: this.taskRow(task, names), bidRounds, toolCalls: this.toolCalls(task.id, names) };
+    return {
+      task: this.taskRow(task, names),
+      bidRounds,
+      sealedBids: sealed,
+      toolCalls: this.toolCalls(task.id, names),
+    };
+  }
+
+  private visibleBids(taskId: string, bids: readonly Bid[]) {
+    return this.audience.visibility.bids(taskId, bids, this.audience.reader);
   }
 
   /** A task's events, oldest first, capped to the newest TIMELINE_CAP. */
@@ -252,14 +282,18 @@ export class DashboardModel {
         error: string | null;
       }
     >();
-    const events = this.eventLog
-      .listEvents({
-        task_id: taskId,
-        types: ["tool.called", "tool.completed", "tool.failed"],
-        order: "desc",
-        limit: 200,
-      })
-      .events.reverse();
+    const { visibility, reader } = this.audience;
+    const events = visibility.events(
+      this.eventLog
+        .listEvents({
+          task_id: taskId,
+          types: ["tool.called", "tool.completed", "tool.failed"],
+          order: "desc",
+          limit: 200,
+        })
+        .events.reverse(),
+      reader,
+    );
     for (const event of events) {
       const callId = typeof event.data.call_id === "string" ? event.data.call_id : event.id;
       const phase = event.event_type.slice("tool.".length);

@@ -17,6 +17,7 @@ import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
 import { truncate } from "./format.js";
 import { FEED_CAP, PAGE_SIZE } from "./model.js";
+import type { DashboardRenderers } from "./index.js";
 import type { Renderer } from "./render.js";
 import type { SessionKeeper } from "./session.js";
 
@@ -117,11 +118,14 @@ function safeNext(next: unknown): string {
 
 export const pageRoutes: FastifyPluginAsyncTypebox<{
   sessions: SessionKeeper;
-  renderer: Renderer;
+  renderers: DashboardRenderers;
   hub: LiveHub;
-}> = async (app, { sessions, renderer, hub }) => {
+}> = async (app, { sessions, renderers, hub }) => {
   const { eventLog, coordinator } = app;
-  const { model } = renderer;
+  /** Pages render for their viewer: the operator, or an anonymous viewer of a public dashboard. */
+  const rendererOf = (request: FastifyRequest): Renderer =>
+    request.dashboardSession.operator ? renderers.operator : renderers.public;
+  const modelOf = (request: FastifyRequest) => rendererOf(request).model;
   // The plugin's check reads no `this`; bound anyway so a hook holding it cannot lose it.
   const checkCsrf = app.csrfProtection.bind(app);
 
@@ -164,8 +168,8 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
   const overview = (request: FastifyRequest, reply: FastifyReply, form: FormState) =>
     reply.view("pages/overview.njk", {
       ...page(request, reply, "overview", "Overview", { view: "overview" }),
-      ...renderer.overviewSummaryContext(),
-      rows: model.recentEvents({}, FEED_CAP),
+      ...rendererOf(request).overviewSummaryContext(),
+      rows: modelOf(request).recentEvents({}, FEED_CAP),
       cap: FEED_CAP,
       form,
     });
@@ -178,7 +182,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
   ) =>
     reply.view("pages/tasks.njk", {
       ...page(request, reply, "tasks", "Tasks", { view: "tasks", ...filter }),
-      ...model.tasks(filter),
+      ...modelOf(request).tasks(filter),
       filter,
       statuses: TASK_STATUSES,
       form,
@@ -246,10 +250,10 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     { preHandler: canView, schema: { hide: true, params: IdParams } },
     async (request, reply) => {
       const task = requireTask(request.params.id);
-      const { rows, truncated } = model.timeline(task.id);
+      const { rows, truncated } = modelOf(request).timeline(task.id);
       return reply.view("pages/task.njk", {
         ...page(request, reply, "tasks", truncate(task.description, 60), { view: "task", task_id: task.id }),
-        ...renderer.taskDetailContext(task),
+        ...rendererOf(request).taskDetailContext(task),
         rows,
         truncated,
         taskId: task.id,
@@ -274,7 +278,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
   app.get("/agents", { preHandler: canView, schema: { hide: true } }, async (request, reply) =>
     reply.view("pages/agents.njk", {
       ...page(request, reply, "agents", "Agents", { view: "agents" }),
-      agents: model.agents(true),
+      agents: modelOf(request).agents(true),
     }),
   );
 
@@ -287,8 +291,8 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         throw new SwarmError("AGENT_NOT_FOUND", `There is no agent ${request.params.id}.`);
       return reply.view("pages/agent.njk", {
         ...page(request, reply, "agents", agent.name, { view: "agent", agent_id: agent.id }),
-        detail: model.agentDetail(agent),
-        events: model.recentEvents({ agent_id: agent.id }, PAGE_SIZE),
+        detail: modelOf(request).agentDetail(agent),
+        events: modelOf(request).recentEvents({ agent_id: agent.id }, PAGE_SIZE),
         cap: TAIL_CAP,
       });
     },
@@ -344,9 +348,9 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         filtered: filterParams.size > 0,
         knownTypes: KNOWN_EVENT_TYPES,
         problem,
-        rows: model.eventRows(events),
+        rows: modelOf(request).eventRows(events),
         cap: tailing ? TAIL_CAP : PAGE_SIZE,
-        summary: model.typeCounts(),
+        summary: modelOf(request).typeCounts(),
         canTail,
         links: {
           liveOn: link({ live: "1" }),
@@ -373,7 +377,16 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         }),
       },
     },
-    async (request, reply) => sendExport(reply, eventLog, toFilter(request.query), request.query.format),
+    async (request, reply) => {
+      const model = modelOf(request);
+      return sendExport(
+        reply,
+        eventLog,
+        toFilter(request.query),
+        request.query.format ?? "ndjson",
+        (events) => model.visibleEvents(events),
+      );
+    },
   );
 
   app.get(
@@ -461,7 +474,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         case "agents":
           spec = { view: query.view };
       }
-      hub.connect(socket, liveView(spec, renderer), query.after_seq);
+      hub.connect(socket, liveView(spec, rendererOf(request)), query.after_seq);
     },
   );
 };

@@ -60,7 +60,8 @@ export function sendExport(
   reply: FastifyReply,
   eventLog: EventLog,
   filter: EventFilter,
-  format: "ndjson" | "csv" = "ndjson",
+  format: "ndjson" | "csv",
+  visible: (events: readonly StoredEvent[]) => readonly StoredEvent[],
 ): FastifyReply {
   eventLog.listEvents({ ...filter, limit: 1 }); // refuse a bad filter with a 400 before streaming starts
   const csv = format === "csv";
@@ -70,7 +71,9 @@ export function sendExport(
     for (;;) {
       // One page at a time, pulled only as fast as the client reads: memory stays flat.
       const page = eventLog.listEvents({ ...filter, after_seq: cursor, limit: 1000 });
-      yield page.events.map((event) => (csv ? csvLine(event) : `${JSON.stringify(event)}\n`)).join("");
+      yield visible(page.events)
+        .map((event) => (csv ? csvLine(event) : `${JSON.stringify(event)}\n`))
+        .join("");
       if (page.next_cursor === null) return;
       cursor = page.next_cursor;
       await yieldToEventLoop();
@@ -83,7 +86,7 @@ export function sendExport(
 }
 
 export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { eventLog, guard } = app;
+  const { eventLog, guard, visibility } = app;
 
   app.get(
     "/api/events",
@@ -104,7 +107,9 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const { after_seq, before_seq, limit, order } = request.query;
-      return eventLog.listEvents({ ...toFilter(request.query), after_seq, before_seq, limit, order });
+      const page = eventLog.listEvents({ ...toFilter(request.query), after_seq, before_seq, limit, order });
+      // The cursor is the page's, so a page may hold fewer events than asked for (sealed bids).
+      return { events: visibility.events(page.events, app.readerOf(request)), next_cursor: page.next_cursor };
     },
   );
 
@@ -142,6 +147,15 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
         querystring: ExportQuery,
       },
     },
-    async (request, reply) => sendExport(reply, eventLog, toFilter(request.query), request.query.format),
+    async (request, reply) => {
+      const reader = app.readerOf(request);
+      return sendExport(
+        reply,
+        eventLog,
+        toFilter(request.query),
+        request.query.format ?? "ndjson",
+        (events) => visibility.events(events, reader),
+      );
+    },
   );
 };

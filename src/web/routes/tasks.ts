@@ -22,7 +22,7 @@ const TaskResponse = Type.Object({ task: TaskSchema });
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
 export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { coordinator, guard, eventLog } = app;
+  const { coordinator, guard, eventLog, visibility } = app;
   const keys = {
     find: eventLog.db.prepare<[string], string>("SELECT task_id FROM idempotency_keys WHERE key = ?").pluck(),
     save: eventLog.db.prepare<[string, string, string]>(
@@ -108,12 +108,17 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const { status, agent_id, limit, cursor } = request.query;
-      return coordinator.store.listTasks({
+      const page = coordinator.store.listTasks({
         status,
         agent_id,
         limit: limit ?? 50,
         before: cursor === undefined ? undefined : Number(cursor),
       });
+      const reader = app.readerOf(request);
+      return {
+        tasks: page.tasks.map((task) => visibility.task(task, reader)),
+        next_cursor: page.next_cursor,
+      };
     },
   );
 
@@ -125,15 +130,23 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ["tasks"],
         params: IdParams,
         response: {
-          200: Type.Object({ task: TaskSchema, bids: Type.Array(BidSchema) }),
+          200: Type.Object({
+            task: TaskSchema,
+            bids: Type.Array(BidSchema),
+            bids_sealed: Type.Integer({
+              description: "Bids of the open auction round that this reader may not see until it closes",
+            }),
+          }),
           ...errorResponses(401, 404),
         },
       },
     },
-    async (request) => ({
-      task: requireTask(request.params.id),
-      bids: coordinator.getBids(request.params.id).map(bidView),
-    }),
+    async (request) => {
+      const task = requireTask(request.params.id);
+      const reader = app.readerOf(request);
+      const { bids, sealed } = visibility.bids(task.id, coordinator.getBids(task.id), reader);
+      return { task: visibility.task(task, reader), bids: bids.map(bidView), bids_sealed: sealed };
+    },
   );
 
   app.get(
@@ -149,7 +162,9 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       requireTask(request.params.id);
-      return { events: eventLog.getTaskEvents(request.params.id) };
+      return {
+        events: visibility.events(eventLog.getTaskEvents(request.params.id), app.readerOf(request)),
+      };
     },
   );
 

@@ -1,0 +1,239 @@
+/**
+ * Who reads what: sealed bids stay sealed until the auction closes, and what an agent or its
+ * tools produced is seen by that agent and the operator only — through every route, export and
+ * page. (The stream has its own tests in stream.test.ts.)
+ */
+import { describe, expect, it } from "vitest";
+import { buildTestApp } from "../helpers/app.js";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
+type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
+
+const HTML = { accept: "text/html" };
+/** Bid amounts no other number on a page could be mistaken for, in plain and grouped form. */
+const RIVAL_BID = 4817;
+const RIVAL_BID_TEXTS = ["4817", "4,817", "4 817"];
+
+async function get(t: TestApp, url: string, headers: Record<string, string> = {}) {
+  return t.app.inject({ method: "GET", url, headers });
+}
+
+/** Three agents on a task; `honest` and `rival` have bid, `late` not, so the auction is still open. */
+async function openAuction(t: TestApp) {
+  const honest = await t.agent("honest");
+  const rival = await t.agent("rival");
+  const late = await t.agent("late");
+  const taskId = await t.task({ auction_ms: 10_000 });
+  for (const [agent, bid_sats] of [
+    [honest, 900],
+    [rival, RIVAL_BID],
+  ] as const) {
+    const response = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: agent.auth,
+      payload: { bid_sats },
+    });
+    expect(response.statusCode).toBe(201);
+  }
+  return { honest, rival, late, taskId };
+}
+
+/** Every place an agent or an API reader could read a bid from. */
+async function apiReads(t: TestApp, taskId: string, headers: Record<string, string>) {
+  return [
+    await get(t, `/api/tasks/${taskId}`, headers),
+    await get(t, `/api/tasks/${taskId}/events`, headers),
+    await get(t, "/api/events?type=bid.submitted", headers),
+    await get(t, "/api/events?order=desc&limit=1000", headers),
+    await get(t, "/api/events/export", headers),
+    await get(t, "/api/events/export?format=csv", headers),
+  ];
+}
+
+describe("sealed bids", () => {
+  it("an agent sees only its own bid while the auction is open, through every API read and export", async () => {
+    const t = await buildTestApp();
+    const { honest, rival, taskId } = await openAuction(t);
+    for (const response of await apiReads(t, taskId, honest.auth)) {
+      expect(response.statusCode).toBe(200);
+      for (const text of RIVAL_BID_TEXTS) expect(response.body).not.toContain(text);
+    }
+    // Not who bid either.
+    const bidders = (await get(t, "/api/events?type=bid.submitted", honest.auth)).json<Json>().events;
+    expect(bidders.map((e: Json) => e.agent_id)).not.toContain(rival.id);
+    expect((await get(t, `/api/tasks/${taskId}`, honest.auth)).body).not.toContain(rival.id);
+    const task = (await get(t, `/api/tasks/${taskId}`, honest.auth)).json<Json>();
+    expect(task.bids).toEqual([expect.objectContaining({ agent_id: honest.id, bid_sats: 900 })]);
+    expect(task.bids_sealed).toBe(1);
+    const ownEvents = (await get(t, "/api/events?type=bid.submitted", honest.auth)).json<Json>();
+    expect(ownEvents.events.map((e: Json) => e.agent_id)).toEqual([honest.id]);
+  });
+
+  it("the operator sees every bid while the auction is open", async () => {
+    const t = await buildTestApp();
+    const { rival, taskId } = await openAuction(t);
+    const task = (await get(t, `/api/tasks/${taskId}`, t.operator)).json<Json>();
+    expect(task.bids.map((bid: Json) => bid.bid_sats).sort()).toEqual([4817, 900]);
+    expect(task.bids_sealed).toBe(0);
+    const events = (await get(t, "/api/events?type=bid.submitted", t.operator)).json<Json>();
+    expect(events.events.map((e: Json) => e.agent_id)).toContain(rival.id);
+  });
+
+  it("reveals every bid to every reader once the auction has closed", async () => {
+    const t = await buildTestApp();
+    const { honest, late, taskId } = await openAuction(t);
+    t.clock.advance(10_000);
+    t.coordinator.tick();
+    expect(t.coordinator.getTask(taskId)?.status).toBe("assigned");
+    for (const reader of [honest, late]) {
+      const task = (await get(t, `/api/tasks/${taskId}`, reader.auth)).json<Json>();
+      expect(task.bids.map((bid: Json) => bid.bid_sats).sort()).toEqual([4817, 900]);
+      expect(task.bids_sealed).toBe(0);
+      const events = (await get(t, "/api/events?type=bid.submitted", reader.auth)).json<Json>();
+      expect(events.events).toHaveLength(2);
+    }
+  });
+
+  it("keeps the next round's bids sealed while the first round's stay revealed", async () => {
+    const t = await buildTestApp();
+    const { honest, rival, late, taskId } = await openAuction(t);
+    t.clock.advance(10_000);
+    t.coordinator.tick();
+    // The winner (honest, the lowest bid) leaves: the task goes to a second round.
+    const left = await t.app.inject({
+      method: "DELETE",
+      url: `/api/agents/${honest.id}`,
+      headers: t.operator,
+    });
+    expect(left.statusCode).toBe(200);
+    expect(t.coordinator.getTask(taskId)).toMatchObject({ status: "bidding", attempt: 2 });
+    const rebid = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: rival.auth,
+      payload: { bid_sats: 3131 },
+    });
+    expect(rebid.statusCode).toBe(201);
+    const seen = (await get(t, `/api/tasks/${taskId}`, late.auth)).json<Json>();
+    expect(seen.bids.map((bid: Json) => [bid.attempt, bid.bid_sats]).sort()).toEqual([
+      [1, 4817],
+      [1, 900],
+    ]);
+    expect(seen.bids_sealed).toBe(1);
+  });
+
+  it("an anonymous viewer of a public dashboard sees how many bids there are, never who or how much", async () => {
+    const t = await buildTestApp({ dashboardPublic: true });
+    const { taskId } = await openAuction(t);
+    const pages = [
+      "/",
+      `/tasks/${taskId}`,
+      "/tasks",
+      "/events",
+      "/events?type=bid.submitted",
+      "/events/export",
+      "/events/export?format=csv",
+    ];
+    for (const url of pages) {
+      const response = await get(t, url, HTML);
+      expect(response.statusCode, url).toBe(200);
+      for (const text of RIVAL_BID_TEXTS) expect(response.body, url).not.toContain(text);
+      expect(response.body, url).not.toContain("bid 900");
+    }
+    expect((await get(t, `/tasks/${taskId}`, HTML)).body).toContain("2 sealed bids");
+    expect((await get(t, "/", HTML)).body).toContain("2 sealed bids");
+  });
+
+  it("the logged-in operator's dashboard shows the open auction's bids", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const { taskId } = await openAuction(t);
+    const page = await get(t, `/tasks/${taskId}`, HTML);
+    expect(page.body).toContain("4,817");
+    expect(page.body).not.toContain("sealed bid");
+  });
+});
+
+describe("least privilege for agents and public viewers", () => {
+  const SECRET_INPUT = "vault-token-7f3c9a";
+  const SECRET_OUTPUT = "ssn-123-45-6789";
+  const SECRET_RESULT = "the launch code is 0000";
+
+  /** `owner` wins a task, reports a tool call with secrets in it, and completes with a secret result. */
+  async function finishedTask(t: TestApp) {
+    const owner = await t.agent("owner");
+    const other = await t.agent("other", { capabilities: ["unrelated"] });
+    const taskId = await t.task({ auction_ms: 1000 });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/bids`,
+      headers: owner.auth,
+      payload: { bid_sats: 10 },
+    });
+    t.clock.advance(1000);
+    t.coordinator.tick();
+    expect(t.coordinator.getTask(taskId)?.assigned_agent).toBe(owner.id);
+    const steps = [
+      ["start", {}],
+      ["tools", { tool: "vault.read", phase: "completed", input: SECRET_INPUT, output: SECRET_OUTPUT }],
+      ["complete", { result: SECRET_RESULT }],
+    ] as const;
+    for (const [step, payload] of steps) {
+      const response = await t.app.inject({
+        method: "POST",
+        url: `/api/tasks/${taskId}/${step}`,
+        headers: owner.auth,
+        payload,
+      });
+      expect(response.statusCode, step).toBeLessThan(300);
+    }
+    return { owner, other, taskId };
+  }
+
+  const secrets = [SECRET_INPUT, SECRET_OUTPUT, SECRET_RESULT];
+
+  it("another agent sees that the task ran and finished, but none of its tool data or result", async () => {
+    const t = await buildTestApp();
+    const { other, taskId } = await finishedTask(t);
+    const reads = [...(await apiReads(t, taskId, other.auth)), await get(t, "/api/tasks", other.auth)];
+    for (const response of reads) {
+      expect(response.statusCode).toBe(200);
+      for (const secret of secrets) expect(response.body).not.toContain(secret);
+    }
+    const task = (await get(t, `/api/tasks/${taskId}`, other.auth)).json<Json>().task;
+    expect(task).toMatchObject({ status: "completed", result: null, withheld: ["result"] });
+    const events = (await get(t, `/api/tasks/${taskId}/events`, other.auth)).json<Json>().events as Json[];
+    const tool = events.find((event) => event.event_type === "tool.completed");
+    expect(tool).toMatchObject({ data: { tool: "vault.read" }, withheld: ["data.input", "data.output"] });
+    expect(events.find((event) => event.event_type === "task.completed")?.withheld).toEqual(["data.result"]);
+  });
+
+  it("the agent that ran the task and the operator see all of it", async () => {
+    const t = await buildTestApp();
+    const { owner, taskId } = await finishedTask(t);
+    for (const headers of [owner.auth, t.operator]) {
+      const events = await get(t, `/api/tasks/${taskId}/events`, headers);
+      for (const secret of secrets) expect(events.body).toContain(secret);
+      expect(events.body).not.toContain("withheld");
+      expect((await get(t, `/api/tasks/${taskId}`, headers)).json<Json>().task.result).toBe(SECRET_RESULT);
+    }
+  });
+
+  it("a public dashboard hides tool data and results from anonymous viewers", async () => {
+    const t = await buildTestApp({ dashboardPublic: true });
+    const { taskId } = await finishedTask(t);
+    for (const url of ["/", `/tasks/${taskId}`, "/events", "/events?q=vault", "/events/export"]) {
+      const response = await get(t, url, HTML);
+      expect(response.statusCode, url).toBe(200);
+      for (const secret of secrets) expect(response.body, url).not.toContain(secret);
+    }
+    expect((await get(t, `/tasks/${taskId}`, HTML)).body).toContain("shown to the operator only");
+  });
+
+  it("SWARM_DASHBOARD_PUBLIC_DETAILS lets anonymous viewers see them", async () => {
+    const t = await buildTestApp({ dashboardPublic: true, dashboardPublicDetails: true });
+    const { taskId } = await finishedTask(t);
+    expect((await get(t, `/tasks/${taskId}`, HTML)).body).toContain(SECRET_RESULT);
+    expect((await get(t, "/events/export", HTML)).body).toContain(SECRET_INPUT);
+  });
+});
