@@ -25,6 +25,8 @@ export interface Config {
   dashboardPublicDetails: boolean;
   /** Websockets (streams and dashboard pages) held open at once; more are closed with 1013. */
   maxSockets: number;
+  /** SWARM_ALLOWED_HOSTS: Host names answered besides loopback ones and the listening address; "any" for `*`. */
+  allowedHosts: string[] | "any";
 }
 
 export const CONFIG_DEFAULTS = {
@@ -42,6 +44,7 @@ export const CONFIG_DEFAULTS = {
   SWARM_DASHBOARD_PUBLIC: "false",
   SWARM_DASHBOARD_PUBLIC_DETAILS: "false",
   SWARM_MAX_SOCKETS: "2000",
+  SWARM_ALLOWED_HOSTS: "",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -70,6 +73,25 @@ function readBoolean(env: Env, name: keyof typeof CONFIG_DEFAULTS): boolean {
     throw new SwarmError("INVALID_CONFIG", `${name} must be true or false, got ${value}`, { field: name });
   }
   return value === "true" || value === "1";
+}
+
+/** A comma-separated list of host names or addresses, or `*` for any. */
+function readHostList(env: Env, name: keyof typeof CONFIG_DEFAULTS): string[] | "any" {
+  const raw = read(env, name);
+  if (raw === "*") return "any";
+  const hosts = raw
+    .split(",")
+    .map((host) => host.trim().toLowerCase())
+    .filter((host) => host !== "");
+  const bad = hosts.find((host) => !/^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[?[0-9a-f:.]+\]?)$/.test(host));
+  if (bad !== undefined) {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      `${name} must be a comma-separated list of host names (no ports or schemes) or *, got ${JSON.stringify(bad)}`,
+      { field: name },
+    );
+  }
+  return hosts;
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -122,5 +144,6 @@ export function loadConfig(env: Env = process.env): Config {
     dashboardPublic: readBoolean(env, "SWARM_DASHBOARD_PUBLIC"),
     dashboardPublicDetails: readBoolean(env, "SWARM_DASHBOARD_PUBLIC_DETAILS"),
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
+    allowedHosts: readHostList(env, "SWARM_ALLOWED_HOSTS"),
   };
 }

@@ -3,6 +3,7 @@
  * coordinator, schedule retention, build the app and listen. `shutdown` stops it in order.
  * `npm start` (server.ts) and `npm run demo` (demo.ts) both start it this way.
  */
+import { hostname, networkInterfaces } from "node:os";
 import type { Config } from "./config.js";
 import { Coordinator } from "./coordinator/coordinator.js";
 import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
@@ -44,6 +45,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     rateLimitPerMinute: config.rateLimitPerMinute,
     dashboardPublic: config.dashboardPublic,
     dashboardPublicDetails: config.dashboardPublicDetails,
+    allowedHosts:
+      config.allowedHosts === "any" ? "any" : [...config.allowedHosts, ...listenNames(config.host)],
     maxSockets: config.maxSockets,
     defaultMetrics: true,
   });
@@ -76,6 +79,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     "swarm coordinator ready",
   );
   return { app, url, shutdown };
+}
+
+/**
+ * The names clients reach a server listening on `host` by, without being told: the address
+ * itself, or, listening on every address, each of this machine's addresses and its host name.
+ */
+export function listenNames(host: string): string[] {
+  if (host !== "0.0.0.0" && host !== "::") return [host];
+  const addresses = Object.values(networkInterfaces())
+    .flatMap((entries) => entries ?? [])
+    .map((entry) => entry.address);
+  return [hostname(), ...addresses];
 }
 
 /** Run until SIGTERM or SIGINT, then stop in order and exit. */

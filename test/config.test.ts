@@ -16,8 +16,22 @@ describe("configuration", () => {
       rateLimitPerMinute: 1200,
       logLevel: "info",
       dashboardPublic: false,
+      dashboardPublicDetails: false,
       maxSockets: 2000,
+      allowedHosts: [],
     });
+  });
+
+  it("reads SWARM_ALLOWED_HOSTS as a list of names, or * for any, and refuses ports and schemes by name", () => {
+    expect(loadConfig({ SWARM_ALLOWED_HOSTS: " Swarm.Example.com, 10.0.0.5 ,[::1]" }).allowedHosts).toEqual([
+      "swarm.example.com",
+      "10.0.0.5",
+      "[::1]",
+    ]);
+    expect(loadConfig({ SWARM_ALLOWED_HOSTS: "*" }).allowedHosts).toBe("any");
+    for (const bad of ["swarm.example.com:443", "https://swarm.example.com", "a b"]) {
+      expect(() => loadConfig({ SWARM_ALLOWED_HOSTS: bad })).toThrow(/SWARM_ALLOWED_HOSTS/);
+    }
   });
 
   it("reads every variable", () => {

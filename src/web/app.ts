@@ -35,6 +35,7 @@ import { STREAM_CLOSE, STREAM_DEFAULTS, streamRoutes, type StreamOptions } from 
 import { taskRoutes } from "./routes/tasks.js";
 import { dashboard, type DashboardPages } from "./dashboard/index.js";
 import { readerOf, Visibility, type Reader } from "./visibility.js";
+import { SameOriginGuard, type AllowedHosts } from "./same-origin.js";
 import { LIVE_CLOSE, LIVE_DEFAULTS, type LiveOptions } from "./dashboard/live.js";
 
 export interface AppOptions {
@@ -55,6 +56,11 @@ export interface AppOptions {
   dashboardPublicDetails?: boolean;
   /** Websockets held open at once; one more is closed at once with 1013 (try again later). Default 2000. */
   maxSockets?: number;
+  /**
+   * Host names this server answers to besides loopback ones (SWARM_ALLOWED_HOSTS, the address it
+   * listens on); "any" turns the Host check off. Default: loopback only.
+   */
+  allowedHosts?: AllowedHosts;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
   defaultMetrics?: boolean;
 }
@@ -169,6 +175,18 @@ export async function buildApp(options: AppOptions): Promise<App> {
   // Filled in when the dashboard registers: its HTML not-found page and its live hub.
   const pages: DashboardPages = {};
   installErrorHandling(app, (request, reply) => pages.notFound?.(request, reply));
+
+  // Other sites' pages and names not ours are refused before anything else is looked at. A
+  // websocket upgrade refused in onRequest keeps its socket open (see below), so upgrades are
+  // checked once routed, before their guards.
+  const sameOrigin = new SameOriginGuard(options.allowedHosts ?? []);
+  const isUpgrade = (request: FastifyRequest) => request.headers.upgrade?.toLowerCase() === "websocket";
+  app.addHook("onRequest", async (request) => {
+    if (!isUpgrade(request)) sameOrigin.check(request);
+  });
+  app.addHook("preHandler", async (request) => {
+    if (isUpgrade(request)) sameOrigin.check(request);
+  });
 
   // Who is calling, settled before anything else (rate limiting keys on it).
   app.addHook("onRequest", async (request) => {

@@ -2,21 +2,17 @@
  * The dashboard in a real Chromium (Debian's package, driven by playwright-core; no browser is
  * downloaded). Screenshots land in test-results/screenshots/.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { haveBrowser, launchChromium } from "../helpers/browser.js";
 import { startStack, type Stack } from "../helpers/stack.js";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SCREENSHOTS = join(import.meta.dirname, "../../test-results/screenshots");
-const haveBrowser = existsSync(CHROMIUM);
-if (!haveBrowser && process.env.CI === "true") {
-  throw new Error(`browser tests need Chromium at ${CHROMIUM}; install it with: apt-get install -y chromium`);
-}
 
 async function api<T>(stack: Stack, path: string, body?: object, token?: string): Promise<T> {
   const response = await fetch(stack.base + path, {
@@ -48,17 +44,7 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
   const dbPath = join(dataDir, "swarm.db");
 
   beforeAll(async () => {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();
