@@ -50,6 +50,19 @@ export function preview(value: unknown, length = PREVIEW_LENGTH): string | null 
   return text.length > length ? `${text.slice(0, length - 1)}…` : text;
 }
 
+/**
+ * What a tool report's event records of its body: the tool's name, and previews of its input,
+ * output and error. A report repeating a call_id is compared with its first copy in these terms.
+ */
+export function toolReportData(report: { tool: string; input?: unknown; output?: unknown; error?: string }) {
+  return {
+    tool: report.tool.trim(),
+    input: preview(report.input),
+    output: preview(report.output),
+    error: report.error === undefined ? null : preview(report.error.trim()),
+  };
+}
+
 /** Holds the records a decision changes and the events it emits; reads see its own writes. */
 class Draft {
   readonly events: EventInput[] = [];
@@ -640,7 +653,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           },
         );
       }
-      const tool = checkText("tool", command.tool, 100);
+      checkText("tool", command.tool, 100);
       if (command.phase !== "called" && command.phase !== "completed" && command.phase !== "failed") {
         invalid("phase", 'must be "called", "completed" or "failed"');
       }
@@ -650,6 +663,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
             ? draft.ctx.newId()
             : null
           : checkText("call_id", command.call_id, 200);
+      if (command.error !== undefined) checkText("error", command.error, 10_000);
+      const { tool, ...recorded } = toolReportData(command);
       const types = {
         called: EventType.TOOL_CALLED,
         completed: EventType.TOOL_COMPLETED,
@@ -659,13 +674,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         source: command.agent_id,
         task_id: task.id,
         agent_id: command.agent_id,
-        data: {
-          tool,
-          call_id: callId,
-          input: preview(command.input),
-          output: preview(command.output),
-          error: command.error === undefined ? null : preview(checkText("error", command.error, 10_000)),
-        },
+        data: { tool, call_id: callId, ...recorded },
       });
       return draft.accepted({ task, tool_event_id: event.id });
     }
