@@ -7,6 +7,7 @@
 import { EventType } from "../event-log/event-types.js";
 import type { EventInput, JsonValue } from "../event-log/types.js";
 import { isFinal, type StateView } from "./state.js";
+import { stalledMs } from "./stalls.js";
 import type {
   Accepted,
   Agent,
@@ -17,6 +18,7 @@ import type {
   Decision,
   DecisionContext,
   Refused,
+  ServerStall,
   Task,
 } from "./types.js";
 
@@ -395,6 +397,23 @@ function reauction(draft: Draft, task: Task, why: string): void {
   });
 }
 
+/**
+ * Whether the agent has been silent for the heartbeat timeout, not counting the time the server
+ * itself was stalled: a heartbeat that waited unread in the server's buffers meanwhile is not
+ * the agent's fault.
+ */
+function silentTooLong(
+  agent: Agent,
+  nowMs: number,
+  timeoutMs: number,
+  stalls: readonly ServerStall[] = [],
+): boolean {
+  const lastSeenMs = Date.parse(agent.last_seen);
+  const silence = nowMs - lastSeenMs;
+  // Only an agent already past the timeout needs the stalls walked.
+  return silence >= timeoutMs && silence - stalledMs(stalls, lastSeenMs, nowMs) >= timeoutMs;
+}
+
 function loseAgent(draft: Draft, agent: Agent, why: string): void {
   for (const task of draft.held(agent.id)) reauction(draft, task, why);
 }
@@ -683,8 +702,10 @@ function decideCommand(draft: Draft, command: Command): Accepted {
       // Agents first, so that an agent found silent cannot win an auction closing in this tick.
       for (const agent of draft.allAgents()) {
         if (agent.left_at !== null) continue;
-        const silentSince = Date.parse(agent.last_seen) + rules.heartbeatTimeoutMs;
-        if (agent.status !== "offline" && silentSince <= draft.nowMs) {
+        if (
+          agent.status !== "offline" &&
+          silentTooLong(agent, draft.nowMs, rules.heartbeatTimeoutMs, command.stalls)
+        ) {
           const offline: Agent = { ...agent, status: "offline", grace_until: null };
           draft.putAgent(offline);
           draft.statusReasons.set(agent.id, "heartbeat timeout");
