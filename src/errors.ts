@@ -15,6 +15,10 @@ export const ERROR_TABLE = {
   URI_TOO_LONG: { status: 414, title: "The URL is too long" },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: "The body must be JSON" },
   HOST_NOT_ALLOWED: { status: 421, title: "The server does not answer to that host name" },
+  IDEMPOTENCY_KEY_REUSED: {
+    status: 422,
+    title: "The idempotency key or call_id was already used with a different request",
+  },
   RATE_LIMITED: { status: 429, title: "Too many requests" },
   INTERNAL: { status: 500, title: "An internal error; it has been logged" },
   INVALID_EVENT: { status: 400, title: "The event is invalid" },

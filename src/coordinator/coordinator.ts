@@ -5,6 +5,7 @@
  * the event log, also after the commit). One interval timer drives the core's Tick, which
  * closes due auctions and expires silent agents.
  */
+import { performance } from "node:perf_hooks";
 import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError } from "../errors.js";
 import type { EventLog, EventLogTransaction } from "../event-log/event-log.js";
@@ -12,6 +13,7 @@ import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
 import { CoordinatorState, withTask } from "./state.js";
+import { StallLedger } from "./stalls.js";
 import { CoordinatorStore, type AgentStats } from "./store.js";
 import {
   DEFAULT_RULES,
@@ -65,6 +67,10 @@ export class Coordinator {
   private readonly maxBatchCommands: number;
   /** Set once memory holds changes of a transaction that has not committed yet. */
   private memoryAhead = false;
+  /** Recent spans in which this process's event loop was stalled; every Tick carries them. */
+  private readonly stalls: StallLedger;
+  /** When the tick timer last ran, on the monotonic clock (a wall-clock jump is no stall). */
+  private lastTimerAt = 0;
 
   constructor(options: CoordinatorOptions) {
     this.eventLog = options.eventLog;
@@ -74,6 +80,7 @@ export class Coordinator {
     this.newId = options.newId ?? timeOrderedUuid;
     this.tickIntervalMs = options.tickIntervalMs ?? 100;
     this.maxBatchCommands = options.maxBatchCommands ?? 500;
+    this.stalls = new StallLedger(this.rules.heartbeatTimeoutMs);
     this.store = new CoordinatorStore(this.eventLog.db);
     this.state = CoordinatorState.from(this.store.loadWorkingSet());
   }
@@ -97,8 +104,24 @@ export class Coordinator {
       },
       "coordinator recovered its state",
     );
-    this.timer = setInterval(() => this.tick(), this.tickIntervalMs);
+    this.lastTimerAt = performance.now();
+    this.timer = setInterval(() => this.onTimer(), this.tickIntervalMs);
     this.timer.unref();
+  }
+
+  /** A timer that runs late means the event loop was held: note the stall, then tick. */
+  private onTimer(): void {
+    const at = performance.now();
+    const lateMs = at - this.lastTimerAt - this.tickIntervalMs;
+    this.lastTimerAt = at;
+    const stall = this.stalls.note(lateMs, this.clock().getTime());
+    if (stall !== undefined) {
+      this.logger.warn(
+        { stalled_ms: Math.round(lateMs), from: stall.from, until: stall.until },
+        "the event loop was stalled; agents' silence during the stall is not held against them",
+      );
+    }
+    this.tick();
   }
 
   stop(): void {
@@ -109,7 +132,7 @@ export class Coordinator {
   /** Run the core's Tick now; storage failures are logged and retried on the next tick. */
   tick(): CommandResult | undefined {
     try {
-      return this.execute({ type: "Tick" });
+      return this.execute({ type: "Tick", stalls: this.stalls.stalls });
     } catch (error) {
       this.logger.error({ err: error }, "tick failed; retrying on the next one");
       return undefined;

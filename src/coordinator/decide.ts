@@ -7,6 +7,7 @@
 import { EventType } from "../event-log/event-types.js";
 import type { EventInput, JsonValue } from "../event-log/types.js";
 import { isFinal, type StateView } from "./state.js";
+import { stalledMs } from "./stalls.js";
 import type {
   Accepted,
   Agent,
@@ -17,6 +18,7 @@ import type {
   Decision,
   DecisionContext,
   Refused,
+  ServerStall,
   Task,
 } from "./types.js";
 
@@ -48,6 +50,19 @@ export function preview(value: unknown, length = PREVIEW_LENGTH): string | null 
   if (value === undefined || value === null) return null;
   const text = typeof value === "string" ? value : JSON.stringify(value);
   return text.length > length ? `${text.slice(0, length - 1)}…` : text;
+}
+
+/**
+ * What a tool report's event records of its body: the tool's name, and previews of its input,
+ * output and error. A report repeating a call_id is compared with its first copy in these terms.
+ */
+export function toolReportData(report: { tool: string; input?: unknown; output?: unknown; error?: string }) {
+  return {
+    tool: report.tool.trim(),
+    input: preview(report.input),
+    output: preview(report.output),
+    error: report.error === undefined ? null : preview(report.error.trim()),
+  };
 }
 
 /** Holds the records a decision changes and the events it emits; reads see its own writes. */
@@ -382,6 +397,23 @@ function reauction(draft: Draft, task: Task, why: string): void {
   });
 }
 
+/**
+ * Whether the agent has been silent for the heartbeat timeout, not counting the time the server
+ * itself was stalled: a heartbeat that waited unread in the server's buffers meanwhile is not
+ * the agent's fault.
+ */
+function silentTooLong(
+  agent: Agent,
+  nowMs: number,
+  timeoutMs: number,
+  stalls: readonly ServerStall[] = [],
+): boolean {
+  const lastSeenMs = Date.parse(agent.last_seen);
+  const silence = nowMs - lastSeenMs;
+  // Only an agent already past the timeout needs the stalls walked.
+  return silence >= timeoutMs && silence - stalledMs(stalls, lastSeenMs, nowMs) >= timeoutMs;
+}
+
 function loseAgent(draft: Draft, agent: Agent, why: string): void {
   for (const task of draft.held(agent.id)) reauction(draft, task, why);
 }
@@ -640,7 +672,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           },
         );
       }
-      const tool = checkText("tool", command.tool, 100);
+      checkText("tool", command.tool, 100);
       if (command.phase !== "called" && command.phase !== "completed" && command.phase !== "failed") {
         invalid("phase", 'must be "called", "completed" or "failed"');
       }
@@ -650,6 +682,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
             ? draft.ctx.newId()
             : null
           : checkText("call_id", command.call_id, 200);
+      if (command.error !== undefined) checkText("error", command.error, 10_000);
+      const { tool, ...recorded } = toolReportData(command);
       const types = {
         called: EventType.TOOL_CALLED,
         completed: EventType.TOOL_COMPLETED,
@@ -659,13 +693,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         source: command.agent_id,
         task_id: task.id,
         agent_id: command.agent_id,
-        data: {
-          tool,
-          call_id: callId,
-          input: preview(command.input),
-          output: preview(command.output),
-          error: command.error === undefined ? null : preview(checkText("error", command.error, 10_000)),
-        },
+        data: { tool, call_id: callId, ...recorded },
       });
       return draft.accepted({ task, tool_event_id: event.id });
     }
@@ -674,8 +702,10 @@ function decideCommand(draft: Draft, command: Command): Accepted {
       // Agents first, so that an agent found silent cannot win an auction closing in this tick.
       for (const agent of draft.allAgents()) {
         if (agent.left_at !== null) continue;
-        const silentSince = Date.parse(agent.last_seen) + rules.heartbeatTimeoutMs;
-        if (agent.status !== "offline" && silentSince <= draft.nowMs) {
+        if (
+          agent.status !== "offline" &&
+          silentTooLong(agent, draft.nowMs, rules.heartbeatTimeoutMs, command.stalls)
+        ) {
           const offline: Agent = { ...agent, status: "offline", grace_until: null };
           draft.putAgent(offline);
           draft.statusReasons.set(agent.id, "heartbeat timeout");

@@ -64,6 +64,12 @@ export interface Bid {
 
 export type ToolPhase = "called" | "completed" | "failed";
 
+/** A span in which the server's event loop did not run (see stalls.ts), in the coordinator's clock. */
+export interface ServerStall {
+  from: string;
+  until: string;
+}
+
 export type Command =
   | { type: "RegisterAgent"; name: string; capabilities?: string[]; max_concurrent?: number }
   | { type: "Heartbeat"; agent_id: string }
@@ -93,8 +99,11 @@ export type Command =
       output?: unknown;
       error?: string;
     }
-  /** Closes due auctions and expires silent agents. */
-  | { type: "Tick" }
+  /**
+   * Closes due auctions and expires silent agents. `stalls`: recent spans in which the server
+   * itself was stalled; they do not count as any agent's silence.
+   */
+  | { type: "Tick"; stalls?: readonly ServerStall[] }
   /** At start: every agent that was online is now offline, with a grace period to come back. */
   | { type: "Recover" };
 

@@ -528,6 +528,53 @@ describe("losing agents", () => {
   });
 });
 
+describe("the server's own stalls", () => {
+  const timeout = DEFAULT_RULES.heartbeatTimeoutMs;
+  const at = (ms: number) => new Date(START + ms).toISOString();
+  /** An agent last heard at START, running a task. */
+  const running = () => {
+    const s = scenario();
+    const agent = s.agent();
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: agent, bid_sats: 10 });
+    s.given({ type: "StartTask", task_id: t, agent_id: agent });
+    return { s, agent, t };
+  };
+
+  it("does not count silence that overlaps a stall of the server as the agent's", () => {
+    const { s, agent, t } = running();
+    // Heard at 0, then the server stalled for 40 s of the 50 s since: 10 s of silence are the agent's.
+    s.advance(50_000);
+    const tick = s.run({ type: "Tick", stalls: [{ from: at(5_000), until: at(45_000) }] });
+    expect(types(tick)).toEqual([]);
+    expect(s.state.getAgent(agent)?.status).toBe("busy");
+    expect(s.state.getTask(t)).toMatchObject({ status: "running", assigned_agent: agent, attempt: 1 });
+  });
+
+  it("still expires an agent silent for the timeout outside the stalls", () => {
+    const { s, agent, t } = running();
+    const stalls = [
+      { from: at(-20_000), until: at(-10_000) }, // before the agent was last heard: no excuse
+      { from: at(5_000), until: at(15_000) },
+    ];
+    s.advance(timeout + 10_000 - 1);
+    expect(types(s.run({ type: "Tick", stalls }))).toEqual([]);
+    s.advance(1);
+    expect(types(s.run({ type: "Tick", stalls }))).toEqual(["task.bidding", "agent.status_changed"]);
+    expect(s.state.getAgent(agent)?.status).toBe("offline");
+    expect(s.state.getTask(t)).toMatchObject({ status: "bidding", attempt: 2 });
+  });
+
+  it("counts only the part of a stall that falls inside the agent's silence", () => {
+    const { s, agent } = running();
+    s.advance(10_000);
+    s.given({ type: "Heartbeat", agent_id: agent }); // heard at 10 s, in the middle of a stall
+    s.advance(timeout + 5_000);
+    const stalls = [{ from: at(0), until: at(15_000) }];
+    expect(types(s.run({ type: "Tick", stalls }))).toEqual(["task.bidding", "agent.status_changed"]);
+  });
+});
+
 describe("recovery after a restart", () => {
   it("puts online agents offline with a grace period in which their bids and tasks stand", () => {
     const s = scenario({ closeWhenAllBid: false });

@@ -1,6 +1,6 @@
 /**
  * Faults injected into a running product: the disk fills, the database turns read-only, an
- * agent dies mid-task, an agent floods heartbeats, a client opens thousands of websockets, a
+ * agent dies mid-task, the server's own event loop stalls, an agent floods heartbeats, a client opens thousands of websockets, a
  * dashboard page stops reading. Each gets a clear error or a bounded reaction, the process
  * stays up, nothing acknowledged is lost, and service resumes when the fault clears.
  * (A stream consumer that stops reading: test/web/stream.test.ts.)
@@ -155,6 +155,58 @@ describe("faults", () => {
     const timeline = stack.eventLog.getTaskEvents(task!.id).map((e) => e.event_type);
     expect(timeline.filter((type) => type === "task.bidding")).toHaveLength(2);
     expect(stack.coordinator.getAgent(doomedId)?.status).toBe("offline");
+  });
+
+  it("the server's own stall longer than the heartbeat timeout: an agent heartbeating all along stays online and keeps its running task", async () => {
+    const timeoutMs = 1500;
+    const stack: Stack = await startStack(tempDbPath(), 0, { rules: { heartbeatTimeoutMs: timeoutMs } });
+    cleanups.push(() => stack.stop());
+    const launcher = fileURLToPath(new URL("../../bin/swarm-agent.js", import.meta.url));
+    const child = spawn(
+      process.execPath,
+      [
+        launcher,
+        ...["--server", stack.base, "--name", "honest", "--capabilities", "code", "--bid-base", "10"],
+        ...["--work-ms", "600000", "--heartbeat-ms", "200", "--log-level", "silent"],
+      ],
+      { stdio: "ignore" },
+    );
+    cleanups.push(() => void child.kill("SIGKILL"));
+    await eventually(
+      () => stack.coordinator.listAgents().filter((a) => a.status !== "offline").length,
+      (online) => online === 1,
+      20_000,
+    );
+    const agentId = stack.coordinator.listAgents()[0]!.id;
+    const { task } = await stack.coordinator.submit({
+      type: "PostTask",
+      description: "write the code",
+      required_capabilities: ["code"],
+      auction_ms: 1000,
+    });
+    await eventually(
+      () => stack.coordinator.getTask(task!.id),
+      (t) => t?.status === "running" && t.assigned_agent === agentId,
+    );
+    // The event loop is held (as a long synchronous scan would hold it) for well over the
+    // timeout, while the agent's heartbeats keep arriving and wait in the socket buffers.
+    const stalledUntil = Date.now() + 3 * timeoutMs;
+    while (Date.now() < stalledUntil) {
+      // busy: nothing else in this process runs meanwhile
+    }
+    // Let the server catch up: heartbeats sent during the stall, then some from after it.
+    await eventually(
+      () => Date.parse(stack.coordinator.getAgent(agentId)!.last_seen),
+      (lastSeen) => lastSeen > stalledUntil + 500,
+    );
+    expect(stack.coordinator.getAgent(agentId)?.status).not.toBe("offline");
+    expect(stack.coordinator.getTask(task!.id)).toMatchObject({
+      status: "running",
+      assigned_agent: agentId,
+      attempt: 1,
+    });
+    const changes = stack.eventLog.listEvents({ types: "agent.status_changed", agent_id: agentId }).events;
+    expect(changes.map((e) => e.data.to)).not.toContain("offline");
   });
 
   it("an agent flooding heartbeats is rate limited on its own: 429s, no events, others unaffected, memory flat", async () => {

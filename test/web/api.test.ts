@@ -290,6 +290,47 @@ describe("tasks", () => {
     expect(timeline.filter((type) => type === "tool.completed")).toHaveLength(1);
   });
 
+  it("refuses a tool report's call_id reused with a different body (422 naming it), stored or in flight, writing nothing", async () => {
+    const t = await buildTestApp();
+    const a = await t.agent("a");
+    const task = await t.task({ auction_ms: 1000 });
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/bids`,
+      headers: a.auth,
+      payload: { bid_sats: 10 },
+    });
+    await t.app.inject({ method: "POST", url: `/api/tasks/${task}/start`, headers: a.auth });
+    const report = (call_id: string, body: Record<string, unknown>) =>
+      t.app.inject({
+        method: "POST",
+        url: `/api/tasks/${task}/tools`,
+        headers: a.auth,
+        payload: { tool: "search", phase: "called", call_id, ...body },
+      });
+    expect((await report("call-1", { input: { q: "x" } })).statusCode).toBe(201);
+    expect((await report("call-1", { input: { q: "x" } })).statusCode).toBe(200);
+    const seq = t.eventLog.latestSeq();
+    for (const other of [{ input: { q: "y" } }, { input: { q: "x" }, tool: "fetch" }, {}]) {
+      const reused = await report("call-1", other);
+      expect(reused.statusCode).toBe(422);
+      expect(reused.json<Json>().error).toMatchObject({
+        code: "IDEMPOTENCY_KEY_REUSED",
+        message: expect.stringContaining("call-1") as string,
+        details: { field: "body.call_id", call_id: "call-1" },
+      });
+    }
+    expect(t.eventLog.latestSeq()).toBe(seq);
+    // Two reports in flight together with one call_id and different bodies: one stored, one refused.
+    const raced = await Promise.all([report("call-2", { input: 1 }), report("call-2", { input: 2 })]);
+    expect(raced.map((r) => r.statusCode)).toEqual([201, 422]);
+    const called = t.eventLog.getTaskEvents(task).filter((e) => e.event_type === "tool.called");
+    expect(called.map((e) => [e.data.call_id, e.data.input])).toEqual([
+      ["call-1", '{"q":"x"}'],
+      ["call-2", "1"],
+    ]);
+  });
+
   it("returns the same task for a retried post with the same Idempotency-Key", async () => {
     const t = await buildTestApp();
     const post = (key: string) =>
@@ -311,6 +352,61 @@ describe("tasks", () => {
     expect(t.eventLog.listEvents({ types: "task.created" }).events).toHaveLength(3);
     const bad = await post("has space");
     expect(bad.statusCode).toBe(400);
+  });
+
+  it("refuses an Idempotency-Key reused with a different body (422 naming the key), writing nothing", async () => {
+    const t = await buildTestApp();
+    const post = (payload: Record<string, unknown>) =>
+      t.app.inject({
+        method: "POST",
+        url: "/api/tasks",
+        headers: { ...t.operator, "idempotency-key": "key-1" },
+        payload,
+      });
+    const first = await post({ description: "once", required_capabilities: ["code"], max_bid_sats: 50 });
+    expect(first.statusCode).toBe(201);
+    // The same body with its keys in another order is the same request.
+    const retry = await post({ max_bid_sats: 50, required_capabilities: ["code"], description: "once" });
+    expect(retry.statusCode).toBe(200);
+    expect(retry.json<Json>().task.id).toBe(first.json<Json>().task.id);
+    const seq = t.eventLog.latestSeq();
+    for (const other of [
+      { description: "twice", required_capabilities: ["code"], max_bid_sats: 50 },
+      { description: "once", required_capabilities: ["code"] },
+      { description: "once", required_capabilities: ["code"], max_bid_sats: 51 },
+    ]) {
+      const reused = await post(other);
+      expect(reused.statusCode).toBe(422);
+      expect(reused.json<Json>().error).toMatchObject({
+        code: "IDEMPOTENCY_KEY_REUSED",
+        message: expect.stringContaining("key-1") as string,
+        details: { field: "headers.idempotency-key", idempotency_key: "key-1" },
+      });
+    }
+    expect(t.eventLog.latestSeq()).toBe(seq);
+    expect(t.coordinator.store.listTasks({ limit: 50 }).tasks).toHaveLength(1);
+    // A key stored before digests were kept has nothing to compare with: it answers its task.
+    t.eventLog.db.prepare("UPDATE idempotency_keys SET request_digest = NULL").run();
+    const legacy = await post({ description: "twice" });
+    expect(legacy.statusCode).toBe(200);
+    expect(legacy.json<Json>().task.id).toBe(first.json<Json>().task.id);
+  });
+
+  it("answers two posts in flight together with one key and different bodies with one 201 and one 422", async () => {
+    const t = await buildTestApp();
+    const post = (description: string) =>
+      t.app.inject({
+        method: "POST",
+        url: "/api/tasks",
+        headers: { ...t.operator, "idempotency-key": "raced" },
+        payload: { description },
+      });
+    const answers = await Promise.all([post("first"), post("second")]);
+    expect(answers.map((r) => r.statusCode).sort()).toEqual([201, 422]);
+    const created = answers.find((r) => r.statusCode === 201)!.json<Json>().task;
+    expect(answers.find((r) => r.statusCode === 422)!.json<Json>().error.code).toBe("IDEMPOTENCY_KEY_REUSED");
+    expect(t.coordinator.store.listTasks({ limit: 50 }).tasks.map((task) => task.id)).toEqual([created.id]);
+    expect(t.eventLog.listEvents({ types: "task.created" }).events).toHaveLength(1);
   });
 
   it("lists tasks newest first, filtered and paged by cursor", async () => {

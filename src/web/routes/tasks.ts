@@ -1,5 +1,7 @@
+import { createHash } from "node:crypto";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
+import { toolReportData } from "../../coordinator/decide.js";
 import { isSwarmError, SwarmError } from "../../errors.js";
 import { agentOf } from "../auth.js";
 import {
@@ -21,13 +23,47 @@ import type { StoredEvent } from "../../event-log/types.js";
 const TaskResponse = Type.Object({ task: TaskSchema });
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
+/** JSON with every object's keys sorted: two bodies that differ only in key order read the same. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (typeof value === "object" && value !== null) {
+    const entries = Object.entries(value)
+      .filter(([, item]) => item !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** What "the same request" means for an Idempotency-Key: the validated body, canonically. */
+function requestDigest(body: unknown): string {
+  return createHash("sha256").update(canonicalJson(body)).digest("hex");
+}
+
+function keyReused(key: string): SwarmError {
+  return new SwarmError(
+    "IDEMPOTENCY_KEY_REUSED",
+    `Idempotency-Key ${key} was already used with a different body; use a new key for a new task`,
+    { field: "headers.idempotency-key", idempotency_key: key },
+  );
+}
+
 export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { coordinator, guard, eventLog, visibility } = app;
   const keys = {
-    find: eventLog.db.prepare<[string], string>("SELECT task_id FROM idempotency_keys WHERE key = ?").pluck(),
-    save: eventLog.db.prepare<[string, string, string]>(
-      "INSERT INTO idempotency_keys (key, task_id, created_at) VALUES (?, ?, ?)",
+    find: eventLog.db.prepare<[string], { task_id: string; request_digest: string | null }>(
+      "SELECT task_id, request_digest FROM idempotency_keys WHERE key = ?",
     ),
+    save: eventLog.db.prepare<[string, string, string, string]>(
+      "INSERT INTO idempotency_keys (key, task_id, created_at, request_digest) VALUES (?, ?, ?, ?)",
+    ),
+  };
+  /** The task a key already made, if the body is that first one's; a key from before digests were kept matches any. */
+  const taskForKey = (key: string, digest: string) => {
+    const earlier = keys.find.get(key);
+    if (earlier === undefined) return undefined;
+    if (earlier.request_digest !== null && earlier.request_digest !== digest) throw keyReused(key);
+    return requireTask(earlier.task_id);
   };
   const toolReportsInFlight = new Map<string, Promise<StoredEvent>>();
   const findToolReport = eventLog.db
@@ -40,6 +76,13 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const id = findToolReport.get(taskId, agentId, `tool.${phase}`, callId);
     const event = id === undefined ? null : eventLog.getEvent(id);
     return event === null ? undefined : Promise.resolve(event);
+  };
+  /** A repeat of a report is the same report when the event would record the same of it. */
+  const sameToolReport = (stored: StoredEvent, body: Parameters<typeof toolReportData>[0]) => {
+    const recorded = toolReportData(body);
+    return (Object.keys(recorded) as (keyof typeof recorded)[]).every(
+      (field) => stored.data[field] === recorded[field],
+    );
   };
   const requireTask = (id: string) => {
     const task = coordinator.getTask(id);
@@ -55,10 +98,10 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ["tasks"],
         summary: "Post a task; it goes straight to auction",
         description:
-          "An `Idempotency-Key` header makes a retried post return the task it created (200) instead of a second one.",
+          "An `Idempotency-Key` header makes a retried post return the task it created (200) instead of a second one; the same key with a different body (compared as canonical JSON, key order aside) is refused with 422.",
         body: PostTaskBody,
         headers: Type.Object({ "idempotency-key": Type.Optional(Type.String()) }),
-        response: { 200: TaskResponse, 201: TaskResponse, ...errorResponses(400, 401, 403, 429) },
+        response: { 200: TaskResponse, 201: TaskResponse, ...errorResponses(400, 401, 403, 422, 429) },
       },
     },
     async (request, reply) => {
@@ -72,18 +115,20 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
           },
         );
       }
-      const earlier = key === undefined ? undefined : keys.find.get(key);
-      if (earlier !== undefined) return reply.code(200).send({ task: requireTask(earlier) });
+      const digest = requestDigest(request.body);
+      const earlier = key === undefined ? undefined : taskForKey(key, digest);
+      if (earlier !== undefined) return reply.code(200).send({ task: earlier });
       try {
         const result = await coordinator.submit({ type: "PostTask", ...request.body }, ({ task }) => {
-          if (key !== undefined && task !== undefined) keys.save.run(key, task.id, task.created_at);
+          if (key !== undefined && task !== undefined) keys.save.run(key, task.id, task.created_at, digest);
         });
         return reply.code(201).send({ task: result.task! });
       } catch (error) {
-        // Two posts with one key in flight together: the second lost the race to the first.
-        const winner = key === undefined ? undefined : keys.find.get(key);
-        if (winner !== undefined && !isSwarmError(error, "VALIDATION_FAILED"))
-          return reply.code(200).send({ task: requireTask(winner) });
+        // Two posts with one key in flight together: the second lost the race to the first, and
+        // answers the first's task if it carried the same body, or 422 if not.
+        const winner =
+          key === undefined || isSwarmError(error, "VALIDATION_FAILED") ? undefined : taskForKey(key, digest);
+        if (winner !== undefined) return reply.code(200).send({ task: winner });
         throw error;
       }
     },
@@ -282,13 +327,13 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ["tasks"],
         summary:
-          "Report a tool call of a running task (the assigned agent); a repeat of a call_id and phase answers 200 with the event first stored",
+          "Report a tool call of a running task (the assigned agent); a repeat of a call_id and phase answers 200 with the event first stored, or 422 when its body differs",
         params: IdParams,
         body: ToolBody,
         response: {
           200: Type.Object({ event: EventSchema }),
           201: Type.Object({ event: EventSchema }),
-          ...errorResponses(400, 401, 403, 404, 409),
+          ...errorResponses(400, 401, 403, 404, 409, 422),
         },
       },
     },
@@ -302,7 +347,17 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (replayKey !== undefined) {
         const earlier =
           toolReportsInFlight.get(replayKey) ?? storedToolReport(request.params.id, agentId, phase, call_id!);
-        if (earlier !== undefined) return reply.code(200).send({ event: await earlier });
+        if (earlier !== undefined) {
+          const first = await earlier;
+          if (!sameToolReport(first, request.body)) {
+            throw new SwarmError(
+              "IDEMPOTENCY_KEY_REUSED",
+              `call_id ${call_id!} was already reported for phase ${phase} with a different body; use a new call_id for a new call`,
+              { field: "body.call_id", call_id },
+            );
+          }
+          return reply.code(200).send({ event: first });
+        }
       }
       const stored = coordinator
         .submit({
