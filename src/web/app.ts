@@ -222,6 +222,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
   });
 
   await app.register(helmet, {
+    // Not helmet's no-referrer: under it a browser sends `Origin: null` with this dashboard's own
+    // form posts, which the cross-site check (same-origin.ts) must refuse. same-origin still
+    // tells other sites nothing.
+    referrerPolicy: { policy: "same-origin" },
     contentSecurityPolicy: {
       directives: {
         defaultSrc: ["'self'"],

@@ -44,6 +44,16 @@ export function isLoopbackName(name: string): boolean {
   );
 }
 
+/** Whether a page of `origin` is this server's own, reached as `host` (default ports compare equal). */
+function sameHost(origin: string, host: string): boolean {
+  try {
+    const page = new URL(origin);
+    return page.host === new URL(`${page.protocol}//${host}`).host;
+  } catch {
+    return false; // "null" (sandboxed pages, file:) or something that is not an origin at all
+  }
+}
+
 export class SameOriginGuard {
   private readonly allowed: Set<string> | "any";
 
@@ -69,13 +79,7 @@ export class SameOriginGuard {
   checkOrigin(request: FastifyRequest): void {
     const origin = request.headers.origin;
     if (origin !== undefined) {
-      let originHost: string | undefined;
-      try {
-        originHost = origin === "null" ? undefined : new URL(origin).host;
-      } catch {
-        originHost = undefined;
-      }
-      if (originHost === undefined || originHost !== request.host.toLowerCase()) {
+      if (!sameHost(origin, request.host)) {
         throw new SwarmError("CROSS_SITE_REQUEST", `requests from pages of ${origin} are refused`, {
           field: "headers.origin",
         });

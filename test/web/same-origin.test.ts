@@ -75,7 +75,7 @@ describe("state-changing requests from other sites' pages", () => {
   it.each([
     [{ origin: "http://127.0.0.1:9999" }, "headers.origin"],
     [{ origin: "null" }, "headers.origin"],
-    [{ origin: "http://localhost" }, "headers.origin"],
+    [{ origin: "http://localhost:8080" }, "headers.origin"],
     [{ "sec-fetch-site": "cross-site" }, "headers.sec-fetch-site"],
     [{ "sec-fetch-site": "same-site" }, "headers.sec-fetch-site"],
   ])("refuses a cancel sent with %j (403 naming %s) and cancels nothing", async (headers, field) => {

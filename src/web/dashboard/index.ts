@@ -18,10 +18,11 @@ import { SwarmError } from "../../errors.js";
 import { toSwarmError } from "../errors.js";
 import { OPERATOR } from "../visibility.js";
 import { DashboardModel, MinuteCounter } from "./model.js";
-import { configureTemplates, Renderer, VIEWS_DIR } from "./render.js";
+import { configureTemplates, Renderer, VIEWS_DIR, type DashboardRenderers } from "./render.js";
 import { LiveHub, type LiveOptions } from "./live.js";
 import { pageRoutes } from "./pages.js";
-import { SessionKeeper, type DashboardSession } from "./session.js";
+import { serverSecret } from "../server-secrets.js";
+import { csrfUserInfo, SessionKeeper, type DashboardSession } from "./session.js";
 
 export interface DashboardOptions {
   /** With a key set: whether viewing is open without logging in. */
@@ -39,10 +40,6 @@ export interface DashboardPages {
 }
 
 type DashboardReader = typeof OPERATOR | { kind: "public"; details: boolean };
-export interface DashboardRenderers {
-  operator: Renderer;
-  public: Renderer;
-}
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -60,13 +57,17 @@ const VENDOR_FILES: Record<string, string> = {
 
 export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app, options) => {
   const { eventLog, coordinator } = app;
-  const sessions = new SessionKeeper(app.apiKey, options.viewOpen);
+  const sessions = new SessionKeeper(app.apiKey, options.viewOpen, eventLog.db, eventLog.clock);
   let env: Environment | undefined;
 
   await app.register(cookie);
   await app.register(formbody, { bodyLimit: 64 * 1024 });
   await app.register(csrf, {
     cookieOpts: { path: "/", sameSite: "strict", httpOnly: true },
+    // A token is good only for the login it was made for: a sibling origin (another port, a
+    // subdomain) can plant the _csrf cookie, but it cannot know the session id inside the token.
+    getUserInfo: (request) => csrfUserInfo(request.dashboardSession),
+    csrfOpts: { hmacKey: serverSecret(eventLog.db, "csrf-hmac-key") },
   });
   await app.register(view, {
     engine: { nunjucks },

@@ -17,9 +17,8 @@ import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
 import { truncate } from "./format.js";
 import { FEED_CAP, PAGE_SIZE } from "./model.js";
-import type { DashboardRenderers } from "./index.js";
-import type { Renderer } from "./render.js";
-import type { SessionKeeper } from "./session.js";
+import type { DashboardRenderers, Renderer } from "./render.js";
+import { csrfUserInfo, type SessionKeeper } from "./session.js";
 
 const EVENT_FILTER_FIELDS = ["type", "source", "task_id", "agent_id", "since", "until", "q"] as const;
 
@@ -153,7 +152,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     title,
     path: request.url,
     session: request.dashboardSession,
-    csrf: reply.generateCsrf(),
+    csrf: reply.generateCsrf({ userInfo: csrfUserInfo(request.dashboardSession) }),
     live: live === undefined ? undefined : liveUrl(live),
     seq: eventLog.latestSeq(),
   });
@@ -433,8 +432,8 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     },
   );
 
-  app.post("/logout", { preHandler: checkCsrf, schema: { hide: true } }, async (_request, reply) => {
-    sessions.logOut(reply);
+  app.post("/logout", { preHandler: checkCsrf, schema: { hide: true } }, async (request, reply) => {
+    sessions.logOut(request, reply);
     return reply.redirect("/", 303);
   });
 

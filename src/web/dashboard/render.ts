@@ -22,6 +22,12 @@ export function configureTemplates(env: Environment, clock: () => Date): void {
   env.addFilter("short", shortId);
 }
 
+/** One renderer per audience: the operator, and anonymous viewers of a public dashboard. */
+export interface DashboardRenderers {
+  operator: Renderer;
+  public: Renderer;
+}
+
 export class Renderer {
   constructor(
     readonly env: Environment,

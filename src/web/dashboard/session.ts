@@ -1,17 +1,23 @@
 /**
  * Who is looking at the dashboard. Without SWARM_API_KEY everyone on this machine may view and
- * act (the server only listens on loopback then). With a key, acting needs a login that sets a
- * signed cookie; viewing needs it too unless SWARM_DASHBOARD_PUBLIC is set.
+ * act (the server only listens on loopback then, and refuses other sites' pages). With a key,
+ * acting needs a login; viewing needs it too unless SWARM_DASHBOARD_PUBLIC is set.
  *
- * The cookie holds only its issue time and an HMAC keyed by the operator key, so it survives a
- * restart, and changing the key logs everyone out.
+ * A login is a session kept on the server (dashboard_sessions), named by a random id that only
+ * the cookie holds, beside an HMAC keyed by the operator key. So logging out ends the session
+ * for every copy of the cookie, changing the key logs everyone out, and a restart (or another
+ * replica) knows the same sessions. CSRF tokens are bound to the session id (see index.ts), so a
+ * CSRF cookie planted by a sibling origin is worth nothing.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
+import type { SqliteDatabase } from "../../event-log/database.js";
 import { hashToken, isOperatorDigest } from "../auth.js";
 
 export const SESSION_COOKIE = "swarm_session";
-const SESSION_LIFETIME_MS = 12 * 3600_000;
+/** The name over TLS: browsers keep a `__Host-` cookie to this exact origin, Secure, on path /. */
+export const SECURE_SESSION_COOKIE = `__Host-${SESSION_COOKIE}`;
+export const SESSION_LIFETIME_MS = 12 * 3600_000;
 
 export interface DashboardSession {
   /** A key is set, so acting (and maybe viewing) needs a login. */
@@ -22,35 +28,72 @@ export interface DashboardSession {
   canAct: boolean;
   /** Viewing is open to everyone even though a key is set. */
   viewOpen: boolean;
+  /** The login's id, when logged in; CSRF tokens are bound to it. */
+  sessionId: string | undefined;
 }
+
+/**
+ * What a CSRF token is bound to: the login's id, or one shared word for viewers who have none
+ * (@fastify/csrf refuses an empty one; without a login, other sites' pages are refused by origin).
+ */
+export function csrfUserInfo(session: DashboardSession | null | undefined): string {
+  return session?.sessionId ?? "no-session";
+}
+
+const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
 export class SessionKeeper {
   private readonly signingKey: Buffer | undefined;
   private readonly apiKeyHash: string | undefined;
+  private readonly statements;
 
   constructor(
     apiKey: string | undefined,
     private readonly viewOpen: boolean,
+    db: SqliteDatabase,
     private readonly clock: () => Date = () => new Date(),
   ) {
     this.signingKey =
       apiKey === undefined
         ? undefined
-        : createHmac("sha256", apiKey).update("swarm dashboard session v1").digest();
+        : createHmac("sha256", apiKey).update("swarm dashboard session v2").digest();
     this.apiKeyHash = apiKey === undefined ? undefined : hashToken(apiKey);
+    this.statements = {
+      insert: db.prepare<[string, string, string]>(
+        "INSERT INTO dashboard_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
+      ),
+      live: db
+        .prepare<[string, string], number>(
+          "SELECT 1 FROM dashboard_sessions WHERE id_hash = ? AND expires_at > ?",
+        )
+        .pluck(),
+      remove: db.prepare<[string]>("DELETE FROM dashboard_sessions WHERE id_hash = ?"),
+      removeExpired: db.prepare<[string]>("DELETE FROM dashboard_sessions WHERE expires_at <= ?"),
+    };
   }
 
   sessionOf(request: FastifyRequest): DashboardSession {
     if (this.signingKey === undefined) {
-      return { loginRequired: false, operator: true, canView: true, canAct: true, viewOpen: true };
+      return {
+        loginRequired: false,
+        operator: true,
+        canView: true,
+        canAct: true,
+        viewOpen: true,
+        sessionId: undefined,
+      };
     }
-    const operator = this.verify(request.cookies[SESSION_COOKIE]);
+    // Cookies are not parsed yet when a request was refused before the dashboard saw it.
+    const cookies: Partial<Record<string, string>> = request.cookies ?? {};
+    const sessionId = this.verify(cookies[SECURE_SESSION_COOKIE] ?? cookies[SESSION_COOKIE]);
+    const operator = sessionId !== undefined;
     return {
       loginRequired: true,
       operator,
       canView: operator || this.viewOpen,
       canAct: operator,
       viewOpen: this.viewOpen,
+      sessionId,
     };
   }
 
@@ -59,35 +102,46 @@ export class SessionKeeper {
     return isOperatorDigest(hashToken(candidate), this.apiKeyHash);
   }
 
-  logIn(request: FastifyRequest, reply: FastifyReply): void {
-    const issued = String(this.clock().getTime());
-    reply.setCookie(SESSION_COOKIE, `${issued}.${this.sign(issued)}`, {
+  /** Start a session and hand its cookie to the browser; returns the new session id. */
+  logIn(request: FastifyRequest, reply: FastifyReply): string {
+    const now = this.clock();
+    const id = randomBytes(32).toString("base64url");
+    const expires = new Date(now.getTime() + SESSION_LIFETIME_MS);
+    this.statements.removeExpired.run(now.toISOString());
+    this.statements.insert.run(sha256(id), now.toISOString(), expires.toISOString());
+    const tls = request.protocol === "https";
+    reply.setCookie(tls ? SECURE_SESSION_COOKIE : SESSION_COOKIE, `${id}.${this.sign(id)}`, {
       path: "/",
       httpOnly: true,
       sameSite: "strict",
-      secure: request.protocol === "https",
+      secure: tls,
       maxAge: SESSION_LIFETIME_MS / 1000,
     });
+    return id;
   }
 
-  logOut(reply: FastifyReply): void {
+  /** End the session on the server, so that no copy of its cookie works any more, and drop the cookie. */
+  logOut(request: FastifyRequest, reply: FastifyReply): void {
+    const { sessionId } = request.dashboardSession;
+    if (sessionId !== undefined) this.statements.remove.run(sha256(sessionId));
     reply.clearCookie(SESSION_COOKIE, { path: "/" });
+    if (request.protocol === "https") reply.clearCookie(SECURE_SESSION_COOKIE, { path: "/", secure: true });
   }
 
-  private sign(issued: string): string {
+  private sign(id: string): string {
     return createHmac("sha256", this.signingKey ?? "")
-      .update(issued)
+      .update(id)
       .digest("base64url");
   }
 
-  private verify(cookie: string | undefined): boolean {
-    if (cookie === undefined || this.signingKey === undefined) return false;
-    const match = /^(\d{1,15})\.([A-Za-z0-9_-]{43})$/.exec(cookie);
-    if (match === null) return false;
-    const [, issued = "", signature = ""] = match;
-    const expected = Buffer.from(this.sign(issued));
-    if (!timingSafeEqual(Buffer.from(signature), expected)) return false;
-    const age = this.clock().getTime() - Number(issued);
-    return age >= 0 && age < SESSION_LIFETIME_MS;
+  /** The session id a cookie names, if it is signed with the current key and still live on the server. */
+  private verify(cookie: string | undefined): string | undefined {
+    if (cookie === undefined || this.signingKey === undefined) return undefined;
+    const match = /^([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})$/.exec(cookie);
+    if (match === null) return undefined;
+    const [, id = "", signature = ""] = match;
+    if (!timingSafeEqual(Buffer.from(signature), Buffer.from(this.sign(id)))) return undefined;
+    const live = this.statements.live.get(sha256(id), this.clock().toISOString());
+    return live === undefined ? undefined : id;
   }
 }
