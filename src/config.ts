@@ -25,6 +25,8 @@ export interface Config {
   dashboardPublicDetails: boolean;
   /** Websockets (streams and dashboard pages) held open at once; more are closed with 1013. */
   maxSockets: number;
+  /** Failed authentications per client address per 15 minutes before 429; false when set to 0. */
+  authFailureLimit: number | false;
   /** SWARM_ALLOWED_HOSTS: Host names answered besides loopback ones and the listening address; "any" for `*`. */
   allowedHosts: string[] | "any";
 }
@@ -45,6 +47,7 @@ export const CONFIG_DEFAULTS = {
   SWARM_DASHBOARD_PUBLIC_DETAILS: "false",
   SWARM_MAX_SOCKETS: "2000",
   SWARM_ALLOWED_HOSTS: "",
+  SWARM_AUTH_FAILURE_LIMIT: "30",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -145,5 +148,6 @@ export function loadConfig(env: Env = process.env): Config {
     dashboardPublicDetails: readBoolean(env, "SWARM_DASHBOARD_PUBLIC_DETAILS"),
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
     allowedHosts: readHostList(env, "SWARM_ALLOWED_HOSTS"),
+    authFailureLimit: readInteger(env, "SWARM_AUTH_FAILURE_LIMIT", 0, 1_000_000) || false,
   };
 }

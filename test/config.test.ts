@@ -19,6 +19,7 @@ describe("configuration", () => {
       dashboardPublicDetails: false,
       maxSockets: 2000,
       allowedHosts: [],
+      authFailureLimit: 30,
     });
   });
 

@@ -22,10 +22,11 @@ import Fastify, {
 } from "fastify";
 import type { FastifyRouteSchemaDef } from "fastify/types/schema.js";
 import type { Coordinator } from "../coordinator/coordinator.js";
-import { SwarmError } from "../errors.js";
+import { isSwarmError, SwarmError } from "../errors.js";
 import type { EventLog } from "../event-log/event-log.js";
 import type { Logger } from "../logger.js";
-import { bearerToken, guards, hashToken, resolveCaller, TokenStore } from "./auth.js";
+import { AuthFailureLimiter } from "./auth-failures.js";
+import { bearerToken, guards, hashToken, resolveCaller, TokenStore, type Caller } from "./auth.js";
 import { installErrorHandling, sendError, toSwarmError } from "./errors.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { agentRoutes } from "./routes/agents.js";
@@ -61,9 +62,13 @@ export interface AppOptions {
    * listens on); "any" turns the Host check off. Default: loopback only.
    */
   allowedHosts?: AllowedHosts;
+  /** Failed authentications per client address per 15 minutes before it is answered 429; false: no limit. Default 30. */
+  authFailureLimit?: number | false;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
   defaultMetrics?: boolean;
 }
+
+const AUTH_FAILURE_WINDOW_MS = 15 * 60_000;
 
 /** How long shutdown waits for websocket clients to answer the close frame. */
 const SOCKET_CLOSE_GRACE_MS = 1000;
@@ -88,6 +93,8 @@ declare module "fastify" {
     visibility: Visibility;
     /** The reader the calling credentials make (see visibility.ts). */
     readerOf: (request: FastifyRequest) => Reader;
+    /** Wrong credentials per client address (the API's and the login form's). */
+    authFailures: AuthFailureLimiter;
     /** Call first in a websocket route: false when the socket was over the limit and is being closed. */
     admitSocket: (socket: WebSocket) => boolean;
   }
@@ -188,6 +195,12 @@ export async function buildApp(options: AppOptions): Promise<App> {
     if (isUpgrade(request)) sameOrigin.check(request);
   });
 
+  const authFailures = new AuthFailureLimiter(
+    { limit: options.authFailureLimit ?? 30, windowMs: AUTH_FAILURE_WINDOW_MS },
+    () => options.eventLog.clock().getTime(),
+  );
+  app.decorate("authFailures", authFailures);
+
   // Who is calling, settled before anything else (rate limiting keys on it).
   app.addHook("onRequest", async (request) => {
     try {
@@ -197,7 +210,20 @@ export async function buildApp(options: AppOptions): Promise<App> {
         const query = request.query as { token?: unknown };
         if (typeof query.token === "string") token = query.token;
       }
-      request.caller = resolveCaller(token, { apiKeyHash, tokens });
+      let caller: Caller;
+      try {
+        caller = resolveCaller(token, { apiKeyHash, tokens });
+      } catch (refused) {
+        // Wrong credentials: counted per address, and refused with 429 once too many failed.
+        if (isSwarmError(refused, "UNAUTHORIZED")) {
+          authFailures.check(request.ip);
+          authFailures.fail(request.ip);
+        }
+        throw refused;
+      }
+      // From an address that used up its failures even the right key waits (see auth-failures.ts).
+      if (caller.kind === "operator") authFailures.check(request.ip);
+      request.caller = caller;
     } catch (error) {
       // A websocket upgrade refused this early keeps its socket open (a @fastify/websocket
       // quirk); the route's guard refuses it later, which closes it.

@@ -420,7 +420,10 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const next = safeNext(request.body.next);
+      // Guessing the key through the form costs what guessing it through the API does.
+      app.authFailures.check(request.ip);
       if (!sessions.isOperatorKey(request.body.key)) {
+        app.authFailures.fail(request.ip);
         return reply.code(401).view("pages/login.njk", {
           ...page(request, reply, "", "Log in"),
           next,
