@@ -18,6 +18,8 @@ export interface Config {
   pruneCron: string;
   /** Requests per minute per credential (or per IP without one); false when set to 0. */
   rateLimitPerMinute: number | false;
+  /** Expensive reads (searches, exports, long summaries, whole timelines) per minute per credential; false when 0. */
+  expensiveRateLimitPerMinute: number | false;
   logLevel: string;
   /** With SWARM_API_KEY set: whether the dashboard may be viewed without logging in (actions still need the key). */
   dashboardPublic: boolean;
@@ -36,6 +38,7 @@ export const CONFIG_DEFAULTS = {
   // 03:17 every night: off the hour, so that many installs do not prune at the same instant.
   SWARM_PRUNE_CRON: "17 3 * * *",
   SWARM_RATE_LIMIT: "1200",
+  SWARM_EXPENSIVE_RATE_LIMIT: "30",
   LOG_LEVEL: "info",
   SWARM_DASHBOARD_PUBLIC: "false",
   SWARM_MAX_SOCKETS: "2000",
@@ -116,6 +119,7 @@ export function loadConfig(env: Env = process.env): Config {
     retentionDays: readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500),
     pruneCron: read(env, "SWARM_PRUNE_CRON"),
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
+    expensiveRateLimitPerMinute: readInteger(env, "SWARM_EXPENSIVE_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,
     dashboardPublic: dashboardPublic === "true" || dashboardPublic === "1",
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
