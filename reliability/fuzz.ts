@@ -37,6 +37,7 @@ async function target(options: { dashboardPublic?: boolean } = {}): Promise<Targ
     logger,
     apiKey: FUZZ_KEY,
     rateLimitPerMinute: false,
+    expensiveRateLimitPerMinute: false,
     dashboardPublic: options.dashboardPublic ?? false,
   });
   const operator = { authorization: `Bearer ${FUZZ_KEY}` };

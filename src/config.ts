@@ -18,6 +18,8 @@ export interface Config {
   pruneCron: string;
   /** Requests per minute per credential (or per IP without one); false when set to 0. */
   rateLimitPerMinute: number | false;
+  /** Expensive reads (searches, exports, long summaries, whole timelines) per minute per credential; false when 0. */
+  expensiveRateLimitPerMinute: number | false;
   logLevel: string;
   /** With SWARM_API_KEY set: whether the dashboard may be viewed without logging in (actions still need the key). */
   dashboardPublic: boolean;
@@ -42,6 +44,7 @@ export const CONFIG_DEFAULTS = {
   // 03:17 every night: off the hour, so that many installs do not prune at the same instant.
   SWARM_PRUNE_CRON: "17 3 * * *",
   SWARM_RATE_LIMIT: "1200",
+  SWARM_EXPENSIVE_RATE_LIMIT: "30",
   LOG_LEVEL: "info",
   SWARM_DASHBOARD_PUBLIC: "false",
   SWARM_DASHBOARD_PUBLIC_DETAILS: "false",
@@ -143,6 +146,7 @@ export function loadConfig(env: Env = process.env): Config {
     retentionDays: readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500),
     pruneCron: read(env, "SWARM_PRUNE_CRON"),
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
+    expensiveRateLimitPerMinute: readInteger(env, "SWARM_EXPENSIVE_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,
     dashboardPublic: readBoolean(env, "SWARM_DASHBOARD_PUBLIC"),
     dashboardPublicDetails: readBoolean(env, "SWARM_DASHBOARD_PUBLIC_DETAILS"),

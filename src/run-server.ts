@@ -43,6 +43,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     logger,
     apiKey: config.apiKey,
     rateLimitPerMinute: config.rateLimitPerMinute,
+    expensiveRateLimitPerMinute: config.expensiveRateLimitPerMinute,
     dashboardPublic: config.dashboardPublic,
     dashboardPublicDetails: config.dashboardPublicDetails,
     allowedHosts:

@@ -14,6 +14,7 @@ describe("configuration", () => {
       retentionDays: 30,
       pruneCron: CONFIG_DEFAULTS.SWARM_PRUNE_CRON,
       rateLimitPerMinute: 1200,
+      expensiveRateLimitPerMinute: 30,
       logLevel: "info",
       dashboardPublic: false,
       dashboardPublicDetails: false,
@@ -43,6 +44,7 @@ describe("configuration", () => {
       SWARM_DB_SYNC: "full",
       SWARM_API_KEY: " a-long-enough-secret ",
       SWARM_RATE_LIMIT: "0",
+      SWARM_EXPENSIVE_RATE_LIMIT: "5",
       SWARM_AUCTION_MS: "250",
       SWARM_HEARTBEAT_TIMEOUT_MS: "5000",
       SWARM_RETENTION_DAYS: "7",
@@ -56,6 +58,7 @@ describe("configuration", () => {
       dbSynchronous: "FULL",
       apiKey: "a-long-enough-secret",
       rateLimitPerMinute: false,
+      expensiveRateLimitPerMinute: 5,
       dashboardPublic: true,
       auctionMs: 250,
       retentionDays: 7,
@@ -81,6 +84,7 @@ describe("configuration", () => {
     ["SWARM_DB_SYNC", "OFF"],
     ["LOG_LEVEL", "loud"],
     ["SWARM_DASHBOARD_PUBLIC", "maybe"],
+    ["SWARM_EXPENSIVE_RATE_LIMIT", "-1"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

@@ -15,6 +15,7 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifySchema,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyRequest,
   type RawReplyDefaultExpression,
   type RawRequestDefaultExpression,
@@ -49,6 +50,11 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Requests per minute per credential (or per IP without one); false turns limiting off. Default 1200. */
   rateLimitPerMinute?: number | false;
+  /**
+   * Expensive reads per minute per credential, apart from the general limit: text searches,
+   * exports, summaries beyond an hour, whole task timelines. False turns it off. Default 30.
+   */
+  expensiveRateLimitPerMinute?: number | false;
   stream?: Partial<StreamOptions>;
   live?: Partial<LiveOptions>;
   /** With a key set: whether the dashboard may be viewed without logging in. Default false. */
@@ -97,6 +103,13 @@ declare module "fastify" {
     authFailures: AuthFailureLimiter;
     /** Call first in a websocket route: false when the socket was over the limit and is being closed. */
     admitSocket: (socket: WebSocket) => boolean;
+    /**
+     * A preHandler that spends the caller's expensive-read budget when `isExpensive` says the
+     * request is one (every request, without it), and refuses with 429 once it is spent.
+     */
+    expensiveRead: (
+      isExpensive?: (request: FastifyRequest) => boolean,
+    ) => (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   }
 }
 
@@ -138,6 +151,12 @@ function compileValidator({ schema, httpPart }: FastifyRouteSchemaDef<FastifySch
   };
   checked.errors = validate.errors;
   return checked;
+}
+
+/** Whose budget a request spends: its agent's, the operator's, or its IP's without credentials. */
+function rateLimitKey(request: FastifyRequest): string {
+  if (request.caller.kind === "agent") return `agent:${request.caller.agentId}`;
+  return request.caller.kind === "operator" ? "operator" : `ip:${request.ip}`;
 }
 
 export async function buildApp(options: AppOptions): Promise<App> {
@@ -264,16 +283,14 @@ export async function buildApp(options: AppOptions): Promise<App> {
       },
     },
   });
-  if (options.rateLimitPerMinute !== false) {
+  const expensivePerMinute = options.expensiveRateLimitPerMinute ?? 30;
+  if (options.rateLimitPerMinute !== false || expensivePerMinute !== false) {
     await app.register(rateLimit, {
-      max: options.rateLimitPerMinute ?? 1200,
+      // With the general limit off, the plugin is still what counts expensive reads.
+      global: options.rateLimitPerMinute !== false,
+      max: options.rateLimitPerMinute || 1200,
       timeWindow: 60_000,
-      keyGenerator: (request) =>
-        request.caller.kind === "agent"
-          ? `agent:${request.caller.agentId}`
-          : request.caller.kind === "operator"
-            ? "operator"
-            : `ip:${request.ip}`,
+      keyGenerator: rateLimitKey,
       errorResponseBuilder: (_request, context) =>
         new SwarmError(
           "RATE_LIMITED",
@@ -284,6 +301,25 @@ export async function buildApp(options: AppOptions): Promise<App> {
         ),
     });
   }
+  // Its own budget, much lower than the general one: a few of these can hold the event loop
+  // for as long as thousands of ordinary requests.
+  const checkExpensive =
+    expensivePerMinute === false
+      ? undefined
+      : app.createRateLimit({ max: expensivePerMinute, timeWindow: 60_000, keyGenerator: rateLimitKey });
+  app.decorate("expensiveRead", (isExpensive?: (request: FastifyRequest) => boolean) => {
+    return async (request: FastifyRequest, reply: FastifyReply) => {
+      if (checkExpensive === undefined || (isExpensive !== undefined && !isExpensive(request))) return;
+      const limit = await checkExpensive(request);
+      if (limit.isAllowed || !limit.isExceeded) return;
+      reply.header("retry-after", String(limit.ttlInSeconds));
+      throw new SwarmError(
+        "RATE_LIMITED",
+        `expensive-read limit of ${limit.max} per minute reached (text searches, exports, summaries beyond an hour, whole task timelines); retry in ${limit.ttlInSeconds} s`,
+        { limit: "expensive_reads", retry_after: `${limit.ttlInSeconds} seconds` },
+      );
+    };
+  });
   await app.register(swagger, {
     openapi: {
       info: {

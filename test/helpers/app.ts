@@ -32,6 +32,7 @@ export async function buildTestApp(
     coordinator,
     logger: silentLogger,
     rateLimitPerMinute: false,
+    expensiveRateLimitPerMinute: false,
     apiKey: OPERATOR_KEY,
     ...options,
   });

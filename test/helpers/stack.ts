@@ -22,6 +22,7 @@ export async function startStack(
     coordinator,
     logger: silentLogger,
     rateLimitPerMinute: false,
+    expensiveRateLimitPerMinute: false,
     apiKey: options.apiKey,
     ...options.app,
   });

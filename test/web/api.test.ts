@@ -3,6 +3,16 @@ import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
 
+/** A 422 for a retry key (an Idempotency-Key, a call_id) reused with another body, naming it. */
+function expectKeyReused(response: { statusCode: number; json<T>(): T }, key: string, details: Json) {
+  expect(response.statusCode).toBe(422);
+  expect(response.json<Json>().error).toMatchObject({
+    code: "IDEMPOTENCY_KEY_REUSED",
+    message: expect.stringContaining(key) as string,
+    details,
+  });
+}
+
 describe("agents", () => {
   it("registers an agent and shows its token once, storing only a hash", async () => {
     const t = await buildTestApp();
@@ -312,13 +322,7 @@ describe("tasks", () => {
     expect((await report("call-1", { input: { q: "x" } })).statusCode).toBe(200);
     const seq = t.eventLog.latestSeq();
     for (const other of [{ input: { q: "y" } }, { input: { q: "x" }, tool: "fetch" }, {}]) {
-      const reused = await report("call-1", other);
-      expect(reused.statusCode).toBe(422);
-      expect(reused.json<Json>().error).toMatchObject({
-        code: "IDEMPOTENCY_KEY_REUSED",
-        message: expect.stringContaining("call-1") as string,
-        details: { field: "body.call_id", call_id: "call-1" },
-      });
+      expectKeyReused(await report("call-1", other), "call-1", { field: "body.call_id", call_id: "call-1" });
     }
     expect(t.eventLog.latestSeq()).toBe(seq);
     // Two reports in flight together with one call_id and different bodies: one stored, one refused.
@@ -375,12 +379,9 @@ describe("tasks", () => {
       { description: "once", required_capabilities: ["code"] },
       { description: "once", required_capabilities: ["code"], max_bid_sats: 51 },
     ]) {
-      const reused = await post(other);
-      expect(reused.statusCode).toBe(422);
-      expect(reused.json<Json>().error).toMatchObject({
-        code: "IDEMPOTENCY_KEY_REUSED",
-        message: expect.stringContaining("key-1") as string,
-        details: { field: "headers.idempotency-key", idempotency_key: "key-1" },
+      expectKeyReused(await post(other), "key-1", {
+        field: "headers.idempotency-key",
+        idempotency_key: "key-1",
       });
     }
     expect(t.eventLog.latestSeq()).toBe(seq);
@@ -706,6 +707,51 @@ describe("the HTTP edges", () => {
     // Another credential has its own budget.
     const a = await t.app.inject({ method: "GET", url: "/api/agents" });
     expect(a.statusCode).toBe(401);
+  });
+
+  it("limits text searches per credential on their own budget, apart from plain reads and other agents", async () => {
+    const t = await buildTestApp({ expensiveRateLimitPerMinute: 3 });
+    const a = await t.agent("a");
+    const b = await t.agent("b");
+    const get = (url: string, headers: Record<string, string>) =>
+      t.app.inject({ method: "GET", url, headers });
+    const searches: number[] = [];
+    for (let i = 0; i < 4; i += 1) searches.push((await get("/api/events?q=report", a.auth)).statusCode);
+    expect(searches).toEqual([200, 200, 200, 429]);
+    const refused = await get("/api/events?q=report", a.auth);
+    expect(refused.statusCode).toBe(429);
+    expect(refused.headers["retry-after"]).toMatch(/^\d+$/);
+    expect(refused.json<Json>().error).toMatchObject({
+      code: "RATE_LIMITED",
+      message: expect.stringContaining("expensive-read limit of 3 per minute") as string,
+      details: { limit: "expensive_reads", retry_after: expect.any(String) as string },
+    });
+    // The same token's ordinary reads are not expensive; another agent has its own budget.
+    for (let i = 0; i < 5; i += 1) expect((await get("/api/events?limit=5", a.auth)).statusCode).toBe(200);
+    for (let i = 0; i < 3; i += 1) expect((await get("/api/events?q=report", b.auth)).statusCode).toBe(200);
+  });
+
+  it("counts exports, summaries beyond an hour, whole timelines and the dashboard's searches and exports as expensive", async () => {
+    const t = await buildTestApp({ expensiveRateLimitPerMinute: 1 });
+    const task = await t.task();
+    const twice = async (url: string, headers: Record<string, string>) => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 2; i += 1)
+        statuses.push((await t.app.inject({ method: "GET", url, headers })).statusCode);
+      return statuses;
+    };
+    expect(await twice("/api/events/export", (await t.agent("export")).auth)).toEqual([200, 429]);
+    expect(await twice(`/api/tasks/${task}/events`, (await t.agent("timeline")).auth)).toEqual([200, 429]);
+    const summaries = (await t.agent("summary")).auth;
+    expect(await twice("/api/events/summary?minutes=60", summaries)).toEqual([200, 200]);
+    expect(await twice("/api/events/summary?minutes=61", summaries)).toEqual([200, 429]);
+    // The dashboard's visitors (open on loopback here) spend their IP's budget.
+    const open = await buildTestApp({ apiKey: undefined, expensiveRateLimitPerMinute: 1 });
+    const page = async (url: string) => (await open.app.inject({ method: "GET", url })).statusCode;
+    expect([await page("/events?q=report"), await page("/events"), await page("/events?q=report")]).toEqual([
+      200, 200, 429,
+    ]);
+    expect(await page("/events/export?format=csv")).toBe(429);
   });
 
   it("sets security headers and serves the OpenAPI document and its browsable UI", async () => {

@@ -272,6 +272,22 @@ describe("live dashboard pushes", () => {
     },
   );
 
+  it("counts a live tail of a text search as an expensive read, refusing it with 429 once the budget is spent", async () => {
+    const t = await listening({ expensiveRateLimitPerMinute: 1 });
+    const overview = openLive(t.port, "view=overview&q=report"); // q means nothing here: not a search
+    await overview.until(() => true);
+    const tail = openLive(t.port, "view=events&q=report");
+    await tail.until(() => true);
+    const again = openLive(t.port, "view=events&q=report");
+    const status = await new Promise<number>((resolve) => {
+      again.socket.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+      again.socket.on("open", () => resolve(101));
+    });
+    expect(status).toBe(429);
+    overview.socket.close();
+    tail.socket.close();
+  });
+
   it("refuses pages from another origin, and viewers without a login when a key is set", async () => {
     const open = await listening();
     const foreign = openLive(open.port, "view=overview", { origin: "http://evil.example" });

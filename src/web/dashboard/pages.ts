@@ -11,7 +11,7 @@ import type { EventFilter, EventPage } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import { TASK_STATUSES } from "../../coordinator/types.js";
 import { closeReason } from "../errors.js";
-import { sendExport, toFilter } from "../routes/events.js";
+import { isTextSearch, sendExport, toFilter } from "../routes/events.js";
 import { EventFilterQuery, IdParams, SeqQuery, TaskStatusSchema } from "../schemas.js";
 import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
@@ -299,7 +299,10 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
 
   app.get(
     "/events",
-    { preHandler: canView, schema: { hide: true, querystring: EventsPageQuery } },
+    {
+      preHandler: [canView, app.expensiveRead(isTextSearch)],
+      schema: { hide: true, querystring: EventsPageQuery },
+    },
     async (request, reply) => {
       const query = request.query;
       const filter = toFilter(query);
@@ -367,7 +370,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
   app.get(
     "/events/export",
     {
-      preHandler: canView,
+      preHandler: [canView, app.expensiveRead()],
       schema: {
         hide: true,
         querystring: Type.Object({
@@ -445,7 +448,13 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     {
       websocket: true,
       // Other sites' pages were refused already (same-origin.ts), before any cookie counted.
-      preHandler: canView,
+      preHandler: [
+        canView,
+        // A live tail of a text search runs the search when it connects, to catch the page up.
+        app.expensiveRead(
+          (request) => (request.query as { view?: string }).view === "events" && isTextSearch(request),
+        ),
+      ],
       schema: { hide: true, querystring: LiveQuery },
     },
     (socket, request) => {

@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { FastifyReply } from "fastify";
+import type { FastifyReply, FastifyRequest } from "fastify";
 import type { EventLog } from "../../event-log/event-log.js";
 import type { Static } from "typebox";
 import { Type } from "typebox";
@@ -27,6 +27,11 @@ export function toFilter(query: Static<typeof EventFilterQuery>): EventFilter {
   if (query.until !== undefined) filter.until = query.until;
   if (query.q !== undefined) filter.text = query.q;
   return filter;
+}
+
+/** A text search (`q=`) scans the data of every event in range: an expensive read. */
+export function isTextSearch(request: FastifyRequest): boolean {
+  return (request.query as { q?: unknown }).q !== undefined;
 }
 
 const CSV_COLUMNS = [
@@ -91,7 +96,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     "/api/events",
     {
-      preHandler: guard.reader,
+      preHandler: [guard.reader, app.expensiveRead(isTextSearch)],
       schema: {
         tags: ["events"],
         summary: "Events matching every given filter, by seq",
@@ -101,7 +106,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
             events: Type.Array(EventSchema),
             next_cursor: Type.Union([Type.Integer(), Type.Null()]),
           }),
-          ...errorResponses(400, 401),
+          ...errorResponses(400, 401, 429),
         },
       },
     },
@@ -116,7 +121,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     "/api/events/summary",
     {
-      preHandler: guard.reader,
+      // Up to an hour is what the dashboard shows all the time; longer spans scan far more.
+      preHandler: [
+        guard.reader,
+        app.expensiveRead((request) => ((request.query as { minutes?: number }).minutes ?? 60) > 60),
+      ],
       schema: {
         tags: ["events"],
         summary: "Counts by type over the last minutes",
@@ -127,7 +136,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
             total: Type.Integer(),
             counts: Type.Record(Type.String(), Type.Integer()),
           }),
-          ...errorResponses(400, 401),
+          ...errorResponses(400, 401, 429),
         },
       },
     },
@@ -140,7 +149,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     "/api/events/export",
     {
-      preHandler: guard.reader,
+      preHandler: [guard.reader, app.expensiveRead()],
       schema: {
         tags: ["events"],
         summary: "The whole filtered history as NDJSON (default) or CSV, streamed",

@@ -197,12 +197,15 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     "/api/tasks/:id/events",
     {
-      preHandler: guard.reader,
+      preHandler: [guard.reader, app.expensiveRead()],
       schema: {
         tags: ["tasks"],
         summary: "The task's whole timeline, oldest first",
         params: IdParams,
-        response: { 200: Type.Object({ events: Type.Array(EventSchema) }), ...errorResponses(401, 404) },
+        response: {
+          200: Type.Object({ events: Type.Array(EventSchema) }),
+          ...errorResponses(401, 404, 429),
+        },
       },
     },
     async (request) => {
