@@ -23,6 +23,11 @@ export interface Config {
   dashboardPublic: boolean;
   /** Websockets (streams and dashboard pages) held open at once; more are closed with 1013. */
   maxSockets: number;
+  /**
+   * Websockets one client may hold at once: an agent, the operator key, one dashboard login,
+   * or one IP address for callers without credentials. More are closed with 1013.
+   */
+  maxSocketsPerClient: number;
 }
 
 export const CONFIG_DEFAULTS = {
@@ -39,6 +44,9 @@ export const CONFIG_DEFAULTS = {
   LOG_LEVEL: "info",
   SWARM_DASHBOARD_PUBLIC: "false",
   SWARM_MAX_SOCKETS: "2000",
+  // Far more than an agent's one or two streams or an operator's dashboard tabs (one socket
+  // each), yet one token or address takes at most 1/30 of SWARM_MAX_SOCKETS's default.
+  SWARM_MAX_SOCKETS_PER_CLIENT: "64",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -119,5 +127,6 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     dashboardPublic: dashboardPublic === "true" || dashboardPublic === "1",
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
+    maxSocketsPerClient: readInteger(env, "SWARM_MAX_SOCKETS_PER_CLIENT", 1, 1_000_000),
   };
 }

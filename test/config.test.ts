@@ -17,6 +17,7 @@ describe("configuration", () => {
       logLevel: "info",
       dashboardPublic: false,
       maxSockets: 2000,
+      maxSocketsPerClient: 64,
     });
   });
 
@@ -34,6 +35,7 @@ describe("configuration", () => {
       SWARM_PRUNE_CRON: "0 * * * *",
       LOG_LEVEL: "DEBUG",
       SWARM_DASHBOARD_PUBLIC: "true",
+      SWARM_MAX_SOCKETS_PER_CLIENT: "8",
     });
     expect(config).toMatchObject({
       host: "0.0.0.0",
@@ -45,6 +47,7 @@ describe("configuration", () => {
       auctionMs: 250,
       retentionDays: 7,
       logLevel: "debug",
+      maxSocketsPerClient: 8,
     });
   });
 
@@ -66,6 +69,7 @@ describe("configuration", () => {
     ["SWARM_DB_SYNC", "OFF"],
     ["LOG_LEVEL", "loud"],
     ["SWARM_DASHBOARD_PUBLIC", "maybe"],
+    ["SWARM_MAX_SOCKETS_PER_CLIENT", "0"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

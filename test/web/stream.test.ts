@@ -202,3 +202,49 @@ describe("the live stream", () => {
     await expect(client.opened).rejects.toThrow("HTTP 400"); // before the fix: opened, then 1011
   });
 });
+
+describe("websocket caps per client", () => {
+  it("refuses exactly the sockets one agent opens beyond its cap, while another agent's and the operator's streams open and hear events", async () => {
+    const cap = 3;
+    const t = await listening({ maxSocketsPerClient: cap });
+    const greedy = await t.agent("greedy");
+    const honest = await t.agent("honest");
+    // A refused socket completes its handshake, then is closed on arrival.
+    const greedyStreams = Array.from({ length: cap + 2 }, () => connect(t.base, greedy.auth));
+    const others = [connect(t.base, honest.auth), connect(t.base, t.operator)];
+    await Promise.all([...greedyStreams, ...others].map((client) => client.opened));
+    await t.eventLog.logEvents(info(1));
+    // Each socket either hears the event (admitted) or is closed (refused before it subscribed).
+    const heard = (client: ReturnType<typeof connect>) =>
+      Promise.race([
+        client.closed.then(() => false),
+        client.waitFor(() => client.seqs().length === 1).then(() => true),
+      ]);
+    const greedyHeard = await Promise.all(greedyStreams.map(heard));
+    expect(greedyHeard.filter(Boolean)).toHaveLength(cap);
+    expect(await Promise.all(others.map(heard))).toEqual([true, true]);
+    const refused = greedyStreams.filter((_, i) => !greedyHeard[i]);
+    for (const client of refused) {
+      const { code, reason } = await client.closed;
+      expect(code).toBe(1013);
+      expect(reason).toContain(`limit of ${cap} websockets per client (SWARM_MAX_SOCKETS_PER_CLIENT)`);
+    }
+    const refusedMetric = await t.app.metrics.refusedWebsockets.get();
+    expect(refusedMetric.values).toEqual([{ labels: { limit: "client" }, value: 2 }]);
+
+    // A socket closed gives its place back to its own client.
+    const admitted = greedyStreams.filter((_, i) => greedyHeard[i]);
+    admitted[0]?.socket.close();
+    const openStreams = async () =>
+      (await t.app.metrics.openWebsockets.get()).values.find((v) => v.labels.kind === "api")?.value;
+    for (let waited = 0; (await openStreams()) !== cap + 1; waited += 10) {
+      if (waited > 10_000) throw new Error("the server never saw the socket close");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const again = connect(t.base, greedy.auth);
+    await again.opened;
+    await t.eventLog.logEvents(info(1));
+    expect(await heard(again)).toBe(true);
+    for (const client of [...admitted, ...others, again]) client.socket.close();
+  });
+});

@@ -67,7 +67,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       },
     },
     (socket, request) => {
-      if (!app.admitSocket(socket)) return;
+      if (!app.admitSocket(socket, request)) return;
       const query = request.query;
       const types = splitTypes(query.type) ?? [];
       const filter = {
