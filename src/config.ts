@@ -31,6 +31,11 @@ export interface Config {
   authFailureLimit: number | false;
   /** SWARM_ALLOWED_HOSTS: Host names answered besides loopback ones and the listening address; "any" for `*`. */
   allowedHosts: string[] | "any";
+  /**
+   * Websockets one client may hold at once: an agent, the operator key, one dashboard login,
+   * or one IP address for callers without credentials. More are closed with 1013.
+   */
+  maxSocketsPerClient: number;
 }
 
 export const CONFIG_DEFAULTS = {
@@ -51,6 +56,9 @@ export const CONFIG_DEFAULTS = {
   SWARM_MAX_SOCKETS: "2000",
   SWARM_ALLOWED_HOSTS: "",
   SWARM_AUTH_FAILURE_LIMIT: "30",
+  // Far more than an agent's one or two streams or an operator's dashboard tabs (one socket
+  // each), yet one token or address takes at most 1/30 of SWARM_MAX_SOCKETS's default.
+  SWARM_MAX_SOCKETS_PER_CLIENT: "64",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -153,5 +161,6 @@ export function loadConfig(env: Env = process.env): Config {
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
     allowedHosts: readHostList(env, "SWARM_ALLOWED_HOSTS"),
     authFailureLimit: readInteger(env, "SWARM_AUTH_FAILURE_LIMIT", 0, 1_000_000) || false,
+    maxSocketsPerClient: readInteger(env, "SWARM_MAX_SOCKETS_PER_CLIENT", 1, 1_000_000),
   };
 }

@@ -49,6 +49,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     allowedHosts:
       config.allowedHosts === "any" ? "any" : [...config.allowedHosts, ...listenNames(config.host)],
     maxSockets: config.maxSockets,
+    maxSocketsPerClient: config.maxSocketsPerClient,
     defaultMetrics: true,
   });
 

@@ -21,6 +21,7 @@ describe("configuration", () => {
       maxSockets: 2000,
       allowedHosts: [],
       authFailureLimit: 30,
+      maxSocketsPerClient: 64,
     });
   });
 
@@ -51,6 +52,7 @@ describe("configuration", () => {
       SWARM_PRUNE_CRON: "0 * * * *",
       LOG_LEVEL: "DEBUG",
       SWARM_DASHBOARD_PUBLIC: "true",
+      SWARM_MAX_SOCKETS_PER_CLIENT: "8",
     });
     expect(config).toMatchObject({
       host: "0.0.0.0",
@@ -63,6 +65,7 @@ describe("configuration", () => {
       auctionMs: 250,
       retentionDays: 7,
       logLevel: "debug",
+      maxSocketsPerClient: 8,
     });
   });
 
@@ -85,6 +88,7 @@ describe("configuration", () => {
     ["LOG_LEVEL", "loud"],
     ["SWARM_DASHBOARD_PUBLIC", "maybe"],
     ["SWARM_EXPENSIVE_RATE_LIMIT", "-1"],
+    ["SWARM_MAX_SOCKETS_PER_CLIENT", "0"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

@@ -39,6 +39,7 @@ import { dashboard, type DashboardPages } from "./dashboard/index.js";
 import { readerOf, Visibility, type Reader } from "./visibility.js";
 import { SameOriginGuard, type AllowedHosts } from "./same-origin.js";
 import { LIVE_CLOSE, LIVE_DEFAULTS, type LiveOptions } from "./dashboard/live.js";
+import { SESSION_COOKIE, type DashboardSession } from "./dashboard/session.js";
 
 export interface AppOptions {
   eventLog: EventLog;
@@ -70,6 +71,8 @@ export interface AppOptions {
   allowedHosts?: AllowedHosts;
   /** Failed authentications per client address per 15 minutes before it is answered 429; false: no limit. Default 30. */
   authFailureLimit?: number | false;
+  /** Websockets one client (see socketClient) may hold at once, likewise. Default 64. */
+  maxSocketsPerClient?: number;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
   defaultMetrics?: boolean;
 }
@@ -101,8 +104,6 @@ declare module "fastify" {
     readerOf: (request: FastifyRequest) => Reader;
     /** Wrong credentials per client address (the API's and the login form's). */
     authFailures: AuthFailureLimiter;
-    /** Call first in a websocket route: false when the socket was over the limit and is being closed. */
-    admitSocket: (socket: WebSocket) => boolean;
     /**
      * A preHandler that spends the caller's expensive-read budget when `isExpensive` says the
      * request is one (every request, without it), and refuses with 429 once it is spent.
@@ -110,6 +111,11 @@ declare module "fastify" {
     expensiveRead: (
       isExpensive?: (request: FastifyRequest) => boolean,
     ) => (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+    /**
+     * Call first in a websocket route: false when the socket was over the server's limit or
+     * its client's (see socketClient) and is being closed.
+     */
+    admitSocket: (socket: WebSocket, request: FastifyRequest) => boolean;
   }
 }
 
@@ -363,21 +369,58 @@ export async function buildApp(options: AppOptions): Promise<App> {
   });
 
   const maxSockets = options.maxSockets ?? 2000;
+  const maxSocketsPerClient = options.maxSocketsPerClient ?? 64;
   // Counted here rather than read from ws's client set, which still holds sockets that are
-  // closing: those must not crowd out new arrivals.
+  // closing: those must not crowd out new arrivals. A client's count is dropped at zero.
   let admittedSockets = 0;
-  app.decorate("admitSocket", (socket: WebSocket) => {
-    if (admittedSockets < maxSockets) {
-      admittedSockets += 1;
-      socket.once("close", () => (admittedSockets -= 1));
-      return true;
+  const socketsByClient = new Map<string, number>();
+  /**
+   * Whom a websocket counts against: an agent, the operator key, one dashboard login (told apart
+   * by its session cookie, which only counts once verified), or else the caller's IP address.
+   */
+  const socketClient = (request: FastifyRequest): string => {
+    const { caller } = request;
+    if (caller.kind === "agent") return `agent:${caller.agentId}`;
+    if (caller.kind === "operator") return "operator";
+    // Set only on the dashboard's own routes; the stream never sees a session.
+    const session = request.dashboardSession as DashboardSession | undefined;
+    const cookie = request.cookies?.[SESSION_COOKIE];
+    if (session?.loginRequired === true && session.operator && cookie !== undefined) {
+      return `session:${hashToken(cookie)}`;
     }
-    metrics.refusedWebsockets.inc();
-    socket.close(
-      LIVE_CLOSE.TRY_AGAIN_LATER,
-      `the server holds its limit of ${maxSockets} websockets; retry later`,
-    );
+    return `ip:${request.ip}`;
+  };
+  const refuseSocket = (socket: WebSocket, limit: "client" | "server", reason: string) => {
+    metrics.refusedWebsockets.inc({ limit });
+    socket.close(LIVE_CLOSE.TRY_AGAIN_LATER, reason);
     return false;
+  };
+  app.decorate("admitSocket", (socket: WebSocket, request: FastifyRequest) => {
+    const client = socketClient(request);
+    const held = socketsByClient.get(client) ?? 0;
+    if (held >= maxSocketsPerClient) {
+      return refuseSocket(
+        socket,
+        "client",
+        `you hold the limit of ${maxSocketsPerClient} websockets per client (SWARM_MAX_SOCKETS_PER_CLIENT); close one`,
+      );
+    }
+    if (admittedSockets >= maxSockets) {
+      return refuseSocket(
+        socket,
+        "server",
+        `the server holds its limit of ${maxSockets} websockets (SWARM_MAX_SOCKETS); retry later`,
+      );
+    }
+    admittedSockets += 1;
+    socketsByClient.set(client, held + 1);
+    socket.once("close", () => {
+      admittedSockets -= 1;
+      const left = (socketsByClient.get(client) ?? 1) - 1;
+      if (left === 0) socketsByClient.delete(client);
+      else socketsByClient.set(client, left);
+    });
+    return true;
   });
 
   await app.register(opsRoutes);

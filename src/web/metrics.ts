@@ -9,7 +9,7 @@ export interface Metrics {
   registry: Registry;
   httpDuration: Histogram<"method" | "route" | "status">;
   openWebsockets: Gauge<"kind">;
-  refusedWebsockets: Counter;
+  refusedWebsockets: Counter<"limit">;
   liveMessages: Counter;
   stop(): void;
 }
@@ -90,7 +90,8 @@ export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: bo
   });
   const refusedWebsockets = new Counter({
     name: "swarm_refused_websockets_total",
-    help: "Websockets closed on arrival because the server held its limit (SWARM_MAX_SOCKETS)",
+    help: "Websockets closed on arrival, by the limit they met: server (SWARM_MAX_SOCKETS) or client (SWARM_MAX_SOCKETS_PER_CLIENT)",
+    labelNames: ["limit"] as const,
     registers: [registry],
   });
   return { registry, httpDuration, openWebsockets, refusedWebsockets, liveMessages, stop };

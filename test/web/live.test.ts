@@ -13,8 +13,13 @@ async function listening(options: Options = {}) {
 }
 
 /** A live page's socket, keeping every message it received. */
-function openLive(port: number, query: string, headers: Record<string, string> = {}) {
-  const socket = new WebSocket(`ws://127.0.0.1:${port}/live?${query}`, { headers });
+function openLive(
+  port: number,
+  query: string,
+  headers: Record<string, string> = {},
+  options: WebSocket.ClientOptions = {},
+) {
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/live?${query}`, { ...options, headers });
   const messages: string[] = [];
   const waiters: (() => void)[] = [];
   socket.on("message", (data: Buffer) => {
@@ -301,6 +306,50 @@ describe("live dashboard pushes", () => {
       anonymous.socket.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
     );
     expect(status).toBe(401);
+  });
+
+  it("cap anonymous pages by IP address: one address's pages beyond the cap are refused while another address and a logged-in operator still get theirs", async () => {
+    const cap = 3;
+    const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true, maxSocketsPerClient: cap });
+    const login = await t.app.inject({ url: "/login", headers: { accept: "text/html" } });
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+    const loggedIn = await t.app.inject({
+      method: "POST",
+      url: "/login",
+      headers: {
+        "content-type": "application/x-www-form-urlencoded",
+        cookie: `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`,
+      },
+      payload: new URLSearchParams({ _csrf: csrf, key: OPERATOR_KEY }).toString(),
+    });
+    const session = `swarm_session=${loggedIn.cookies.find((c) => c.name === "swarm_session")?.value}`;
+
+    // Every page first hears its state; a refused one is closed before it hears anything.
+    const firstMessage = (page: ReturnType<typeof openLive>) =>
+      Promise.race([page.closed.then(() => false), page.until(() => true).then(() => true)]);
+    const crowd = Array.from({ length: cap + 2 }, () => openLive(t.port, "view=overview"));
+    const admitted = await Promise.all(crowd.map(firstMessage));
+    expect(admitted.filter(Boolean)).toHaveLength(cap);
+    for (const page of crowd.filter((_, i) => !admitted[i])) {
+      const { code, reason } = await page.closed;
+      expect(code).toBe(1013);
+      expect(reason).toContain("SWARM_MAX_SOCKETS_PER_CLIENT");
+    }
+    // A made-up session cookie is no login: it counts against its address like any anonymous page.
+    const forged = openLive(t.port, "view=overview", { cookie: `swarm_session=1.${"A".repeat(43)}` });
+    expect(await firstMessage(forged)).toBe(false);
+    // Linux answers on all of 127.0.0.0/8: another address on this machine is another client.
+    const neighbour = openLive(t.port, "view=overview", {}, { localAddress: "127.0.0.2" });
+    const operator = openLive(t.port, "view=overview", { cookie: session });
+    expect(await Promise.all([neighbour, operator].map(firstMessage))).toEqual([true, true]);
+
+    const taskId = await t.task({ description: "still live" });
+    const live = [...crowd.filter((_, i) => admitted[i]), neighbour, operator];
+    for (const page of live) await page.until((m) => m.includes(taskId));
+    expect((await t.app.metrics.refusedWebsockets.get()).values).toEqual([
+      { labels: { limit: "client" }, value: 3 },
+    ]);
+    for (const page of live) page.socket.close();
   });
 });
 

@@ -202,3 +202,116 @@ describe("the live stream", () => {
     await expect(client.opened).rejects.toThrow("HTTP 400"); // before the fix: opened, then 1011
   });
 });
+
+/** The TCP socket under a ws client, to stop reading or cut the connection as a stuck client would. */
+const tcpOf = (client: ReturnType<typeof connect>) =>
+  (client.socket as unknown as { _socket: { pause(): void; resume(): void; destroy(): void } })._socket;
+
+/** Events of about 2 KB each, `count` of them: far more than the kernel's buffers hold. */
+async function seedLarge(t: Awaited<ReturnType<typeof listening>>, count: number) {
+  const blob = "x".repeat(2000);
+  for (let start = 0; start < count; start += 1000) {
+    await t.eventLog.logEvents(
+      Array.from({ length: Math.min(1000, count - start) }, () => ({
+        event_type: "system.info",
+        source: "test",
+        data: { blob },
+      })),
+    );
+  }
+}
+
+const openStreams = async (t: Awaited<ReturnType<typeof listening>>) =>
+  (await t.app.metrics.openWebsockets.get()).values.find((v) => v.labels.kind === "api")?.value;
+
+async function until(check: () => boolean | Promise<boolean>, what: string) {
+  for (let waited = 0; !(await check()); waited += 10) {
+    if (waited > 20_000) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe("backfill paced by the socket", () => {
+  it("holds at most its bound of unsent bytes for a reader that stalls, then resumes with every event once, in order, and goes live", async () => {
+    const bound = 64 * 1024;
+    const t = await listening({ stream: { backfillBufferBytes: bound } });
+    await seedLarge(t, 5000);
+    const client = connect(`${t.base}?after_seq=0`, t.operator);
+    await client.opened;
+    tcpOf(client).pause();
+    const server = [...t.app.websocketServer.clients][0];
+    // The kernel's buffers fill first; then the backfill waits with its bound of bytes queued.
+    await until(() => (server?.bufferedAmount ?? 0) >= bound, "the server queues bytes for it");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Never more than the bound and the one event that crossed it (before the fix: megabytes).
+    expect(server?.bufferedAmount).toBeLessThan(bound + 4096);
+    await t.eventLog.logEvents(info(300)); // committed while the backfill waits
+    tcpOf(client).resume();
+    await client.waitFor(() => client.seqs().length === 5300, 30_000);
+    expect(client.seqs()).toEqual(Array.from({ length: 5300 }, (_, i) => i + 1));
+    await t.eventLog.logEvents(info(1));
+    await client.waitFor(() => client.seqs().length === 5301);
+    client.socket.close();
+  });
+
+  it("stops reading the log at once when a stalled reader's connection is reset mid-backfill", async () => {
+    const t = await listening();
+    await seedLarge(t, 5000);
+    const client = connect(`${t.base}?after_seq=0`, t.operator);
+    await client.opened;
+    tcpOf(client).pause();
+    const server = [...t.app.websocketServer.clients][0];
+    await until(() => (server?.bufferedAmount ?? 0) > 0, "the backfill waits on the socket");
+    let pagesRead = 0;
+    const listEvents = t.eventLog.listEvents.bind(t.eventLog);
+    t.eventLog.listEvents = (filter) => {
+      pagesRead += 1;
+      return listEvents(filter);
+    };
+    tcpOf(client).destroy(); // unread data in its buffers: the server's side sees a reset
+    await until(async () => (await openStreams(t)) === 0, "the server lets go of the stream");
+    // Before the fix, it read on through the rest of the log (tens of pages) in one go.
+    expect(pagesRead).toBeLessThanOrEqual(1);
+  });
+});
+
+describe("websocket caps per client", () => {
+  it("refuses exactly the sockets one agent opens beyond its cap, while another agent's and the operator's streams open and hear events", async () => {
+    const cap = 3;
+    const t = await listening({ maxSocketsPerClient: cap });
+    const greedy = await t.agent("greedy");
+    const honest = await t.agent("honest");
+    // A refused socket completes its handshake, then is closed on arrival.
+    const greedyStreams = Array.from({ length: cap + 2 }, () => connect(t.base, greedy.auth));
+    const others = [connect(t.base, honest.auth), connect(t.base, t.operator)];
+    await Promise.all([...greedyStreams, ...others].map((client) => client.opened));
+    await t.eventLog.logEvents(info(1));
+    // Each socket either hears the event (admitted) or is closed (refused before it subscribed).
+    const heard = (client: ReturnType<typeof connect>) =>
+      Promise.race([
+        client.closed.then(() => false),
+        client.waitFor(() => client.seqs().length === 1).then(() => true),
+      ]);
+    const greedyHeard = await Promise.all(greedyStreams.map(heard));
+    expect(greedyHeard.filter(Boolean)).toHaveLength(cap);
+    expect(await Promise.all(others.map(heard))).toEqual([true, true]);
+    const refused = greedyStreams.filter((_, i) => !greedyHeard[i]);
+    for (const client of refused) {
+      const { code, reason } = await client.closed;
+      expect(code).toBe(1013);
+      expect(reason).toContain(`limit of ${cap} websockets per client (SWARM_MAX_SOCKETS_PER_CLIENT)`);
+    }
+    const refusedMetric = await t.app.metrics.refusedWebsockets.get();
+    expect(refusedMetric.values).toEqual([{ labels: { limit: "client" }, value: 2 }]);
+
+    // A socket closed gives its place back to its own client.
+    const admitted = greedyStreams.filter((_, i) => greedyHeard[i]);
+    admitted[0]?.socket.close();
+    await until(async () => (await openStreams(t)) === cap + 1, "the server sees the socket close");
+    const again = connect(t.base, greedy.auth);
+    await again.opened;
+    await t.eventLog.logEvents(info(1));
+    expect(await heard(again)).toBe(true);
+    for (const client of [...admitted, ...others, again]) client.socket.close();
+  });
+});

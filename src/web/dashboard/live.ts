@@ -48,7 +48,10 @@ export const LIVE_DEFAULTS: LiveOptions = {
   flushIntervalMs: 50,
   summaryIntervalMs: 500,
   idleRefreshMs: 5000,
-  maxBufferedBytes: 2 * 1024 * 1024,
+  // Beyond the kernel's own buffers, which a page that reads at all keeps draining: several
+  // pushes behind (a push is tens of kilobytes) is a page better re-rendered when it comes
+  // back, and a bound on what one that stopped reading costs.
+  maxBufferedBytes: 512 * 1024,
   pingIntervalMs: 30_000,
 };
 

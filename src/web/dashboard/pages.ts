@@ -458,7 +458,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       schema: { hide: true, querystring: LiveQuery },
     },
     (socket, request) => {
-      if (!app.admitSocket(socket)) return;
+      if (!app.admitSocket(socket, request)) return;
       const query = request.query;
       let spec: LiveSpec;
       switch (query.view) {

@@ -13,16 +13,27 @@ import { splitTypes } from "./events.js";
 export interface StreamOptions {
   /** How often to ping; a client that has not answered the previous ping is dropped. */
   pingIntervalMs: number;
-  /** Bytes waiting in a socket's send buffer beyond which the client counts as too slow. */
+  /**
+   * Bytes of live events waiting in the server for a client (what the kernel has not taken)
+   * beyond which the client counts as too slow and is closed.
+   */
   maxBufferedBytes: number;
-  /** Live events held while the backfill runs, beyond which the client counts as too slow. */
-  maxPendingEvents: number;
+  /**
+   * Bytes of backfill the server holds for a client at most: past this it waits until the
+   * client has taken them before it sends (or reads from the log) any more.
+   */
+  backfillBufferBytes: number;
 }
 
 export const STREAM_DEFAULTS: StreamOptions = {
   pingIntervalMs: 30_000,
-  maxBufferedBytes: 4 * 1024 * 1024,
-  maxPendingEvents: 20_000,
+  // Beyond the kernel's own buffers, which a client that reads at all keeps draining: a
+  // megabyte more is seconds behind for an agent on a slow link, and a bound on what a
+  // stuck one costs.
+  maxBufferedBytes: 1024 * 1024,
+  // The kernel's buffers (megabytes on a fast link) do the real buffering; this only keeps
+  // them topped up from one turn of the event loop to the next.
+  backfillBufferBytes: 64 * 1024,
 };
 
 /** Close codes a client acts on (4000-4999 are the application's own). */
@@ -33,17 +44,25 @@ export const STREAM_CLOSE = {
   SHUTTING_DOWN: 1001,
 } as const;
 
-const BACKFILL_PAGE = 500;
+/** Events per backfill read, sent while the socket has room; the rest are let go and read again. */
+const BACKFILL_PAGE = 100;
+/**
+ * A tick's corked frames are handed to the kernel once they reach this size, so that the
+ * socket's unsent bytes measure what the client has not taken, not the size of a commit.
+ */
+const CORK_FLUSH_BYTES = 64 * 1024;
 
 /**
  * Every subscriber is handed the same event object, so a message is serialized once however
- * many clients receive it.
+ * many clients receive it. It is kept as bytes: a string handed to a socket is copied for
+ * each client into storage sized for its worst-case UTF-8 (three bytes a character), which a
+ * client that stops reading then holds, while a Buffer goes out as it is.
  */
-const messages = new WeakMap<StoredEvent, string>();
-function messageOf(event: StoredEvent): string {
+const messages = new WeakMap<StoredEvent, Buffer>();
+function messageOf(event: StoredEvent): Buffer {
   let message = messages.get(event);
   if (message === undefined) {
-    message = JSON.stringify({ type: "event", event });
+    message = Buffer.from(JSON.stringify({ type: "event", event }));
     messages.set(event, message);
   }
   return message;
@@ -67,7 +86,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       },
     },
     (socket, request) => {
-      if (!app.admitSocket(socket)) return;
+      if (!app.admitSocket(socket, request)) return;
       const query = request.query;
       const types = splitTypes(query.type) ?? [];
       const filter = {
@@ -88,7 +107,6 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       let backfilling = true;
       let closed = false;
       let alive = true;
-      const pending: StoredEvent[] = [];
       metrics.openWebsockets.inc({ kind: "api" });
 
       const closeSlow = () => {
@@ -100,13 +118,20 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
         cleanUp();
       };
       // A commit announces its events in one go: hold this client's frames until the current
-      // tick ends and hand them to the kernel in one write instead of one write per event.
+      // tick ends (or CORK_FLUSH_BYTES have gathered) and hand them to the kernel in one write
+      // instead of one write per event.
       // (ws exposes no cork of its own; its TCP socket is the documented-by-use `_socket`.)
       const tcp = (socket as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
       let corked = false;
-      const send = (event: StoredEvent) => {
-        if (closed || event.seq <= lastSent) return;
-        if (socket.bufferedAmount > options.maxBufferedBytes) return closeSlow();
+      // A socket that failed (a reset peer) is not open before its close event comes.
+      const open = () => !closed && socket.readyState === socket.OPEN;
+      /** `written` is called once the message has gone to the kernel, or the socket is gone. */
+      const send = (event: StoredEvent, written?: () => void) => {
+        if (!open() || event.seq <= lastSent) return written?.();
+        if (socket.bufferedAmount > options.maxBufferedBytes) {
+          closeSlow();
+          return written?.();
+        }
         if (!corked && tcp !== undefined) {
           corked = true;
           tcp.cork();
@@ -115,14 +140,17 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
             tcp.uncork();
           });
         }
-        socket.send(messageOf(event));
+        socket.send(messageOf(event), { binary: false }, written);
         lastSent = event.seq;
+        if (corked && tcp !== undefined && socket.bufferedAmount >= CORK_FLUSH_BYTES) {
+          tcp.uncork();
+          tcp.cork();
+        }
       };
-      // Subscribe before the backfill reads anything, so no commit can fall between the two.
+      // While the backfill runs it reads live events from the log itself, at the client's pace,
+      // and it switches to live in the same tick as a read that left nothing behind.
       const unsubscribe = eventLog.subscribe((event) => {
-        if (!backfilling) return send(event);
-        pending.push(event);
-        if (pending.length > options.maxPendingEvents) closeSlow();
+        if (!backfilling) send(event);
       }, filter);
       const ping = setInterval(() => {
         if (!alive) {
@@ -152,19 +180,32 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
         socket.send(JSON.stringify({ type: "resync", oldest_seq: oldest }));
       }
 
-      const backfill = async () => {
-        for (;;) {
-          const page = eventLog.listEvents({ ...filter, after_seq: lastSent, limit: BACKFILL_PAGE });
-          for (const event of page.events) send(event);
-          if (closed || page.next_cursor === null) break;
-          // Let the socket drain before reading more: a reader that cannot keep up is let go.
-          for (let waited = 0; socket.bufferedAmount > options.maxBufferedBytes / 2; waited += 10) {
-            if (waited > 10_000 || closed) return closeSlow();
-            await new Promise((resolve) => setTimeout(resolve, 10));
+      /**
+       * Backfill paced by the socket: send the next page from the log while the socket has
+       * room (backfillBufferBytes). The promise settles once the last event sent has gone to
+       * the kernel; the rest of the page is read again after it, so no page waits in memory
+       * for a client that has stopped reading. Undefined: the client has caught up, and no
+       * commit can have fallen since the read, so it goes live now.
+       */
+      const sendPage = (): Promise<void> | undefined => {
+        if (!open()) return undefined;
+        const page = eventLog.listEvents({ ...filter, after_seq: lastSent, limit: BACKFILL_PAGE });
+        for (const [index, event] of page.events.entries()) {
+          const full = socket.bufferedAmount >= options.backfillBufferBytes;
+          // A page that is not the last one ends with a wait too: the next read waits for it.
+          if (full || (index === page.events.length - 1 && page.next_cursor !== null)) {
+            return new Promise((resolve) => send(event, resolve));
           }
+          send(event);
+        }
+        return undefined;
+      };
+      const backfill = async () => {
+        for (let sent = sendPage(); sent !== undefined; sent = sendPage()) {
+          await sent;
+          if (!open()) return;
         }
         backfilling = false;
-        for (const event of pending.splice(0)) send(event);
       };
       backfill().catch((error: unknown) => {
         request.log.error({ err: error }, "stream backfill failed");
