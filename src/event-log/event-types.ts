@@ -12,6 +12,8 @@ export const EventType = {
   TASK_CANCELLED: "task.cancelled",
   AGENT_JOINED: "agent.joined",
   AGENT_LEFT: "agent.left",
+  /** The agent's token was replaced; the old one no longer works. Written by the API, not the core. */
+  AGENT_TOKEN_ROTATED: "agent.token_rotated",
   AGENT_STATUS_CHANGED: "agent.status_changed",
   BID_SUBMITTED: "bid.submitted",
   AUCTION_CLOSED: "auction.closed",

@@ -25,10 +25,11 @@ import type { FastifyRouteSchemaDef } from "fastify/types/schema.js";
 import type { Coordinator } from "../coordinator/coordinator.js";
 import { isSwarmError, SwarmError } from "../errors.js";
 import type { EventLog } from "../event-log/event-log.js";
+import { EventType } from "../event-log/event-types.js";
 import type { Logger } from "../logger.js";
 import { AuthFailureLimiter } from "./auth-failures.js";
 import { bearerToken, guards, hashToken, resolveCaller, TokenStore, type Caller } from "./auth.js";
-import { installErrorHandling, sendError, toSwarmError } from "./errors.js";
+import { closeReason, installErrorHandling, sendError, toSwarmError } from "./errors.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { agentRoutes } from "./routes/agents.js";
 import { eventRoutes } from "./routes/events.js";
@@ -39,7 +40,8 @@ import { dashboard, type DashboardPages } from "./dashboard/index.js";
 import { readerOf, Visibility, type Reader } from "./visibility.js";
 import { SameOriginGuard, type AllowedHosts } from "./same-origin.js";
 import { LIVE_CLOSE, LIVE_DEFAULTS, type LiveOptions } from "./dashboard/live.js";
-import { SESSION_COOKIE, type DashboardSession } from "./dashboard/session.js";
+import type { DashboardSession } from "./dashboard/session.js";
+import { agentSockets, CREDENTIALS_REVOKED, sessionSockets } from "./socket-clients.js";
 
 export interface AppOptions {
   eventLog: EventLog;
@@ -116,6 +118,8 @@ declare module "fastify" {
      * its client's (see socketClient) and is being closed.
      */
     admitSocket: (socket: WebSocket, request: FastifyRequest) => boolean;
+    /** Close every websocket a client holds (see `agentSockets`, `sessionSockets`), saying why. */
+    closeSockets: (client: string, reason: string) => void;
   }
 }
 
@@ -373,21 +377,18 @@ export async function buildApp(options: AppOptions): Promise<App> {
   // Counted here rather than read from ws's client set, which still holds sockets that are
   // closing: those must not crowd out new arrivals. A client's count is dropped at zero.
   let admittedSockets = 0;
-  const socketsByClient = new Map<string, number>();
+  const socketsByClient = new Map<string, Set<WebSocket>>();
   /**
-   * Whom a websocket counts against: an agent, the operator key, one dashboard login (told apart
-   * by its session cookie, which only counts once verified), or else the caller's IP address.
+   * Whom a websocket counts against: an agent, the operator key, one dashboard login (its
+   * session, once verified), or else the caller's IP address.
    */
   const socketClient = (request: FastifyRequest): string => {
     const { caller } = request;
-    if (caller.kind === "agent") return `agent:${caller.agentId}`;
+    if (caller.kind === "agent") return agentSockets(caller.agentId);
     if (caller.kind === "operator") return "operator";
     // Set only on the dashboard's own routes; the stream never sees a session.
     const session = request.dashboardSession as DashboardSession | undefined;
-    const cookie = request.cookies?.[SESSION_COOKIE];
-    if (session?.loginRequired === true && session.operator && cookie !== undefined) {
-      return `session:${hashToken(cookie)}`;
-    }
+    if (session?.sessionId !== undefined) return sessionSockets(session.sessionId);
     return `ip:${request.ip}`;
   };
   const refuseSocket = (socket: WebSocket, limit: "client" | "server", reason: string) => {
@@ -397,8 +398,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   };
   app.decorate("admitSocket", (socket: WebSocket, request: FastifyRequest) => {
     const client = socketClient(request);
-    const held = socketsByClient.get(client) ?? 0;
-    if (held >= maxSocketsPerClient) {
+    const held = socketsByClient.get(client) ?? new Set<WebSocket>();
+    if (held.size >= maxSocketsPerClient) {
       return refuseSocket(
         socket,
         "client",
@@ -413,15 +414,38 @@ export async function buildApp(options: AppOptions): Promise<App> {
       );
     }
     admittedSockets += 1;
-    socketsByClient.set(client, held + 1);
+    held.add(socket);
+    socketsByClient.set(client, held);
     socket.once("close", () => {
       admittedSockets -= 1;
-      const left = (socketsByClient.get(client) ?? 1) - 1;
-      if (left === 0) socketsByClient.delete(client);
-      else socketsByClient.set(client, left);
+      held.delete(socket);
+      if (held.size === 0 && socketsByClient.get(client) === held) socketsByClient.delete(client);
     });
     return true;
   });
+  app.decorate("closeSockets", (client: string, reason: string) => {
+    for (const socket of socketsByClient.get(client) ?? []) {
+      socket.close(CREDENTIALS_REVOKED, closeReason(reason));
+      // A client that does not answer the close frame is not kept listening meanwhile.
+      setTimeout(() => socket.terminate(), SOCKET_CLOSE_GRACE_MS).unref();
+    }
+  });
+  // A token revoked by any server on this database stops working here once the event arrives,
+  // and the sockets opened with it are closed.
+  const unsubscribeRevocations = options.eventLog.subscribe(
+    (event) => {
+      if (event.agent_id === null) return;
+      tokens.forget(event.agent_id);
+      app.closeSockets(
+        agentSockets(event.agent_id),
+        event.event_type === EventType.AGENT_LEFT
+          ? "credentials revoked: the agent has deregistered"
+          : "credentials revoked: the agent's token was rotated; reconnect with the new one",
+      );
+    },
+    { types: [EventType.AGENT_LEFT, EventType.AGENT_TOKEN_ROTATED] },
+  );
+  app.addHook("onClose", async () => unsubscribeRevocations());
 
   await app.register(opsRoutes);
   await app.register(agentRoutes);

@@ -32,7 +32,12 @@ export function hashToken(token: string): string {
 export class TokenStore {
   private readonly insert;
   private readonly lookup;
-  /** Token hash → agent id; tokens never change, so a hit never goes stale. */
+  private readonly removeAll;
+  /**
+   * Token hash → agent id. A token stops working when its agent deregisters or rotates it; the
+   * events that say so (`agent.left`, `agent.token_rotated`) drop its entries, on every server
+   * that tails the log, after the commit that removed the rows.
+   */
   private readonly cache = new Map<string, string>();
 
   constructor(db: SqliteDatabase) {
@@ -42,11 +47,24 @@ export class TokenStore {
     this.lookup = db
       .prepare<[string], string>("SELECT agent_id FROM agent_tokens WHERE token_hash = ?")
       .pluck();
+    this.removeAll = db.prepare<[string]>("DELETE FROM agent_tokens WHERE agent_id = ?");
   }
 
   /** Store a new token's hash; call inside the transaction that registers the agent. */
   save(tokenHash: string, agentId: string, now: string): void {
     this.insert.run(tokenHash, agentId, now);
+  }
+
+  /** Remove every token of the agent; call inside the transaction that deregisters or rotates it. */
+  revokeAll(agentId: string): void {
+    this.removeAll.run(agentId);
+  }
+
+  /** Forget cached tokens of the agent, so the next request looks them up again. */
+  forget(agentId: string): void {
+    for (const [tokenHash, cachedAgent] of this.cache) {
+      if (cachedAgent === agentId) this.cache.delete(tokenHash);
+    }
   }
 
   agentFor(tokenHash: string): string | undefined {

@@ -1,10 +1,13 @@
 /**
  * Who reads what: sealed bids stay sealed until the auction closes, and what an agent or its
  * tools produced is seen by that agent and the operator only — through every route, export and
- * page. (The stream has its own tests in stream.test.ts.)
+ * page, and the stream.
  */
+import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { buildTestApp } from "../helpers/app.js";
+import { eventually } from "../helpers/stack.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
 type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
@@ -235,5 +238,59 @@ describe("least privilege for agents and public viewers", () => {
     const { taskId } = await finishedTask(t);
     expect((await get(t, `/tasks/${taskId}`, HTML)).body).toContain(SECRET_RESULT);
     expect((await get(t, "/events/export", HTML)).body).toContain(SECRET_INPUT);
+  });
+});
+
+describe("the stream", () => {
+  it("carries an agent its own bid but not another's while the auction is open, and both once it has closed", async () => {
+    const t = await buildTestApp();
+    await t.app.listen({ host: "127.0.0.1", port: 0 });
+    const { port } = t.app.server.address() as AddressInfo;
+    const honest = await t.agent("honest");
+    const rival = await t.agent("rival");
+    await t.agent("late");
+    const messages: string[] = [];
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/api/stream?after_seq=0`, { headers: honest.auth });
+    socket.on("message", (data: Buffer) => messages.push(data.toString()));
+    await new Promise((resolve) => socket.once("open", resolve));
+    const taskId = await t.task({ auction_ms: 10_000 });
+    for (const [agent, bid_sats] of [
+      [honest, 900],
+      [rival, RIVAL_BID],
+    ] as const) {
+      await t.app.inject({
+        method: "POST",
+        url: `/api/tasks/${taskId}/bids`,
+        headers: agent.auth,
+        payload: { bid_sats },
+      });
+    }
+    const marker = await t.eventLog.logEvent({ event_type: "test.marker", source: "test" });
+    await eventually(
+      () => messages.length,
+      () => messages.some((m) => m.includes(marker.id)),
+    );
+    const bids = messages
+      .map((m) => JSON.parse(m) as Json)
+      .filter((m) => m.event?.event_type === "bid.submitted")
+      .map((m) => m.event.agent_id as string);
+    expect(bids).toEqual([honest.id]);
+    for (const text of RIVAL_BID_TEXTS) expect(messages.join("")).not.toContain(text);
+    // A reconnect after the close replays the revealed bid, in seq order.
+    t.clock.advance(10_000);
+    t.coordinator.tick();
+    socket.close();
+    const replay = new WebSocket(`ws://127.0.0.1:${port}/api/stream?after_seq=0`, { headers: honest.auth });
+    const replayed: Json[] = [];
+    replay.on("message", (data: Buffer) => replayed.push(JSON.parse(data.toString()) as Json));
+    await eventually(
+      () => replayed.length,
+      () => replayed.some((m) => m.event?.event_type === "task.assigned"),
+    );
+    replay.close();
+    const revealed = replayed.filter((m) => m.event?.event_type === "bid.submitted").map((m) => m.event);
+    expect(revealed.map((e: Json) => e.data.bid_sats)).toEqual([900, RIVAL_BID]);
+    const seqs = replayed.map((m) => m.event.seq as number);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
   });
 });

@@ -97,6 +97,8 @@ export function describeEvent(event: StoredEvent, names: Names): string {
       return `${text(field(event, "name"))} joined`;
     case "agent.left":
       return `${text(field(event, "name")) || agent} left`;
+    case "agent.token_rotated":
+      return `${agent}: token rotated by the ${text(field(event, "by"))}`;
     case "agent.status_changed":
       return `${agent}: ${text(field(event, "from"))} → ${text(field(event, "to"))} (${text(field(event, "reason"))})`;
     case "system.info":

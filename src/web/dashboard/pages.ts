@@ -10,6 +10,7 @@ import { KNOWN_EVENT_TYPES } from "../../event-log/event-types.js";
 import type { EventFilter, EventPage } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import { TASK_STATUSES } from "../../coordinator/types.js";
+import { sessionSockets } from "../socket-clients.js";
 import { closeReason } from "../errors.js";
 import { isTextSearch, sendExport, toFilter } from "../routes/events.js";
 import { EventFilterQuery, IdParams, SeqQuery, TaskStatusSchema } from "../schemas.js";
@@ -439,7 +440,10 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
   );
 
   app.post("/logout", { preHandler: checkCsrf, schema: { hide: true } }, async (request, reply) => {
+    const { sessionId } = request.dashboardSession;
     sessions.logOut(request, reply);
+    // Its open pages stop hearing anything at once.
+    if (sessionId !== undefined) app.closeSockets(sessionSockets(sessionId), "logged out");
     return reply.redirect("/", 303);
   });
 

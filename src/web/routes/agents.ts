@@ -1,12 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
 import { SwarmError } from "../../errors.js";
+import { EventType } from "../../event-log/event-types.js";
 import { hashToken, newAgentToken } from "../auth.js";
 import { AgentSchema, errorResponses, IdParams, RegisterAgentBody } from "../schemas.js";
 import { agentView } from "../views.js";
 
 export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { coordinator, tokens, guard } = app;
+  const { coordinator, tokens, guard, eventLog } = app;
 
   app.post(
     "/api/agents",
@@ -94,8 +95,52 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const result = await coordinator.submit({ type: "DeregisterAgent", agent_id: request.params.id });
+      // Its tokens go in the same transaction: once it has left, they are refused at once, and
+      // its open streams are closed (app.ts, on agent.left).
+      const result = await coordinator.submit(
+        { type: "DeregisterAgent", agent_id: request.params.id },
+        ({ agent }) => {
+          if (agent !== undefined) tokens.revokeAll(agent.id);
+        },
+      );
       return { agent: agentView(coordinator, result.agent!) };
+    },
+  );
+
+  app.post(
+    "/api/agents/:id/token",
+    {
+      preHandler: guard.selfOrOperator,
+      schema: {
+        tags: ["agents"],
+        summary:
+          "Rotate the agent's token (the agent itself or the operator): a new one is shown once, the old one is refused at once and its streams closed",
+        params: IdParams,
+        response: {
+          200: Type.Object({ agent: AgentSchema, token: Type.String() }),
+          ...errorResponses(401, 403, 404, 409),
+        },
+      },
+    },
+    async (request) => {
+      const agent = coordinator.getAgent(request.params.id);
+      if (agent === undefined) throw new SwarmError("AGENT_NOT_FOUND", `no agent ${request.params.id}`);
+      if (agent.left_at !== null)
+        throw new SwarmError("AGENT_LEFT", `agent ${agent.id} has deregistered; register a new one`);
+      const token = newAgentToken();
+      const now = eventLog.clock().toISOString();
+      eventLog.transaction((tx) => {
+        tokens.revokeAll(agent.id);
+        tokens.save(hashToken(token), agent.id, now);
+        tx.append({
+          event_type: EventType.AGENT_TOKEN_ROTATED,
+          source: request.caller.kind === "agent" ? agent.id : "operator",
+          agent_id: agent.id,
+          data: { by: request.caller.kind === "agent" ? "agent" : "operator" },
+          timestamp: now,
+        });
+      });
+      return { agent: agentView(coordinator, agent), token };
     },
   );
 };

@@ -72,7 +72,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
   app,
   { stream: options },
 ) => {
-  const { eventLog, guard, metrics } = app;
+  const { eventLog, guard, metrics, visibility } = app;
 
   app.get(
     "/api/stream",
@@ -102,6 +102,8 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
           closeReason(error instanceof Error ? error.message : "bad filter"),
         );
       }
+      // What this caller may see: sealed bids of others are left out, their contents withheld.
+      const reader = app.readerOf(request);
       // Without after_seq the client wants what happens from now on.
       let lastSent = query.after_seq ?? eventLog.latestSeq();
       let backfilling = true;
@@ -128,6 +130,11 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       /** `written` is called once the message has gone to the kernel, or the socket is gone. */
       const send = (event: StoredEvent, written?: () => void) => {
         if (!open() || event.seq <= lastSent) return written?.();
+        const visible = visibility.event(event, reader);
+        if (visible === null) {
+          lastSent = event.seq;
+          return written?.();
+        }
         if (socket.bufferedAmount > options.maxBufferedBytes) {
           closeSlow();
           return written?.();
@@ -140,7 +147,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
             tcp.uncork();
           });
         }
-        socket.send(messageOf(event), { binary: false }, written);
+        socket.send(messageOf(visible), { binary: false }, written);
         lastSent = event.seq;
         if (corked && tcp !== undefined && socket.bufferedAmount >= CORK_FLUSH_BYTES) {
           tcp.uncork();
