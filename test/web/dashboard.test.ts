@@ -165,6 +165,16 @@ describe("dashboard pages", () => {
     }
   });
 
+  it.each(["__proto__", "constructor", "toString", "hasOwnProperty"])(
+    "answer /vendor/%s with 404: a name inherited by every object is no asset",
+    async (name) => {
+      const t = await buildTestApp({ apiKey: undefined });
+      const asset = await t.app.inject({ url: `/vendor/${name}` });
+      expect(asset.statusCode).toBe(404);
+      expect(asset.body).toContain(`no asset ${name}`);
+    },
+  );
+
   it("escape agent, task and event text everywhere it is shown", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     const agent = await t.agent(XSS, { capabilities: ["summarize"] });
