@@ -142,6 +142,17 @@ export async function buildApp(options: AppOptions): Promise<App> {
     // The default parser answers through `done`; what it returns is of no use here.
     void parseJson(request, text, done);
   });
+  // Bodies are JSON only. Fastify parses text/plain by default, which let a text body through to
+  // the schema ("body: must be object") instead of being refused for its type. The dashboard's
+  // form parser is its own plugin's and still takes precedence over this catch-all there.
+  app.removeContentTypeParser("text/plain");
+  app.addContentTypeParser("*", (request, _payload, done) => {
+    const type = request.headers["content-type"];
+    const what = type === undefined ? "a body without a Content-Type" : `Content-Type ${type.slice(0, 100)}`;
+    done(
+      new SwarmError("UNSUPPORTED_MEDIA_TYPE", `${what} is not accepted; send the body as application/json`),
+    );
+  });
 
   const tokens = new TokenStore(options.eventLog.db);
   const apiKeyHash = options.apiKey === undefined ? undefined : hashToken(options.apiKey);

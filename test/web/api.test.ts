@@ -597,6 +597,34 @@ describe("the HTTP edges", () => {
     expect(t.eventLog.latestSeq()).toBe(0);
   });
 
+  it("answers 415 UNSUPPORTED_MEDIA_TYPE to any body that is not JSON, text/plain included, writing nothing", async () => {
+    const t = await buildTestApp();
+    const taskId = await t.task();
+    const before = t.eventLog.latestSeq();
+    const cases = [
+      ["/api/tasks", "text/plain", JSON.stringify({ description: "smuggled as text" })],
+      ["/api/tasks", "text/plain; charset=utf-8", JSON.stringify({ description: "smuggled as text" })],
+      ["/api/tasks", "application/x-www-form-urlencoded", "description=smuggled+as+a+form"],
+      [`/api/tasks/${taskId}/cancel`, "text/plain", ""],
+      [`/api/tasks/${taskId}/cancel`, "text/plain;charset=UTF-8", "{}"],
+    ] as const;
+    for (const [url, contentType, payload] of cases) {
+      const response = await t.app.inject({
+        method: "POST",
+        url,
+        headers: { ...t.operator, "content-type": contentType },
+        payload,
+      });
+      expect(response.statusCode, `${contentType} to ${url}`).toBe(415);
+      expect(response.json<Json>().error).toEqual({
+        code: "UNSUPPORTED_MEDIA_TYPE",
+        message: expect.stringContaining(contentType.split(";")[0] ?? "") as string,
+      });
+    }
+    expect(t.eventLog.latestSeq()).toBe(before);
+    expect(t.coordinator.getTask(taskId)?.status).toBe("bidding");
+  });
+
   it("limits the rate per credential", async () => {
     const t = await buildTestApp({ rateLimitPerMinute: 3 });
     const statuses: number[] = [];

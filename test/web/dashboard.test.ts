@@ -295,6 +295,30 @@ describe("dashboard forms", () => {
     expect(htmx.body).toContain('Posted <a href="/tasks/');
   });
 
+  it("take url-encoded forms while the same fields as text/plain are refused with 415", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const { token, cookie } = await formCredentials(t.app);
+    const asText = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { "content-type": "text/plain", cookie },
+      payload: form({ _csrf: token, description: "sent as text" }),
+    });
+    expect(asText.statusCode).toBe(415);
+    expect(asText.body).toContain("Content-Type text/plain is not accepted");
+    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    const asForm = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { ...FORM, cookie },
+      payload: form({ _csrf: token, description: "sent as a form" }),
+    });
+    expect(asForm.statusCode).toBe(303);
+    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks.map((task) => task.description)).toEqual([
+      "sent as a form",
+    ]);
+  });
+
   it("keeps what was typed and names each bad field, without creating a task", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     const { token, cookie } = await formCredentials(t.app);
