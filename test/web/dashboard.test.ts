@@ -421,6 +421,82 @@ describe("dashboard login", () => {
   });
 });
 
+describe("login next", () => {
+  const SITE = "http://swarm.example:3000";
+  /** [what it is, `next`, where the login sends the browser]. */
+  const NEXT_VALUES: [string, string, string][] = [
+    ["a tab between the slashes", "/\t/evil.example", "/"],
+    ["tabs and a path", "/\t\t/evil.example/steal", "/"],
+    ["a newline between the slashes", "/\n/evil.example", "/"],
+    ["CR LF that would add a header", "/\r\nSet-Cookie: stolen=1", "/"],
+    ["a lone CR", "/tasks\r", "/"],
+    ["U+2028", "/\u2028/evil.example", "/"],
+    ["U+2029", "/tasks\u2029", "/"],
+    ["NEL (U+0085)", "/\u0085/evil.example", "/"],
+    ["a NUL", "/\u0000/evil.example", "/"],
+    ["two slashes", "//evil.example/", "/"],
+    ["a slash and a backslash", "/\\evil.example", "/"],
+    ["two backslashes", "\\\\evil.example", "/"],
+    ["slash, backslash, slash", "/\\/evil.example", "/"],
+    ["a userinfo", "//user:pass@evil.example", "/"],
+    ["an absolute URL", "https://evil.example/", "/"],
+    ["javascript:", "javascript:alert(document.cookie)", "/"],
+    ["javascript: after a space", " /javascript:alert(1)", "/"],
+    ["a relative path", "tasks", "/"],
+    ["an encoded tab stays a path", "/%09/evil.example", "/%09/evil.example"],
+    ["encoded slashes stay a path", "/%2F%2Fevil.example", "/%2F%2Fevil.example"],
+    ["an encoded backslash stays a path", "/%5Cevil.example", "/%5Cevil.example"],
+    ["encoded slashes without the leading one", "%2F%2Fevil.example", "/"],
+    ["dot segments stay on the site", "/../../evil.example", "/evil.example"],
+    ["a javascript: path stays a path", "/javascript:alert(1)", "/javascript:alert(1)"],
+    ["non-ASCII comes back encoded", "/tasks?q=café#ü", "/tasks?q=caf%C3%A9#%C3%BC"],
+    ["very long", `/\t/${"a".repeat(1990)}`, "/"],
+    [
+      "a page with a query and a fragment",
+      "/events?type=task.created&q=a%20b#feed",
+      "/events?type=task.created&q=a%20b#feed",
+    ],
+    ["a task", "/tasks/0190a1b2", "/tasks/0190a1b2"],
+  ];
+
+  it("after logging in, every next sends the browser to a path on the site, or to /", async () => {
+    const t = await buildTestApp();
+    const login = await t.app.inject({ url: "/login", headers: HTML });
+    const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+    const csrfCookie = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
+    for (const [what, next, expected] of NEXT_VALUES) {
+      const answer = await t.app.inject({
+        method: "POST",
+        url: "/login",
+        headers: { ...FORM, cookie: csrfCookie },
+        payload: form({ _csrf: token, key: OPERATOR_KEY, next }),
+      });
+      expect(answer.statusCode, what).toBe(303);
+      const location = String(answer.headers.location);
+      expect(location, what).toBe(expected);
+      // Resolved as a browser resolves it (WHATWG URL drops tabs and newlines, reads "\" as "/").
+      expect(new URL(location, SITE).origin, what).toBe(SITE);
+    }
+  });
+
+  it("the login form carries next on only as a path on the site, or as /", async () => {
+    const t = await buildTestApp();
+    for (const [what, next, expected] of NEXT_VALUES) {
+      const page = await t.app.inject({ url: `/login?next=${encodeURIComponent(next)}`, headers: HTML });
+      expect(page.statusCode, what).toBe(200);
+      const carried = /name="next" value="([^"]*)"/.exec(page.body)?.[1];
+      expect(carried?.replaceAll("&amp;", "&"), what).toBe(expected);
+    }
+  });
+
+  it("refuses a next longer than 2000 characters with 400, naming the field", async () => {
+    const t = await buildTestApp();
+    const page = await t.app.inject({ url: `/login?next=/${"a".repeat(2000)}`, headers: HTML });
+    expect(page.statusCode).toBe(400);
+    expect(page.body).toContain("querystring.next");
+  });
+});
+
 describe("events page", () => {
   it("keeps the filter in the URL, pages older and newer by cursor, and exports the same filter", async () => {
     const t = await buildTestApp({ apiKey: undefined });
