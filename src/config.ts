@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { SwarmError } from "./errors.js";
 
 /** Every setting the product reads from the environment, with its default, in one place. */
@@ -23,6 +24,11 @@ export interface Config {
   dashboardPublic: boolean;
   /** Websockets (streams and dashboard pages) held open at once; more are closed with 1013. */
   maxSockets: number;
+  /**
+   * Peers whose X-Forwarded-For/-Proto/-Host are believed (Fastify's `trustProxy`): none
+   * (false), any (true), or these addresses and CIDRs.
+   */
+  trustProxy: boolean | string[];
 }
 
 export const CONFIG_DEFAULTS = {
@@ -39,6 +45,7 @@ export const CONFIG_DEFAULTS = {
   LOG_LEVEL: "info",
   SWARM_DASHBOARD_PUBLIC: "false",
   SWARM_MAX_SOCKETS: "2000",
+  SWARM_TRUST_PROXY: "false",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -66,6 +73,39 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"
 /** 127.0.0.0/8, ::1 and localhost: where an open (keyless) server may listen. */
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** Ranges that proxy-addr (under Fastify's `trustProxy`) knows by name. */
+const PROXY_RANGE_NAMES = ["loopback", "linklocal", "uniquelocal"];
+
+function isProxyAddress(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.includes(entry)) return true;
+  const [address = "", prefix, ...rest] = entry.split("/");
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
+
+function readTrustProxy(env: Env): boolean | string[] {
+  const raw = read(env, "SWARM_TRUST_PROXY");
+  const refuse = (problem: string): never => {
+    throw new SwarmError("INVALID_CONFIG", `SWARM_TRUST_PROXY ${problem}, got ${JSON.stringify(raw)}`, {
+      field: "SWARM_TRUST_PROXY",
+    });
+  };
+  if (["false", "0"].includes(raw.toLowerCase())) return false;
+  if (raw.toLowerCase() === "true") return true;
+  // Fastify (5.12.1 on) trusts nobody given a number, and rightly: a count of hops cannot tell
+  // the proxy from a client that writes its own X-Forwarded-* headers.
+  if (/^\d+$/.test(raw)) refuse("cannot be a hop count; give the proxy's addresses or CIDRs instead");
+  const entries = raw.split(",").map((entry) => entry.trim());
+  const bad = entries.find((entry) => !isProxyAddress(entry));
+  if (bad !== undefined) {
+    refuse(
+      `must be true, false, or a comma list of IP addresses and CIDRs (or loopback, linklocal, uniquelocal); ${JSON.stringify(bad)} is none of these`,
+    );
+  }
+  return entries;
 }
 
 export function loadConfig(env: Env = process.env): Config {
@@ -119,5 +159,6 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     dashboardPublic: dashboardPublic === "true" || dashboardPublic === "1",
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
+    trustProxy: readTrustProxy(env),
   };
 }

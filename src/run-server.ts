@@ -44,6 +44,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     rateLimitPerMinute: config.rateLimitPerMinute,
     dashboardPublic: config.dashboardPublic,
     maxSockets: config.maxSockets,
+    trustProxy: config.trustProxy,
     defaultMetrics: true,
   });
 

@@ -17,6 +17,7 @@ describe("configuration", () => {
       logLevel: "info",
       dashboardPublic: false,
       maxSockets: 2000,
+      trustProxy: false,
     });
   });
 
@@ -48,6 +49,17 @@ describe("configuration", () => {
     });
   });
 
+  it("reads SWARM_TRUST_PROXY as true, false, or a list of proxy addresses and CIDRs", () => {
+    expect(loadConfig({ SWARM_TRUST_PROXY: "TRUE" }).trustProxy).toBe(true);
+    expect(loadConfig({ SWARM_TRUST_PROXY: "false" }).trustProxy).toBe(false);
+    expect(loadConfig({ SWARM_TRUST_PROXY: "0" }).trustProxy).toBe(false);
+    expect(
+      loadConfig({ SWARM_TRUST_PROXY: " 127.0.0.1, 10.0.0.0/8 ,::1,fd00::/8,loopback " }).trustProxy,
+    ).toEqual(["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "loopback"]);
+    // Fastify trusts nobody given a count, so a count is refused rather than silently ignored.
+    expect(() => loadConfig({ SWARM_TRUST_PROXY: "2" })).toThrow(/cannot be a hop count/);
+  });
+
   it("refuses to listen beyond loopback without a key, saying why", () => {
     expect(() => loadConfig({ HOST: "0.0.0.0" })).toThrow(/SWARM_API_KEY/);
     expect(() => loadConfig({ HOST: "192.168.1.5", SWARM_API_KEY: "" })).toThrow(
@@ -66,6 +78,10 @@ describe("configuration", () => {
     ["SWARM_DB_SYNC", "OFF"],
     ["LOG_LEVEL", "loud"],
     ["SWARM_DASHBOARD_PUBLIC", "maybe"],
+    ["SWARM_TRUST_PROXY", "1"],
+    ["SWARM_TRUST_PROXY", "proxy.example"],
+    ["SWARM_TRUST_PROXY", "10.0.0.0/33"],
+    ["SWARM_TRUST_PROXY", "127.0.0.1,"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

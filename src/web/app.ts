@@ -53,6 +53,11 @@ export interface AppOptions {
   maxSockets?: number;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
   defaultMetrics?: boolean;
+  /**
+   * SWARM_TRUST_PROXY: peers whose X-Forwarded-For/-Proto/-Host set `request.ip`, `.protocol`
+   * and `.host`. Default false: the socket's own address and protocol, whatever the headers say.
+   */
+  trustProxy?: boolean | string[];
 }
 
 /** How long shutdown waits for websocket clients to answer the close frame. */
@@ -123,6 +128,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const loggerInstance: FastifyBaseLogger = options.logger;
   const app = Fastify({
     loggerInstance,
+    trustProxy: options.trustProxy ?? false,
     bodyLimit: options.bodyLimit ?? 256 * 1024,
     // Long enough for any id the schemas allow, so that they, not the router, name the problem.
     routerOptions: { maxParamLength: 1000 },

@@ -640,6 +640,28 @@ describe("the HTTP edges", () => {
     expect(a.statusCode).toBe(401);
   });
 
+  it("takes the client's address from X-Forwarded-For only from a trusted proxy", async () => {
+    // Requests without credentials are rate limited per address (and refused, 401), so two
+    // clients behind the proxy get a budget each only when the proxy's word is taken.
+    const statuses = async (app: Awaited<ReturnType<typeof buildTestApp>>["app"], remoteAddress: string) => {
+      const seen: number[] = [];
+      for (const client of ["198.51.100.1", "198.51.100.2"]) {
+        const response = await app.inject({
+          url: "/api/agents",
+          headers: { "x-forwarded-for": client },
+          remoteAddress,
+        });
+        seen.push(response.statusCode);
+      }
+      return seen;
+    };
+    const behindProxy = await buildTestApp({ rateLimitPerMinute: 1, trustProxy: ["10.0.0.0/8"] });
+    expect(await statuses(behindProxy.app, "10.1.2.3")).toEqual([401, 401]);
+    expect(await statuses(behindProxy.app, "203.0.113.7")).toEqual([401, 429]);
+    const noProxy = await buildTestApp({ rateLimitPerMinute: 1 });
+    expect(await statuses(noProxy.app, "10.1.2.3")).toEqual([401, 429]);
+  });
+
   it("sets security headers and serves the OpenAPI document and its browsable UI", async () => {
     const t = await buildTestApp();
     const spec = await t.app.inject({ method: "GET", url: "/openapi.json" });

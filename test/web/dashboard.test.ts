@@ -403,6 +403,37 @@ describe("dashboard login", () => {
     expect(posted.statusCode).toBe(303);
   });
 
+  it("marks the session cookie Secure behind a trusted proxy that says https, and believes no one else", async () => {
+    const sessionCookie = async (
+      app: Awaited<ReturnType<typeof buildTestApp>>["app"],
+      headers: Record<string, string>,
+      remoteAddress = "127.0.0.1",
+    ) => {
+      const login = await app.inject({ url: "/login", headers: { ...HTML, ...headers }, remoteAddress });
+      const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+      const csrfCookie = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
+      const answer = await app.inject({
+        method: "POST",
+        url: "/login",
+        headers: { ...FORM, ...headers, cookie: csrfCookie },
+        payload: form({ _csrf: token, key: OPERATOR_KEY }),
+        remoteAddress,
+      });
+      expect(answer.statusCode).toBe(303);
+      return answer.cookies.find((c) => c.name === "swarm_session");
+    };
+    const viaTls = { "x-forwarded-proto": "https" };
+
+    const behindProxy = await buildTestApp({ trustProxy: ["127.0.0.1"] });
+    expect((await sessionCookie(behindProxy.app, viaTls))?.secure).toBe(true);
+    expect((await sessionCookie(behindProxy.app, {}))?.secure).toBeFalsy();
+    // A client that reaches the server directly, not through the proxy, cannot claim TLS.
+    expect((await sessionCookie(behindProxy.app, viaTls, "203.0.113.7"))?.secure).toBeFalsy();
+
+    const noProxy = await buildTestApp();
+    expect((await sessionCookie(noProxy.app, viaTls))?.secure).toBeFalsy();
+  });
+
   it("with SWARM_DASHBOARD_PUBLIC, anyone may view but acting still needs the login", async () => {
     const t = await buildTestApp({ dashboardPublic: true });
     const page = await t.app.inject({ url: "/tasks", headers: HTML });
