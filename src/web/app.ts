@@ -209,18 +209,23 @@ export async function buildApp(options: AppOptions): Promise<App> {
     );
   });
 
+  const cspDirectives = {
+    defaultSrc: ["'self'"],
+    scriptSrc: ["'self'"],
+    styleSrc: ["'self'"],
+    imgSrc: ["'self'", "data:"],
+    connectSrc: ["'self'"],
+    formAction: ["'self'"],
+    frameAncestors: ["'none'"],
+  };
+  // helmet's defaults add upgrade-insecure-requests, which over plain HTTP on a host name sends
+  // the stylesheet, htmx and the page script to https, where nothing answers: the page loads
+  // bare. It is asked for only when the request came over TLS (directly, or from a trusted proxy).
   await app.register(helmet, {
-    contentSecurityPolicy: {
-      directives: {
-        defaultSrc: ["'self'"],
-        scriptSrc: ["'self'"],
-        styleSrc: ["'self'"],
-        imgSrc: ["'self'", "data:"],
-        connectSrc: ["'self'"],
-        formAction: ["'self'"],
-        frameAncestors: ["'none'"],
-      },
-    },
+    contentSecurityPolicy: { directives: { ...cspDirectives, upgradeInsecureRequests: null } },
+  });
+  app.addHook("onRequest", async (request, reply) => {
+    if (request.protocol === "https") reply.helmet({ contentSecurityPolicy: { directives: cspDirectives } });
   });
   if (options.rateLimitPerMinute !== false) {
     await app.register(rateLimit, {
@@ -254,7 +259,13 @@ export async function buildApp(options: AppOptions): Promise<App> {
       security: [{ bearer: [] }],
     },
   });
-  await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
+  await app.register(swaggerUi, {
+    routePrefix: "/docs",
+    staticCSP: true,
+    // Its static policy ends with upgrade-insecure-requests, which breaks /docs over plain HTTP
+    // on a host name as it broke the dashboard; everything it loads is on this origin anyway.
+    transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/, ""),
+  });
   // An upgrade that arrives during shutdown is answered 503 by Fastify, but its socket has left
   // HTTP's hands and would hold the server's close open for ever: end it once answered.
   let shuttingDown = false;

@@ -165,6 +165,29 @@ describe("dashboard pages", () => {
     }
   });
 
+  it("ask browsers to upgrade insecure requests only when the page came over TLS", async () => {
+    const csp = async (app: Awaited<ReturnType<typeof buildTestApp>>["app"], url: string, https: boolean) => {
+      const answer = await app.inject({
+        url,
+        headers: { ...HTML, ...(https ? { "x-forwarded-proto": "https" } : {}) },
+      });
+      return String(answer.headers["content-security-policy"]);
+    };
+    const behindProxy = await buildTestApp({ apiKey: undefined, trustProxy: ["127.0.0.1"] });
+    const direct = await buildTestApp({ apiKey: undefined });
+    for (const url of ["/", "/tasks", "/api/agents", "/docs/"]) {
+      expect(await csp(behindProxy.app, url, false), url).not.toContain("upgrade-insecure-requests");
+      // Said by a client rather than a trusted proxy, https changes nothing.
+      expect(await csp(direct.app, url, true), url).not.toContain("upgrade-insecure-requests");
+    }
+    for (const url of ["/", "/tasks", "/api/agents"]) {
+      const overTls = await csp(behindProxy.app, url, true);
+      expect(overTls, url).toContain("upgrade-insecure-requests");
+      expect(overTls, url).toContain("script-src 'self'");
+      expect(overTls, url).toContain("frame-ancestors 'none'");
+    }
+  });
+
   it.each(["__proto__", "constructor", "toString", "hasOwnProperty"])(
     "answer /vendor/%s with 404: a name inherited by every object is no asset",
     async (name) => {
