@@ -29,6 +29,8 @@ export interface Config {
    * (false), any (true), or these addresses and CIDRs.
    */
   trustProxy: boolean | string[];
+  /** How long SIGTERM/SIGINT may take before the process exits anyway (with code 1). */
+  shutdownGraceMs: number;
 }
 
 export const CONFIG_DEFAULTS = {
@@ -46,6 +48,8 @@ export const CONFIG_DEFAULTS = {
   SWARM_DASHBOARD_PUBLIC: "false",
   SWARM_MAX_SOCKETS: "2000",
   SWARM_TRUST_PROXY: "false",
+  // Docker's `stop` waits 10 s before SIGKILL; systemd and Kubernetes wait longer.
+  SWARM_SHUTDOWN_GRACE_MS: "10000",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -160,5 +164,6 @@ export function loadConfig(env: Env = process.env): Config {
     dashboardPublic: dashboardPublic === "true" || dashboardPublic === "1",
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),
     trustProxy: readTrustProxy(env),
+    shutdownGraceMs: readInteger(env, "SWARM_SHUTDOWN_GRACE_MS", 1000, 3_600_000),
   };
 }

@@ -64,13 +64,81 @@ export const LOG_REDACTION: NonNullable<LoggerOptions["redact"]> = {
   },
 };
 
+/** Lines held in memory while stdout does not take them; beyond this they are dropped. */
+const STDOUT_BUFFER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * stdout as pino writes it by default (sonic-boom, asynchronous), made safe for a server whose
+ * log reader may die or stall. An error on the pipe (EPIPE once the reader has died, ENOSPC on a
+ * full disk) stops logging for good instead of crashing the process. And at exit sonic-boom
+ * flushes what it still holds synchronously, retrying a failed write for ever, so `close` lets
+ * the last lines out for a bounded time and then lets go of the pipe: exiting cannot hang on it.
+ */
+class StdoutDestination implements DestinationStream {
+  private readonly stream = pino.destination({ dest: 1, sync: false, maxLength: STDOUT_BUFFER_BYTES });
+  private open = true;
+  private closing: Promise<void> | undefined;
+
+  constructor() {
+    this.stream.on("error", () => this.abandon());
+  }
+
+  write(line: string): void {
+    if (this.open) this.stream.write(line);
+  }
+
+  /** Let the lines written so far out within `withinMs`; nothing is written after. */
+  close(withinMs: number): Promise<void> {
+    this.closing ??= !this.open // abandoned already: nothing will be written
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          this.open = false;
+          const done = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          const timer = setTimeout(() => {
+            this.abandon();
+            done();
+          }, withinMs);
+          this.stream.once("close", done);
+          this.stream.once("error", done);
+          this.stream.end();
+        });
+    return this.closing;
+  }
+
+  /** Stop for good, dropping what is held, so that no exit-time flush waits on the pipe. */
+  private abandon(): void {
+    this.open = false;
+    // Destroying twice is harmless, and after an EPIPE pino has made it a no-op (with the
+    // exit-time flush) already.
+    this.stream.destroy();
+  }
+}
+
+let stdout: StdoutDestination | undefined;
+
+/** One for the process: loggers share it, so their lines cannot interleave mid-line. */
+function stdoutDestination(): StdoutDestination {
+  stdout ??= new StdoutDestination();
+  return stdout;
+}
+
+/**
+ * Let the log lines written to stdout so far out, for at most `withinMs`, then stop writing to
+ * it. Call it last before `process.exit`, which would otherwise wait on the pipe for ever.
+ */
+export function closeStdoutLog(withinMs: number): Promise<void> {
+  return stdout?.close(withinMs) ?? Promise.resolve();
+}
+
 /** A pino logger at `level`, writing to `destination` (stdout by default), with credentials masked. */
 export function createLogger(
   level: string = process.env.LOG_LEVEL ?? "info",
-  destination?: DestinationStream,
+  destination: DestinationStream = stdoutDestination(),
 ): Logger {
-  const options: LoggerOptions = { level, base: { service: "swarm-coordinator" }, redact: LOG_REDACTION };
-  return destination === undefined ? pino(options) : pino(options, destination);
+  return pino({ level, base: { service: "swarm-coordinator" }, redact: LOG_REDACTION }, destination);
 }
 
 let rootLogger: Logger | undefined;

@@ -18,6 +18,7 @@ describe("configuration", () => {
       dashboardPublic: false,
       maxSockets: 2000,
       trustProxy: false,
+      shutdownGraceMs: 10_000,
     });
   });
 
@@ -82,6 +83,7 @@ describe("configuration", () => {
     ["SWARM_TRUST_PROXY", "proxy.example"],
     ["SWARM_TRUST_PROXY", "10.0.0.0/33"],
     ["SWARM_TRUST_PROXY", "127.0.0.1,"],
+    ["SWARM_SHUTDOWN_GRACE_MS", "500"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({
