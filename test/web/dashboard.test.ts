@@ -13,6 +13,17 @@ async function formCredentials(app: Awaited<ReturnType<typeof buildTestApp>>["ap
   return { token, cookie: [cookie, `_csrf=${csrfCookie.value}`].filter(Boolean).join("; ") };
 }
 
+/** The login form's CSRF token and the cookie it goes with. */
+async function loginFormCredentials(
+  app: Awaited<ReturnType<typeof buildTestApp>>["app"],
+  headers: Record<string, string> = {},
+  remoteAddress?: string,
+) {
+  const login = await app.inject({ url: "/login", headers: { ...HTML, ...headers }, remoteAddress });
+  const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+  return { token, csrfCookie: `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}` };
+}
+
 function form(fields: Record<string, string>) {
   return new URLSearchParams(fields).toString();
 }
@@ -432,9 +443,7 @@ describe("dashboard login", () => {
       headers: Record<string, string>,
       remoteAddress = "127.0.0.1",
     ) => {
-      const login = await app.inject({ url: "/login", headers: { ...HTML, ...headers }, remoteAddress });
-      const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
-      const csrfCookie = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
+      const { token, csrfCookie } = await loginFormCredentials(app, headers, remoteAddress);
       const answer = await app.inject({
         method: "POST",
         url: "/login",
@@ -515,9 +524,7 @@ describe("login next", () => {
 
   it("after logging in, every next sends the browser to a path on the site, or to /", async () => {
     const t = await buildTestApp();
-    const login = await t.app.inject({ url: "/login", headers: HTML });
-    const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
-    const csrfCookie = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
+    const { token, csrfCookie } = await loginFormCredentials(t.app);
     for (const [what, next, expected] of NEXT_VALUES) {
       const answer = await t.app.inject({
         method: "POST",
