@@ -53,7 +53,7 @@ const CREDENTIAL_HEADERS = ["authorization", "proxy-authorization", "cookie", "s
 const TEXT_PATHS = ["url", "*.url", "err.message", "err.stack"];
 
 /** pino's redaction: applied to every line, after the serializers (Fastify's `req` included). */
-export const LOG_REDACTION: NonNullable<LoggerOptions["redact"]> = {
+const LOG_REDACTION: NonNullable<LoggerOptions["redact"]> = {
   paths: [
     ...TEXT_PATHS,
     ...CREDENTIAL_HEADERS.flatMap((name) => [`headers["${name}"]`, `*.headers["${name}"]`]),
