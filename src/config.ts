@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { SwarmError } from "./errors.js";
 
 /** Every setting the product reads from the environment, with its default, in one place. */
@@ -36,6 +37,13 @@ export interface Config {
    * or one IP address for callers without credentials. More are closed with 1013.
    */
   maxSocketsPerClient: number;
+  /**
+   * Peers whose X-Forwarded-For/-Proto/-Host are believed (Fastify's `trustProxy`): none
+   * (false), any (true), or these addresses and CIDRs.
+   */
+  trustProxy: boolean | string[];
+  /** How long SIGTERM/SIGINT may take before the process exits anyway (with code 1). */
+  shutdownGraceMs: number;
 }
 
 export const CONFIG_DEFAULTS = {
@@ -59,6 +67,9 @@ export const CONFIG_DEFAULTS = {
   // Far more than an agent's one or two streams or an operator's dashboard tabs (one socket
   // each), yet one token or address takes at most 1/30 of SWARM_MAX_SOCKETS's default.
   SWARM_MAX_SOCKETS_PER_CLIENT: "64",
+  SWARM_TRUST_PROXY: "false",
+  // Docker's `stop` waits 10 s before SIGKILL; systemd and Kubernetes wait longer.
+  SWARM_SHUTDOWN_GRACE_MS: "10000",
 } as const;
 
 type Env = Record<string, string | undefined>;
@@ -115,6 +126,39 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
+/** Ranges that proxy-addr (under Fastify's `trustProxy`) knows by name. */
+const PROXY_RANGE_NAMES = ["loopback", "linklocal", "uniquelocal"];
+
+function isProxyAddress(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.includes(entry)) return true;
+  const [address = "", prefix, ...rest] = entry.split("/");
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
+
+function readTrustProxy(env: Env): boolean | string[] {
+  const raw = read(env, "SWARM_TRUST_PROXY");
+  const refuse = (problem: string): never => {
+    throw new SwarmError("INVALID_CONFIG", `SWARM_TRUST_PROXY ${problem}, got ${JSON.stringify(raw)}`, {
+      field: "SWARM_TRUST_PROXY",
+    });
+  };
+  if (["false", "0"].includes(raw.toLowerCase())) return false;
+  if (raw.toLowerCase() === "true") return true;
+  // Fastify (5.12.1 on) trusts nobody given a number, and rightly: a count of hops cannot tell
+  // the proxy from a client that writes its own X-Forwarded-* headers.
+  if (/^\d+$/.test(raw)) refuse("cannot be a hop count; give the proxy's addresses or CIDRs instead");
+  const entries = raw.split(",").map((entry) => entry.trim());
+  const bad = entries.find((entry) => !isProxyAddress(entry));
+  if (bad !== undefined) {
+    refuse(
+      `must be true, false, or a comma list of IP addresses and CIDRs (or loopback, linklocal, uniquelocal); ${JSON.stringify(bad)} is none of these`,
+    );
+  }
+  return entries;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const dbSynchronous = read(env, "SWARM_DB_SYNC").toUpperCase();
   if (dbSynchronous !== "FULL" && dbSynchronous !== "NORMAL") {
@@ -162,5 +206,7 @@ export function loadConfig(env: Env = process.env): Config {
     allowedHosts: readHostList(env, "SWARM_ALLOWED_HOSTS"),
     authFailureLimit: readInteger(env, "SWARM_AUTH_FAILURE_LIMIT", 0, 1_000_000) || false,
     maxSocketsPerClient: readInteger(env, "SWARM_MAX_SOCKETS_PER_CLIENT", 1, 1_000_000),
+    trustProxy: readTrustProxy(env),
+    shutdownGraceMs: readInteger(env, "SWARM_SHUTDOWN_GRACE_MS", 1000, 3_600_000),
   };
 }

@@ -21,10 +21,14 @@ async function main(): Promise<void> {
   process.stdout.write(
     `\nDemo swarm running: ${swarm.agents.length} agents and a task every 2 s.\nDashboard: ${server.url}/   (Ctrl-C stops it)\n\n`,
   );
-  stopOnSignals(logger, async () => {
-    await swarm.stop();
-    await server.shutdown();
-  });
+  stopOnSignals(
+    logger,
+    async () => {
+      await swarm.stop();
+      await server.shutdown();
+    },
+    config.shutdownGraceMs,
+  );
 }
 
 main().catch(reportStartFailure);

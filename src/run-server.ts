@@ -7,7 +7,7 @@ import { hostname, networkInterfaces } from "node:os";
 import type { Config } from "./config.js";
 import { Coordinator } from "./coordinator/coordinator.js";
 import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
-import type { Logger } from "./logger.js";
+import { closeStdoutLog, type Logger } from "./logger.js";
 import { buildApp, type App } from "./web/app.js";
 
 export interface RunningServer {
@@ -50,6 +50,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       config.allowedHosts === "any" ? "any" : [...config.allowedHosts, ...listenNames(config.host)],
     maxSockets: config.maxSockets,
     maxSocketsPerClient: config.maxSocketsPerClient,
+    trustProxy: config.trustProxy,
     defaultMetrics: true,
   });
 
@@ -95,19 +96,39 @@ export function listenNames(host: string): string[] {
   return [hostname(), ...addresses];
 }
 
-/** Run until SIGTERM or SIGINT, then stop in order and exit. */
-export function stopOnSignals(logger: Logger, stop: () => Promise<void>): void {
+/** The end of the shutdown grace kept for the last log lines to get out. */
+const LOG_CLOSE_MS = 1000;
+
+/**
+ * Run until SIGTERM or SIGINT, then stop in order and exit, within `graceMs` whatever the parts
+ * or the log pipe do: `stop` gets the grace less the last second (half, for a grace under two
+ * seconds); if it has not finished by then the process says so and exits with code 1. Either
+ * way the log then gets what is left to drain, and `process.exit` cannot wait on its pipe.
+ */
+export function stopOnSignals(logger: Logger, stop: () => Promise<void>, graceMs: number): void {
+  const logCloseMs = Math.min(LOG_CLOSE_MS, graceMs / 2);
   let stopping = false;
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.once(signal, () => {
       if (stopping) return;
       stopping = true;
-      logger.info({ signal }, "shutting down");
+      logger.info({ signal, grace_ms: graceMs }, "shutting down");
+      let exiting = false;
+      const exit = (code: number) => {
+        if (exiting) return;
+        exiting = true;
+        clearTimeout(deadline);
+        void closeStdoutLog(logCloseMs).finally(() => process.exit(code));
+      };
+      const deadline = setTimeout(() => {
+        logger.error({ grace_ms: graceMs }, "shutdown did not finish within its grace; exiting anyway");
+        exit(1);
+      }, graceMs - logCloseMs);
       stop().then(
-        () => process.exit(0),
+        () => exit(0),
         (error: unknown) => {
           logger.error({ err: error }, "shutdown failed");
-          process.exit(1);
+          exit(1);
         },
       );
     });

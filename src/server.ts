@@ -10,7 +10,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const server = await startServer(config, logger);
-  stopOnSignals(logger, server.shutdown);
+  stopOnSignals(logger, server.shutdown, config.shutdownGraceMs);
 }
 
 main().catch(reportStartFailure);

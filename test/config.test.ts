@@ -22,6 +22,8 @@ describe("configuration", () => {
       allowedHosts: [],
       authFailureLimit: 30,
       maxSocketsPerClient: 64,
+      trustProxy: false,
+      shutdownGraceMs: 10_000,
     });
   });
 
@@ -69,6 +71,17 @@ describe("configuration", () => {
     });
   });
 
+  it("reads SWARM_TRUST_PROXY as true, false, or a list of proxy addresses and CIDRs", () => {
+    expect(loadConfig({ SWARM_TRUST_PROXY: "TRUE" }).trustProxy).toBe(true);
+    expect(loadConfig({ SWARM_TRUST_PROXY: "false" }).trustProxy).toBe(false);
+    expect(loadConfig({ SWARM_TRUST_PROXY: "0" }).trustProxy).toBe(false);
+    expect(
+      loadConfig({ SWARM_TRUST_PROXY: " 127.0.0.1, 10.0.0.0/8 ,::1,fd00::/8,loopback " }).trustProxy,
+    ).toEqual(["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "loopback"]);
+    // Fastify trusts nobody given a count, so a count is refused rather than silently ignored.
+    expect(() => loadConfig({ SWARM_TRUST_PROXY: "2" })).toThrow(/cannot be a hop count/);
+  });
+
   it("refuses to listen beyond loopback without a key, saying why", () => {
     expect(() => loadConfig({ HOST: "0.0.0.0" })).toThrow(/SWARM_API_KEY/);
     expect(() => loadConfig({ HOST: "192.168.1.5", SWARM_API_KEY: "" })).toThrow(
@@ -89,6 +102,11 @@ describe("configuration", () => {
     ["SWARM_DASHBOARD_PUBLIC", "maybe"],
     ["SWARM_EXPENSIVE_RATE_LIMIT", "-1"],
     ["SWARM_MAX_SOCKETS_PER_CLIENT", "0"],
+    ["SWARM_TRUST_PROXY", "1"],
+    ["SWARM_TRUST_PROXY", "proxy.example"],
+    ["SWARM_TRUST_PROXY", "10.0.0.0/33"],
+    ["SWARM_TRUST_PROXY", "127.0.0.1,"],
+    ["SWARM_SHUTDOWN_GRACE_MS", "500"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

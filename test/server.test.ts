@@ -1,10 +1,12 @@
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { openTestLog } from "./helpers/event-log.js";
+import { eventually } from "./helpers/stack.js";
 import { tempDir } from "./helpers/temp-dir.js";
 
 const SERVER = fileURLToPath(new URL("../src/server.ts", import.meta.url));
@@ -108,4 +110,129 @@ describe("the server process", () => {
       server.child.kill("SIGKILL");
     }
   });
+});
+
+/**
+ * The server with its stdout going to a separate reader process, as under `npm start | shipper`.
+ * The reader copies the log to the test until the server is ready; then, unless told to go on,
+ * it stops reading (keeping the pipe open) until it is killed.
+ */
+const spawned: ChildProcess[] = [];
+afterEach(() => {
+  for (const started of spawned.splice(0)) started.kill("SIGKILL");
+});
+
+async function startServerLoggingToReader(env: Record<string, string>, { keepReading = false } = {}) {
+  const script = keepReading ? "exec cat" : 'sed "/swarm coordinator ready/q"; exec sleep 600 >/dev/null';
+  const reader = spawn("sh", ["-c", script], { stdio: ["pipe", "pipe", "ignore"] });
+  const child = spawn(process.execPath, ["--import", "tsx", SERVER], {
+    env: { ...process.env, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", reader.stdin, "pipe"],
+  });
+  spawned.push(reader, child);
+  reader.stdin.destroy(); // the server holds the only writing end now
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const readerGone = new Promise((resolve) => reader.on("exit", resolve));
+  let copied = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    reader.stdout.on("data", (chunk: Buffer) => {
+      copied += chunk.toString();
+      const ready = /"url":"(http:\/\/[\d.]+:\d+)"[^\n]*"msg":"swarm coordinator ready"/.exec(copied);
+      if (ready?.[1] !== undefined) resolve(ready[1]);
+    });
+    reader.stdout.once("end", () => reject(new Error(`the server did not get ready; stderr: ${stderr}`)));
+  });
+  return {
+    child,
+    url,
+    exited,
+    stderr: () => stderr,
+    /** What the reader has copied, one parsed line each. */
+    copied: () =>
+      copied
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as LogLine),
+    async killReader() {
+      reader.kill("SIGKILL");
+      await readerGone;
+    },
+  };
+}
+
+/** Fails the test if `exited` does not settle in time; only a guard against hanging for ever. */
+function withinGuard<T>(exited: Promise<T>, what: string, guardMs = 30_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const guard = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not exit within ${guardMs} ms`)), guardMs);
+  });
+  return Promise.race([exited, guard]).finally(() => clearTimeout(timer));
+}
+
+describe("shutdown whatever the log pipe does", () => {
+  it(
+    "exits on SIGTERM after the process reading its stdout has been killed",
+    { timeout: 60_000 },
+    async () => {
+      const server = await startServerLoggingToReader({ SWARM_DB: join(tempDir(), "swarm.db") });
+      try {
+        expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+        await server.killReader();
+        // The shutdown's own lines are the first to meet the dead pipe.
+        server.child.kill("SIGTERM");
+        expect(await withinGuard(server.exited, "the server"), server.stderr()).toBe(0);
+      } finally {
+        server.child.kill("SIGKILL");
+      }
+    },
+  );
+
+  it(
+    "exits on SIGTERM while the process reading its stdout has stopped reading",
+    { timeout: 60_000 },
+    async () => {
+      const server = await startServerLoggingToReader({ SWARM_DB: join(tempDir(), "swarm.db") });
+      try {
+        // Fill the pipe and the logger's buffer behind it: 400 request lines of about 4 KB.
+        const padding = "x".repeat(4000);
+        for (let i = 0; i < 400; i += 1) await (await fetch(`${server.url}/healthz?pad=${padding}`)).text();
+        server.child.kill("SIGTERM");
+        expect(await withinGuard(server.exited, "the server"), server.stderr()).toBe(0);
+      } finally {
+        await server.killReader();
+        server.child.kill("SIGKILL");
+      }
+    },
+  );
+
+  it(
+    "exits with code 1 when its grace runs out, saying so, while a request never finishes",
+    { timeout: 60_000 },
+    async () => {
+      const server = await startServerLoggingToReader(
+        { SWARM_DB: join(tempDir(), "swarm.db"), SWARM_SHUTDOWN_GRACE_MS: "2000" },
+        { keepReading: true },
+      );
+      // A body that is announced but never sent holds the HTTP server's close open.
+      const { hostname, port } = new URL(server.url);
+      const stalled = connect(Number(port), hostname);
+      stalled.on("error", () => undefined);
+      await new Promise((resolve) => stalled.once("connect", resolve));
+      stalled.write(
+        "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+      );
+      await eventually(
+        () => server.copied().some((line) => line.msg === "incoming request"),
+        (taken) => taken,
+      );
+      server.child.kill("SIGTERM");
+      expect(await withinGuard(server.exited, "the server"), server.stderr()).toBe(1);
+      stalled.destroy();
+      const said = server.copied().map((line) => line.msg);
+      expect(said).toContain("shutting down");
+      expect(said).toContain("shutdown did not finish within its grace; exiting anyway");
+    },
+  );
 });

@@ -5,7 +5,7 @@
  * reporting tool calls and the outcome.
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import WebSocket from "ws";
 import { SwarmApiError, SwarmClient, type AgentIdentity, type TaskView } from "./client.js";
@@ -39,7 +39,7 @@ export interface SwarmAgentOptions {
   apiKey?: string;
   /** An identity from an earlier run, reused instead of registering anew. */
   identity?: AgentIdentity;
-  /** A file that keeps the identity between runs (written with mode 600). */
+  /** A file that keeps the identity between runs, kept at mode 600 (refused if it cannot be). */
   identityFile?: string;
   strategy?: BidStrategy;
   handler: TaskHandler;
@@ -89,10 +89,46 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** The identity file cannot be kept private; waiting will not fix that. */
+export class IdentityFileError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "IdentityFileError";
+  }
+}
+
 /** A network failure or a server that is restarting: worth trying again. */
 export function isTransient(error: unknown): boolean {
   if (error instanceof SwarmApiError) return error.status >= 500 || RETRY_CODES.has(error.code);
-  return true;
+  return !(error instanceof IdentityFileError);
+}
+
+/**
+ * The identity file holds the agent's token, so only its owner may read it. `writeFileSync`'s
+ * mode applies only when it creates the file: a file that already exists keeps whatever mode it
+ * had, so it is tightened here before it is read or rewritten, and refused if it cannot be.
+ */
+function keepPrivate(file: string): void {
+  let stats;
+  try {
+    stats = statSync(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // created with 600 when written
+    throw new IdentityFileError(`cannot read the mode of identity file ${file}: ${String(error)}`, {
+      cause: error,
+    });
+  }
+  if (!stats.isFile()) throw new IdentityFileError(`identity file ${file} is not a regular file`);
+  const mode = stats.mode & 0o777;
+  if ((mode & 0o077) === 0) return;
+  try {
+    chmodSync(file, 0o600);
+  } catch (error) {
+    throw new IdentityFileError(
+      `identity file ${file} is open to other users (mode ${mode.toString(8).padStart(4, "0")}) and could not be made private: ${String(error)}`,
+      { cause: error },
+    );
+  }
 }
 
 function truncate(text: string, length: number): string {
@@ -205,6 +241,7 @@ export class SwarmAgent {
     this.log.info({ agent_id: identity.id }, "registered");
     if (this.options.identityFile !== undefined) {
       mkdirSync(dirname(this.options.identityFile), { recursive: true });
+      keepPrivate(this.options.identityFile);
       writeFileSync(
         this.options.identityFile,
         `${JSON.stringify({ ...identity, server: this.options.server })}\n`,
@@ -220,6 +257,7 @@ export class SwarmAgent {
 
   private readIdentity(): AgentIdentity | undefined {
     if (this.options.identityFile === undefined) return undefined;
+    keepPrivate(this.options.identityFile);
     try {
       const saved = JSON.parse(readFileSync(this.options.identityFile, "utf8")) as Partial<AgentIdentity> & {
         server?: string;

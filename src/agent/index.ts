@@ -1,6 +1,7 @@
 /** The agent SDK: join a coordinator over its public API, bid, and run won tasks. */
 export {
   SwarmAgent,
+  IdentityFileError,
   type SwarmAgentOptions,
   type TaskContext,
   type TaskHandler,

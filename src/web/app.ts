@@ -77,6 +77,11 @@ export interface AppOptions {
   maxSocketsPerClient?: number;
   /** Process-wide metrics (CPU, memory, event loop) on /metrics; off in tests that build many apps. */
   defaultMetrics?: boolean;
+  /**
+   * SWARM_TRUST_PROXY: peers whose X-Forwarded-For/-Proto/-Host set `request.ip`, `.protocol`
+   * and `.host`. Default false: the socket's own address and protocol, whatever the headers say.
+   */
+  trustProxy?: boolean | string[];
 }
 
 const AUTH_FAILURE_WINDOW_MS = 15 * 60_000;
@@ -173,6 +178,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const loggerInstance: FastifyBaseLogger = options.logger;
   const app = Fastify({
     loggerInstance,
+    trustProxy: options.trustProxy ?? false,
     bodyLimit: options.bodyLimit ?? 256 * 1024,
     // Long enough for any id the schemas allow, so that they, not the router, name the problem.
     routerOptions: { maxParamLength: 1000 },
@@ -191,6 +197,17 @@ export async function buildApp(options: AppOptions): Promise<App> {
     if (text.trim() === "") return done(null, {});
     // The default parser answers through `done`; what it returns is of no use here.
     void parseJson(request, text, done);
+  });
+  // Bodies are JSON only. Fastify parses text/plain by default, which let a text body through to
+  // the schema ("body: must be object") instead of being refused for its type. The dashboard's
+  // form parser is its own plugin's and still takes precedence over this catch-all there.
+  app.removeContentTypeParser("text/plain");
+  app.addContentTypeParser("*", (request, _payload, done) => {
+    const type = request.headers["content-type"];
+    const what = type === undefined ? "a body without a Content-Type" : `Content-Type ${type.slice(0, 100)}`;
+    done(
+      new SwarmError("UNSUPPORTED_MEDIA_TYPE", `${what} is not accepted; send the body as application/json`),
+    );
   });
 
   const tokens = new TokenStore(options.eventLog.db);
@@ -276,22 +293,29 @@ export async function buildApp(options: AppOptions): Promise<App> {
     );
   });
 
+  const cspDirectives = {
+    defaultSrc: ["'self'"],
+    scriptSrc: ["'self'"],
+    styleSrc: ["'self'"],
+    imgSrc: ["'self'", "data:"],
+    connectSrc: ["'self'"],
+    formAction: ["'self'"],
+    frameAncestors: ["'none'"],
+  };
+  // helmet's defaults add upgrade-insecure-requests, which over plain HTTP on a host name sends
+  // the stylesheet, htmx and the page script to https, where nothing answers: the page loads
+  // bare. It is asked for only when the request came over TLS (directly, or from a trusted proxy).
+  // Not helmet's no-referrer: under it a browser sends `Origin: null` with this dashboard's own
+  // form posts, which the cross-site check (same-origin.ts) must refuse. same-origin still tells
+  // other sites nothing.
+  const referrerPolicy = { policy: "same-origin" as const };
   await app.register(helmet, {
-    // Not helmet's no-referrer: under it a browser sends `Origin: null` with this dashboard's own
-    // form posts, which the cross-site check (same-origin.ts) must refuse. same-origin still
-    // tells other sites nothing.
-    referrerPolicy: { policy: "same-origin" },
-    contentSecurityPolicy: {
-      directives: {
-        defaultSrc: ["'self'"],
-        scriptSrc: ["'self'"],
-        styleSrc: ["'self'"],
-        imgSrc: ["'self'", "data:"],
-        connectSrc: ["'self'"],
-        formAction: ["'self'"],
-        frameAncestors: ["'none'"],
-      },
-    },
+    referrerPolicy,
+    contentSecurityPolicy: { directives: { ...cspDirectives, upgradeInsecureRequests: null } },
+  });
+  app.addHook("onRequest", async (request, reply) => {
+    if (request.protocol === "https")
+      reply.helmet({ referrerPolicy, contentSecurityPolicy: { directives: cspDirectives } });
   });
   const expensivePerMinute = options.expensiveRateLimitPerMinute ?? 30;
   if (options.rateLimitPerMinute !== false || expensivePerMinute !== false) {
@@ -342,7 +366,13 @@ export async function buildApp(options: AppOptions): Promise<App> {
       security: [{ bearer: [] }],
     },
   });
-  await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
+  await app.register(swaggerUi, {
+    routePrefix: "/docs",
+    staticCSP: true,
+    // Its static policy ends with upgrade-insecure-requests, which breaks /docs over plain HTTP
+    // on a host name as it broke the dashboard; everything it loads is on this origin anyway.
+    transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/, ""),
+  });
   // An upgrade that arrives during shutdown is answered 503 by Fastify, but its socket has left
   // HTTP's hands and would hold the server's close open for ever: end it once answered.
   let shuttingDown = false;

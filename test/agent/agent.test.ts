@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { SwarmAgent, type SwarmAgentOptions } from "../../src/agent/agent.js";
@@ -199,6 +199,57 @@ describe("SwarmAgent against a real server", () => {
     expect(server.coordinator.getAgent(first.id ?? "")?.left_at).not.toBeNull();
     expect(server.eventLog.getAgentEvents(first.id ?? "").map((e) => e.event_type)).toContain("agent.left");
   });
+});
+
+describe("the identity file", () => {
+  const modeOf = (file: string) => statSync(file).mode & 0o777;
+
+  it("is tightened to mode 600 when an existing one open to others is reused", async () => {
+    const server = await stack();
+    const identityFile = join(tempDir(), "agent.json");
+    const first = agent(server, { identityFile, handler: async () => "ok" });
+    await first.start();
+    chmodSync(identityFile, 0o644);
+    const again = agent(server, { identityFile, handler: async () => "ok" });
+    await again.start();
+    expect(again.id).toBe(first.id);
+    expect(modeOf(identityFile)).toBe(0o600);
+  });
+
+  it("is tightened to mode 600 before a new identity is written over an existing one", async () => {
+    const server = await stack();
+    const identityFile = join(tempDir(), "agent.json");
+    writeFileSync(identityFile, "{}\n", { mode: 0o644 });
+    chmodSync(identityFile, 0o644); // the umask may have taken bits off
+    const joined = agent(server, { identityFile, handler: async () => "ok" });
+    await joined.start();
+    expect(modeOf(identityFile)).toBe(0o600);
+    expect(JSON.parse(readFileSync(identityFile, "utf8"))).toMatchObject({ id: joined.id });
+  });
+
+  // A file whose mode even root cannot change: procfs refuses chmod on it.
+  it.skipIf(!existsSync("/proc/self/status"))(
+    "that cannot be made private is refused, naming it, and the command gives up at once",
+    async () => {
+      const server = await stack();
+      const refused = agent(server, { identityFile: "/proc/self/status", handler: async () => "ok" });
+      await expect(refused.start()).rejects.toThrow(
+        /identity file \/proc\/self\/status is open to other users \(mode 0444\) and could not be made private/,
+      );
+      expect(server.coordinator.listAgents()).toEqual([]);
+
+      const command = spawn(
+        process.execPath,
+        ["bin/swarm-agent.js", "--server", server.base, "--key", KEY, "--identity-file", "/proc/self/status"],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      let stderr = "";
+      command.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      running.push({ stop: async () => void command.kill("SIGKILL") });
+      expect(await new Promise((resolve) => command.on("exit", resolve))).toBe(1);
+      expect(stderr).toContain("could not be made private");
+    },
+  );
 });
 
 describe("stream robustness", () => {

@@ -13,6 +13,8 @@ import { haveBrowser, launchChromium } from "../helpers/browser.js";
 import { startStack, type Stack } from "../helpers/stack.js";
 
 const SCREENSHOTS = join(import.meta.dirname, "../../test-results/screenshots");
+/** A name, not an address, for the dashboard: Chromium resolves it to the loopback server. */
+const HOST_NAME = "swarm.test";
 
 async function api<T>(stack: Stack, path: string, body?: object, token?: string): Promise<T> {
   const response = await fetch(stack.base + path, {
@@ -44,7 +46,7 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
   const dbPath = join(dataDir, "swarm.db");
 
   beforeAll(async () => {
-    browser = await launchChromium();
+    browser = await launchChromium([`--host-resolver-rules=MAP ${HOST_NAME} 127.0.0.1`]);
   });
   afterAll(async () => {
     await browser?.close();
@@ -195,6 +197,48 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       await page.close();
     }
   });
+
+  it(
+    "over plain HTTP on a host name, loads its stylesheet and htmx and goes live",
+    { timeout: 60_000 },
+    async () => {
+      const named = await startStack(join(dataDir, "named.db"), 0, { app: { allowedHosts: [HOST_NAME] } });
+      const page = await browser.newPage();
+      try {
+        const failed: string[] = [];
+        page.on("requestfailed", (request) => failed.push(request.url()));
+        await page.goto(`http://${HOST_NAME}:${named.port}/`, { waitUntil: "load" });
+        // Runs in the page; the test's own types know no DOM.
+        const loaded = await page.evaluate(() => {
+          const w = globalThis as unknown as {
+            htmx?: unknown;
+            document: { styleSheets: Iterable<{ href: string | null; cssRules: { length: number } }> };
+          };
+          // A sheet fetched from another origin (https, say) does not let the page read its rules.
+          const readable = (sheet: { cssRules: { length: number } }) => {
+            try {
+              return sheet.cssRules.length > 0;
+            } catch {
+              return false;
+            }
+          };
+          return {
+            htmx: typeof w.htmx,
+            stylesheets: [...w.document.styleSheets].filter(readable).map((sheet) => sheet.href),
+          };
+        });
+        expect(loaded).toEqual({
+          htmx: "object",
+          stylesheets: [`http://${HOST_NAME}:${named.port}/static/dashboard.css`],
+        });
+        await page.locator("#live-badge.live").waitFor();
+        expect(failed).toEqual([]);
+      } finally {
+        await page.close();
+        await named.stop();
+      }
+    },
+  );
 
   it(
     "holds CSRF and CSP in the browser: a logged-in operator's forged form post and injected scripts do nothing",

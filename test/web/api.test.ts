@@ -694,6 +694,34 @@ describe("the HTTP edges", () => {
     expect(t.eventLog.latestSeq()).toBe(0);
   });
 
+  it("answers 415 UNSUPPORTED_MEDIA_TYPE to any body that is not JSON, text/plain included, writing nothing", async () => {
+    const t = await buildTestApp();
+    const taskId = await t.task();
+    const before = t.eventLog.latestSeq();
+    const cases = [
+      ["/api/tasks", "text/plain", JSON.stringify({ description: "smuggled as text" })],
+      ["/api/tasks", "text/plain; charset=utf-8", JSON.stringify({ description: "smuggled as text" })],
+      ["/api/tasks", "application/x-www-form-urlencoded", "description=smuggled+as+a+form"],
+      [`/api/tasks/${taskId}/cancel`, "text/plain", ""],
+      [`/api/tasks/${taskId}/cancel`, "text/plain;charset=UTF-8", "{}"],
+    ] as const;
+    for (const [url, contentType, payload] of cases) {
+      const response = await t.app.inject({
+        method: "POST",
+        url,
+        headers: { ...t.operator, "content-type": contentType },
+        payload,
+      });
+      expect(response.statusCode, `${contentType} to ${url}`).toBe(415);
+      expect(response.json<Json>().error).toEqual({
+        code: "UNSUPPORTED_MEDIA_TYPE",
+        message: expect.stringContaining(contentType.split(";")[0] ?? "") as string,
+      });
+    }
+    expect(t.eventLog.latestSeq()).toBe(before);
+    expect(t.coordinator.getTask(taskId)?.status).toBe("bidding");
+  });
+
   it("limits the rate per credential", async () => {
     const t = await buildTestApp({ rateLimitPerMinute: 3 });
     const statuses: number[] = [];
@@ -752,6 +780,28 @@ describe("the HTTP edges", () => {
       200, 200, 429,
     ]);
     expect(await page("/events/export?format=csv")).toBe(429);
+  });
+
+  it("takes the client's address from X-Forwarded-For only from a trusted proxy", async () => {
+    // Requests without credentials are rate limited per address (and refused, 401), so two
+    // clients behind the proxy get a budget each only when the proxy's word is taken.
+    const statuses = async (app: Awaited<ReturnType<typeof buildTestApp>>["app"], remoteAddress: string) => {
+      const seen: number[] = [];
+      for (const client of ["198.51.100.1", "198.51.100.2"]) {
+        const response = await app.inject({
+          url: "/api/agents",
+          headers: { "x-forwarded-for": client },
+          remoteAddress,
+        });
+        seen.push(response.statusCode);
+      }
+      return seen;
+    };
+    const behindProxy = await buildTestApp({ rateLimitPerMinute: 1, trustProxy: ["10.0.0.0/8"] });
+    expect(await statuses(behindProxy.app, "10.1.2.3")).toEqual([401, 401]);
+    expect(await statuses(behindProxy.app, "203.0.113.7")).toEqual([401, 429]);
+    const noProxy = await buildTestApp({ rateLimitPerMinute: 1 });
+    expect(await statuses(noProxy.app, "10.1.2.3")).toEqual([401, 429]);
   });
 
   it("sets security headers and serves the OpenAPI document and its browsable UI", async () => {

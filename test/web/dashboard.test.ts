@@ -13,6 +13,17 @@ async function formCredentials(app: Awaited<ReturnType<typeof buildTestApp>>["ap
   return { token, cookie: [cookie, `_csrf=${csrfCookie.value}`].filter(Boolean).join("; ") };
 }
 
+/** The login form's CSRF token and the cookie it goes with. */
+async function loginFormCredentials(
+  app: Awaited<ReturnType<typeof buildTestApp>>["app"],
+  headers: Record<string, string> = {},
+  remoteAddress?: string,
+) {
+  const login = await app.inject({ url: "/login", headers: { ...HTML, ...headers }, remoteAddress });
+  const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+  return { token, csrfCookie: `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}` };
+}
+
 function form(fields: Record<string, string>) {
   return new URLSearchParams(fields).toString();
 }
@@ -165,6 +176,39 @@ describe("dashboard pages", () => {
     }
   });
 
+  it("ask browsers to upgrade insecure requests only when the page came over TLS", async () => {
+    const csp = async (app: Awaited<ReturnType<typeof buildTestApp>>["app"], url: string, https: boolean) => {
+      const answer = await app.inject({
+        url,
+        headers: { ...HTML, ...(https ? { "x-forwarded-proto": "https" } : {}) },
+      });
+      return String(answer.headers["content-security-policy"]);
+    };
+    const behindProxy = await buildTestApp({ apiKey: undefined, trustProxy: ["127.0.0.1"] });
+    const direct = await buildTestApp({ apiKey: undefined });
+    for (const url of ["/", "/tasks", "/api/agents", "/docs/"]) {
+      expect(await csp(behindProxy.app, url, false), url).not.toContain("upgrade-insecure-requests");
+      // Said by a client rather than a trusted proxy, https changes nothing.
+      expect(await csp(direct.app, url, true), url).not.toContain("upgrade-insecure-requests");
+    }
+    for (const url of ["/", "/tasks", "/api/agents"]) {
+      const overTls = await csp(behindProxy.app, url, true);
+      expect(overTls, url).toContain("upgrade-insecure-requests");
+      expect(overTls, url).toContain("script-src 'self'");
+      expect(overTls, url).toContain("frame-ancestors 'none'");
+    }
+  });
+
+  it.each(["__proto__", "constructor", "toString", "hasOwnProperty"])(
+    "answer /vendor/%s with 404: a name inherited by every object is no asset",
+    async (name) => {
+      const t = await buildTestApp({ apiKey: undefined });
+      const asset = await t.app.inject({ url: `/vendor/${name}` });
+      expect(asset.statusCode).toBe(404);
+      expect(asset.body).toContain(`no asset ${name}`);
+    },
+  );
+
   it("escape agent, task and event text everywhere it is shown", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     const agent = await t.agent(XSS, { capabilities: ["summarize"] });
@@ -285,6 +329,30 @@ describe("dashboard forms", () => {
     expect(htmx.body).toContain('Posted <a href="/tasks/');
   });
 
+  it("take url-encoded forms while the same fields as text/plain are refused with 415", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const { token, cookie } = await formCredentials(t.app);
+    const asText = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { "content-type": "text/plain", cookie },
+      payload: form({ _csrf: token, description: "sent as text" }),
+    });
+    expect(asText.statusCode).toBe(415);
+    expect(asText.body).toContain("Content-Type text/plain is not accepted");
+    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    const asForm = await t.app.inject({
+      method: "POST",
+      url: "/tasks",
+      headers: { ...FORM, cookie },
+      payload: form({ _csrf: token, description: "sent as a form" }),
+    });
+    expect(asForm.statusCode).toBe(303);
+    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks.map((task) => task.description)).toEqual([
+      "sent as a form",
+    ]);
+  });
+
   it("keeps what was typed and names each bad field, without creating a task", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     const { token, cookie } = await formCredentials(t.app);
@@ -370,6 +438,35 @@ describe("dashboard login", () => {
     expect(posted.statusCode).toBe(303);
   });
 
+  it("marks the session cookie Secure behind a trusted proxy that says https, and believes no one else", async () => {
+    const sessionCookie = async (
+      app: Awaited<ReturnType<typeof buildTestApp>>["app"],
+      headers: Record<string, string>,
+      remoteAddress = "127.0.0.1",
+    ) => {
+      const { token, csrfCookie } = await loginFormCredentials(app, headers, remoteAddress);
+      const answer = await app.inject({
+        method: "POST",
+        url: "/login",
+        headers: { ...FORM, ...headers, cookie: csrfCookie },
+        payload: form({ _csrf: token, key: OPERATOR_KEY }),
+        remoteAddress,
+      });
+      expect(answer.statusCode).toBe(303);
+      return answer.cookies.find((c) => c.name === "swarm_session");
+    };
+    const viaTls = { "x-forwarded-proto": "https" };
+
+    const behindProxy = await buildTestApp({ trustProxy: ["127.0.0.1"] });
+    expect((await sessionCookie(behindProxy.app, viaTls))?.secure).toBe(true);
+    expect((await sessionCookie(behindProxy.app, {}))?.secure).toBeFalsy();
+    // A client that reaches the server directly, not through the proxy, cannot claim TLS.
+    expect((await sessionCookie(behindProxy.app, viaTls, "203.0.113.7"))?.secure).toBeFalsy();
+
+    const noProxy = await buildTestApp();
+    expect((await sessionCookie(noProxy.app, viaTls))?.secure).toBeFalsy();
+  });
+
   it("with SWARM_DASHBOARD_PUBLIC, anyone may view but acting still needs the login", async () => {
     const t = await buildTestApp({ dashboardPublic: true });
     const page = await t.app.inject({ url: "/tasks", headers: HTML });
@@ -385,6 +482,80 @@ describe("dashboard login", () => {
     expect(posted.statusCode).toBe(401);
     expect(posted.body).toContain("needs the operator key");
     expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+  });
+});
+
+describe("login next", () => {
+  const SITE = "http://swarm.example:3000";
+  /** [what it is, `next`, where the login sends the browser]. */
+  const NEXT_VALUES: [string, string, string][] = [
+    ["a tab between the slashes", "/\t/evil.example", "/"],
+    ["tabs and a path", "/\t\t/evil.example/steal", "/"],
+    ["a newline between the slashes", "/\n/evil.example", "/"],
+    ["CR LF that would add a header", "/\r\nSet-Cookie: stolen=1", "/"],
+    ["a lone CR", "/tasks\r", "/"],
+    ["U+2028", "/\u2028/evil.example", "/"],
+    ["U+2029", "/tasks\u2029", "/"],
+    ["NEL (U+0085)", "/\u0085/evil.example", "/"],
+    ["a NUL", "/\u0000/evil.example", "/"],
+    ["two slashes", "//evil.example/", "/"],
+    ["a slash and a backslash", "/\\evil.example", "/"],
+    ["two backslashes", "\\\\evil.example", "/"],
+    ["slash, backslash, slash", "/\\/evil.example", "/"],
+    ["a userinfo", "//user:pass@evil.example", "/"],
+    ["an absolute URL", "https://evil.example/", "/"],
+    ["javascript:", "javascript:alert(document.cookie)", "/"],
+    ["javascript: after a space", " /javascript:alert(1)", "/"],
+    ["a relative path", "tasks", "/"],
+    ["an encoded tab stays a path", "/%09/evil.example", "/%09/evil.example"],
+    ["encoded slashes stay a path", "/%2F%2Fevil.example", "/%2F%2Fevil.example"],
+    ["an encoded backslash stays a path", "/%5Cevil.example", "/%5Cevil.example"],
+    ["encoded slashes without the leading one", "%2F%2Fevil.example", "/"],
+    ["dot segments stay on the site", "/../../evil.example", "/evil.example"],
+    ["a javascript: path stays a path", "/javascript:alert(1)", "/javascript:alert(1)"],
+    ["non-ASCII comes back encoded", "/tasks?q=café#ü", "/tasks?q=caf%C3%A9#%C3%BC"],
+    ["very long", `/\t/${"a".repeat(1990)}`, "/"],
+    [
+      "a page with a query and a fragment",
+      "/events?type=task.created&q=a%20b#feed",
+      "/events?type=task.created&q=a%20b#feed",
+    ],
+    ["a task", "/tasks/0190a1b2", "/tasks/0190a1b2"],
+  ];
+
+  it("after logging in, every next sends the browser to a path on the site, or to /", async () => {
+    const t = await buildTestApp();
+    const { token, csrfCookie } = await loginFormCredentials(t.app);
+    for (const [what, next, expected] of NEXT_VALUES) {
+      const answer = await t.app.inject({
+        method: "POST",
+        url: "/login",
+        headers: { ...FORM, cookie: csrfCookie },
+        payload: form({ _csrf: token, key: OPERATOR_KEY, next }),
+      });
+      expect(answer.statusCode, what).toBe(303);
+      const location = String(answer.headers.location);
+      expect(location, what).toBe(expected);
+      // Resolved as a browser resolves it (WHATWG URL drops tabs and newlines, reads "\" as "/").
+      expect(new URL(location, SITE).origin, what).toBe(SITE);
+    }
+  });
+
+  it("the login form carries next on only as a path on the site, or as /", async () => {
+    const t = await buildTestApp();
+    for (const [what, next, expected] of NEXT_VALUES) {
+      const page = await t.app.inject({ url: `/login?next=${encodeURIComponent(next)}`, headers: HTML });
+      expect(page.statusCode, what).toBe(200);
+      const carried = /name="next" value="([^"]*)"/.exec(page.body)?.[1];
+      expect(carried?.replaceAll("&amp;", "&"), what).toBe(expected);
+    }
+  });
+
+  it("refuses a next longer than 2000 characters with 400, naming the field", async () => {
+    const t = await buildTestApp();
+    const page = await t.app.inject({ url: `/login?next=/${"a".repeat(2000)}`, headers: HTML });
+    expect(page.statusCode).toBe(400);
+    expect(page.body).toContain("querystring.next");
   });
 });
 

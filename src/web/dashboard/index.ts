@@ -49,11 +49,15 @@ declare module "fastify" {
 
 const PUBLIC_DIR = fileURLToPath(new URL("../../../public", import.meta.url));
 const requireFromHere = createRequire(import.meta.url);
-/** htmx and its websocket extension, served from the installed packages at their pinned versions. */
-const VENDOR_FILES: Record<string, string> = {
-  "htmx.min.js": requireFromHere.resolve("htmx.org/dist/htmx.min.js"),
-  "htmx-ext-ws.min.js": requireFromHere.resolve("htmx-ext-ws/dist/ws.min.js"),
-};
+/**
+ * htmx and its websocket extension, served from the installed packages at their pinned versions.
+ * A Map, not an object literal: a name from the URL such as `__proto__` or `toString` must find
+ * nothing rather than something inherited.
+ */
+const VENDOR_FILES = new Map([
+  ["htmx.min.js", requireFromHere.resolve("htmx.org/dist/htmx.min.js")],
+  ["htmx-ext-ws.min.js", requireFromHere.resolve("htmx-ext-ws/dist/ws.min.js")],
+]);
 
 export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app, options) => {
   const { eventLog, coordinator } = app;
@@ -110,7 +114,7 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
   });
   app.get("/vendor/:file", { schema: { hide: true } }, async (request, reply) => {
     const { file } = request.params as { file: string };
-    const location = VENDOR_FILES[file];
+    const location = VENDOR_FILES.get(file);
     if (location === undefined) throw new SwarmError("NOT_FOUND", `no asset ${file}`);
     return reply.sendFile(path.basename(location), path.dirname(location), { maxAge: "1d" });
   });

@@ -110,10 +110,25 @@ function formFieldOf(error: SwarmError): string {
     : "_form";
 }
 
+/** Any origin will do: only whether `next` stays on it matters. */
+const NEXT_ORIGIN = "http://dashboard.invalid";
+// C0 and C1 controls, DEL, and the line and paragraph separators: browsers strip some of these
+// from URLs (so "/\t/evil.example" means "//evil.example"), and a CR or LF cannot be sent in a
+// Location header at all.
+// eslint-disable-next-line no-control-regex
+const URL_CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/u;
+
+/**
+ * Where to go after logging in: a path on this site, or "/". `next` is resolved the way a
+ * browser resolves a Location header (WHATWG URL: backslashes are slashes, "//host" is another
+ * site), and only a result on the same origin is kept, as its path, query and fragment, which
+ * come back percent-encoded and so always fit in a header.
+ */
 function safeNext(next: unknown): string {
-  return typeof next === "string" && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\")
-    ? next
-    : "/";
+  if (typeof next !== "string" || !next.startsWith("/") || URL_CONTROL_CHARACTERS.test(next)) return "/";
+  const resolved = URL.parse(next, NEXT_ORIGIN);
+  if (resolved === null || resolved.origin !== NEXT_ORIGIN) return "/";
+  return `${resolved.pathname}${resolved.search}${resolved.hash}`;
 }
 
 export const pageRoutes: FastifyPluginAsyncTypebox<{
