@@ -438,7 +438,7 @@ describe("dashboard login", () => {
     expect(posted.statusCode).toBe(303);
   });
 
-  it("marks the session cookie Secure behind a trusted proxy that says https, and believes no one else", async () => {
+  it("makes the session cookie a Secure __Host- cookie behind a trusted proxy that says https, and believes no one else", async () => {
     const sessionCookie = async (
       app: Awaited<ReturnType<typeof buildTestApp>>["app"],
       headers: Record<string, string>,
@@ -453,12 +453,17 @@ describe("dashboard login", () => {
         remoteAddress,
       });
       expect(answer.statusCode).toBe(303);
-      return answer.cookies.find((c) => c.name === "swarm_session");
+      return answer.cookies.find((c) => c.name.endsWith("swarm_session"));
     };
     const viaTls = { "x-forwarded-proto": "https" };
 
     const behindProxy = await buildTestApp({ trustProxy: ["127.0.0.1"] });
-    expect((await sessionCookie(behindProxy.app, viaTls))?.secure).toBe(true);
+    // Over TLS it is a __Host- cookie: the browser keeps it to this exact origin.
+    expect(await sessionCookie(behindProxy.app, viaTls)).toMatchObject({
+      name: "__Host-swarm_session",
+      secure: true,
+      path: "/",
+    });
     expect((await sessionCookie(behindProxy.app, {}))?.secure).toBeFalsy();
     // A client that reaches the server directly, not through the proxy, cannot claim TLS.
     expect((await sessionCookie(behindProxy.app, viaTls, "203.0.113.7"))?.secure).toBeFalsy();
