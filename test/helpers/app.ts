@@ -58,6 +58,15 @@ export async function buildTestApp(
       const { agent, token } = response.json<{ agent: { id: string }; token: string }>();
       return { id: agent.id, token, auth: { authorization: `Bearer ${token}` } };
     },
+    /** Bid through the API as `agent`; returns the response. */
+    bid(agent: { auth: Record<string, string> }, taskId: string, bidSats: number) {
+      return app.inject({
+        method: "POST",
+        url: `/api/tasks/${taskId}/bids`,
+        headers: agent.auth,
+        payload: { bid_sats: bidSats },
+      });
+    },
     async task(body: Record<string, unknown> = {}) {
       const response = await app.inject({
         method: "POST",

@@ -363,17 +363,8 @@ describe("live pushes to a public dashboard", () => {
       openLive(t.port, query),
     );
     for (const page of pages) await page.until(() => true);
-    for (const [agent, bid_sats] of [
-      [first, 6173],
-      [second, 5299],
-    ] as const) {
-      await t.app.inject({
-        method: "POST",
-        url: `/api/tasks/${taskId}/bids`,
-        headers: agent.auth,
-        payload: { bid_sats },
-      });
-    }
+    await t.bid(first, taskId, 6173);
+    await t.bid(second, taskId, 5299);
     await pages[0]!.until((message) => message.includes("2 sealed bids"));
     await pages[1]!.until((message) => message.includes("2 sealed bids"));
     const latest = t.eventLog.latestSeq();

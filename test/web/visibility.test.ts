@@ -27,18 +27,8 @@ async function openAuction(t: TestApp) {
   const rival = await t.agent("rival");
   const late = await t.agent("late");
   const taskId = await t.task({ auction_ms: 10_000 });
-  for (const [agent, bid_sats] of [
-    [honest, 900],
-    [rival, RIVAL_BID],
-  ] as const) {
-    const response = await t.app.inject({
-      method: "POST",
-      url: `/api/tasks/${taskId}/bids`,
-      headers: agent.auth,
-      payload: { bid_sats },
-    });
-    expect(response.statusCode).toBe(201);
-  }
+  expect((await t.bid(honest, taskId, 900)).statusCode).toBe(201);
+  expect((await t.bid(rival, taskId, RIVAL_BID)).statusCode).toBe(201);
   return { honest, rival, late, taskId };
 }
 
@@ -111,13 +101,7 @@ describe("sealed bids", () => {
     });
     expect(left.statusCode).toBe(200);
     expect(t.coordinator.getTask(taskId)).toMatchObject({ status: "bidding", attempt: 2 });
-    const rebid = await t.app.inject({
-      method: "POST",
-      url: `/api/tasks/${taskId}/bids`,
-      headers: rival.auth,
-      payload: { bid_sats: 3131 },
-    });
-    expect(rebid.statusCode).toBe(201);
+    expect((await t.bid(rival, taskId, 3131)).statusCode).toBe(201);
     const seen = (await get(t, `/api/tasks/${taskId}`, late.auth)).json<Json>();
     expect(seen.bids.map((bid: Json) => [bid.attempt, bid.bid_sats]).sort()).toEqual([
       [1, 4817],
@@ -167,12 +151,7 @@ describe("least privilege for agents and public viewers", () => {
     const owner = await t.agent("owner");
     const other = await t.agent("other", { capabilities: ["unrelated"] });
     const taskId = await t.task({ auction_ms: 1000 });
-    await t.app.inject({
-      method: "POST",
-      url: `/api/tasks/${taskId}/bids`,
-      headers: owner.auth,
-      payload: { bid_sats: 10 },
-    });
+    await t.bid(owner, taskId, 10);
     t.clock.advance(1000);
     t.coordinator.tick();
     expect(t.coordinator.getTask(taskId)?.assigned_agent).toBe(owner.id);
@@ -254,17 +233,8 @@ describe("the stream", () => {
     socket.on("message", (data: Buffer) => messages.push(data.toString()));
     await new Promise((resolve) => socket.once("open", resolve));
     const taskId = await t.task({ auction_ms: 10_000 });
-    for (const [agent, bid_sats] of [
-      [honest, 900],
-      [rival, RIVAL_BID],
-    ] as const) {
-      await t.app.inject({
-        method: "POST",
-        url: `/api/tasks/${taskId}/bids`,
-        headers: agent.auth,
-        payload: { bid_sats },
-      });
-    }
+    await t.bid(honest, taskId, 900);
+    await t.bid(rival, taskId, RIVAL_BID);
     const marker = await t.eventLog.logEvent({ event_type: "test.marker", source: "test" });
     await eventually(
       () => messages.length,
