@@ -75,8 +75,10 @@ export const STORE_SQL = {
   taskById: `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ?`,
   agentById: `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`,
   bidsOfTask: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = ? ORDER BY attempt, bid_order`,
+  // Bids of open rounds are left out: counting them as they are placed would tell anyone who
+  // bids in a sealed auction (and they would dilute the win rate until the round closes).
   agentBidStats:
-    "SELECT COUNT(*) AS bids, COALESCE(SUM(outcome = 'won'), 0) AS wins, " +
+    "SELECT COUNT(outcome) AS bids, COALESCE(SUM(outcome = 'won'), 0) AS wins, " +
     "SUM(CASE WHEN outcome = 'won' THEN bid_sats END) AS won_sats FROM bids WHERE agent_id = ?",
   agentTaskStats:
     "SELECT COALESCE(SUM(status = 'completed'), 0) AS completed, COALESCE(SUM(status = 'failed'), 0) AS failed, " +

@@ -63,6 +63,17 @@ describe("sealed bids", () => {
     expect(ownEvents.events.map((e: Json) => e.agent_id)).toEqual([honest.id]);
   });
 
+  it("does not count a bid in an agent's stats until its round has closed", async () => {
+    const t = await buildTestApp();
+    const { honest, rival } = await openAuction(t);
+    const statsOf = async () =>
+      (await get(t, `/api/agents/${rival.id}`, honest.auth)).json<Json>().agent.stats as Json;
+    expect(await statsOf()).toMatchObject({ bids: 0, wins: 0 });
+    t.clock.advance(10_000);
+    t.coordinator.tick();
+    expect(await statsOf()).toMatchObject({ bids: 1, wins: 0 });
+  });
+
   it("the operator sees every bid while the auction is open", async () => {
     const t = await buildTestApp();
     const { rival, taskId } = await openAuction(t);
