@@ -137,7 +137,7 @@ function isProxyAddress(entry: string): boolean {
   return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
 }
 
-function readTrustProxy(env: Env): boolean | string[] {
+function readTrustProxy(env: Env, host: string): boolean | string[] {
   const raw = read(env, "SWARM_TRUST_PROXY");
   const refuse = (problem: string): never => {
     throw new SwarmError("INVALID_CONFIG", `SWARM_TRUST_PROXY ${problem}, got ${JSON.stringify(raw)}`, {
@@ -145,7 +145,12 @@ function readTrustProxy(env: Env): boolean | string[] {
     });
   };
   if (["false", "0"].includes(raw.toLowerCase())) return false;
-  if (raw.toLowerCase() === "true") return true;
+  if (raw.toLowerCase() === "true") {
+    // Believing everyone is sound only when nothing but the proxy on this machine can connect:
+    // otherwise any client picks its own address (rate limits, failed-login limits) and host.
+    if (!isLoopback(host)) refuse(`true believes every client when HOST=${host}; name the proxy's addresses`);
+    return true;
+  }
   // Fastify (5.12.1 on) trusts nobody given a number, and rightly: a count of hops cannot tell
   // the proxy from a client that writes its own X-Forwarded-* headers.
   if (/^\d+$/.test(raw)) refuse("cannot be a hop count; give the proxy's addresses or CIDRs instead");
@@ -206,7 +211,7 @@ export function loadConfig(env: Env = process.env): Config {
     allowedHosts: readHostList(env, "SWARM_ALLOWED_HOSTS"),
     authFailureLimit: readInteger(env, "SWARM_AUTH_FAILURE_LIMIT", 0, 1_000_000) || false,
     maxSocketsPerClient: readInteger(env, "SWARM_MAX_SOCKETS_PER_CLIENT", 1, 1_000_000),
-    trustProxy: readTrustProxy(env),
+    trustProxy: readTrustProxy(env, host),
     shutdownGraceMs: readInteger(env, "SWARM_SHUTDOWN_GRACE_MS", 1000, 3_600_000),
   };
 }

@@ -80,6 +80,10 @@ describe("configuration", () => {
     ).toEqual(["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "loopback"]);
     // Fastify trusts nobody given a count, so a count is refused rather than silently ignored.
     expect(() => loadConfig({ SWARM_TRUST_PROXY: "2" })).toThrow(/cannot be a hop count/);
+    // Believing every peer is refused where peers other than a local proxy can connect.
+    expect(() =>
+      loadConfig({ SWARM_TRUST_PROXY: "true", HOST: "0.0.0.0", SWARM_API_KEY: "a-long-enough-secret" }),
+    ).toThrow(/believes every client/);
   });
 
   it("refuses to listen beyond loopback without a key, saying why", () => {

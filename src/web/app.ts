@@ -251,7 +251,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   app.addHook("onRequest", async (request) => {
     try {
       let token = bearerToken(request);
-      if (token === undefined && request.url.startsWith("/api/stream")) {
+      if (token === undefined && isUpgrade(request) && request.url.startsWith("/api/stream")) {
         // Browsers cannot set headers on a WebSocket; the stream also takes ?token=.
         const query = request.query as { token?: unknown };
         if (typeof query.token === "string") token = query.token;
@@ -261,7 +261,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
         caller = resolveCaller(token, { apiKeyHash, tokens });
       } catch (refused) {
         // Wrong credentials: counted per address, and refused with 429 once too many failed.
-        if (isSwarmError(refused, "UNAUTHORIZED")) {
+        // Not a request another site's page sent (it is refused anyway): a page must not be able
+        // to spend this address's allowance and lock the operator out.
+        if (isSwarmError(refused, "UNAUTHORIZED") && !sameOrigin.isForeign(request)) {
           authFailures.check(request.ip);
           authFailures.fail(request.ip);
         }
@@ -460,8 +462,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
       setTimeout(() => socket.terminate(), SOCKET_CLOSE_GRACE_MS).unref();
     }
   });
-  // A token revoked by any server on this database stops working here once the event arrives,
-  // and the sockets opened with it are closed.
+  // A revoked token stops working here once the event that says so arrives, and the sockets
+  // opened with it are closed. Heard from this process's own commits today; a replica that
+  // tails the log (the cluster) hears every replica's the same way.
   const unsubscribeRevocations = options.eventLog.subscribe(
     (event) => {
       if (event.agent_id === null) return;

@@ -7,6 +7,26 @@
  */
 import { SwarmError } from "../errors.js";
 
+/**
+ * The unit an address is counted in: an IPv4 address, or the /64 an IPv6 address belongs to
+ * (one host commonly holds a whole /64, and would otherwise guess afresh from each address).
+ */
+export function addressKey(address: string): string {
+  const bare = address.split("%")[0] ?? address; // a zone id (fe80::1%eth0) names no other host
+  if (!bare.includes(":")) return bare;
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(bare);
+  if (mapped?.[1] !== undefined) return mapped[1];
+  const [head = "", tail] = bare.split("::");
+  const front = head === "" ? [] : head.split(":");
+  const back = tail === undefined || tail === "" ? [] : tail.split(":");
+  const groups =
+    tail === undefined
+      ? front
+      : [...front, ...Array<string>(8 - front.length - back.length).fill("0"), ...back];
+  const prefix = groups.slice(0, 4).map((group) => group.toLowerCase().replace(/^0+(?=.)/, ""));
+  return `${prefix.join(":")}::/64`;
+}
+
 export interface AuthFailureOptions {
   /** Failed authentications per address per window; false turns the limit off. */
   limit: number | false;
@@ -32,8 +52,9 @@ export class AuthFailureLimiter {
   }
 
   /** Record a failed authentication from `address`. */
-  fail(address: string): void {
+  fail(client: string): void {
     if (this.options.limit === false) return;
+    const address = addressKey(client);
     const window = this.current(address) ?? { startedAt: this.now(), failures: 0 };
     window.failures += 1;
     // Re-inserted, so the map's order is oldest-touched first.
@@ -47,8 +68,9 @@ export class AuthFailureLimiter {
   }
 
   /** Throws RATE_LIMITED while `address` has used up its failures. */
-  check(address: string): void {
+  check(client: string): void {
     if (this.options.limit === false) return;
+    const address = addressKey(client);
     const window = this.current(address);
     if (window === undefined || window.failures < this.options.limit) return;
     const retryAfter = Math.ceil((window.startedAt + this.options.windowMs - this.now()) / 1000);

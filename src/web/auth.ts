@@ -35,8 +35,8 @@ export class TokenStore {
   private readonly removeAll;
   /**
    * Token hash → agent id. A token stops working when its agent deregisters or rotates it; the
-   * events that say so (`agent.left`, `agent.token_rotated`) drop its entries, on every server
-   * that tails the log, after the commit that removed the rows.
+   * events that say so (`agent.left`, `agent.token_rotated`) drop its entries after the commit
+   * that removed the rows (see app.ts).
    */
   private readonly cache = new Map<string, string>();
 

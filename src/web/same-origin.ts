@@ -94,13 +94,30 @@ export class SameOriginGuard {
     }
   }
 
-  /** Every request: the Host; state changes and websockets also the Origin; API state changes also the form. */
+  /** Whether a browser says the request comes from a page of another origin (without throwing). */
+  isForeign(request: FastifyRequest): boolean {
+    try {
+      this.checkOrigin(request);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  /**
+   * Every request: the Host. Websockets, state changes and anything under /api/ also the
+   * Origin (the API serves no other site, and even a cross-site GET spends the shared budgets of
+   * the keyless default); API state changes also the form. Dashboard pages may be reached by a
+   * link from anywhere.
+   */
   check(request: FastifyRequest): void {
     this.checkHost(request);
     const upgrade = request.headers.upgrade?.toLowerCase() === "websocket";
-    if (SAFE_METHODS.has(request.method) && !upgrade) return;
+    // The route's own path, not the raw URL: /%61pi/tasks reaches the same route as /api/tasks.
+    const api = (request.routeOptions.url ?? request.url).startsWith("/api/");
+    if (SAFE_METHODS.has(request.method) && !upgrade && !api) return;
     this.checkOrigin(request);
-    if (upgrade || !request.url.startsWith("/api/")) return;
+    if (upgrade || !api || SAFE_METHODS.has(request.method)) return;
     if (request.headers.authorization !== undefined) return;
     const type = request.headers["content-type"]?.split(";")[0]?.trim().toLowerCase();
     if (type !== "application/json") {

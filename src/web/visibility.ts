@@ -14,7 +14,9 @@
  * can tell "withheld" from "empty".
  */
 import type { Bid, Task } from "../coordinator/types.js";
-import type { StoredEvent } from "../event-log/types.js";
+import { SwarmError } from "../errors.js";
+import type { EventFilter, EventPage, StoredEvent } from "../event-log/types.js";
+import { normalizeFilter } from "../event-log/validate.js";
 import type { Caller } from "./auth.js";
 
 export type Reader =
@@ -103,6 +105,48 @@ export class Visibility {
     const own = reader.kind === "agent" ? reader.agentId : undefined;
     const shown = bids.filter((bid) => bid.attempt !== open || bid.agent_id === own);
     return { bids: shown, sealed: bids.length - shown.length };
+  }
+
+  /**
+   * A page of the events `reader` may see. Sealed bids are left out before the page is cut, and
+   * the cursor is the last *shown* event's, so neither the page's length nor its cursor says
+   * whether anything was left out (a cursor taken from the raw page would: "is there a bid by B
+   * on T?" answered by next_cursor).
+   */
+  listEvents(list: (filter: EventFilter) => EventPage, reader: Reader, filter: EventFilter): EventPage {
+    this.checkFilter(reader, filter);
+    if (reader.kind === "operator") return list(filter);
+    const { limit, order } = normalizeFilter(filter);
+    const shown: VisibleEvent[] = [];
+    let cursor: Pick<EventFilter, "after_seq" | "before_seq"> = {};
+    for (;;) {
+      const page = list({ ...filter, ...cursor, limit });
+      for (const event of this.events(page.events, reader)) {
+        if (shown.push(event) === limit) break;
+      }
+      if (shown.length === limit || page.next_cursor === null) break;
+      cursor = order === "desc" ? { before_seq: page.next_cursor } : { after_seq: page.next_cursor };
+    }
+    const last = shown.at(-1);
+    return { events: shown, next_cursor: shown.length === limit && last !== undefined ? last.seq : null };
+  }
+
+  /**
+   * Refuses a text search to readers who may not see every event's contents: it matches the
+   * whole of each event's data, so its answers would tell them what was withheld.
+   */
+  checkFilter(reader: Reader, filter: EventFilter): void {
+    if (
+      filter.text === undefined ||
+      reader.kind === "operator" ||
+      (reader.kind === "public" && reader.details)
+    )
+      return;
+    throw new SwarmError(
+      "FORBIDDEN",
+      "q: a text search reads every event's contents, which these credentials may not see; it is for the operator",
+      { field: "querystring.q" },
+    );
   }
 
   private isSealed(event: StoredEvent): boolean {

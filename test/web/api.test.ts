@@ -737,16 +737,16 @@ describe("the HTTP edges", () => {
     expect(a.statusCode).toBe(401);
   });
 
-  it("limits text searches per credential on their own budget, apart from plain reads and other agents", async () => {
+  it("limits expensive reads per credential on their own budget, apart from plain reads and other agents", async () => {
     const t = await buildTestApp({ expensiveRateLimitPerMinute: 3 });
     const a = await t.agent("a");
     const b = await t.agent("b");
     const get = (url: string, headers: Record<string, string>) =>
       t.app.inject({ method: "GET", url, headers });
     const searches: number[] = [];
-    for (let i = 0; i < 4; i += 1) searches.push((await get("/api/events?q=report", a.auth)).statusCode);
+    for (let i = 0; i < 4; i += 1) searches.push((await get("/api/events/export", a.auth)).statusCode);
     expect(searches).toEqual([200, 200, 200, 429]);
-    const refused = await get("/api/events?q=report", a.auth);
+    const refused = await get("/api/events/export", a.auth);
     expect(refused.statusCode).toBe(429);
     expect(refused.headers["retry-after"]).toMatch(/^\d+$/);
     expect(refused.json<Json>().error).toMatchObject({
@@ -756,7 +756,7 @@ describe("the HTTP edges", () => {
     });
     // The same token's ordinary reads are not expensive; another agent has its own budget.
     for (let i = 0; i < 5; i += 1) expect((await get("/api/events?limit=5", a.auth)).statusCode).toBe(200);
-    for (let i = 0; i < 3; i += 1) expect((await get("/api/events?q=report", b.auth)).statusCode).toBe(200);
+    for (let i = 0; i < 3; i += 1) expect((await get("/api/events/export", b.auth)).statusCode).toBe(200);
   });
 
   it("counts exports, summaries beyond an hour, whole timelines and the dashboard's searches and exports as expensive", async () => {

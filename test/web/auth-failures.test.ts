@@ -3,6 +3,7 @@
  * online, while agents on that address keep working.
  */
 import { describe, expect, it } from "vitest";
+import { addressKey } from "../../src/web/auth-failures.js";
 import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
@@ -47,6 +48,38 @@ describe("failed authentication", () => {
       remoteAddress: BYSTANDER,
     });
     expect(bystander.statusCode).toBe(200);
+  });
+
+  it("does not let another site's page spend an address's allowance and lock the operator out", async () => {
+    const t = await buildTestApp({ authFailureLimit: 3 });
+    // What <img src="http://127.0.0.1:3000/api/stream?token=x"> tags on any page would send.
+    for (let n = 0; n < 10; n++) {
+      const response = await t.app.inject({
+        url: `/api/stream?token=guess-${n}`,
+        headers: { "sec-fetch-site": "cross-site" },
+        remoteAddress: GUESSER,
+      });
+      expect(response.statusCode).toBe(403);
+    }
+    const operator = await t.app.inject({
+      url: "/api/events",
+      headers: { authorization: `Bearer ${OPERATOR_KEY}` },
+      remoteAddress: GUESSER,
+    });
+    expect(operator.statusCode).toBe(200);
+  });
+
+  it("counts an IPv6 address by its /64, so one host cannot guess afresh from each of its addresses", async () => {
+    const t = await buildTestApp({ authFailureLimit: 2 });
+    const from = (remoteAddress: string) =>
+      t.app.inject({ url: "/api/events", headers: { authorization: "Bearer wrong" }, remoteAddress });
+    expect((await from("2001:db8:1:2::1")).statusCode).toBe(401);
+    expect((await from("2001:db8:1:2:ffff::9")).statusCode).toBe(401);
+    expect((await from("2001:0db8:0001:0002:aaaa:bbbb:cccc:dddd")).statusCode).toBe(429);
+    expect((await from("2001:db8:1:3::1")).statusCode).toBe(401);
+    expect(addressKey("::ffff:192.0.2.1")).toBe("192.0.2.1");
+    expect(addressKey("fe80::1%eth0")).toBe("fe80:0:0:0::/64");
+    expect(addressKey("::1")).toBe("0:0:0:0::/64");
   });
 
   it("lets the address try again once the window has passed", async () => {

@@ -354,8 +354,26 @@ describe("live dashboard pushes", () => {
 });
 
 describe("live pushes to a public dashboard", () => {
-  it("never carry a sealed bid's amount to an anonymous viewer, only how many bids there are", async () => {
+  it("do not move an agent's page when it places a sealed bid", async () => {
     const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true });
+    const bidder = await t.agent("bidder");
+    await t.agent("other"); // eligible and silent, so the auction stays open
+    const taskId = await t.task({ auction_ms: 60_000 });
+    const page = openLive(t.port, `view=agent&agent_id=${bidder.id}`);
+    await page.until(() => true);
+    const before = page.messages.length;
+    await t.bid(bidder, taskId, 777);
+    // Something the viewer may see about the same agent, a while later: the only push.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await t.eventLog.logEvent({ event_type: "ops.note", source: "ops", agent_id: bidder.id, data: {} });
+    await page.until((message) => message.includes("ops.note"));
+    expect(page.messages.length - before).toBe(1);
+    expect(page.messages.join("")).not.toContain("777");
+  });
+
+  it("never carry a sealed bid's amount to an anonymous viewer, only how many bids there are", async () => {
+    // Summaries are refreshed every 200 ms: a sealed bid itself moves no page (see below).
+    const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true, live: { idleRefreshMs: 200 } });
     const [first, second] = [await t.agent("first"), await t.agent("second")];
     await t.agent("third"); // eligible but silent, so the auction stays open
     const taskId = await t.task({ auction_ms: 60_000 });

@@ -111,25 +111,36 @@ describe("revoking agent tokens", () => {
   });
 });
 
+/** Log in through the form; returns the session and CSRF cookies. */
+async function logIn(t: TestApp) {
+  const login = await t.app.inject({ url: "/login", headers: { accept: "text/html" } });
+  const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
+  const csrf = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
+  const loggedIn = await t.app.inject({
+    method: "POST",
+    url: "/login",
+    headers: { ...FORM, cookie: csrf },
+    payload: new URLSearchParams({ _csrf: token, key: OPERATOR_KEY, next: "/" }).toString(),
+  });
+  const session = `swarm_session=${loggedIn.cookies.find((c) => c.name === "swarm_session")?.value}`;
+  return { session, csrf };
+}
+
+const FORM = { "content-type": "application/x-www-form-urlencoded" };
+
+/** A live page opened with `cookie`, resolved with its close code. */
+async function livePage(port: number, cookie: string) {
+  const page = new WebSocket(`ws://127.0.0.1:${port}/live?view=overview`, { headers: { cookie } });
+  const closed = new Promise<number>((resolve) => page.on("close", (code) => resolve(code)));
+  await new Promise((resolve) => page.once("message", resolve));
+  return { closed };
+}
+
 describe("logging out", () => {
   it("closes the live pages of that login at once", async () => {
     const t = await listening();
-    const login = await t.app.inject({ url: "/login", headers: { accept: "text/html" } });
-    const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
-    const csrf = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
-    const form = { "content-type": "application/x-www-form-urlencoded" };
-    const loggedIn = await t.app.inject({
-      method: "POST",
-      url: "/login",
-      headers: { ...form, cookie: csrf },
-      payload: new URLSearchParams({ _csrf: token, key: OPERATOR_KEY, next: "/" }).toString(),
-    });
-    const session = `swarm_session=${loggedIn.cookies.find((c) => c.name === "swarm_session")?.value}`;
-    const page = new WebSocket(`ws://127.0.0.1:${t.port}/live?view=overview`, {
-      headers: { cookie: session },
-    });
-    const closed = new Promise<number>((resolve) => page.on("close", (code) => resolve(code)));
-    await new Promise((resolve) => page.once("message", resolve));
+    const { session, csrf } = await logIn(t);
+    const { closed } = await livePage(t.port, session);
     const overview = await t.app.inject({
       url: "/",
       headers: { accept: "text/html", cookie: `${session}; ${csrf}` },
@@ -138,10 +149,18 @@ describe("logging out", () => {
     const out = await t.app.inject({
       method: "POST",
       url: "/logout",
-      headers: { ...form, cookie: `${session}; ${csrf}` },
+      headers: { ...FORM, cookie: `${session}; ${csrf}` },
       payload: new URLSearchParams({ _csrf: pageToken }).toString(),
     });
     expect(out.statusCode).toBe(303);
     expect(await closed).toBe(4401);
+  });
+
+  it("closes a login's live pages when the login expires", async () => {
+    const t = await listening();
+    const { session } = await logIn(t);
+    // A moment before the twelve hours are up.
+    t.clock.advance(12 * 3600_000 - 200);
+    expect(await (await livePage(t.port, session)).closed).toBe(4401);
   });
 });

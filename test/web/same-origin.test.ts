@@ -101,6 +101,28 @@ describe("state-changing requests from other sites' pages", () => {
     expect(t.coordinator.getTask(taskId)?.status).toBe("bidding");
   });
 
+  it("checks the route, not the raw URL: a percent-encoded /api/ path is refused the same way", async () => {
+    const { t, taskId } = await biddingTask();
+    const response = await t.app.inject({ method: "POST", url: `/%61pi/tasks/${taskId}/cancel` });
+    expect(response.statusCode).toBe(415);
+    expect(t.coordinator.getTask(taskId)?.status).toBe("bidding");
+  });
+
+  it("refuses API reads a browser marks as another site's, so a page cannot spend the keyless default's budgets", async () => {
+    const t = await keyless();
+    for (const site of ["cross-site", "same-site"]) {
+      const response = await t.app.inject({ url: "/api/events", headers: { "sec-fetch-site": site } });
+      expect(response.statusCode).toBe(403);
+    }
+    expect(
+      (await t.app.inject({ url: "/api/events", headers: { "sec-fetch-site": "same-origin" } })).statusCode,
+    ).toBe(200);
+    // A link from another site to a dashboard page still opens it.
+    expect((await t.app.inject({ url: "/", headers: { "sec-fetch-site": "cross-site" } })).statusCode).toBe(
+      200,
+    );
+  });
+
   it("accepts the same call from a client that is not another site's page", async () => {
     const { t, taskId } = await biddingTask();
     const plain = await t.app.inject({

@@ -74,6 +74,47 @@ describe("sealed bids", () => {
     expect(await statsOf()).toMatchObject({ bids: 1, wins: 0 });
   });
 
+  it("answers 'did B bid?' the same whether B bid or not: no cursor or page link gives a sealed bid away", async () => {
+    const t = await buildTestApp({ dashboardPublic: true });
+    const { honest, rival, late, taskId } = await openAuction(t);
+    const probe = async (agentId: string) =>
+      (
+        await get(
+          t,
+          `/api/events?type=bid.submitted&task_id=${taskId}&agent_id=${agentId}&limit=1`,
+          honest.auth,
+        )
+      ).json<Json>();
+    expect(await probe(rival.id)).toEqual({ events: [], next_cursor: null });
+    expect(await probe(late.id)).toEqual(await probe(rival.id));
+    // Newest first, too, and the public events page's older/newer links.
+    const desc = await get(
+      t,
+      `/api/events?type=bid.submitted&agent_id=${rival.id}&order=desc&limit=1`,
+      honest.auth,
+    );
+    expect(desc.json<Json>()).toEqual({ events: [], next_cursor: null });
+    const page = (agentId: string) =>
+      get(t, `/events?type=bid.submitted&agent_id=${agentId}&after_seq=0`, HTML).then((r) =>
+        r.body.replaceAll(agentId, "AGENT"),
+      );
+    expect(await page(rival.id)).toEqual(await page(late.id));
+  });
+
+  it("refuses text search to readers who may not see every event's contents, so it cannot test what is sealed or withheld", async () => {
+    const t = await buildTestApp();
+    const { honest, taskId } = await openAuction(t);
+    for (const url of [`/api/events?task_id=${taskId}&q=4817`, "/api/events/export?q=4817"]) {
+      const response = await get(t, url, honest.auth);
+      expect(response.statusCode, url).toBe(403);
+      expect(response.json<Json>().error).toMatchObject({
+        code: "FORBIDDEN",
+        details: { field: "querystring.q" },
+      });
+    }
+    expect((await get(t, "/api/events?q=4817", t.operator)).json<Json>().events).toHaveLength(1);
+  });
+
   it("the operator sees every bid while the auction is open", async () => {
     const t = await buildTestApp();
     const { rival, taskId } = await openAuction(t);
@@ -215,11 +256,15 @@ describe("least privilege for agents and public viewers", () => {
   it("a public dashboard hides tool data and results from anonymous viewers", async () => {
     const t = await buildTestApp({ dashboardPublic: true });
     const { taskId } = await finishedTask(t);
-    for (const url of ["/", `/tasks/${taskId}`, "/events", "/events?q=vault", "/events/export"]) {
+    for (const url of ["/", `/tasks/${taskId}`, "/events", "/events/export"]) {
       const response = await get(t, url, HTML);
       expect(response.statusCode, url).toBe(200);
       for (const secret of secrets) expect(response.body, url).not.toContain(secret);
     }
+    // A text search would match what is withheld, and so tell it: refused.
+    const search = await get(t, "/events?q=vault-token", HTML);
+    expect(search.statusCode).toBe(403);
+    expect(search.body).not.toContain(SECRET_INPUT);
     expect((await get(t, `/tasks/${taskId}`, HTML)).body).toContain("shown to the operator only");
   });
 

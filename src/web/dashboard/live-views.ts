@@ -10,6 +10,9 @@ import type { LiveView } from "./live.js";
 import { FEED_CAP, PAGE_SIZE, TIMELINE_CAP } from "./model.js";
 import type { Renderer } from "./render.js";
 
+/** Views whose pages show how many bids of an open auction are sealed (never who or how much). */
+const SHOWS_SEALED_COUNTS = new Set<LiveSpec["view"]>(["overview", "task"]);
+
 /** Rows an events list keeps while tailing; older ones are dropped from the page. */
 export const TAIL_CAP = 200;
 
@@ -38,8 +41,17 @@ function distinct(
 /** What a page pushes live, for the viewer its renderer renders for. */
 export function liveView(spec: LiveSpec, renderer: Renderer): LiveView {
   const view = viewFor(spec, renderer);
-  // Viewers who may see different things must not share one rendered message.
-  return { ...view, key: `${renderer.model.audienceKey}|${view.key}` };
+  const { model } = renderer;
+  return {
+    ...view,
+    // Viewers who may see different things must not share one rendered message.
+    key: `${model.audienceKey}|${view.key}`,
+    // An event this viewer may not see (a sealed bid) must not move its page at all: even a
+    // re-rendered agent card would say who bid. Only the overview and the task page, which show
+    // how many bids are sealed and never whose, re-render for it.
+    matches: (event) =>
+      view.matches(event) && (SHOWS_SEALED_COUNTS.has(spec.view) || model.visibleEvents([event]).length > 0),
+  };
 }
 
 function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {

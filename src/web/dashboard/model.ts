@@ -5,7 +5,7 @@
 import type { Coordinator } from "../../coordinator/coordinator.js";
 import { TASK_STATUSES, type Agent, type Bid, type Task, type TaskStatus } from "../../coordinator/types.js";
 import type { EventLog } from "../../event-log/event-log.js";
-import type { EventFilter, MinuteCount, StoredEvent } from "../../event-log/types.js";
+import type { EventFilter, EventPage, MinuteCount, StoredEvent } from "../../event-log/types.js";
 import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
 import type { Reader, Visibility } from "../visibility.js";
 import { describeEvent } from "./format.js";
@@ -120,6 +120,20 @@ export class DashboardModel {
     return this.audience.visibility.events(events, this.audience.reader);
   }
 
+  /** A page of the events this viewer may see (see Visibility.listEvents). */
+  listEvents(filter: EventFilter): EventPage {
+    return this.audience.visibility.listEvents(
+      (page) => this.eventLog.listEvents(page),
+      this.audience.reader,
+      filter,
+    );
+  }
+
+  /** Refuses what this viewer may not filter by (a text search over contents it may not see). */
+  checkFilter(filter: EventFilter): void {
+    this.audience.visibility.checkFilter(this.audience.reader, filter);
+  }
+
   eventRows(events: readonly StoredEvent[], names = this.agentNames()): EventRow[] {
     return this.visibleEvents(events).map((event) => ({
       seq: event.seq,
@@ -221,7 +235,7 @@ export class DashboardModel {
 
   /** The newest events matching `filter`, newest first. */
   recentEvents(filter: EventFilter, limit: number): EventRow[] {
-    return this.eventRows(this.eventLog.listEvents({ ...filter, order: "desc", limit }).events);
+    return this.eventRows(this.listEvents({ ...filter, order: "desc", limit }).events);
   }
 
   tasks(filter: { status?: TaskStatus; before?: number }) {

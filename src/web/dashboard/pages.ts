@@ -10,7 +10,7 @@ import { KNOWN_EVENT_TYPES } from "../../event-log/event-types.js";
 import type { EventFilter, EventPage } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import { TASK_STATUSES } from "../../coordinator/types.js";
-import { sessionSockets } from "../socket-clients.js";
+import { CREDENTIALS_REVOKED, sessionSockets } from "../socket-clients.js";
 import { closeReason } from "../errors.js";
 import { isTextSearch, sendExport, toFilter } from "../routes/events.js";
 import { EventFilterQuery, IdParams, SeqQuery, TaskStatusSchema } from "../schemas.js";
@@ -337,11 +337,12 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       const canTail = query.before_seq === undefined && query.after_seq === undefined;
       let problem: string | undefined;
       let result: EventPage = { events: [], next_cursor: null };
+      const model = modelOf(request);
       try {
         result =
           query.after_seq !== undefined
-            ? eventLog.listEvents({ ...filter, after_seq: query.after_seq, order: "asc", limit: PAGE_SIZE })
-            : eventLog.listEvents({
+            ? model.listEvents({ ...filter, after_seq: query.after_seq, order: "asc", limit: PAGE_SIZE })
+            : model.listEvents({
                 ...filter,
                 before_seq: query.before_seq,
                 order: "desc",
@@ -397,12 +398,10 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const model = modelOf(request);
-      return sendExport(
-        reply,
-        eventLog,
-        toFilter(request.query),
-        request.query.format ?? "ndjson",
-        (events) => model.visibleEvents(events),
+      const filter = toFilter(request.query);
+      model.checkFilter(filter);
+      return sendExport(reply, eventLog, filter, request.query.format ?? "ndjson", (events) =>
+        model.visibleEvents(events),
       );
     },
   );
@@ -495,6 +494,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
           const filter: EventFilter = toFilter(query);
           try {
             normalizeFilter(filter);
+            rendererOf(request).model.checkFilter(filter);
           } catch (error) {
             return socket.close(4400, closeReason(error instanceof Error ? error.message : "bad filter"));
           }
@@ -506,6 +506,17 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
           spec = { view: query.view };
       }
       hub.connect(socket, liveView(spec, rendererOf(request)), query.after_seq);
+      // A login's pages end with it (logging out closes them at once; see /logout).
+      const { expiresAt } = request.dashboardSession;
+      if (expiresAt !== undefined) {
+        const ends = setTimeout(
+          () => socket.close(CREDENTIALS_REVOKED, "your login has expired; log in again"),
+          // Within setTimeout's range (a longer delay would fire at once).
+          Math.min(2 ** 31 - 1, Math.max(0, expiresAt.getTime() - eventLog.clock().getTime())),
+        );
+        ends.unref();
+        socket.once("close", () => clearTimeout(ends));
+      }
     },
   );
 };

@@ -30,6 +30,8 @@ export interface DashboardSession {
   viewOpen: boolean;
   /** The login's id, when logged in; CSRF tokens are bound to it. */
   sessionId: string | undefined;
+  /** When the login ends by itself; its live pages are closed then. */
+  expiresAt: Date | undefined;
 }
 
 /**
@@ -63,8 +65,8 @@ export class SessionKeeper {
         "INSERT INTO dashboard_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
       ),
       live: db
-        .prepare<[string, string], number>(
-          "SELECT 1 FROM dashboard_sessions WHERE id_hash = ? AND expires_at > ?",
+        .prepare<[string, string], string>(
+          "SELECT expires_at FROM dashboard_sessions WHERE id_hash = ? AND expires_at > ?",
         )
         .pluck(),
       remove: db.prepare<[string]>("DELETE FROM dashboard_sessions WHERE id_hash = ?"),
@@ -81,19 +83,21 @@ export class SessionKeeper {
         canAct: true,
         viewOpen: true,
         sessionId: undefined,
+        expiresAt: undefined,
       };
     }
     // Cookies are not parsed yet when a request was refused before the dashboard saw it.
     const cookies: Partial<Record<string, string>> = request.cookies ?? {};
-    const sessionId = this.verify(cookies[SECURE_SESSION_COOKIE] ?? cookies[SESSION_COOKIE]);
-    const operator = sessionId !== undefined;
+    const login = this.verify(cookies[SECURE_SESSION_COOKIE] ?? cookies[SESSION_COOKIE]);
+    const operator = login !== undefined;
     return {
       loginRequired: true,
       operator,
       canView: operator || this.viewOpen,
       canAct: operator,
       viewOpen: this.viewOpen,
-      sessionId,
+      sessionId: login?.id,
+      expiresAt: login?.expiresAt,
     };
   }
 
@@ -134,14 +138,14 @@ export class SessionKeeper {
       .digest("base64url");
   }
 
-  /** The session id a cookie names, if it is signed with the current key and still live on the server. */
-  private verify(cookie: string | undefined): string | undefined {
+  /** The session a cookie names, if it is signed with the current key and still live on the server. */
+  private verify(cookie: string | undefined): { id: string; expiresAt: Date } | undefined {
     if (cookie === undefined || this.signingKey === undefined) return undefined;
     const match = /^([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})$/.exec(cookie);
     if (match === null) return undefined;
     const [, id = "", signature = ""] = match;
     if (!timingSafeEqual(Buffer.from(signature), Buffer.from(this.sign(id)))) return undefined;
-    const live = this.statements.live.get(sha256(id), this.clock().toISOString());
-    return live === undefined ? undefined : id;
+    const expiresAt = this.statements.live.get(sha256(id), this.clock().toISOString());
+    return expiresAt === undefined ? undefined : { id, expiresAt: new Date(expiresAt) };
   }
 }

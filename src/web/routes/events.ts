@@ -112,9 +112,13 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const { after_seq, before_seq, limit, order } = request.query;
-      const page = eventLog.listEvents({ ...toFilter(request.query), after_seq, before_seq, limit, order });
-      // The cursor is the page's, so a page may hold fewer events than asked for (sealed bids).
-      return { events: visibility.events(page.events, app.readerOf(request)), next_cursor: page.next_cursor };
+      return visibility.listEvents((filter) => eventLog.listEvents(filter), app.readerOf(request), {
+        ...toFilter(request.query),
+        after_seq,
+        before_seq,
+        limit,
+        order,
+      });
     },
   );
 
@@ -158,12 +162,10 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const reader = app.readerOf(request);
-      return sendExport(
-        reply,
-        eventLog,
-        toFilter(request.query),
-        request.query.format ?? "ndjson",
-        (events) => visibility.events(events, reader),
+      const filter = toFilter(request.query);
+      visibility.checkFilter(reader, filter);
+      return sendExport(reply, eventLog, filter, request.query.format ?? "ndjson", (events) =>
+        visibility.events(events, reader),
       );
     },
   );
