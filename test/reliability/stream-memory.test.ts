@@ -146,7 +146,6 @@ describe("streams that never read", () => {
         await new Promise((resolve) => setTimeout(resolve, 1000));
         samples.push(await read("process_resident_memory_bytes"));
       }
-      expect(await read("swarm_open_websockets")).toBe(STALLED_STREAMS);
       const perStream = (Math.max(...samples) - rssBefore) / STALLED_STREAMS;
       const lateRise = (samples.at(-1) ?? 0) - (samples[4] ?? 0);
       console.log(
@@ -158,6 +157,8 @@ describe("streams that never read", () => {
       expect(perStream).toBeLessThan(MAX_BYTES_PER_STREAM);
       // Flat: what rose in the last five seconds is a small part of what the streams cost.
       expect(lateRise).toBeLessThan(8 * 2 ** 20);
+      // Still held open, not dropped as slow: a client that reads again later carries on.
+      expect(await read("swarm_open_websockets")).toBe(STALLED_STREAMS);
 
       // The server still serves everyone else.
       expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
