@@ -17,7 +17,7 @@ import { tempDbPath } from "../helpers/temp-dir.js";
 const EVENTS = 25_000;
 const STALLED_STREAMS = 200;
 /**
- * Measured at 157-190 KiB (the README's figure); twice that leaves room for a loaded machine's
+ * Measured at 153-190 KiB (the README's figure); twice that leaves room for a loaded machine's
  * heap, and is still a small part of the megabytes a stream held before its backfill was paced.
  */
 const MAX_BYTES_PER_STREAM = 384 * 1024;
