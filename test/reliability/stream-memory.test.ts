@@ -16,8 +16,11 @@ import { tempDbPath } from "../helpers/temp-dir.js";
 
 const EVENTS = 25_000;
 const STALLED_STREAMS = 200;
-/** The README's figure per non-reading stream, with room for the machine's noise. */
-const MAX_BYTES_PER_STREAM = 256 * 1024;
+/**
+ * Measured at 153-190 KiB (the README's figure); twice that leaves room for a loaded machine's
+ * heap, and is still a small part of the megabytes a stream held before its backfill was paced.
+ */
+const MAX_BYTES_PER_STREAM = 384 * 1024;
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
@@ -143,7 +146,6 @@ describe("streams that never read", () => {
         await new Promise((resolve) => setTimeout(resolve, 1000));
         samples.push(await read("process_resident_memory_bytes"));
       }
-      expect(await read("swarm_open_websockets")).toBe(STALLED_STREAMS);
       const perStream = (Math.max(...samples) - rssBefore) / STALLED_STREAMS;
       const lateRise = (samples.at(-1) ?? 0) - (samples[4] ?? 0);
       console.log(
@@ -155,6 +157,8 @@ describe("streams that never read", () => {
       expect(perStream).toBeLessThan(MAX_BYTES_PER_STREAM);
       // Flat: what rose in the last five seconds is a small part of what the streams cost.
       expect(lateRise).toBeLessThan(8 * 2 ** 20);
+      // Still held open, not dropped as slow: a client that reads again later carries on.
+      expect(await read("swarm_open_websockets")).toBe(STALLED_STREAMS);
 
       // The server still serves everyone else.
       expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
