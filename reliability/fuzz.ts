@@ -27,7 +27,9 @@ interface Target {
 }
 
 /** The whole app on an in-memory database, with one agent and one open task to aim at. */
-async function target(options: { dashboardPublic?: boolean } = {}): Promise<Target> {
+async function target(
+  options: { dashboardPublic?: boolean; dashboardPublicDetails?: boolean } = {},
+): Promise<Target> {
   const logger = pino({ level: "silent" });
   const eventLog = new EventLog({ path: ":memory:", logger });
   const coordinator = new Coordinator({ eventLog, logger, rules: { closeWhenAllBid: false } });
@@ -39,6 +41,7 @@ async function target(options: { dashboardPublic?: boolean } = {}): Promise<Targ
     rateLimitPerMinute: false,
     expensiveRateLimitPerMinute: false,
     dashboardPublic: options.dashboardPublic ?? false,
+    dashboardPublicDetails: options.dashboardPublicDetails ?? false,
   });
   const operator = { authorization: `Bearer ${FUZZ_KEY}` };
   const registered = await app.inject({
@@ -454,7 +457,8 @@ const payload = fc
  * for the markup unescaped.
  */
 export async function fuzzStoredText(runs: number, seed?: number): Promise<number> {
-  const t = await target({ dashboardPublic: true });
+  // Public viewers with details see every stored text (results, reasons) and may search it.
+  const t = await target({ dashboardPublic: true, dashboardPublicDetails: true });
   const operator = { authorization: `Bearer ${FUZZ_KEY}` };
   try {
     await fc.assert(
