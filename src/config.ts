@@ -100,6 +100,24 @@ function readBoolean(env: Env, name: keyof typeof CONFIG_DEFAULTS): boolean {
   return value === "true" || value === "1";
 }
 
+/**
+ * SWARM_DB: an SQLite file's path, or `:memory:`. A URL (`postgres://…`) is refused by name: it
+ * would otherwise be taken for a path and quietly make a folder called `postgres:`.
+ */
+function readDbPath(env: Env): string {
+  const value = read(env, "SWARM_DB");
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1];
+  if (scheme !== undefined) {
+    // The URL is not repeated: it may hold a password.
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      `SWARM_DB is a ${scheme}:// URL, which this version does not support; give an SQLite file's path (or :memory:)`,
+      { field: "SWARM_DB" },
+    );
+  }
+  return value;
+}
+
 /** A comma-separated list of host names or addresses, or `*` for any. */
 function readHostList(env: Env, name: keyof typeof CONFIG_DEFAULTS): string[] | "any" {
   const raw = read(env, name);
@@ -195,7 +213,7 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     host,
     port: readInteger(env, "PORT", 0, 65535),
-    dbPath: read(env, "SWARM_DB"),
+    dbPath: readDbPath(env),
     dbSynchronous,
     apiKey: apiKey === "" ? undefined : apiKey,
     auctionMs: readInteger(env, "SWARM_AUCTION_MS", 100, 3_600_000),

@@ -27,6 +27,27 @@ describe("configuration", () => {
     });
   });
 
+  it.each([
+    "postgres://user:secret@db.example:5432/swarm",
+    "postgresql://localhost/swarm",
+    "mysql://x",
+    "HTTP://x",
+  ])("refuses SWARM_DB=%s, a URL, by name and without repeating it (it may hold a password)", (value) => {
+    let message = "";
+    try {
+      loadConfig({ SWARM_DB: value });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/^SWARM_DB is a [a-z]+:\/\/ URL/i);
+    expect(message).not.toContain("secret");
+  });
+
+  it("takes SWARM_DB paths that merely contain a colon as paths", () => {
+    expect(loadConfig({ SWARM_DB: "./data/a:b.db" }).dbPath).toBe("./data/a:b.db");
+    expect(loadConfig({ SWARM_DB: ":memory:" }).dbPath).toBe(":memory:");
+  });
+
   it("reads SWARM_ALLOWED_HOSTS as a list of names, or * for any, and refuses ports and schemes by name", () => {
     expect(loadConfig({ SWARM_ALLOWED_HOSTS: " Swarm.Example.com, 10.0.0.5 ,[::1]" }).allowedHosts).toEqual([
       "swarm.example.com",

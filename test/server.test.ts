@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -10,14 +11,18 @@ import { eventually } from "./helpers/stack.js";
 import { tempDir } from "./helpers/temp-dir.js";
 
 const SERVER = fileURLToPath(new URL("../src/server.ts", import.meta.url));
+/** tsx's loader, found from here, so that the server may run in any folder. */
+const TSX = import.meta.resolve("tsx");
 
 interface LogLine {
   msg?: string;
   [key: string]: unknown;
 }
 
-function startServer(env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", SERVER], {
+/** The server as `npm start` runs it, in `cwd` (where relative paths land). */
+function startServer(env: Record<string, string>, cwd?: string) {
+  const child = spawn(process.execPath, ["--import", TSX, SERVER], {
+    cwd,
     env: { ...process.env, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -78,11 +83,15 @@ describe("the server process", () => {
   it.each([
     [{ SWARM_PRUNE_CRON: "whenever" }, "SWARM_PRUNE_CRON"],
     [{ HOST: "0.0.0.0" }, "SWARM_API_KEY"],
+    [{ SWARM_DB: "postgres://swarm:pw@127.0.0.1:5432/swarm" }, "SWARM_DB"],
   ])("refuses to start on bad configuration %j, naming %s", async (env, variable) => {
-    const server = startServer({ SWARM_DB: join(tempDir(), "x.db"), ...env });
+    const dir = tempDir();
+    const server = startServer({ SWARM_DB: join(dir, "x.db"), ...env }, dir);
     expect(await server.exited).not.toBe(0);
     expect(server.stderr()).toContain(variable);
     expect(server.stderr()).toMatch(/^swarm coordinator cannot start: /);
+    // A URL is not taken for a path: no folder named after its scheme.
+    expect(readdirSync(dir)).not.toContain("postgres:");
   });
 
   it("closes stream clients with 1001 on SIGTERM and keeps what was acknowledged", async () => {
