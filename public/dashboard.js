@@ -28,16 +28,33 @@
     badge.className = "live-badge " + state;
     badge.textContent = text;
   }
+  // A page that stays away for more than a few seconds says plainly that what it shows is old.
+  var STALE_AFTER_MS = 5000;
+  var lostAt = null;
+  var staleTimer = null;
+  var stale = false;
+  function lost() {
+    if (lostAt === null) lostAt = new Date();
+    if (!stale) setBadge("reconnecting", "reconnecting");
+    if (staleTimer === null) {
+      staleTimer = window.setTimeout(function () {
+        stale = true;
+        setBadge("stale", "stale: not updated since " + lostAt.toLocaleTimeString() + "; reconnecting");
+      }, STALE_AFTER_MS);
+    }
+  }
   document.addEventListener("htmx:wsConnecting", function () {
     var badge = document.getElementById("live-badge");
-    if (badge && !badge.classList.contains("connecting")) setBadge("reconnecting", "reconnecting");
+    if (badge && !badge.classList.contains("connecting")) lost();
   });
   document.addEventListener("htmx:wsOpen", function () {
+    window.clearTimeout(staleTimer);
+    staleTimer = null;
+    lostAt = null;
+    stale = false;
     setBadge("live", "live");
   });
-  document.addEventListener("htmx:wsClose", function () {
-    setBadge("reconnecting", "reconnecting");
-  });
+  document.addEventListener("htmx:wsClose", lost);
 
   // Lists that grow live keep their newest rows only.
   function trimLists() {

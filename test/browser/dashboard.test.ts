@@ -124,7 +124,7 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
   );
 
   it(
-    "reconnects after a restart and shows the events it missed, each once",
+    "says it is stale while the server is away, then reconnects after a restart and shows the events it missed, each once",
     { timeout: 60_000 },
     async () => {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -143,6 +143,11 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
           source: "ops",
           data: { message: `missed-${n}` },
         })),
+      );
+      // Away for more than a few seconds, the page says plainly that what it shows is old.
+      await page.locator("#live-badge.stale").waitFor({ timeout: 15_000 });
+      expect(await page.locator("#live-badge").innerText()).toMatch(
+        /stale: not updated since .+; reconnecting/,
       );
       stack.coordinator.stop();
       eventLog.close();

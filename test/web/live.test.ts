@@ -353,6 +353,24 @@ describe("live dashboard pushes", () => {
   });
 });
 
+describe("catching up", () => {
+  it("serves a task page that missed a few events (its catch-up once asked for more than a page)", async () => {
+    const t = await listening();
+    const taskId = await t.task();
+    for (let n = 0; n < 6; n++) {
+      await t.eventLog.logEvent({ event_type: "ops.note", source: "ops", task_id: taskId, data: { n } });
+    }
+    const live = openLive(t.port, `view=task&task_id=${taskId}&after_seq=${t.eventLog.latestSeq() - 5}`);
+    const first = await live.until(() => true);
+    expect(first).toContain(`id="task-${taskId}"`);
+    expect(seqMarker(first)).toBe(t.eventLog.latestSeq());
+    // The five it missed, as rows added to its timeline.
+    expect(live.count(/ops\.note/g)).toBeGreaterThanOrEqual(5);
+    live.socket.close();
+    expect((await live.closed).code).not.toBe(1011);
+  });
+});
+
 describe("live pushes to a public dashboard", () => {
   it("do not move an agent's page when it places a sealed bid", async () => {
     const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true });

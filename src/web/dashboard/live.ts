@@ -13,6 +13,7 @@
 import type { WebSocket } from "ws";
 import type { EventLog } from "../../event-log/event-log.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
+import { EVENT_LIMITS } from "../../event-log/validate.js";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Metrics } from "../metrics.js";
 import type { Renderer } from "./render.js";
@@ -139,9 +140,16 @@ export class LiveHub {
     try {
       message = this.catchUp(view, afterSeq, latest);
     } catch (error) {
-      this.logger.error({ err: error, view: view.key }, "live catch-up failed");
-      socket.close(1011, "catch-up failed; reconnecting");
-      return;
+      // A catch-up that cannot be served is no reason to leave the page stale: it gets its
+      // view whole, as a page that missed too much does.
+      this.logger.warn({ err: error, view: view.key }, "live catch-up failed; sending the view whole");
+      try {
+        message = view.snapshot(true);
+      } catch (snapshotError) {
+        this.logger.error({ err: snapshotError, view: view.key }, "live view failed to render");
+        socket.close(1011, "the page failed to render; reconnecting");
+        return;
+      }
     }
     this.sendTo(socket, message + this.renderer.liveSeq(latest));
 
@@ -180,14 +188,17 @@ export class LiveHub {
     if (afterSeq === undefined || afterSeq > latest || view.catchUp === null) return view.snapshot(true);
     if (afterSeq === latest) return view.snapshot(false);
     const { filter, limit } = view.catchUp;
-    const missed = this.eventLog.listEvents({
+    // One page of at most `limit` (itself within the log's page limit); a full page may have
+    // more behind it, and then re-rendering the lists is what the page needs.
+    const page = this.eventLog.listEvents({
       ...filter,
       after_seq: afterSeq,
       before_seq: latest + 1,
       order: "asc",
-      limit: limit + 1,
-    }).events;
-    if (missed.length > limit) return view.snapshot(true);
+      limit: Math.min(limit, EVENT_LIMITS.maxPageSize),
+    });
+    if (page.next_cursor !== null) return view.snapshot(true);
+    const missed = page.events;
     return view.snapshot(false) + (missed.length > 0 ? view.update(missed) : "");
   }
 
