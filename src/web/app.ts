@@ -38,7 +38,7 @@ import { STREAM_CLOSE, STREAM_DEFAULTS, streamRoutes, type StreamOptions } from 
 import { taskRoutes } from "./routes/tasks.js";
 import { dashboard, type DashboardPages } from "./dashboard/index.js";
 import { readerOf, Visibility, type Reader } from "./visibility.js";
-import { SameOriginGuard, type AllowedHosts } from "./same-origin.js";
+import { isWebsocketUpgrade, SameOriginGuard, type AllowedHosts } from "./same-origin.js";
 import { LIVE_CLOSE, LIVE_DEFAULTS, type LiveOptions } from "./dashboard/live.js";
 import type { DashboardSession } from "./dashboard/session.js";
 import { agentSockets, CREDENTIALS_REVOKED, sessionSockets } from "./socket-clients.js";
@@ -233,12 +233,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
   // websocket upgrade refused in onRequest keeps its socket open (see below), so upgrades are
   // checked once routed, before their guards.
   const sameOrigin = new SameOriginGuard(options.allowedHosts ?? []);
-  const isUpgrade = (request: FastifyRequest) => request.headers.upgrade?.toLowerCase() === "websocket";
   app.addHook("onRequest", async (request) => {
-    if (!isUpgrade(request)) sameOrigin.check(request);
+    if (!isWebsocketUpgrade(request)) sameOrigin.check(request);
   });
   app.addHook("preHandler", async (request) => {
-    if (isUpgrade(request)) sameOrigin.check(request);
+    if (isWebsocketUpgrade(request)) sameOrigin.check(request);
   });
 
   const authFailures = new AuthFailureLimiter(
@@ -251,7 +250,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   app.addHook("onRequest", async (request) => {
     try {
       let token = bearerToken(request);
-      if (token === undefined && isUpgrade(request) && request.url.startsWith("/api/stream")) {
+      if (token === undefined && isWebsocketUpgrade(request) && request.url.startsWith("/api/stream")) {
         // Browsers cannot set headers on a WebSocket; the stream also takes ?token=.
         const query = request.query as { token?: unknown };
         if (typeof query.token === "string") token = query.token;
@@ -275,8 +274,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     } catch (error) {
       // A websocket upgrade refused this early keeps its socket open (a @fastify/websocket
       // quirk); the route's guard refuses it later, which closes it.
-      if (!(error instanceof SwarmError) || request.headers.upgrade?.toLowerCase() !== "websocket")
-        throw error;
+      if (!(error instanceof SwarmError) || !isWebsocketUpgrade(request)) throw error;
       request.caller = { kind: "invalid", problem: error };
     }
   });

@@ -21,6 +21,11 @@ import { SwarmError } from "../errors.js";
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
+/** Whether the request asks to become a websocket. */
+export function isWebsocketUpgrade(request: FastifyRequest): boolean {
+  return request.headers.upgrade?.toLowerCase() === "websocket";
+}
+
 /** Names this server answers to; `any` turns the Host check off (SWARM_ALLOWED_HOSTS=*). */
 export type AllowedHosts = readonly string[] | "any";
 
@@ -112,7 +117,7 @@ export class SameOriginGuard {
    */
   check(request: FastifyRequest): void {
     this.checkHost(request);
-    const upgrade = request.headers.upgrade?.toLowerCase() === "websocket";
+    const upgrade = isWebsocketUpgrade(request);
     // The route's own path, not the raw URL: /%61pi/tasks reaches the same route as /api/tasks.
     const api = (request.routeOptions.url ?? request.url).startsWith("/api/");
     if (SAFE_METHODS.has(request.method) && !upgrade && !api) return;
