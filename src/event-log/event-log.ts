@@ -247,14 +247,15 @@ export class EventLog {
       });
     }
     if (options.searchIndex !== false && !isInMemory(options.path)) {
+      let indexedTo: number;
       try {
-        attachSearchIndex(db, options.path);
+        ({ indexedTo } = attachSearchIndex(db, options.path));
       } catch (error) {
         db.close();
         this.checkpointer?.stop();
         throw error;
       }
-      this.searchWorker = new SearchWorker({ logPath: options.path, logger: this.logger });
+      this.searchWorker = new SearchWorker({ logPath: options.path, logger: this.logger, indexedTo });
     }
     this.transactionHandle = {
       append: (input) => this.insertPrepared(prepareEvent(input, this.clock())),

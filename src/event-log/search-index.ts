@@ -64,7 +64,7 @@ const CREATE_INDEX = `
  * an older copy). Runs once at open, on the log's connection; cheap unless it rebuilds, and a
  * rebuild only empties the index (the worker refills it).
  */
-export function attachSearchIndex(db: SqliteDatabase, logPath: string): void {
+export function attachSearchIndex(db: SqliteDatabase, logPath: string): { indexedTo: number } {
   db.prepare(`ATTACH DATABASE ? AS ${S}`).run(searchIndexPath(logPath));
   db.pragma(`${S}.journal_mode = WAL`);
   db.pragma(`${S}.synchronous = NORMAL`);
@@ -84,13 +84,16 @@ export function attachSearchIndex(db: SqliteDatabase, logPath: string): void {
           )
           .get()
       : undefined;
-  if (state !== undefined && state.log_identity === identity && state.indexed_to <= latest) return;
+  if (state !== undefined && state.log_identity === identity && state.indexed_to <= latest) {
+    return { indexedTo: state.indexed_to };
+  }
   db.transaction(() => {
     db.exec(`DROP TABLE IF EXISTS ${S}.event_text; DROP TABLE IF EXISTS ${S}.search_state;`);
     db.exec(CREATE_INDEX);
     db.prepare(`INSERT INTO ${S}.search_state VALUES (1, ?, 0, 0)`).run(identity);
     db.pragma(`${S}.user_version = ${SEARCH_FORMAT}`);
   })();
+  return { indexedTo: 0 };
 }
 
 /**
@@ -196,6 +199,8 @@ export interface SearchWorkerOptions {
   intervalMs?: number;
   /** Events per index transaction. */
   chunkEvents?: number;
+  /** Where the index stood when the log opened (the worker reports only when it moves on). */
+  indexedTo: number;
 }
 
 interface WorkerReply {
@@ -223,7 +228,8 @@ export class SearchWorker {
   /** Resolves once the worker has closed its connections and exited. */
   readonly exited: Promise<void> = new Promise((resolve) => this.exitResolvers.push(resolve));
 
-  constructor({ logPath, logger, intervalMs = 200, chunkEvents = 2000 }: SearchWorkerOptions) {
+  constructor({ logPath, logger, intervalMs = 200, chunkEvents = 2000, indexedTo }: SearchWorkerOptions) {
+    this.indexedTo = indexedTo;
     const driverPath = createRequire(import.meta.url).resolve("better-sqlite3");
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,

@@ -155,6 +155,17 @@ describe("text search through the trigram index", () => {
     await expect(indexed.listEventsAsync({ text: "" })).rejects.toMatchObject({ code: "INVALID_FILTER" });
   });
 
+  it("knows how far a reopened log's index reaches before the worker has done anything", async () => {
+    const path = tempDbPath();
+    const first = openTestLog({ path });
+    await first.logEvents(seedEvents(20, 2));
+    await waitForIndex(first);
+    first.close();
+    await first.whenClosed();
+    const reopened = openTestLog({ path });
+    expect(reopened.searchIndexedThrough()).toBe(20);
+  });
+
   it("lets pruned events leave the index", async () => {
     const clock = fakeClock("2026-01-01T00:00:00.000Z");
     const path = tempDbPath();
