@@ -37,6 +37,8 @@ const TYPES = [
   "task.completed",
 ];
 const CALLERS = 100;
+/** Five events of the populated table hold this word, whatever its size. */
+const RARE_TERM = "zebra-crossing";
 
 /**
  * Row k of the workload, shared by every write measurement so that all of them write the same
@@ -124,16 +126,22 @@ function populate(path: string, total: number, now: number): void {
   const log = new EventLog({ path, logger, synchronous: "NORMAL" });
   const insert = log.db.prepare(SQL.insert);
   const span = 30 * DAY;
+  const rareEvery = Math.max(1, Math.floor(total / 5));
   const write = log.db.transaction((from: number, to: number) => {
     for (let i = from; i < to; i += 1) {
       const r = makeRow(i, new Date(now - span + Math.floor((i / total) * span)).toISOString());
-      insert.run(r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data, r.timestamp);
+      // A handful of events carry a rare word, for the text search measurements.
+      const data = i % rareEvery === rareEvery - 1 ? JSON.stringify({ note: `${RARE_TERM} ${i}` }) : r.data;
+      insert.run(r.id, r.event_type, r.source, r.task_id, r.agent_id, data, r.timestamp);
     }
   });
   for (let i = 0; i < total; i += 10_000) write(i, Math.min(total, i + 10_000));
   log.db.exec(
     "INSERT INTO event_counts_hourly (hour, event_type, count) " +
       "SELECT substr(timestamp, 1, 13) || ':00:00.000Z', event_type, COUNT(*) FROM event_log GROUP BY 1, 2",
+  );
+  log.db.exec(
+    "UPDATE event_rollup_state SET rolled_up_to_seq = (SELECT MAX(seq) FROM event_log) WHERE id = 1",
   );
   log.db.exec("ANALYZE");
   log.close();
@@ -166,6 +174,18 @@ export interface EventLogBenchResult {
   task_events: { p50: number; p99: number; events_per_task: number };
   summary_60: { p50: number; p99: number; rows_in_window: number };
   summary_24h: { p50: number; p99: number; rows_in_window: number };
+  summary_30d: { p50: number; p99: number; rows_in_window: number };
+  summary_30d_scan: { p50: number; p99: number };
+  search: {
+    index_build_seconds: number;
+    rare: { p50: number; p99: number; matches: number };
+    rare_scan: { p50: number; p99: number };
+    no_match_1000: { p50: number; p99: number };
+    no_match_1000_scan: { p50: number; p99: number };
+    common_100: { p50: number; p99: number };
+    async_max_event_loop_block_ms: number;
+    async_common_p50: number;
+  };
   prune: {
     deleted: number;
     seconds: number;
@@ -211,6 +231,36 @@ export async function benchEventLog(
     const summary24h = timeEach(50, () => log.getEventSummary(24 * 60));
     const rowsIn60 = log.getEventSummary(60).total;
     const rowsIn24h = log.getEventSummary(24 * 60).total;
+    const summary30d = timeEach(50, () => log.getEventSummary(30 * 24 * 60));
+    const rowsIn30d = log.getEventSummary(30 * 24 * 60).total;
+
+    // Text search: the trigram index (built by the worker) against a scan of the same file.
+    const indexStarted = performance.now();
+    while (log.searchIndexedThrough() !== log.latestSeq()) await new Promise((r) => setTimeout(r, 50));
+    const indexBuildSeconds = (performance.now() - indexStarted) / 1000;
+    const scanner = new EventLog({ path: bigPath, logger, searchIndex: false, checkpointIntervalMs: 0 });
+    const rareMatches = log.listEvents({ text: RARE_TERM }).events.length;
+    const rare = timeEach(200, () => log.listEvents({ text: RARE_TERM }));
+    const rareScan = timeEach(5, () => scanner.listEvents({ text: RARE_TERM }));
+    const noMatch = timeEach(200, () => log.listEvents({ text: "no-such-words", limit: 1000 }));
+    const noMatchScan = timeEach(5, () => scanner.listEvents({ text: "no-such-words", limit: 1000 }));
+    const common = timeEach(200, () => log.listEvents({ text: "bid_sats", order: "desc" }));
+    const summary30dScan = timeEach(5, () => scanner.getEventSummary(60 * 24 * 30));
+    scanner.close();
+    // The server's form, on the worker: how long the event loop is held while it runs, with
+    // the slowest kind of text (every event matches, so the index reads its longest lists).
+    const searchDelay = monitorEventLoopDelay({ resolution: 1 });
+    const searchTicker = setInterval(() => undefined, 1);
+    searchDelay.enable();
+    const asyncTimes: number[] = [];
+    for (let i = 0; i < 50; i += 1) {
+      const started = performance.now();
+      await log.listEventsAsync({ text: i % 2 === 0 ? "bid_sats" : RARE_TERM, limit: 1000, order: "desc" });
+      asyncTimes.push(performance.now() - started);
+    }
+    searchDelay.disable();
+    clearInterval(searchTicker);
+    asyncTimes.sort((a, b) => a - b);
     log.close();
 
     // Prune everything: move the clock past the newest event so all rows fall outside retention.
@@ -244,6 +294,18 @@ export async function benchEventLog(
       task_events: { ...taskEvents, events_per_task: 20 },
       summary_60: { ...summary60, rows_in_window: rowsIn60 },
       summary_24h: { ...summary24h, rows_in_window: rowsIn24h },
+      summary_30d: { ...summary30d, rows_in_window: rowsIn30d },
+      summary_30d_scan: summary30dScan,
+      search: {
+        index_build_seconds: round(indexBuildSeconds, 1),
+        rare: { ...rare, matches: rareMatches },
+        rare_scan: rareScan,
+        no_match_1000: noMatch,
+        no_match_1000_scan: noMatchScan,
+        common_100: common,
+        async_max_event_loop_block_ms: round(searchDelay.max / 1e6, 1),
+        async_common_p50: round(percentile(asyncTimes, 50), 1),
+      },
       prune: {
         deleted: report.deleted,
         seconds: round(seconds, 1),

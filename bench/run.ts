@@ -84,6 +84,34 @@ say(
 say(
   `| \`getEventSummary(1440)\` (${e.summary_24h.rows_in_window} rows in window) | ${e.summary_24h.p50} | ${e.summary_24h.p99} | — | — |`,
 );
+say(
+  `| \`getEventSummary(43200)\`, 30 days from the hourly rollup (${e.summary_30d.rows_in_window} rows in window) | ${e.summary_30d.p50} | ${e.summary_30d.p99} | — | — |`,
+);
+say(
+  `| the same 30 days scanned from the time index, same run | ${e.summary_30d_scan.p50} | ${e.summary_30d_scan.p99} | — | ${ratio(e.summary_30d_scan.p50, e.summary_30d.p50)} slower |`,
+);
+const s = e.search;
+say(
+  `| text search, rare word (${s.rare.matches} matches), trigram index | ${s.rare.p50} | ${s.rare.p99} | ≤ 20 ms | ${verdict(s.rare.p99 <= 20)} |`,
+);
+say(
+  `| the same search as a scan (LIKE over every row), same run | ${s.rare_scan.p50} | ${s.rare_scan.p99} | — | ${ratio(s.rare_scan.p50, s.rare.p50)} slower |`,
+);
+say(
+  `| text search, no match, limit 1,000, trigram index | ${s.no_match_1000.p50} | ${s.no_match_1000.p99} | — | — |`,
+);
+say(
+  `| the same as a scan, same run | ${s.no_match_1000_scan.p50} | ${s.no_match_1000_scan.p99} | — | ${ratio(s.no_match_1000_scan.p50, s.no_match_1000.p50)} slower |`,
+);
+say(
+  `| text search matching every event, newest 100, trigram index | ${s.common_100.p50} | ${s.common_100.p99} | — | — |`,
+);
+say();
+say(
+  `The index of ${e.table_rows.toLocaleString("en")} events was built by its worker in ${s.index_build_seconds} s. ` +
+    `Searches the server runs (\`listEventsAsync\`, on the worker), alternating a word in every event and a rare one, limit 1,000: ` +
+    `p50 ${s.async_common_p50} ms, longest event-loop block meanwhile ${s.async_max_event_loop_block_ms} ms (target ≤ 50 ms: ${verdict(s.async_max_event_loop_block_ms <= 50)}).`,
+);
 say();
 const p = e.prune;
 say(

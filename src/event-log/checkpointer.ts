@@ -62,6 +62,7 @@ export class BackgroundCheckpointer {
   private lastResult: CheckpointResult | undefined;
   private runs = 0;
   private nextRequestId = 1;
+  private readonly exitResolvers: (() => void)[] = [];
   private readonly pending = new Map<
     number,
     { resolve: (result: CheckpointResult) => void; reject: (error: Error) => void }
@@ -84,6 +85,7 @@ export class BackgroundCheckpointer {
         waiter?.reject(new Error(message.message));
       }
     });
+    this.worker.on("exit", () => this.exitResolvers.forEach((resolve) => resolve()));
     this.worker.on("error", (error) => {
       logger.error({ err: error }, "checkpoint worker crashed");
       for (const waiter of this.pending.values()) waiter.reject(error);
@@ -112,6 +114,9 @@ export class BackgroundCheckpointer {
   stats(): { runs: number; last: CheckpointResult | undefined } {
     return { runs: this.runs, last: this.lastResult };
   }
+
+  /** Resolves once the worker has closed its connection and exited. */
+  readonly exited: Promise<void> = new Promise((resolve) => this.exitResolvers.push(resolve));
 
   stop(): void {
     this.worker.postMessage({ type: "stop" });

@@ -9,7 +9,8 @@ import { SwarmError } from "../errors.js";
 import { getLogger, type Logger } from "../logger.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
 import { isInMemory, openDatabase, type SqliteDatabase } from "./database.js";
-import { buildListQuery, SQL } from "./queries.js";
+import { buildListQuery, buildSearchPlan, SQL, type BuiltQuery } from "./queries.js";
+import { attachSearchIndex, SearchWorker } from "./search-index.js";
 import type {
   EventData,
   EventFilter,
@@ -46,6 +47,11 @@ export interface EventLogOptions {
    * commits on the event loop; 0 leaves checkpoints to SQLite. Files only, not `:memory:`.
    */
   checkpointIntervalMs?: number;
+  /**
+   * Keep a trigram index for text searches in `<path>-search`, built on a worker thread
+   * (default true for files; `:memory:` logs search by scanning).
+   */
+  searchIndex?: boolean;
 }
 
 export interface PruneOptions {
@@ -64,6 +70,14 @@ export interface EventLogTransaction {
 export const MIN_RETENTION_DAYS = 1;
 
 const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
+/** Summaries up to this window scan the time index; longer ones use the hourly rollup. */
+const SUMMARY_SCAN_MINUTES = 120;
+/**
+ * A synchronous summary over days scans the time index instead when the rollup is this far
+ * behind (a log whose rollup never ran), since the events past the rollup are read from the table.
+ */
+const MAX_UNROLLED_FOR_SUMMARY = 100_000;
 const PRUNE_CHUNK_BOUNDS = { initial: 500, min: 50, max: 50_000 };
 const VACUUM_STEP_BOUNDS = { initial: 256, min: 16, max: 100_000 };
 /** A WAL this many frames long (~8 MiB at 2 KiB pages) that checkpoints cannot finish makes writers wait for a drain. */
@@ -108,6 +122,28 @@ function rowToEvent(row: EventRow): StoredEvent {
     }
   }
   return { ...row, data };
+}
+
+function toPage(rows: EventRow[], limit: number): EventPage {
+  const events = rows.map(rowToEvent);
+  const last = events.at(-1);
+  return { events, next_cursor: events.length === limit && last !== undefined ? last.seq : null };
+}
+
+interface TypeCount {
+  event_type: string;
+  count: number;
+}
+
+function summaryOf(minutes: number, since: string, rows: readonly TypeCount[]): EventSummary {
+  const counts: Record<string, number> = {};
+  let total = 0;
+  for (const { event_type, count } of rows) {
+    if (count === 0) continue;
+    counts[event_type] = (counts[event_type] ?? 0) + count;
+    total += count;
+  }
+  return { minutes, since, total, counts };
 }
 
 function hourOf(timestamp: string): string {
@@ -157,6 +193,7 @@ export class EventLog {
   private readonly subscriptions = new Set<Subscription>();
   private readonly transactionHandle: EventLogTransaction;
   private readonly checkpointer: BackgroundCheckpointer | undefined;
+  private readonly searchWorker: SearchWorker | undefined;
   /** Set by a write the storage refused (disk full, read-only, I/O error); cleared by the next commit. */
   private failingSince: { sqlite_code: string; since: string } | undefined;
 
@@ -187,7 +224,11 @@ export class EventLog {
       taskPage: db.prepare<[string, number, number], EventRow>(SQL.taskPage),
       agentPage: db.prepare<[string, number, number], EventRow>(SQL.agentPage),
       recent: db.prepare<[string, number], EventRow>(SQL.recent),
-      summary: db.prepare<[string], { event_type: string; count: number }>(SQL.summary),
+      summary: db.prepare<[string], TypeCount>(SQL.summary),
+      summaryRolledHours: db.prepare<[string], TypeCount>(SQL.summaryRolledHours),
+      summaryPartialHour: db.prepare<[string, string], TypeCount>(SQL.summaryPartialHour),
+      summaryUnrolled: db.prepare<[string], TypeCount>(SQL.summaryUnrolled),
+      unrolled: db.prepare<[], number>(SQL.unrolled).pluck(),
       minutely: db.prepare<[string], MinuteCount>(SQL.minutely),
       hourly: db.prepare<[string, string], HourlyCount>(SQL.hourly),
       pruneChunk: db.prepare<[string, number, number]>(SQL.pruneChunk),
@@ -204,6 +245,17 @@ export class EventLog {
         intervalMs: checkpointIntervalMs,
         logger: this.logger,
       });
+    }
+    if (options.searchIndex !== false && !isInMemory(options.path)) {
+      let indexedTo: number;
+      try {
+        ({ indexedTo } = attachSearchIndex(db, options.path));
+      } catch (error) {
+        db.close();
+        this.checkpointer?.stop();
+        throw error;
+      }
+      this.searchWorker = new SearchWorker({ logPath: options.path, logger: this.logger, indexedTo });
     }
     this.transactionHandle = {
       append: (input) => this.insertPrepared(prepareEvent(input, this.clock())),
@@ -446,22 +498,66 @@ export class EventLog {
     }
   }
 
-  /** One page of events matching every given filter. */
+  /**
+   * One page of events matching every given filter. A text search on a file log goes through
+   * the trigram index; see `listEventsAsync` for the form that never holds the event loop.
+   */
   listEvents(filter: EventFilter = {}): EventPage {
     this.assertOpen();
     const normalized = normalizeFilter(filter);
+    const plan = this.searchWorker === undefined ? undefined : buildSearchPlan(normalized);
+    if (plan !== undefined) {
+      const rows = this.runInSqliteTransaction(() => {
+        const found: EventRow[] = [];
+        for (const step of plan) {
+          if (found.length >= normalized.limit) break;
+          found.push(
+            ...(this.statementFor(step).all(...step.params, normalized.limit - found.length) as EventRow[]),
+          );
+        }
+        return found;
+      }) as EventRow[];
+      return toPage(rows, normalized.limit);
+    }
     const query = buildListQuery(normalized);
+    return toPage(this.statementFor(query).all(...query.params) as EventRow[], normalized.limit);
+  }
+
+  /**
+   * `listEvents` for a server: a text search runs on the search worker, off the event loop
+   * (common text reads long posting lists); every other filter is an index range read and
+   * is answered at once. Same answers as `listEvents`.
+   */
+  async listEventsAsync(filter: EventFilter = {}): Promise<EventPage> {
+    this.assertOpen();
+    const normalized = normalizeFilter(filter);
+    const worker = this.searchWorker;
+    const plan = worker?.available === true ? buildSearchPlan(normalized) : undefined;
+    if (worker === undefined || plan === undefined) return this.listEvents(filter);
+    let rows: EventRow[];
+    try {
+      rows = (await worker.query(plan, normalized.limit)) as EventRow[];
+    } catch (error) {
+      if (this.closed) throw new SwarmError("EVENT_LOG_CLOSED", "the event log is closed");
+      // The worker is gone (it logged why): answer here rather than not at all.
+      this.logger.warn({ err: error }, "search on the worker failed; searching on the event loop");
+      return this.listEvents(filter);
+    }
+    return toPage(rows, normalized.limit);
+  }
+
+  /** The newest seq the search index covers (searches scan what lies beyond); undefined without one. */
+  searchIndexedThrough(): number | undefined {
+    return this.searchWorker?.indexedThrough;
+  }
+
+  private statementFor(query: BuiltQuery): Database.Statement {
     let statement = this.listStatements.get(query.shape);
     if (statement === undefined) {
       statement = this.db.prepare(query.sql);
       this.listStatements.set(query.shape, statement);
     }
-    const events = (statement.all(...query.params) as EventRow[]).map(rowToEvent);
-    const last = events.at(-1);
-    return {
-      events,
-      next_cursor: events.length === normalized.limit && last !== undefined ? last.seq : null,
-    };
+    return statement;
   }
 
   /** Events of the last `minutes`, newest first. */
@@ -481,17 +577,58 @@ export class EventLog {
       .sort((a, b) => (a.timestamp === b.timestamp ? b.seq - a.seq : a.timestamp < b.timestamp ? 1 : -1));
   }
 
-  /** Counts by type over the last `minutes`. */
+  /**
+   * Counts by type over the last `minutes`. Over more than two hours the whole hours come from
+   * the hourly rollup (which also counts events retention has since removed), so the cost does
+   * not grow with the window.
+   */
   getEventSummary(minutes = 60): EventSummary {
     this.assertOpen();
     const since = this.windowStart(minutes);
-    const counts: Record<string, number> = {};
-    let total = 0;
-    for (const { event_type, count } of this.statements.summary.all(since)) {
-      counts[event_type] = count;
-      total += count;
+    const plan = this.summaryPlan(minutes, since);
+    const rows = this.runInSqliteTransaction(() =>
+      plan === undefined || this.statements.unrolled.get()! > MAX_UNROLLED_FOR_SUMMARY
+        ? this.statements.summary.all(since)
+        : plan.flatMap((step) => this.statementFor(step).all(...step.params) as TypeCount[]),
+    ) as TypeCount[];
+    return summaryOf(minutes, since, rows);
+  }
+
+  /** `getEventSummary` for a server: a summary over days is read on the worker, off the event loop. */
+  async getEventSummaryAsync(minutes = 60): Promise<EventSummary> {
+    this.assertOpen();
+    const since = this.windowStart(minutes);
+    const plan = this.summaryPlan(minutes, since);
+    if (plan === undefined || this.searchWorker?.available !== true) return this.getEventSummary(minutes);
+    try {
+      return summaryOf(
+        minutes,
+        since,
+        (await this.searchWorker.query(plan, Number.MAX_SAFE_INTEGER)) as TypeCount[],
+      );
+    } catch (error) {
+      if (this.closed) throw new SwarmError("EVENT_LOG_CLOSED", "the event log is closed");
+      this.logger.warn({ err: error }, "summary on the worker failed; reading it on the event loop");
+      return this.getEventSummary(minutes);
     }
-    return { minutes, since, total, counts };
+  }
+
+  /** The rollup-backed steps of a summary over more than SUMMARY_SCAN_MINUTES; undefined below. */
+  private summaryPlan(minutes: number, since: string): BuiltQuery[] | undefined {
+    if (minutes <= SUMMARY_SCAN_MINUTES) return undefined;
+    const firstWholeHour =
+      hourOf(since) === since ? since : new Date(Date.parse(hourOf(since)) + HOUR_MS).toISOString();
+    const step = (sql: string, params: string[], shape: string): BuiltQuery => ({
+      sql,
+      params,
+      shape,
+      limited: false,
+    });
+    return [
+      step(SQL.summaryRolledHours, [firstWholeHour], "summary-rolled"),
+      step(SQL.summaryPartialHour, [since, firstWholeHour], "summary-partial"),
+      step(SQL.summaryUnrolled, [since], "summary-unrolled"),
+    ];
   }
 
   /** Counts per minute and type over the last `minutes`; `minute` is `YYYY-MM-DDTHH:MM`. */
@@ -698,12 +835,21 @@ export class EventLog {
     this.closed = true;
     this.subscriptions.clear();
     this.checkpointer?.stop();
+    this.searchWorker?.stop();
     try {
       this.db.pragma("optimize");
     } catch (error) {
       this.logger.warn({ err: error }, "PRAGMA optimize failed at close");
     }
     this.db.close();
+  }
+
+  /**
+   * Resolves once the background threads (WAL checkpointer, search indexer) have closed their
+   * connections too, after `close()`: wait for it before moving or deleting the files.
+   */
+  async whenClosed(): Promise<void> {
+    await Promise.all([this.checkpointer?.exited, this.searchWorker?.exited]);
   }
 
   private assertOpen(): void {

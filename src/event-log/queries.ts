@@ -15,6 +15,8 @@ export interface BuiltQuery {
   shape: string;
   sql: string;
   params: (string | number)[];
+  /** A step of a plan takes the rows still wanted as its last parameter unless this is false. */
+  limited?: boolean;
 }
 
 const lowerAscii = (text: string) => text.replace(/[A-Z]/g, (c) => c.toLowerCase());
@@ -40,43 +42,67 @@ export function eventMatches(event: StoredEvent, filter: NormalizedFilter): bool
   return true;
 }
 
-export function buildListQuery(filter: NormalizedFilter): BuiltQuery {
+interface Conditions {
+  where: string[];
+  params: (string | number)[];
+  shape: string[];
+}
+
+/** The filter's conditions on an event_log row (`prefix` is its alias), text and seq bounds aside. */
+function filterConditions(filter: NormalizedFilter, prefix = ""): Conditions {
   const where: string[] = [];
   const params: (string | number)[] = [];
   const shape: string[] = [];
   if (filter.types.length === 1) {
-    where.push("event_type = ?");
+    where.push(`${prefix}event_type = ?`);
     shape.push("type");
   } else if (filter.types.length > 1) {
-    where.push(`event_type IN (${filter.types.map(() => "?").join(", ")})`);
+    where.push(`${prefix}event_type IN (${filter.types.map(() => "?").join(", ")})`);
     shape.push(`types${filter.types.length}`);
   }
   params.push(...filter.types);
   for (const column of ["source", "task_id", "agent_id"] as const) {
     const value = filter[column];
     if (value !== undefined) {
-      where.push(`${column} = ?`);
+      where.push(`${prefix}${column} = ?`);
       params.push(value);
       shape.push(column);
     }
   }
-  if (filter.text !== undefined) {
-    // LIKE with the wildcards in the text escaped: the text is matched literally. The data is
-    // stored as JSON, so search for the text as JSON spells it (quotes and backslashes escaped).
-    where.push("data LIKE ? ESCAPE '\\'");
-    const spelled = JSON.stringify(filter.text).slice(1, -1);
-    params.push(`%${spelled.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
-    shape.push("text");
-  }
   if (filter.since !== undefined) {
-    where.push("timestamp >= ?");
+    where.push(`${prefix}timestamp >= ?`);
     params.push(filter.since);
     shape.push("since");
   }
   if (filter.until !== undefined) {
-    where.push("timestamp < ?");
+    where.push(`${prefix}timestamp < ?`);
     params.push(filter.until);
     shape.push("until");
+  }
+  return { where, params, shape };
+}
+
+/** The text as the stored JSON spells it: what both the LIKE and the index look for. */
+function spelledInJson(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
+}
+
+/**
+ * LIKE with the wildcards in the text escaped: the text is matched literally. The data is
+ * stored as JSON, so search for the text as JSON spells it (quotes and backslashes escaped).
+ */
+function likePattern(text: string): string {
+  return `%${spelledInJson(text).replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+const LIKE_DATA = (prefix: string) => `${prefix}data LIKE ? ESCAPE '\\'`;
+
+export function buildListQuery(filter: NormalizedFilter): BuiltQuery {
+  const { where, params, shape } = filterConditions(filter);
+  if (filter.text !== undefined) {
+    where.push(LIKE_DATA(""));
+    params.push(likePattern(filter.text));
+    shape.push("text");
   }
   // Both seq bounds are always present, so a read with no other filter is a range search on
   // the primary key rather than a table scan, and the plan is the same whatever the cursor.
@@ -89,6 +115,69 @@ export function buildListQuery(filter: NormalizedFilter): BuiltQuery {
     sql: `SELECT ${EVENT_COLUMNS} FROM event_log WHERE ${where.join(" AND ")} ORDER BY seq ${direction} LIMIT ?`,
     params,
   };
+}
+
+/** The schema the search index is attached under, on every connection that reads it. */
+export const SEARCH_SCHEMA = "search";
+
+/** The newest seq the search index holds: events after it are searched by a scan. */
+const INDEXED_TO = `(SELECT indexed_to FROM ${SEARCH_SCHEMA}.search_state WHERE id = 1)`;
+
+/**
+ * The trigrams of the text, each quoted, as an FTS5 query that every event whose data holds
+ * the text matches (the index has no positions, so it can only say that all of them occur;
+ * the LIKE on the row then decides exactly, with the same semantics as an unindexed search).
+ * Undefined for text shorter than a trigram, which the index cannot help with.
+ */
+export function trigramQuery(text: string): string | undefined {
+  const characters = Array.from(spelledInJson(text));
+  if (characters.length < 3) return undefined;
+  const trigrams = new Set<string>();
+  for (let i = 0; i + 3 <= characters.length; i += 1) trigrams.add(characters.slice(i, i + 3).join(""));
+  return [...trigrams].map((trigram) => `"${trigram.replace(/"/g, '""')}"`).join(" ");
+}
+
+/**
+ * A text search as steps run in order in one read transaction, each taking at most the rows
+ * still wanted (its last parameter, left off here): the indexed part of the log through the
+ * trigram index, and the tail the indexer has not reached yet by a scan of just that tail.
+ * Each step returns rows in the filter's order, so the steps concatenate in that order too.
+ * Undefined when the index cannot help (text shorter than a trigram, or one task's timeline,
+ * which its own index bounds) and the plain query is the better plan.
+ */
+export function buildSearchPlan(filter: NormalizedFilter): BuiltQuery[] | undefined {
+  if (filter.text === undefined || filter.task_id !== undefined) return undefined;
+  const match = trigramQuery(filter.text);
+  if (match === undefined) return undefined;
+  const like = likePattern(filter.text);
+  const after = filter.after_seq ?? 0;
+  const before = filter.before_seq ?? MAX_SEQ;
+  const direction = filter.order === "desc" ? "DESC" : "ASC";
+  const outer = filterConditions(filter, "e.");
+  // CROSS JOIN keeps the index as the outer loop: driving from an event_log index and probing
+  // the text index per row is far slower for any text worth indexing.
+  const indexed: BuiltQuery = {
+    shape: `search-indexed|${outer.shape.join(",")}|${direction}`,
+    sql:
+      `SELECT ${EVENT_COLUMNS.split(", ")
+        .map((column) => `e.${column}`)
+        .join(", ")} ` +
+      `FROM ${SEARCH_SCHEMA}.event_text AS f CROSS JOIN event_log AS e ON e.seq = f.rowid ` +
+      `WHERE event_text MATCH ? AND f.rowid > ? AND f.rowid < ? AND f.rowid <= ${INDEXED_TO} AND ${[
+        ...outer.where,
+        LIKE_DATA("e."),
+      ].join(" AND ")} ORDER BY f.rowid ${direction} LIMIT ?`,
+    params: [match, after, before, ...outer.params, like],
+  };
+  const plain = filterConditions(filter);
+  const tail: BuiltQuery = {
+    shape: `search-tail|${plain.shape.join(",")}|${direction}`,
+    sql:
+      `SELECT ${EVENT_COLUMNS} FROM event_log WHERE ${[...plain.where, LIKE_DATA("")].join(" AND ")} ` +
+      `AND seq > max(?, ${INDEXED_TO}) AND seq < ? ORDER BY seq ${direction} LIMIT ?`,
+    params: [...plain.params, like, after, before],
+  };
+  return direction === "ASC" ? [indexed, tail] : [tail, indexed];
 }
 
 /** Fixed statements, prepared once per open log. */
@@ -117,6 +206,23 @@ export const SQL = {
   minutely:
     "SELECT substr(timestamp, 1, 16) AS minute, event_type, COUNT(*) AS count FROM event_log INDEXED BY idx_event_log_time " +
     "WHERE timestamp >= ? GROUP BY minute, event_type",
+  // A summary over days: whole hours from the rollup, the first partial hour and the events the
+  // rollup has not reached from the log, each bounded (hours × types; one hour; the rollup's lag)
+  // where a scan of the window would read every event in it. One read transaction, so all three
+  // see the same watermark.
+  summaryRolledHours:
+    "SELECT event_type, SUM(count) AS count FROM event_counts_hourly WHERE hour >= ? GROUP BY event_type",
+  summaryPartialHour:
+    "SELECT event_type, COUNT(*) AS count FROM event_log INDEXED BY idx_event_log_time " +
+    "WHERE timestamp >= ? AND timestamp < ? AND seq <= (SELECT rolled_up_to_seq FROM event_rollup_state WHERE id = 1) " +
+    "GROUP BY event_type",
+  summaryUnrolled:
+    // NOT INDEXED: by seq, the rollup's short lag; the planner would rather walk a whole index to skip the GROUP BY sort.
+    "SELECT event_type, COUNT(*) AS count FROM event_log NOT INDEXED " +
+    "WHERE seq > (SELECT rolled_up_to_seq FROM event_rollup_state WHERE id = 1) AND timestamp >= ? GROUP BY event_type",
+  /** How many events the rollup has yet to fold in. */
+  unrolled:
+    "SELECT COALESCE((SELECT MAX(seq) FROM event_log), 0) - rolled_up_to_seq FROM event_rollup_state WHERE id = 1",
   hourly:
     "SELECT hour, event_type, count FROM event_counts_hourly WHERE hour >= ? AND hour < ? ORDER BY hour, event_type",
   // Only rows already counted by the rollup (seq <= ?) may go.

@@ -114,13 +114,35 @@ export class Visibility {
    * on T?" answered by next_cursor).
    */
   listEvents(list: (filter: EventFilter) => EventPage, reader: Reader, filter: EventFilter): EventPage {
+    const pages = this.visiblePage(reader, filter);
+    for (let step = pages.next(); ;) {
+      if (step.done === true) return step.value;
+      step = pages.next(list(step.value));
+    }
+  }
+
+  /** `listEvents` over a source that answers later (a search on the worker). */
+  async listEventsAsync(
+    list: (filter: EventFilter) => Promise<EventPage>,
+    reader: Reader,
+    filter: EventFilter,
+  ): Promise<EventPage> {
+    const pages = this.visiblePage(reader, filter);
+    for (let step = pages.next(); ;) {
+      if (step.done === true) return step.value;
+      step = pages.next(await list(step.value));
+    }
+  }
+
+  /** The paging both forms share: yields the raw pages it needs, returns the visible one. */
+  private *visiblePage(reader: Reader, filter: EventFilter): Generator<EventFilter, EventPage, EventPage> {
     this.checkFilter(reader, filter);
-    if (reader.kind === "operator") return list(filter);
+    if (reader.kind === "operator") return yield filter;
     const { limit, order } = normalizeFilter(filter);
     const shown: VisibleEvent[] = [];
     let cursor: Pick<EventFilter, "after_seq" | "before_seq"> = {};
     for (;;) {
-      const page = list({ ...filter, ...cursor, limit });
+      const page: EventPage = yield { ...filter, ...cursor, limit };
       for (const event of this.events(page.events, reader)) {
         if (shown.push(event) === limit) break;
       }

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { buildListQuery, SQL } from "../../src/event-log/queries.js";
+import { buildListQuery, buildSearchPlan, SQL } from "../../src/event-log/queries.js";
 import { normalizeFilter } from "../../src/event-log/validate.js";
 import type { EventFilter } from "../../src/event-log/types.js";
 import { openTestLog } from "../helpers/event-log.js";
+import { tempDbPath } from "../helpers/temp-dir.js";
 
 /** Every combination of the list filters, in both orders: each is a shape the API can send. */
 function everyFilterShape(): EventFilter[] {
@@ -40,8 +41,8 @@ function fullScans(details: string[]): string[] {
 }
 
 /** A log with varied rows and planner statistics, as a long-running install has after PRAGMA optimize. */
-async function analyzedLog() {
-  const log = openTestLog();
+async function analyzedLog(path = ":memory:") {
+  const log = openTestLog({ path });
   await log.logEvents(
     Array.from({ length: 3000 }, (_, i) => ({
       event_type: ["task.created", "bid.submitted", "tool.called", "task.failed"][i % 4] as string,
@@ -84,6 +85,10 @@ describe.each([
       agentPage: ["a", 0, 1000],
       recent: ["2026-01-01T00:00:00.000Z", 100],
       summary: ["2026-01-01T00:00:00.000Z"],
+      summaryRolledHours: ["2026-01-01T00:00:00.000Z"],
+      summaryPartialHour: ["2026-01-01T00:00:00.000Z", "2026-01-01T01:00:00.000Z"],
+      summaryUnrolled: ["2026-01-01T00:00:00.000Z"],
+      unrolled: [],
       minutely: ["2026-01-01T00:00:00.000Z"],
       hourly: ["2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"],
       pruneChunk: ["2026-01-01T00:00:00.000Z", 5000, 1000],
@@ -98,5 +103,41 @@ describe.each([
     // The summary is answered from the covering index alone, without touching table rows.
     expect(plan(log, SQL.summary, params.summary).join(" ")).toMatch(/COVERING INDEX idx_event_log_time/);
     expect(plan(log, SQL.minutely, params.minutely).join(" ")).toMatch(/COVERING INDEX idx_event_log_time/);
+  });
+});
+
+describe("query plans of text searches", () => {
+  it("read the trigram index for the indexed part and the seq range for the tail", async () => {
+    const log = await analyzedLog(tempDbPath());
+    const shapes = everyFilterShape().filter(
+      (filter) => filter.text !== undefined && filter.task_id === undefined,
+    );
+    expect(shapes.length).toBeGreaterThan(100);
+    for (const filter of shapes) {
+      const steps = buildSearchPlan(normalizeFilter(filter));
+      expect(steps).toHaveLength(2);
+      for (const step of steps ?? []) {
+        const details = plan(log, step.sql, [...step.params, 100]);
+        const text = `${step.sql}\n${details.join("\n")}`;
+        expect(fullScans(details), text).toEqual([]);
+        if (step.shape.startsWith("search-indexed")) {
+          // The index drives; each match is one probe of the log by its seq.
+          expect(details[0], text).toMatch(/^SCAN f VIRTUAL TABLE/);
+          expect(
+            details.some((d) =>
+              /^SEARCH e USING (INTEGER PRIMARY KEY \(rowid=\?\)|INDEX \S+ \(.*seq=\?)/.test(d),
+            ),
+            text,
+          ).toBe(true);
+        } else {
+          expect(
+            details.some((d) => d.startsWith("SEARCH event_log")),
+            text,
+          ).toBe(true);
+        }
+      }
+    }
+    // One task's timeline is searched through its own index, never the text index.
+    expect(buildSearchPlan(normalizeFilter({ text: "needle", task_id: "t-1" }))).toBeUndefined();
   });
 });

@@ -185,11 +185,11 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
         key: `events|${JSON.stringify(filter)}`,
         matches: (event) => eventMatches(event, normalized),
         update: (events) => renderer.newestFirst(events, TAIL_CAP, "event-rows"),
-        snapshot: (lists) =>
+        snapshot: async (lists) =>
           counts() +
           (lists
             ? renderer.render("event-list", {
-                rows: model.recentEvents(filter, PAGE_SIZE),
+                rows: await model.recentEventsAsync(filter, PAGE_SIZE),
                 cap: TAIL_CAP,
                 filtered: Object.keys(filter).length > 0,
                 oob: true,

@@ -24,8 +24,11 @@ export interface LiveView {
   matches(event: StoredEvent): boolean;
   /** Fragments for events that match, oldest first. */
   update(events: StoredEvent[]): string;
-  /** The page's state components, whole; with `lists`, its event lists too (rendered afresh). */
-  snapshot(lists: boolean): string;
+  /**
+   * The page's state components, whole; with `lists`, its event lists too (rendered afresh).
+   * A view whose lists come from a text search renders them later, off the event loop.
+   */
+  snapshot(lists: boolean): string | Promise<string>;
   /** Summaries that change with every event but are pushed at a bounded rate. */
   summary?: () => string;
   /**
@@ -64,6 +67,8 @@ interface Client {
   /** The replay at connect covered the log up to here; batches skip events at or below it. */
   seenThrough: number;
   alive: boolean;
+  /** While its catch-up is being read, pushes for it wait here, to follow the catch-up in order. */
+  held: string[] | undefined;
   /** Stop pushing to it and forget it (idempotent). */
   leave: () => void;
 }
@@ -133,26 +138,13 @@ export class LiveHub {
     }
   }
 
-  /** A page connected: replay what it missed after `afterSeq`, then keep it live. */
-  connect(socket: WebSocket, view: LiveView, afterSeq: number | undefined): void {
+  /**
+   * A page connected: replay what it missed after `afterSeq`, then keep it live. It joins its
+   * channel at once, so nothing that commits while the replay is read (a text search runs on
+   * the worker) is missed: those pushes are held and sent after the replay.
+   */
+  async connect(socket: WebSocket, view: LiveView, afterSeq: number | undefined): Promise<void> {
     const latest = this.eventLog.latestSeq();
-    let message: string;
-    try {
-      message = this.catchUp(view, afterSeq, latest);
-    } catch (error) {
-      // A catch-up that cannot be served is no reason to leave the page stale: it gets its
-      // view whole, as a page that missed too much does.
-      this.logger.warn({ err: error, view: view.key }, "live catch-up failed; sending the view whole");
-      try {
-        message = view.snapshot(true);
-      } catch (snapshotError) {
-        this.logger.error({ err: snapshotError, view: view.key }, "live view failed to render");
-        socket.close(1011, "the page failed to render; reconnecting");
-        return;
-      }
-    }
-    this.sendTo(socket, message + this.renderer.liveSeq(latest));
-
     let channel = this.channels.get(view.key);
     if (channel === undefined) {
       channel = { view, clients: new Set(), summaryDirty: false, lastSummaryAt: 0 };
@@ -164,6 +156,7 @@ export class LiveHub {
       socket,
       seenThrough: latest,
       alive: true,
+      held: [],
       leave: () => {
         if (gone) return;
         gone = true;
@@ -180,9 +173,31 @@ export class LiveHub {
     socket.on("pong", () => (client.alive = true));
     // Pages have nothing to say; whatever they send is ignored, never parsed.
     socket.on("message", () => undefined);
+
+    let message: string;
+    try {
+      message = await this.catchUp(view, afterSeq, latest);
+    } catch (error) {
+      // A catch-up that cannot be served is no reason to leave the page stale: it gets its
+      // view whole, as a page that missed too much does.
+      this.logger.warn({ err: error, view: view.key }, "live catch-up failed; sending the view whole");
+      try {
+        message = await view.snapshot(true);
+      } catch (snapshotError) {
+        this.logger.error({ err: snapshotError, view: view.key }, "live view failed to render");
+        client.leave();
+        socket.close(1011, "the page failed to render; reconnecting");
+        return;
+      }
+    }
+    const held = client.held ?? [];
+    client.held = undefined;
+    if (gone) return;
+    this.sendTo(socket, message + this.renderer.liveSeq(latest));
+    for (const push of held) this.send(client, push);
   }
 
-  private catchUp(view: LiveView, afterSeq: number | undefined, latest: number): string {
+  private async catchUp(view: LiveView, afterSeq: number | undefined, latest: number): Promise<string> {
     // No marker, a marker from another database (ahead of this log), or a view whose lists are
     // state: render everything afresh.
     if (afterSeq === undefined || afterSeq > latest || view.catchUp === null) return view.snapshot(true);
@@ -190,7 +205,7 @@ export class LiveHub {
     const { filter, limit } = view.catchUp;
     // One page of at most `limit` (itself within the log's page limit); a full page may have
     // more behind it, and then re-rendering the lists is what the page needs.
-    const page = this.eventLog.listEvents({
+    const page = await this.eventLog.listEventsAsync({
       ...filter,
       after_seq: afterSeq,
       before_seq: latest + 1,
@@ -199,7 +214,7 @@ export class LiveHub {
     });
     if (page.next_cursor !== null) return view.snapshot(true);
     const missed = page.events;
-    return view.snapshot(false) + (missed.length > 0 ? view.update(missed) : "");
+    return (await view.snapshot(false)) + (missed.length > 0 ? view.update(missed) : "");
   }
 
   /** Flush at `at` (ms since epoch), or sooner if a flush is already due sooner. */
@@ -275,6 +290,10 @@ export class LiveHub {
   }
 
   private send(client: Client, message: string): void {
+    if (client.held !== undefined) {
+      client.held.push(message);
+      return;
+    }
     if (client.socket.bufferedAmount > this.options.maxBufferedBytes) {
       client.socket.close(LIVE_CLOSE.TRY_AGAIN_LATER, "too far behind; reconnect to catch up");
       // A page that is not reading will not read the close frame either, and ws waits 30 s

@@ -129,6 +129,15 @@ export class DashboardModel {
     );
   }
 
+  /** `listEvents` with a text search run off the event loop (see EventLog.listEventsAsync). */
+  listEventsAsync(filter: EventFilter): Promise<EventPage> {
+    return this.audience.visibility.listEventsAsync(
+      (page) => this.eventLog.listEventsAsync(page),
+      this.audience.reader,
+      filter,
+    );
+  }
+
   /** Refuses what this viewer may not filter by (a text search over contents it may not see). */
   checkFilter(filter: EventFilter): void {
     this.audience.visibility.checkFilter(this.audience.reader, filter);
@@ -236,6 +245,11 @@ export class DashboardModel {
   /** The newest events matching `filter`, newest first. */
   recentEvents(filter: EventFilter, limit: number): EventRow[] {
     return this.eventRows(this.listEvents({ ...filter, order: "desc", limit }).events);
+  }
+
+  /** `recentEvents` for a filter that may search text: read off the event loop. */
+  async recentEventsAsync(filter: EventFilter, limit: number): Promise<EventRow[]> {
+    return this.eventRows((await this.listEventsAsync({ ...filter, order: "desc", limit })).events);
   }
 
   tasks(filter: { status?: TaskStatus; before?: number }) {

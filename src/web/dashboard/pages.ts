@@ -341,8 +341,13 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       try {
         result =
           query.after_seq !== undefined
-            ? model.listEvents({ ...filter, after_seq: query.after_seq, order: "asc", limit: PAGE_SIZE })
-            : model.listEvents({
+            ? await model.listEventsAsync({
+                ...filter,
+                after_seq: query.after_seq,
+                order: "asc",
+                limit: PAGE_SIZE,
+              })
+            : await model.listEventsAsync({
                 ...filter,
                 before_seq: query.before_seq,
                 order: "desc",
@@ -505,7 +510,10 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         case "agents":
           spec = { view: query.view };
       }
-      hub.connect(socket, liveView(spec, rendererOf(request)), query.after_seq);
+      hub.connect(socket, liveView(spec, rendererOf(request)), query.after_seq).catch((error: unknown) => {
+        request.log.error({ err: error }, "live page failed to connect");
+        socket.close(1011, "the page failed to connect; reconnecting");
+      });
       // A login's pages end with it (logging out closes them at once; see /logout).
       const { expiresAt } = request.dashboardSession;
       if (expiresAt !== undefined) {

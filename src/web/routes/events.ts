@@ -75,7 +75,7 @@ export function sendExport(
     let cursor = 0;
     for (;;) {
       // One page at a time, pulled only as fast as the client reads: memory stays flat.
-      const page = eventLog.listEvents({ ...filter, after_seq: cursor, limit: 1000 });
+      const page = await eventLog.listEventsAsync({ ...filter, after_seq: cursor, limit: 1000 });
       yield visible(page.events)
         .map((event) => (csv ? csvLine(event) : `${JSON.stringify(event)}\n`))
         .join("");
@@ -112,7 +112,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const { after_seq, before_seq, limit, order } = request.query;
-      return visibility.listEvents((filter) => eventLog.listEvents(filter), app.readerOf(request), {
+      return visibility.listEventsAsync((filter) => eventLog.listEventsAsync(filter), app.readerOf(request), {
         ...toFilter(request.query),
         after_seq,
         before_seq,
@@ -145,7 +145,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const { minutes, total, counts } = eventLog.getEventSummary(request.query.minutes ?? 60);
+      const { minutes, total, counts } = await eventLog.getEventSummaryAsync(request.query.minutes ?? 60);
       return { minutes, total, counts };
     },
   );
