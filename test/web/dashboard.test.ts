@@ -259,18 +259,35 @@ describe("dashboard pages", () => {
 });
 
 describe("dashboard query strings", () => {
-  it("ignore parameters a page does not take, however often they repeat", async () => {
+  it("ignore parameters a page without filters does not take, however often they repeat", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     // Found by the property test: a repeated unknown parameter reached the task query as an array.
-    for (const url of [
-      "/tasks?agent_id=&agent_id=",
-      "/tasks?agent_id=a&agent_id=b&status=bidding",
-      "/agents?x=1&x=2",
-      "/?q=1&q=2",
-    ]) {
+    for (const url of ["/agents?x=1&x=2", "/?q=1&q=2"]) {
       expect((await t.app.inject({ url, headers: HTML })).statusCode, url).toBe(200);
     }
     expect((await t.app.inject({ url: "/tasks?status=nonsense", headers: HTML })).statusCode).toBe(400);
+  });
+
+  it("refuse a parameter a filtered page does not take with a 400 page naming it, keeping htmx's own", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    for (const [url, key] of [
+      ["/tasks?agent_id=a&agent_id=b&status=bidding", "agent_id"],
+      ["/tasks?agent_id=&agent_id=", "agent_id"],
+      ["/tasks?state=bidding", "state"],
+      ["/events?event_typ=task.created", "event_typ"],
+      ["/events?types=task.created&live=1", "types"],
+      ["/events/export?format=csv&kind=task.created", "kind"],
+    ] as const) {
+      const page = await t.app.inject({ url, headers: HTML });
+      expect(page.statusCode, url).toBe(400);
+      expect(page.headers["content-type"], url).toContain("text/html");
+      expect(page.body, url).toContain(`querystring.${key}: is not a query parameter`);
+    }
+    const busted = await t.app.inject({
+      url: "/events?type=task.created&org.htmx.cache-buster=event-rows",
+      headers: HTML,
+    });
+    expect(busted.statusCode).toBe(200);
   });
 });
 
@@ -607,6 +624,29 @@ describe("events page", () => {
       .split("\n")
       .map((line) => JSON.parse(line));
     expect(lines.map((e) => e.seq)).toEqual([...firstSeqs].reverse());
+  });
+
+  it("takes event_type as the Python-era name of type, keeping it in the form, the pager and the export", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    await t.eventLog.logEvents(
+      Array.from({ length: 60 }, (_, i) => ({
+        event_type: i % 2 === 0 ? "deploy.finished" : "deploy.started",
+        source: "ci",
+      })),
+    );
+    const page = await t.app.inject({ url: "/events?event_type=deploy.finished", headers: HTML });
+    expect(page.statusCode).toBe(200);
+    const types = [...page.body.matchAll(/<span class="type" title="([^"]+)"/g)].map((m) => m[1]);
+    expect(types).toHaveLength(30);
+    expect(new Set(types)).toEqual(new Set(["deploy.finished"]));
+    expect(page.body).toContain('name="type" value="deploy.finished"');
+    expect(page.body).toContain('href="/events/export?type=deploy.finished&amp;format=csv"');
+    const both = await t.app.inject({
+      url: "/events?type=deploy.started&event_type=deploy.finished",
+      headers: HTML,
+    });
+    expect(both.statusCode).toBe(400);
+    expect(both.body).toContain("querystring.event_type");
   });
 
   it("says what is wrong with a bad filter", async () => {
