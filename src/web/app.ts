@@ -31,6 +31,7 @@ import { AuthFailureLimiter } from "./auth-failures.js";
 import { bearerToken, guards, hashToken, resolveCaller, TokenStore, type Caller } from "./auth.js";
 import { closeReason, installErrorHandling, sendError, toSwarmError } from "./errors.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { RequestLogController } from "./request-log.js";
 import { agentRoutes } from "./routes/agents.js";
 import { eventRoutes } from "./routes/events.js";
 import { opsRoutes } from "./routes/ops.js";
@@ -242,6 +243,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const loggerInstance: FastifyBaseLogger = options.logger;
   const app = Fastify({
     loggerInstance,
+    // One line per request at debug, not two at info (see request-log.ts).
+    logController: new RequestLogController(),
     trustProxy: options.trustProxy ?? false,
     bodyLimit: options.bodyLimit ?? 256 * 1024,
     // Long enough for any id the schemas allow, so that they, not the router, name the problem.
