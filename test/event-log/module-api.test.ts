@@ -121,6 +121,13 @@ describe("filters from ported Python code", () => {
     }
     expect(unknown({ offset: 10 })).toThrow(/offset.*after_seq/);
     expect(unknown({ type: "task.created" })).toThrow(/"types"/);
+    // Python's keyword arguments written as an object reach positional parameters: refused too.
+    expect(() => api.get_recent_events({ minutes: 5 } as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "minutes" } }),
+    );
+    expect(() => api.get_event_summary({ minutes: 60 } as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "minutes" } }),
+    );
     expect(() => api.getHourlyCounts({ from: "2026-01-01T00:00:00Z" } as never)).toThrow(
       expect.objectContaining({ code: "INVALID_FILTER", details: { field: "from" } }),
     );
