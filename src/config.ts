@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { SwarmError } from "./errors.js";
+import { LOG_FORMATS, type LogFormatSetting } from "./logger.js";
 
 /** Every setting the product reads from the environment, with its default, in one place. */
 export interface Config {
@@ -22,6 +23,8 @@ export interface Config {
   /** Expensive reads (searches, exports, long summaries, whole timelines) per minute per credential; false when 0. */
   expensiveRateLimitPerMinute: number | false;
   logLevel: string;
+  /** LOG_FORMAT: pretty lines or JSON; `auto` is pretty on a terminal, JSON otherwise. */
+  logFormat: LogFormatSetting;
   /** With SWARM_API_KEY set: whether the dashboard may be viewed without logging in (actions still need the key). */
   dashboardPublic: boolean;
   /** With a public dashboard: whether anonymous viewers see tool inputs, outputs and results. */
@@ -59,6 +62,7 @@ export const CONFIG_DEFAULTS = {
   SWARM_RATE_LIMIT: "1200",
   SWARM_EXPENSIVE_RATE_LIMIT: "30",
   LOG_LEVEL: "info",
+  LOG_FORMAT: "auto",
   SWARM_DASHBOARD_PUBLIC: "false",
   SWARM_DASHBOARD_PUBLIC_DETAILS: "false",
   SWARM_MAX_SOCKETS: "2000",
@@ -195,6 +199,12 @@ export function loadConfig(env: Env = process.env): Config {
       field: "LOG_LEVEL",
     });
   }
+  const logFormat = read(env, "LOG_FORMAT").toLowerCase() as LogFormatSetting;
+  if (!LOG_FORMATS.includes(logFormat)) {
+    throw new SwarmError("INVALID_CONFIG", `LOG_FORMAT must be one of ${LOG_FORMATS.join(", ")}`, {
+      field: "LOG_FORMAT",
+    });
+  }
   const apiKey = env.SWARM_API_KEY?.trim();
   const host = read(env, "HOST");
   if ((apiKey === undefined || apiKey === "") && !isLoopback(host)) {
@@ -223,6 +233,7 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
     expensiveRateLimitPerMinute: readInteger(env, "SWARM_EXPENSIVE_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,
+    logFormat,
     dashboardPublic: readBoolean(env, "SWARM_DASHBOARD_PUBLIC"),
     dashboardPublicDetails: readBoolean(env, "SWARM_DASHBOARD_PUBLIC_DETAILS"),
     maxSockets: readInteger(env, "SWARM_MAX_SOCKETS", 1, 1_000_000),

@@ -10,7 +10,7 @@ import { reportStartFailure, startServer, stopOnSignals } from "./run-server.js"
 
 async function main(): Promise<void> {
   const config = loadConfig({ SWARM_DB: "./data/demo.db", ...process.env });
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, undefined, config.logFormat);
   const server = await startServer(config, logger);
   const swarm = await startDemoSwarm({
     server: server.url,

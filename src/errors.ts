@@ -22,7 +22,7 @@ export const ERROR_TABLE = {
   RATE_LIMITED: { status: 429, title: "Too many requests" },
   INTERNAL: { status: 500, title: "An internal error; it has been logged" },
   INVALID_EVENT: { status: 400, title: "The event is invalid" },
-  INVALID_FILTER: { status: 400, title: "The event filter is invalid" },
+  INVALID_FILTER: { status: 400, title: "A filter or query parameter is unknown or invalid" },
   RETENTION_TOO_SHORT: { status: 400, title: "Retention is shorter than the allowed minimum" },
   DUPLICATE_EVENT_ID: { status: 409, title: "An event with this id already exists" },
   EVENT_LOG_CLOSED: { status: 503, title: "The event log is closed" },

@@ -7,9 +7,14 @@
  * and Fastify logs every request's URL, so credential-looking query values are masked in every
  * URL and error text pino writes, and credential headers in any header object.
  */
+import { createRequire } from "node:module";
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from "pino";
 
 export type { Logger };
+
+/** LOG_FORMAT: `auto` (the default) is pretty on a terminal, JSON otherwise. */
+export type LogFormatSetting = "auto" | "json" | "pretty";
+export const LOG_FORMATS: readonly LogFormatSetting[] = ["auto", "json", "pretty"];
 
 const REDACTED = "[REDACTED]";
 
@@ -133,12 +138,80 @@ export function closeStdoutLog(withinMs: number): Promise<void> {
   return stdout?.close(withinMs) ?? Promise.resolve();
 }
 
-/** A pino logger at `level`, writing to `destination` (stdout by default), with credentials masked. */
+/**
+ * Write `line` to stdout whatever the log level, in order with the log lines (through the same
+ * destination, so that neither is cut into the other): what a person starting the server must see.
+ */
+export function writeStdoutLine(line: string): void {
+  stdoutDestination().write(`${line}\n`);
+}
+
+/**
+ * The format to write in, decided from the setting, whether stdout is a terminal and whether
+ * pino-pretty (a dev dependency, absent from a production install) can be loaded. `auto` falls
+ * back to JSON quietly; `pretty` asked for and not to be had falls back too, and says so.
+ */
+export function chooseLogFormat(
+  setting: LogFormatSetting,
+  isTerminal: boolean,
+  prettyAvailable: boolean,
+): { format: "json" | "pretty"; warning?: string } {
+  const wanted = setting === "auto" ? (isTerminal ? "pretty" : "json") : setting;
+  if (wanted === "json" || prettyAvailable) return { format: wanted };
+  if (setting === "auto") return { format: "json" };
+  return {
+    format: "json",
+    warning: "LOG_FORMAT=pretty, but pino-pretty is not installed (a dev dependency): logging JSON",
+  };
+}
+
+type Prettifier = (line: string) => string;
+const requireFromHere = createRequire(import.meta.url);
+
+/** pino-pretty's line formatter, or undefined when it is not installed. */
+function loadPrettifier(colorize: boolean): Prettifier | undefined {
+  let prettyFactory: (options: object) => Prettifier;
+  try {
+    ({ prettyFactory } = requireFromHere("pino-pretty") as { prettyFactory: typeof prettyFactory });
+  } catch {
+    return undefined;
+  }
+  return prettyFactory({
+    colorize,
+    translateTime: "SYS:HH:MM:ss.l",
+    // The same for every line of this process; and a request line's message says what its req,
+    // res and responseTime do (see web/request-log.ts), which JSON keeps for machines.
+    ignore: "pid,hostname,service,req,res,responseTime",
+  });
+}
+
+/** Each JSON line pino writes, made human by `prettify` on its way to `destination`. */
+function prettyDestination(prettify: Prettifier, destination: DestinationStream): DestinationStream {
+  return { write: (line: string) => destination.write(prettify(line)) };
+}
+
+/**
+ * A pino logger at `level`, writing to `destination` (stdout by default), with credentials
+ * masked; as JSON, or pretty (see chooseLogFormat). Masking happens before formatting, so
+ * pretty lines are masked too.
+ */
 export function createLogger(
   level: string = process.env.LOG_LEVEL ?? "info",
   destination: DestinationStream = stdoutDestination(),
+  format: LogFormatSetting = "json",
+  isTerminal: boolean = process.stdout.isTTY === true,
 ): Logger {
-  return pino({ level, base: { service: "swarm-coordinator" }, redact: LOG_REDACTION }, destination);
+  const wantsPretty = format === "pretty" || (format === "auto" && isTerminal);
+  const prettify = wantsPretty ? loadPrettifier(isTerminal) : undefined;
+  const chosen = chooseLogFormat(format, isTerminal, prettify !== undefined);
+  const logger = pino(
+    { level, base: { service: "swarm-coordinator" }, redact: LOG_REDACTION },
+    chosen.format === "pretty" && prettify !== undefined
+      ? prettyDestination(prettify, destination)
+      : destination,
+  );
+  if (chosen.warning !== undefined) logger.warn(chosen.warning);
+  return logger;
 }
 
 let rootLogger: Logger | undefined;

@@ -3,13 +3,18 @@
  * on SIGTERM/SIGINT.
  */
 import { loadConfig } from "./config.js";
-import { createLogger } from "./logger.js";
+import { createLogger, writeStdoutLine } from "./logger.js";
 import { reportStartFailure, startServer, stopOnSignals } from "./run-server.js";
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, undefined, config.logFormat);
   const server = await startServer(config, logger);
+  // Whatever LOG_LEVEL says (at warn, nothing else would say where the server is) and whatever
+  // the format: one line for the person who started it.
+  writeStdoutLine(
+    `swarm coordinator listening on ${server.url}/ (dashboard, API and /docs), database ${config.dbPath}; Ctrl-C stops it`,
+  );
   stopOnSignals(logger, server.shutdown, config.shutdownGraceMs);
 }
 

@@ -16,6 +16,7 @@ describe("configuration", () => {
       rateLimitPerMinute: 1200,
       expensiveRateLimitPerMinute: 30,
       logLevel: "info",
+      logFormat: "auto",
       dashboardPublic: false,
       dashboardPublicDetails: false,
       maxSockets: 2000,
@@ -74,6 +75,7 @@ describe("configuration", () => {
       SWARM_RETENTION_DAYS: "7",
       SWARM_PRUNE_CRON: "0 * * * *",
       LOG_LEVEL: "DEBUG",
+      LOG_FORMAT: "JSON",
       SWARM_DASHBOARD_PUBLIC: "true",
       SWARM_MAX_SOCKETS_PER_CLIENT: "8",
     });
@@ -88,6 +90,7 @@ describe("configuration", () => {
       auctionMs: 250,
       retentionDays: 7,
       logLevel: "debug",
+      logFormat: "json",
       maxSocketsPerClient: 8,
     });
   });
@@ -124,6 +127,7 @@ describe("configuration", () => {
     ["SWARM_AUCTION_MS", "1.5"],
     ["SWARM_DB_SYNC", "OFF"],
     ["LOG_LEVEL", "loud"],
+    ["LOG_FORMAT", "colour"],
     ["SWARM_DASHBOARD_PUBLIC", "maybe"],
     ["SWARM_EXPENSIVE_RATE_LIMIT", "-1"],
     ["SWARM_MAX_SOCKETS_PER_CLIENT", "0"],

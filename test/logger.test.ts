@@ -1,14 +1,14 @@
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { createLogger, redactQueryCredentials } from "../src/logger.js";
+import { chooseLogFormat, createLogger, redactQueryCredentials } from "../src/logger.js";
 import { startStack } from "./helpers/stack.js";
 import { tempDbPath } from "./helpers/temp-dir.js";
 
 const KEY = "operator-key-for-log-tests-0123456789";
 
 /** A logger writing into memory, and the JSON lines it has written so far. */
-function capturedLogger() {
+function capturedLogger(level = "info", format: Parameters<typeof createLogger>[2] = "json") {
   let text = "";
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -17,20 +17,29 @@ function capturedLogger() {
     },
   });
   return {
-    logger: createLogger("info", sink),
+    logger: createLogger(level, sink, format, false),
     text: () => text,
     lines: () =>
       text
         .trim()
         .split("\n")
         .filter(Boolean)
-        .map((line) => JSON.parse(line) as { msg?: string; req?: { url?: string }; [key: string]: unknown }),
+        .map(
+          (line) =>
+            JSON.parse(line) as {
+              msg?: string;
+              level?: number;
+              req?: { url?: string };
+              res?: { statusCode?: number };
+              [key: string]: unknown;
+            },
+        ),
   };
 }
 
 describe("operational logs", () => {
   it("keep the stream's token and the operator key out of a real server's request lines", async () => {
-    const logs = capturedLogger();
+    const logs = capturedLogger("debug");
     const stack = await startStack(tempDbPath(), 0, { apiKey: KEY, app: { logger: logs.logger } });
     try {
       const registered = await fetch(`${stack.base}/api/agents`, {
@@ -52,14 +61,15 @@ describe("operational logs", () => {
       const events = await fetch(`${stack.base}/api/events?${query}`, {
         headers: { authorization: `Bearer ${KEY}`, cookie: `swarm_session=${KEY}` },
       });
-      expect(events.status).toBe(200);
+      // Refused for parameters it does not take, and logged, masked, all the same.
+      expect(events.status).toBe(400);
     } finally {
       await stack.stop();
     }
 
     const urls = logs
       .lines()
-      .filter((line) => line.msg === "incoming request")
+      .filter((line) => line.req !== undefined)
       .map((line) => line.req?.url);
     expect(urls).toEqual([
       "/api/agents",
@@ -69,6 +79,63 @@ describe("operational logs", () => {
     expect(logs.text()).not.toContain(KEY);
     expect(logs.text()).not.toMatch(/swarm_[A-Za-z0-9_-]{20,}/);
   });
+
+  it("give a request one line, at debug, once answered, saying what was asked and how it went", async () => {
+    for (const level of ["info", "debug"]) {
+      const logs = capturedLogger(level);
+      const stack = await startStack(tempDbPath(), 0, { app: { logger: logs.logger } });
+      try {
+        expect((await fetch(`${stack.base}/healthz`)).status).toBe(200);
+        expect((await fetch(`${stack.base}/api/events?limit=1&token=${KEY}`)).status).toBe(400);
+        expect((await fetch(`${stack.base}/no/such/page`)).status).toBe(404);
+      } finally {
+        await stack.stop();
+      }
+      const requestLines = logs.lines().filter((line) => line.req !== undefined || line.res !== undefined);
+      if (level === "info") {
+        // Fastify's default is two lines per request at info: `npm start` printed little else.
+        expect(requestLines, level).toEqual([]);
+        continue;
+      }
+      expect(requestLines.map((line) => [line.level, line.msg])).toEqual([
+        [20, expect.stringMatching(/^GET \/healthz 200 \(\d+ ms\)$/)],
+        [20, expect.stringMatching(/^GET \/api\/events\?limit=1&token=\[REDACTED\] 400 \(\d+ ms\)$/)],
+        [20, expect.stringMatching(/^GET \/no\/such\/page 404 \(\d+ ms\)$/)],
+      ]);
+      expect(requestLines[0]).toMatchObject({
+        req: { method: "GET", url: "/healthz" },
+        res: { statusCode: 200 },
+      });
+      expect(logs.text()).not.toContain(KEY);
+    }
+  });
+
+  it("write pretty lines when asked, masked like JSON ones", () => {
+    const logs = capturedLogger("info", "pretty");
+    logs.logger.info({ url: `/api/stream?token=${KEY}` }, "stream opened");
+    const text = logs.text();
+    expect(text).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: stream opened\n/);
+    expect(text).toContain('url: "/api/stream?token=[REDACTED]"');
+    expect(text).not.toContain(KEY);
+    expect(() => JSON.parse(text.split("\n")[0] ?? "")).toThrow();
+  });
+
+  it.each([
+    // setting, stdout is a terminal, pino-pretty installed → format, and whether it says so
+    ["auto", true, true, "pretty", false],
+    ["auto", false, true, "json", false],
+    ["auto", true, false, "json", false],
+    ["pretty", false, true, "pretty", false],
+    ["pretty", true, false, "json", true],
+    ["json", true, true, "json", false],
+  ] as const)(
+    "choose the format: LOG_FORMAT=%s, terminal %s, pino-pretty %s → %s (a warning: %s)",
+    (setting, isTerminal, available, format, warns) => {
+      const chosen = chooseLogFormat(setting, isTerminal, available);
+      expect(chosen.format).toBe(format);
+      expect(chosen.warning !== undefined).toBe(warns);
+    },
+  );
 
   it("mask credential headers in any header object, and credentials quoted in error text", () => {
     const logs = capturedLogger();

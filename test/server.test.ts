@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -19,6 +19,21 @@ interface LogLine {
   [key: string]: unknown;
 }
 
+/** Processes a test started, killed after it whatever happened. */
+const spawned: ChildProcess[] = [];
+afterEach(() => {
+  for (const started of spawned.splice(0)) started.kill("SIGKILL");
+});
+
+/** A JSON log line, or any other line (the start line, pretty logs) as its text in `msg`. */
+function parseLine(text: string): LogLine {
+  try {
+    return JSON.parse(text) as LogLine;
+  } catch {
+    return { msg: text };
+  }
+}
+
 /** The server as `npm start` runs it, in `cwd` (where relative paths land). */
 function startServer(env: Record<string, string>, cwd?: string) {
   const child = spawn(process.execPath, ["--import", TSX, SERVER], {
@@ -29,12 +44,7 @@ function startServer(env: Record<string, string>, cwd?: string) {
   const lines: LogLine[] = [];
   const waiters: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = [];
   createInterface({ input: child.stdout }).on("line", (text) => {
-    let line: LogLine;
-    try {
-      line = JSON.parse(text) as LogLine;
-    } catch {
-      line = { msg: text };
-    }
+    const line = parseLine(text);
     lines.push(line);
     for (const waiter of waiters.filter((w) => w.match(line))) waiter.resolve(line);
   });
@@ -79,6 +89,97 @@ describe("the server process", () => {
       server.child.kill("SIGKILL");
     }
   });
+
+  it("says where it listens in one line at start, whatever LOG_LEVEL, and logs no line per request below debug", async () => {
+    const server = startServer({ SWARM_DB: join(tempDir(), "swarm.db"), LOG_LEVEL: "warn" });
+    try {
+      const started = await server.waitFor((line) =>
+        String(line.msg).startsWith("swarm coordinator listening on"),
+      );
+      const url = /http:\/\/127\.0\.0\.1:\d+/.exec(String(started.msg))?.[0];
+      expect(started.msg).toMatch(/ on http:\/\/127\.0\.0\.1:\d+\/ .*database .*swarm\.db/);
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${url}/api/events?limit=1`)).status).toBe(200);
+      server.child.kill("SIGTERM");
+      expect(await server.exited).toBe(0);
+      // Nothing at info (not even Fastify's "Server listening at"), and no request lines.
+      expect(server.lines.filter((line) => line.level === 30 || line.req !== undefined)).toEqual([]);
+    } finally {
+      server.child.kill("SIGKILL");
+    }
+  });
+
+  it("writes pretty lines with LOG_FORMAT=pretty, and one line per request at debug", async () => {
+    const server = startServer({
+      SWARM_DB: join(tempDir(), "swarm.db"),
+      LOG_LEVEL: "debug",
+      LOG_FORMAT: "pretty",
+    });
+    try {
+      const started = await server.waitFor((line) =>
+        String(line.msg).startsWith("swarm coordinator listening on"),
+      );
+      const url = /http:\/\/127\.0\.0\.1:\d+/.exec(String(started.msg))?.[0];
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      await server.waitFor((line) => /DEBUG: GET \/healthz 200 \(\d+ ms\)/.test(String(line.msg)));
+      server.child.kill("SIGTERM");
+      expect(await server.exited).toBe(0);
+      const said = server.lines.map((line) => String(line.msg));
+      expect(said).toContainEqual(
+        expect.stringMatching(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: swarm coordinator ready$/),
+      );
+      expect(said.filter((text) => text.includes("GET /healthz"))).toHaveLength(1);
+      // Not one JSON line.
+      expect(server.lines.filter((line) => line.level !== undefined)).toEqual([]);
+    } finally {
+      server.child.kill("SIGKILL");
+    }
+  });
+
+  it.skipIf(!existsSync("/usr/bin/script") && !process.env.CI)(
+    "writes pretty lines on a terminal by itself",
+    { timeout: 60_000 },
+    async () => {
+      // util-linux's script runs the server on a pseudo-terminal; the shell says its pid first,
+      // which exec then hands to node, so that the test can stop the very process it started.
+      const command = `echo "pid $$"; exec ${process.execPath} --import ${TSX} ${SERVER}`;
+      const child = spawn("script", ["-qfec", command, "/dev/null"], {
+        env: {
+          ...process.env,
+          HOST: "127.0.0.1",
+          PORT: "0",
+          LOG_LEVEL: "info",
+          SWARM_DB: join(tempDir(), "swarm.db"),
+        },
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      spawned.push(child);
+      let output = "";
+      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      const exited = new Promise((resolve) => child.on("exit", resolve));
+      let serverPid = 0;
+      try {
+        const said = await eventually(
+          () => /pid (\d+)/.exec(output)?.[1],
+          (pid) => pid !== undefined,
+        );
+        serverPid = Number(said);
+        await eventually(
+          () => output,
+          (seen) => seen.includes("swarm coordinator listening on"),
+          30_000,
+        );
+        process.kill(serverPid, "SIGTERM");
+        await exited;
+      } finally {
+        if (serverPid > 0 && child.exitCode === null) process.kill(serverPid, "SIGKILL");
+      }
+      // eslint-disable-next-line no-control-regex
+      const plain = output.replace(/\u001b\[[0-9;]*m/g, "");
+      expect(plain).toMatch(/\[\d\d:\d\d:\d\d\.\d{3}\] INFO: swarm coordinator ready/);
+      expect(plain).not.toMatch(/^\{"level"/m);
+    },
+  );
 
   it.each([
     [{ SWARM_PRUNE_CRON: "whenever" }, "SWARM_PRUNE_CRON"],
@@ -126,10 +227,6 @@ describe("the server process", () => {
  * The reader copies the log to the test until the server is ready; then, unless told to go on,
  * it stops reading (keeping the pipe open) until it is killed.
  */
-const spawned: ChildProcess[] = [];
-afterEach(() => {
-  for (const started of spawned.splice(0)) started.kill("SIGKILL");
-});
 
 async function startServerLoggingToReader(env: Record<string, string>, { keepReading = false } = {}) {
   const script = keepReading ? "exec cat" : 'sed "/swarm coordinator ready/q"; exec sleep 600 >/dev/null';
@@ -163,7 +260,7 @@ async function startServerLoggingToReader(env: Record<string, string>, { keepRea
       copied
         .split("\n")
         .filter(Boolean)
-        .map((line) => JSON.parse(line) as LogLine),
+        .map((line) => parseLine(line)),
     async killReader() {
       reader.kill("SIGKILL");
       await readerGone;
@@ -202,9 +299,13 @@ describe("shutdown whatever the log pipe does", () => {
     "exits on SIGTERM while the process reading its stdout has stopped reading",
     { timeout: 60_000 },
     async () => {
-      const server = await startServerLoggingToReader({ SWARM_DB: join(tempDir(), "swarm.db") });
+      // At debug every request is a line, which is what fills the pipe here.
+      const server = await startServerLoggingToReader({
+        SWARM_DB: join(tempDir(), "swarm.db"),
+        LOG_LEVEL: "debug",
+      });
       try {
-        // Fill the pipe and the logger's buffer behind it: 400 request lines of about 4 KB.
+        // Fill the pipe and the logger's buffer behind it: 400 request lines of about 8 KB.
         const padding = "x".repeat(4000);
         for (let i = 0; i < 400; i += 1) await (await fetch(`${server.url}/healthz?pad=${padding}`)).text();
         server.child.kill("SIGTERM");
@@ -221,7 +322,8 @@ describe("shutdown whatever the log pipe does", () => {
     { timeout: 60_000 },
     async () => {
       const server = await startServerLoggingToReader(
-        { SWARM_DB: join(tempDir(), "swarm.db"), SWARM_SHUTDOWN_GRACE_MS: "2000" },
+        // At trace a request's arrival is logged, which is how the test knows it is in.
+        { SWARM_DB: join(tempDir(), "swarm.db"), SWARM_SHUTDOWN_GRACE_MS: "2000", LOG_LEVEL: "trace" },
         { keepReading: true },
       );
       // A body that is announced but never sent holds the HTTP server's close open.
@@ -233,7 +335,8 @@ describe("shutdown whatever the log pipe does", () => {
         "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
       );
       await eventually(
-        () => server.copied().some((line) => line.msg === "incoming request"),
+        () =>
+          server.copied().some((line) => String(line.msg).startsWith("incoming request: POST /api/tasks")),
         (taken) => taken,
       );
       server.child.kill("SIGTERM");

@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import WebSocket from "ws";
+import { shortId } from "../ids.js";
 import { SwarmApiError, SwarmClient, type AgentIdentity, type TaskView } from "./client.js";
 import { matchStrategy, type BidStrategy } from "./strategies.js";
 
@@ -135,6 +136,14 @@ function truncate(text: string, length: number): string {
   return text.length <= length ? text : `${text.slice(0, length - 1)}…`;
 }
 
+/**
+ * How a log line names a task for a reader: its short id and the start of its description (the
+ * full id is in the line's task_id). Tasks posted together have ids that begin alike.
+ */
+function taskLabel(task: Pick<TaskView, "id" | "description">): string {
+  return `${shortId(task.id)} ${JSON.stringify(truncate(task.description, 60))}`;
+}
+
 export class SwarmAgent {
   readonly stats: AgentStats = { bids: 0, wins: 0, losses: 0, completed: 0, failed: 0 };
   private readonly log: AgentLogger;
@@ -214,7 +223,7 @@ export class SwarmAgent {
         if (agent.left_at === null) {
           this.useIdentity(saved);
           await client.heartbeat(saved.id);
-          this.log.info({ agent_id: saved.id }, "resumed as a registered agent");
+          this.log.info({ agent_id: saved.id }, `resumed as registered agent ${shortId(saved.id)}`);
           return;
         }
       } catch (error) {
@@ -238,7 +247,7 @@ export class SwarmAgent {
     this.useIdentity(identity);
     this.lastSeq = undefined;
     this.considered.clear();
-    this.log.info({ agent_id: identity.id }, "registered");
+    this.log.info({ agent_id: identity.id }, `registered as agent ${shortId(identity.id)}`);
     if (this.options.identityFile !== undefined) {
       mkdirSync(dirname(this.options.identityFile), { recursive: true });
       keepPrivate(this.options.identityFile);
@@ -428,10 +437,10 @@ export class SwarmAgent {
         throw error;
       }
       this.stats.bids += 1;
-      this.log.debug({ task_id: task.id, bid_sats: price }, "bid");
+      this.log.debug({ task_id: task.id, bid_sats: price }, `bid ${price} sats on ${taskLabel(task)}`);
     } catch (error) {
       // Auctions close and fill up all the time; a refused bid is ordinary.
-      this.log.debug({ err: error, task_id: taskId }, "did not bid");
+      this.log.debug({ err: error, task_id: taskId }, `did not bid on ${shortId(taskId)}`);
     }
   }
 
@@ -440,7 +449,9 @@ export class SwarmAgent {
     if (existing !== undefined || this.stopping) return existing?.done ?? Promise.resolve();
     const abort = new AbortController();
     const done = this.execute(taskId, known, abort.signal)
-      .catch((error: unknown) => this.log.error({ err: error, task_id: taskId }, "task run failed"))
+      .catch((error: unknown) =>
+        this.log.error({ err: error, task_id: taskId }, `could not run task ${shortId(taskId)}`),
+      )
       .finally(() => this.running.delete(taskId));
     this.running.set(taskId, { abort, done });
     return done;
@@ -450,7 +461,7 @@ export class SwarmAgent {
     const task = known ?? (await this.retry(() => this.client.getTask(taskId)));
     if (task.status === "assigned") await this.retry(() => this.client.start(taskId));
     else if (task.status !== "running") return;
-    this.log.info({ task_id: taskId }, "running task");
+    this.log.info({ task_id: taskId }, `running task ${taskLabel(task)}`);
     const context: TaskContext = {
       task,
       signal,
@@ -487,20 +498,26 @@ export class SwarmAgent {
     }
     if (signal.aborted && this.stopping === false) {
       // Cancelled or failed by the coordinator: nothing left to report.
-      this.log.info({ task_id: taskId }, "task ended by the coordinator");
+      this.log.info({ task_id: taskId }, `task ${taskLabel(task)} was ended by the coordinator`);
       return;
     }
     try {
       if (outcome.ok) await this.retry(() => this.client.complete(taskId, outcome.result));
       else await this.retry(() => this.client.fail(taskId, outcome.reason));
     } catch (error) {
-      this.log.warn({ err: error, task_id: taskId }, "could not report the outcome");
+      this.log.warn(
+        { err: error, task_id: taskId },
+        `could not report the outcome of task ${taskLabel(task)}`,
+      );
       return;
     }
     if (outcome.ok) this.stats.completed += 1;
     else this.stats.failed += 1;
     this.strategy.onOutcome?.(outcome.ok ? "succeeded" : "failed");
-    this.log.info({ task_id: taskId, ok: outcome.ok }, outcome.ok ? "task completed" : "task failed");
+    this.log.info(
+      { task_id: taskId, ok: outcome.ok },
+      `${outcome.ok ? "completed" : "failed"} task ${taskLabel(task)}`,
+    );
   }
 
   /** Retry through a server restart: transient failures are tried again for up to a minute. */

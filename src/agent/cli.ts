@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
+import { shortId } from "../ids.js";
 import { delay, isTransient, SwarmAgent, type TaskContext, type TaskHandler } from "./agent.js";
 import { adaptiveStrategy, matchStrategy } from "./strategies.js";
 
@@ -268,7 +269,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       await delay(wait);
     }
   }
-  logger.info({ agent_id: agent.id, server: command.server }, "joined; waiting for auctions");
+  logger.info(
+    { agent_id: agent.id, server: command.server },
+    `joined ${command.server} as ${command.name} (${shortId(agent.id)}); waiting for auctions`,
+  );
   await new Promise<void>((resolve) => {
     const leave = (signal: string) => {
       logger.info({ signal }, "leaving");

@@ -25,9 +25,12 @@ import type {
   SubscriptionFilter,
 } from "./types.js";
 import {
+  checkIdentifier,
+  checkRange,
   checkTimestamp,
   EVENT_LIMITS,
   normalizeFilter,
+  normalizeSubscriptionFilter,
   prepareEvent,
   type PreparedEvent,
 } from "./validate.js";
@@ -102,9 +105,14 @@ interface QueuedWrite {
   reject: (error: unknown) => void;
 }
 
+/** A subscriber's filter once checked: `types` is always a list here. */
+type CheckedSubscriptionFilter = Omit<SubscriptionFilter, "types" | "event_type"> & {
+  types?: readonly string[];
+};
+
 interface Subscription {
   listener: EventListener;
-  filter: SubscriptionFilter | undefined;
+  filter: CheckedSubscriptionFilter | undefined;
 }
 
 function rowToEvent(row: EventRow): StoredEvent {
@@ -150,7 +158,7 @@ function hourOf(timestamp: string): string {
   return `${timestamp.slice(0, 13)}:00:00.000Z`;
 }
 
-function matches(event: StoredEvent, filter: SubscriptionFilter | undefined): boolean {
+function matches(event: StoredEvent, filter: CheckedSubscriptionFilter | undefined): boolean {
   if (filter === undefined) return true;
   return (
     (filter.types === undefined || filter.types.length === 0 || filter.types.includes(event.event_type)) &&
@@ -444,7 +452,10 @@ export class EventLog {
 
   /** Hear of every committed event (or those matching `filter`), in seq order. Returns the unsubscribe. */
   subscribe(listener: EventListener, filter?: SubscriptionFilter): () => void {
-    const subscription: Subscription = { listener, filter };
+    const subscription: Subscription = {
+      listener,
+      filter: normalizeSubscriptionFilter(filter) as CheckedSubscriptionFilter | undefined,
+    };
     this.subscriptions.add(subscription);
     return () => {
       this.subscriptions.delete(subscription);
@@ -477,12 +488,12 @@ export class EventLog {
 
   /** A task's whole timeline, oldest first, read in pages underneath so it is never cut short. */
   getTaskEvents(taskId: string): StoredEvent[] {
-    return this.readAll(this.statements.taskPage, taskId);
+    return this.readAll(this.statements.taskPage, checkIdentifier("INVALID_FILTER", "task_id", taskId));
   }
 
   /** Everything an agent did or had done to it, oldest first. */
   getAgentEvents(agentId: string): StoredEvent[] {
-    return this.readAll(this.statements.agentPage, agentId);
+    return this.readAll(this.statements.agentPage, checkIdentifier("INVALID_FILTER", "agent_id", agentId));
   }
 
   private readAll(page: Database.Statement<[string, number, number], EventRow>, key: string): StoredEvent[] {
@@ -641,8 +652,9 @@ export class EventLog {
    * Counts per hour and type: the rollup, which outlives pruning, plus the events not yet
    * folded into it. For charts over months.
    */
-  getHourlyCounts(range: { since?: string | Date; until?: string | Date } = {}): HourlyCount[] {
+  getHourlyCounts(given: { since?: string | Date; until?: string | Date } = {}): HourlyCount[] {
     this.assertOpen();
+    const range = checkRange(given);
     const since =
       range.since === undefined ? "0000" : hourOf(checkTimestamp("INVALID_FILTER", "since", range.since));
     const until = range.until === undefined ? "9999" : checkTimestamp("INVALID_FILTER", "until", range.until);
@@ -725,6 +737,16 @@ export class EventLog {
    */
   prune(options: PruneOptions): Promise<PruneReport> {
     const { olderThanDays } = options;
+    if (olderThanDays === undefined) {
+      // The Python module pruned 30 days when called bare; deleting history is not done on a guess.
+      return Promise.reject(
+        new SwarmError(
+          "RETENTION_TOO_SHORT",
+          `olderThanDays: is required: how many days of events to keep, at least ${MIN_RETENTION_DAYS} (SWARM_RETENTION_DAYS is the server's, 30 by default)`,
+          { field: "olderThanDays" },
+        ),
+      );
+    }
     if (
       typeof olderThanDays !== "number" ||
       !Number.isFinite(olderThanDays) ||

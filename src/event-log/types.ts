@@ -36,6 +36,8 @@ export type SortOrder = "asc" | "desc";
 export interface EventFilter {
   /** One type or several (matched with OR); combined with every other filter by AND. */
   types?: readonly string[] | string;
+  /** The Python-era name of `types`, for ported code; giving both is refused. */
+  event_type?: readonly string[] | string;
   source?: string;
   task_id?: string;
   agent_id?: string;
@@ -96,7 +98,9 @@ export interface PruneReport {
 
 /** What a subscriber can narrow its feed to; every given field must match. */
 export interface SubscriptionFilter {
-  types?: readonly string[];
+  types?: readonly string[] | string;
+  /** The Python-era name of `types`; giving both is refused. */
+  event_type?: readonly string[] | string;
   source?: string;
   task_id?: string;
   agent_id?: string;

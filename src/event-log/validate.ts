@@ -5,7 +5,7 @@
 import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError, type ErrorCode } from "../errors.js";
 import { isValidEventType, MAX_EVENT_TYPE_LENGTH } from "./event-types.js";
-import type { EventData, EventFilter, EventInput, SortOrder } from "./types.js";
+import type { EventData, EventFilter, EventInput, SortOrder, SubscriptionFilter } from "./types.js";
 
 export const EVENT_LIMITS = {
   /** Serialized `data`, in UTF-8 bytes. */
@@ -195,19 +195,77 @@ function checkText(value: unknown): string | undefined {
   return value;
 }
 
-export function normalizeFilter(filter: EventFilter = {}): NormalizedFilter {
-  const untrusted: unknown = filter;
-  if (!isPlainObject(untrusted)) refuse("INVALID_FILTER", "filter", "must be an object");
-  const rawTypes: unknown =
-    filter.types === undefined ? [] : typeof filter.types === "string" ? [filter.types] : filter.types;
-  if (!Array.isArray(rawTypes)) refuse("INVALID_FILTER", "types", "must be a string or an array of strings");
+/**
+ * The keys a list filter takes. Anything else is refused by name: a filter the log does not
+ * know would otherwise be ignored, and the caller would get every event as if it matched.
+ */
+const FILTER_KEYS = new Set<string>([
+  "types",
+  "event_type",
+  "source",
+  "task_id",
+  "agent_id",
+  "text",
+  "since",
+  "until",
+  "after_seq",
+  "before_seq",
+  "limit",
+  "order",
+]);
+
+/** What a caller most likely meant by a key that is not a filter: other APIs' names for ours. */
+const FILTER_KEY_HINTS: Record<string, string> = {
+  offset: "pages go by cursor: pass next_cursor back as after_seq (order asc) or before_seq (order desc)",
+  type: 'the filter by event type is "types" (or "event_type")',
+  event_types: 'the filter by event type is "types" (or "event_type")',
+  q: 'the text filter is "text"',
+  start: 'the time filters are "since" (inclusive) and "until" (exclusive)',
+  end: 'the time filters are "since" (inclusive) and "until" (exclusive)',
+  taskId: 'the filter is "task_id"',
+  agentId: 'the filter is "agent_id"',
+};
+
+/** Refuse the first key of `filter` that is not in `known`, naming it and what is. */
+function refuseUnknownKeys(filter: object, known: ReadonlySet<string>): void {
+  for (const key of Object.keys(filter)) {
+    if (known.has(key)) continue;
+    const hint = Object.hasOwn(FILTER_KEY_HINTS, key) ? FILTER_KEY_HINTS[key] : undefined;
+    refuse(
+      "INVALID_FILTER",
+      key,
+      `is not a filter${hint === undefined ? "" : `; ${hint}`} (the filters are ${[...known].join(", ")})`,
+    );
+  }
+}
+
+/**
+ * The event types a filter asks for, from `types` or its Python-era name `event_type` (one
+ * type, or several). Both at once are refused: they could mean "either" or "both", and a guess
+ * would answer the wrong question without saying so.
+ */
+function checkTypes(filter: { types?: unknown; event_type?: unknown }): string[] {
+  if (filter.types !== undefined && filter.event_type !== undefined) {
+    refuse("INVALID_FILTER", "event_type", 'is the Python-era name of "types"; give one of them, not both');
+  }
+  const field = filter.event_type !== undefined ? "event_type" : "types";
+  const given = filter.event_type ?? filter.types;
+  const rawTypes: unknown = given === undefined ? [] : typeof given === "string" ? [given] : given;
+  if (!Array.isArray(rawTypes)) refuse("INVALID_FILTER", field, "must be a string or an array of strings");
   const types = [...new Set(rawTypes as unknown[])];
-  const checkedTypes = types.map((type, index) => {
+  return types.map((type, index) => {
     if (!isValidEventType(type)) {
-      refuse("INVALID_FILTER", `types[${index}]`, `${JSON.stringify(type)} is not a valid event type`);
+      refuse("INVALID_FILTER", `${field}[${index}]`, `${JSON.stringify(type)} is not a valid event type`);
     }
     return type;
   });
+}
+
+export function normalizeFilter(filter: EventFilter = {}): NormalizedFilter {
+  const untrusted: unknown = filter;
+  if (!isPlainObject(untrusted)) refuse("INVALID_FILTER", "filter", "must be an object");
+  refuseUnknownKeys(untrusted, FILTER_KEYS);
+  const checkedTypes = checkTypes(filter);
   const limit = filter.limit ?? EVENT_LIMITS.defaultPageSize;
   if (!Number.isInteger(limit) || limit < 1 || limit > EVENT_LIMITS.maxPageSize) {
     refuse("INVALID_FILTER", "limit", `must be an integer from 1 to ${EVENT_LIMITS.maxPageSize}`);
@@ -231,4 +289,34 @@ export function normalizeFilter(filter: EventFilter = {}): NormalizedFilter {
     limit,
     order,
   };
+}
+
+const SUBSCRIPTION_KEYS = new Set<string>(["types", "event_type", "source", "task_id", "agent_id"]);
+
+/** A subscriber's filter, checked like a list filter: unknown keys refused, `event_type` folded into `types`. */
+export function normalizeSubscriptionFilter(
+  filter: SubscriptionFilter | undefined,
+): SubscriptionFilter | undefined {
+  if (filter === undefined) return undefined;
+  const untrusted: unknown = filter;
+  if (!isPlainObject(untrusted)) refuse("INVALID_FILTER", "filter", "must be an object");
+  refuseUnknownKeys(untrusted, SUBSCRIPTION_KEYS);
+  const types = checkTypes(filter);
+  const optionalId = (field: "source" | "task_id" | "agent_id") =>
+    filter[field] === undefined ? {} : { [field]: checkIdentifier("INVALID_FILTER", field, filter[field]) };
+  return {
+    ...(types.length > 0 ? { types } : {}),
+    ...optionalId("source"),
+    ...optionalId("task_id"),
+    ...optionalId("agent_id"),
+  };
+}
+
+const RANGE_KEYS = new Set<string>(["since", "until"]);
+
+/** A time range (`getHourlyCounts`): `since` and `until` only. */
+export function checkRange(range: unknown): { since?: string | Date; until?: string | Date } {
+  if (!isPlainObject(range)) refuse("INVALID_FILTER", "range", "must be an object with since and/or until");
+  refuseUnknownKeys(range, RANGE_KEYS);
+  return range;
 }

@@ -31,6 +31,7 @@ import { AuthFailureLimiter } from "./auth-failures.js";
 import { bearerToken, guards, hashToken, resolveCaller, TokenStore, type Caller } from "./auth.js";
 import { closeReason, installErrorHandling, sendError, toSwarmError } from "./errors.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { RequestLogController } from "./request-log.js";
 import { agentRoutes } from "./routes/agents.js";
 import { eventRoutes } from "./routes/events.js";
 import { opsRoutes } from "./routes/ops.js";
@@ -149,20 +150,84 @@ function nonFinitePath(data: unknown, path = ""): string | undefined {
   return undefined;
 }
 
+type ValidationErrors = ReturnType<typeof textAjv.compile>["errors"];
+
+/**
+ * A query string's unknown parameter, said with what the route does take. `additionalProperties`
+ * is refused, never stripped (`removeAdditional: false` above): a filter silently dropped would
+ * answer every event as if none had been asked for. errors.ts answers these with INVALID_FILTER.
+ */
+function describeUnknownParameters(errors: ValidationErrors, known: string[]): ValidationErrors {
+  return errors?.map((error) =>
+    error.keyword === "additionalProperties"
+      ? {
+          ...error,
+          message:
+            known.length === 0
+              ? "is not a query parameter; this route takes none"
+              : `is not a query parameter of this route, which takes ${known.join(", ")}`,
+        }
+      : error,
+  );
+}
+
+/**
+ * `event_type`, the Python-era name of `type`, becomes `type` here, once for every route that
+ * takes both (the list, the export, the stream, the dashboard's events page and live tail), so
+ * that handlers read one name. Both at once could mean "either" or "both": refused.
+ */
+function foldTypeAlias(data: unknown): ValidationErrors | undefined {
+  if (typeof data !== "object" || data === null || !("event_type" in data)) return undefined;
+  const query = data as Record<string, unknown>;
+  if (query.type !== undefined) {
+    return [
+      {
+        instancePath: "/event_type",
+        schemaPath: "",
+        keyword: "typeAlias",
+        params: {},
+        message: "is the Python-era name of type; give one of them, not both",
+      },
+    ];
+  }
+  query.type = query.event_type;
+  delete query.event_type;
+  return undefined;
+}
+
 function compileValidator({ schema, httpPart }: FastifyRouteSchemaDef<FastifySchema>) {
   if (httpPart === "body") return bodyAjv.compile(schema as object);
   const validate = textAjv.compile(schema as object);
+  const properties = (schema as { properties?: Record<string, unknown> }).properties;
+  const known = Object.keys(properties ?? {});
+  const takesTypeAlias = httpPart === "querystring" && known.includes("event_type");
   // Ajv coerces "1e309" and "Infinity" to Infinity and then lets it past `maximum`; text never
   // means an infinite number here, so such a value is refused by name.
   const checked = (data: unknown): boolean => {
     const valid = validate(data);
-    checked.errors = validate.errors;
+    checked.errors =
+      httpPart === "querystring" ? describeUnknownParameters(validate.errors, known) : validate.errors;
     const path = valid ? nonFinitePath(data) : undefined;
-    if (path === undefined) return valid;
-    checked.errors = [
-      { instancePath: path, schemaPath: "", keyword: "type", params: {}, message: "must be a finite number" },
-    ];
-    return false;
+    if (path !== undefined) {
+      checked.errors = [
+        {
+          instancePath: path,
+          schemaPath: "",
+          keyword: "type",
+          params: {},
+          message: "must be a finite number",
+        },
+      ];
+      return false;
+    }
+    if (valid && takesTypeAlias) {
+      const conflict = foldTypeAlias(data);
+      if (conflict !== undefined) {
+        checked.errors = conflict;
+        return false;
+      }
+    }
+    return valid;
   };
   checked.errors = validate.errors;
   return checked;
@@ -178,6 +243,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const loggerInstance: FastifyBaseLogger = options.logger;
   const app = Fastify({
     loggerInstance,
+    // One line per request at debug, not two at info (see request-log.ts).
+    logController: new RequestLogController(),
     trustProxy: options.trustProxy ?? false,
     bodyLimit: options.bodyLimit ?? 256 * 1024,
     // Long enough for any id the schemas allow, so that they, not the router, name the problem.

@@ -22,10 +22,24 @@ function fieldOf(issue: ValidationIssue, location: string): string {
   return [location, ...path].join(".");
 }
 
-function describeIssue(issue: ValidationIssue): string {
-  if (issue.keyword === "additionalProperties") return "is not a known field";
+function describeIssue(issue: ValidationIssue, location: string): string {
+  if (issue.keyword === "additionalProperties") {
+    // A query's own message names what the route takes (app.ts); a body's field is just unknown.
+    return location === "querystring" && issue.message !== undefined ? issue.message : "is not a known field";
+  }
   if (issue.keyword === "required") return "is required";
   return issue.message ?? "is invalid";
+}
+
+/**
+ * A query parameter a route does not take, or `type` given with its alias: the filter asked for
+ * cannot be the one the caller meant, which INVALID_FILTER says (a malformed value of a known
+ * parameter stays VALIDATION_FAILED).
+ */
+function isFilterIssue(issue: ValidationIssue, location: string): boolean {
+  return (
+    location === "querystring" && (issue.keyword === "additionalProperties" || issue.keyword === "typeAlias")
+  );
 }
 
 /** Fastify's own 4xx errors, by their codes, in the table's terms. */
@@ -47,10 +61,13 @@ export function toSwarmError(error: FastifyError | SwarmError | Error): SwarmErr
     const location = fastifyError.validationContext ?? "request";
     const issues = fastifyError.validation.map((issue) => ({
       field: fieldOf(issue, location),
-      problem: describeIssue(issue),
+      problem: describeIssue(issue, location),
     }));
     const first = issues[0] as { field: string; problem: string };
-    return new SwarmError("VALIDATION_FAILED", `${first.field}: ${first.problem}`, {
+    const code = fastifyError.validation.some((issue) => isFilterIssue(issue, location))
+      ? "INVALID_FILTER"
+      : "VALIDATION_FAILED";
+    return new SwarmError(code, `${first.field}: ${first.problem}`, {
       field: first.field,
       issues,
     });

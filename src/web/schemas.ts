@@ -2,7 +2,7 @@
  * One schema per body, params, query and response: Fastify validates with it, TypeScript
  * infers from it, and @fastify/swagger publishes it as OpenAPI. JSON fields are snake_case.
  */
-import { Type, type Static, type TSchema } from "typebox";
+import { Type, type Static, type TProperties, type TSchema } from "typebox";
 import type { TASK_STATUSES } from "../coordinator/types.js";
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
@@ -139,7 +139,18 @@ export const ToolBody = Type.Object(
   { additionalProperties: false },
 );
 
-export const TaskListQuery = Type.Object({
+/**
+ * A query string that takes only the parameters it names. One it does not know is refused by
+ * name (400 INVALID_FILTER, see app.ts) rather than ignored: `?event_typ=task.created` must not
+ * answer every event as if no filter had been asked for.
+ */
+export const StrictQuery = <T extends TProperties>(properties: T) =>
+  Type.Object(properties, { additionalProperties: false });
+
+/** For reads that take no query parameters at all, so that a filter sent to them is not ignored. */
+export const NoQuery = StrictQuery({});
+
+export const TaskListQuery = StrictQuery({
   status: Type.Optional(TaskStatusSchema),
   agent_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
@@ -148,16 +159,22 @@ export const TaskListQuery = Type.Object({
   ),
 });
 
-/** The event filters, shared by the list, the export and the stream. */
-export const EventFilterQuery = Type.Object({
-  type: Type.Optional(
+const EventTypesParameter = (description: string) =>
+  Type.Optional(
     Type.Union(
       [Type.String({ maxLength: 2000 }), Type.Array(Type.String({ maxLength: 200 }), { maxItems: 50 })],
-      {
-        description: "One type, several comma-separated, or the parameter repeated",
-      },
+      { description },
     ),
-  ),
+  );
+
+/**
+ * The event filters, shared by the list, the export and the stream. `event_type` is the
+ * Python-era name of `type`: the validator folds it into `type` (see app.ts), so handlers only
+ * ever read `type`; a query with both is refused.
+ */
+export const EventFilterQuery = StrictQuery({
+  type: EventTypesParameter("One type, several comma-separated, or the parameter repeated"),
+  event_type: EventTypesParameter("The Python-era name of type, taken the same way; not together with type"),
   source: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   task_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   agent_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
@@ -175,7 +192,7 @@ export const EventFilterQuery = Type.Object({
 export const SeqQuery = (minimum = 0) =>
   Type.Optional(Type.Integer({ minimum, maximum: Number.MAX_SAFE_INTEGER }));
 
-export const EventListQuery = Type.Object({
+export const EventListQuery = StrictQuery({
   ...EventFilterQuery.properties,
   after_seq: SeqQuery(),
   before_seq: SeqQuery(),
@@ -183,14 +200,15 @@ export const EventListQuery = Type.Object({
   order: Type.Optional(Type.Union([Type.Literal("asc"), Type.Literal("desc")])),
 });
 
-export const ExportQuery = Type.Object({
+export const ExportQuery = StrictQuery({
   ...EventFilterQuery.properties,
   format: Type.Optional(Type.Union([Type.Literal("ndjson"), Type.Literal("csv")])),
 });
 
-export const StreamQuery = Type.Object({
+export const StreamQuery = StrictQuery({
   after_seq: SeqQuery(),
   type: EventFilterQuery.properties.type,
+  event_type: EventFilterQuery.properties.event_type,
   task_id: EventFilterQuery.properties.task_id,
   agent_id: EventFilterQuery.properties.agent_id,
   token: Type.Optional(
@@ -198,7 +216,7 @@ export const StreamQuery = Type.Object({
   ),
 });
 
-export const SummaryQuery = Type.Object({
+export const SummaryQuery = StrictQuery({
   minutes: Type.Optional(Type.Integer({ minimum: 1, maximum: 43_200, default: 60 })),
 });
 

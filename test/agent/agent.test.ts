@@ -6,6 +6,7 @@ import { SwarmAgent, type SwarmAgentOptions } from "../../src/agent/agent.js";
 import { execHandler, parseCommand, UsageError } from "../../src/agent/cli.js";
 import { SwarmClient } from "../../src/agent/client.js";
 import { startDemoSwarm } from "../../src/agent/demo-swarm.js";
+import { shortId } from "../../src/ids.js";
 import { adaptiveStrategy, matchStrategy } from "../../src/agent/strategies.js";
 import { silentLogger } from "../helpers/event-log.js";
 import { eventually, startStack, type Stack } from "../helpers/stack.js";
@@ -312,7 +313,7 @@ describe("--exec", () => {
     expect(typesOf(server, taskId)).toContain("tool.failed");
   });
 
-  it("works as a command: swarm-agent joins, runs a task with --exec, and leaves on SIGTERM", async () => {
+  it("works as a command: swarm-agent joins, runs tasks with --exec, naming each apart, and leaves on SIGTERM", async () => {
     const server = await stack();
     const child = spawn(
       process.execPath,
@@ -324,8 +325,8 @@ describe("--exec", () => {
         "cli-agent",
         "--key",
         KEY,
-        "--log-level",
-        "warn",
+        "--max-concurrent",
+        "2",
         "--exec",
         'printf %s "$SWARM_TASK_DESCRIPTION" | tr a-z A-Z',
       ],
@@ -340,16 +341,47 @@ describe("--exec", () => {
       (found) => found !== undefined,
       20_000,
     );
-    const taskId = await postTask(server, { description: "shout this" });
     await eventually(
-      () => taskStatus(server, taskId),
-      (status) => status === "completed",
+      () => stderr,
+      (text) => text.includes("waiting for auctions"),
       20_000,
     );
+    // Posted together, their ids begin with the same digits; the agent's lines must tell them
+    // apart. The window is long so that a loaded machine does not close it before the bid (it
+    // closes as soon as the only agent has bid).
+    const [taskId, otherId] = await Promise.all([
+      postTask(server, { description: "shout this", auction_ms: 10_000 }),
+      postTask(server, { description: "and this too", auction_ms: 10_000 }),
+    ]);
+    for (const id of [taskId, otherId]) {
+      await eventually(
+        () => taskStatus(server, id),
+        (status) => status === "completed",
+        20_000,
+      );
+    }
     expect(server.coordinator.getTask(taskId)?.result).toBe("SHOUT THIS");
     child.kill("SIGTERM");
     expect(await exited, stderr).toBe(0);
     expect(server.coordinator.getAgent(joined?.id ?? "")?.left_at).not.toBeNull();
+    const lines = stderr
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { msg: string; task_id?: string });
+    for (const [id, description] of [
+      [taskId, "shout this"],
+      [otherId, "and this too"],
+    ] as const) {
+      expect(lines, id).toContainEqual(
+        expect.objectContaining({ task_id: id, msg: `running task ${shortId(id)} "${description}"` }),
+      );
+      expect(lines, id).toContainEqual(
+        expect.objectContaining({ task_id: id, msg: `completed task ${shortId(id)} "${description}"` }),
+      );
+    }
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: expect.stringContaining(`as cli-agent (${shortId(joined?.id)})`) }),
+    );
   });
 
   it("waits for a coordinator that is not up yet, and gives up at once on a wrong key", async () => {

@@ -84,3 +84,74 @@ describe("module-level API", () => {
     expect(api.listEvents().events).toEqual([]);
   });
 });
+
+describe("filters from ported Python code", () => {
+  async function withMixedEvents() {
+    vi.stubEnv("SWARM_DB", ":memory:");
+    const api = await import("../../src/event-log/index.js");
+    await api.log_events([
+      { event_type: "task.created", source: "coordinator", task_id: "t-1" },
+      { event_type: "bid.submitted", source: "a-1", task_id: "t-1", agent_id: "a-1" },
+      { event_type: "task.created", source: "coordinator", task_id: "t-2" },
+    ]);
+    return api;
+  }
+
+  it("take event_type, the Python module's keyword, as another name for types", async () => {
+    const api = await withMixedEvents();
+    expect(api.list_events({ event_type: "task.created" }).events.map((e) => e.task_id)).toEqual([
+      "t-1",
+      "t-2",
+    ]);
+    expect(api.list_events({ event_type: ["bid.submitted"] }).events.map((e) => e.seq)).toEqual([2]);
+    // Both names at once cannot say which was meant: refused, naming the alias.
+    expect(() => api.list_events({ types: "task.created", event_type: "bid.submitted" })).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "event_type" } }),
+    );
+  });
+
+  it("refuse a key that is not a filter, naming it, instead of answering every event", async () => {
+    const api = await withMixedEvents();
+    const unknown = (filter: object) => () => api.list_events(filter);
+    // `offset` is the Python module's paging; `type` and `q` are the HTTP API's names.
+    for (const key of ["offset", "type", "q", "event_types", "taskId"]) {
+      expect(unknown({ [key]: "x" }), key).toThrow(
+        expect.objectContaining({ code: "INVALID_FILTER", details: { field: key } }),
+      );
+    }
+    expect(unknown({ offset: 10 })).toThrow(/offset.*after_seq/);
+    expect(unknown({ type: "task.created" })).toThrow(/"types"/);
+    // Python's keyword arguments written as an object reach positional parameters: refused too.
+    expect(() => api.get_recent_events({ minutes: 5 } as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "minutes" } }),
+    );
+    expect(() => api.get_event_summary({ minutes: 60 } as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "minutes" } }),
+    );
+    expect(() => api.getHourlyCounts({ from: "2026-01-01T00:00:00Z" } as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "from" } }),
+    );
+    const heard: string[] = [];
+    expect(() => api.subscribe(() => undefined, { event: "task.created" } as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "event" } }),
+    );
+    api.subscribe((event) => heard.push(event.event_type), { event_type: "bid.submitted" });
+    await api.log_events([
+      { event_type: "task.created", source: "coordinator" },
+      { event_type: "bid.submitted", source: "a-1" },
+    ]);
+    expect(heard).toEqual(["bid.submitted"]);
+  });
+
+  it("refuse a timeline asked for by anything but an id, and prune_events without its argument", async () => {
+    const api = await withMixedEvents();
+    expect(() => api.get_task_events({ task_id: "t-1" } as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "task_id" } }),
+    );
+    expect(() => api.get_agent_events(undefined as never)).toThrow(
+      expect.objectContaining({ code: "INVALID_FILTER", details: { field: "agent_id" } }),
+    );
+    // The Python module pruned 30 days when called bare; this one does not guess.
+    await expect(api.prune_events(undefined as never)).rejects.toThrow(/olderThanDays.*required/);
+  });
+});

@@ -606,6 +606,61 @@ describe("events", () => {
     expect(tasks.json<Json>().error.message).toBe("querystring.limit: must be a finite number");
   });
 
+  it("takes event_type, the Python module's name, for type, and refuses both at once, naming event_type", async () => {
+    const t = await withEvents();
+    const get = (query: string) =>
+      t.app.inject({ method: "GET", url: `/api/events?${query}`, headers: t.operator });
+    const seqsOf = async (query: string) =>
+      (await get(query)).json<Json>().events.map((e: Json) => e.seq) as number[];
+    expect(await seqsOf("event_type=task.created")).toEqual([1]);
+    expect(await seqsOf("event_type=bid.submitted,task.assigned")).toEqual([2, 3, 4]);
+    expect(await seqsOf("event_type=task.created&event_type=task.assigned")).toEqual([1, 4]);
+    const both = await get("type=task.created&event_type=task.assigned");
+    expect(both.statusCode).toBe(400);
+    expect(both.json<Json>().error).toMatchObject({
+      code: "INVALID_FILTER",
+      details: { field: "querystring.event_type" },
+    });
+    const exported = await t.app.inject({
+      method: "GET",
+      url: "/api/events/export?event_type=bid.submitted",
+      headers: t.operator,
+    });
+    expect(
+      exported.body
+        .trim()
+        .split("\n")
+        .map((line) => (JSON.parse(line) as Json).seq),
+    ).toEqual([2, 3]);
+  });
+
+  it("refuses a query parameter a read does not take with INVALID_FILTER naming it, instead of ignoring it", async () => {
+    const t = await withEvents();
+    const agent = await t.agent("reader");
+    const task = await t.task();
+    for (const [url, key] of [
+      ["/api/events?event_typ=task.created", "event_typ"],
+      ["/api/events?types=task.created", "types"],
+      ["/api/events?offset=2", "offset"],
+      ["/api/events/export?event=task.created", "event"],
+      ["/api/events/summary?minutes=5&type=task.created", "type"],
+      ["/api/tasks?state=bidding", "state"],
+      [`/api/tasks/${task}/events?type=bid.submitted`, "type"],
+      [`/api/tasks/${task}?include=bids`, "include"],
+      ["/api/agents?status=idle", "status"],
+      [`/api/agents/${agent.id}?stats=1`, "stats"],
+    ] as const) {
+      const response = await t.app.inject({ method: "GET", url, headers: t.operator });
+      expect(response.statusCode, url).toBe(400);
+      const { error } = response.json<Json>();
+      expect(error.code, url).toBe("INVALID_FILTER");
+      expect(error.details.field, url).toBe(`querystring.${key}`);
+      expect(error.message, url).toContain(key);
+    }
+    const listed = await t.app.inject({ method: "GET", url: "/api/events?typ=x", headers: t.operator });
+    expect(listed.json<Json>().error.message).toMatch(/takes type, event_type, source, .*order/);
+  });
+
   it("summarizes by type", async () => {
     const t = await withEvents();
     const summary = (

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { newId, shortId } from "../../src/ids.js";
 import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
 
 const HTML = { accept: "text/html" };
@@ -94,7 +95,9 @@ describe("dashboard pages", () => {
     expect(task.statusCode).toBe(200);
     for (const id of [`id="task-${taskId}"`, 'id="bids"', 'id="tool-calls"', 'id="timeline"'])
       expect(task.body).toContain(id);
-    expect(task.body).toMatch(/★ winner<\/span>\s*<a href="\/agents\/[^"]+" class="agent-link">cheap<\/a>/);
+    expect(task.body).toMatch(
+      /★ winner<\/span>\s*<a href="\/agents\/[^"]+" class="agent-link" title="[^"]+">cheap<\/a>/,
+    );
     expect(task.body).toContain("web.search");
     expect(task.body).toContain("the summary");
     expect(task.body).toContain('data-status="completed"');
@@ -135,9 +138,9 @@ describe("dashboard pages", () => {
     t.clock.advance(6000);
     t.coordinator.tick();
     const page = await t.app.inject({ url: "/", headers: HTML });
-    const listed = [...page.body.matchAll(/<li id="agent-[^"]+">[\s\S]*?class="agent-link">([^<]+)</g)].map(
-      (m) => m[1],
-    );
+    const listed = [
+      ...page.body.matchAll(/<li id="agent-[^"]+">[\s\S]*?class="agent-link" title="[^"]+">([^<]+)</g),
+    ].map((m) => m[1]);
     expect(listed).toHaveLength(15);
     expect(listed[0]).toBe("zz-busy");
     expect(page.body).toContain('<a href="/agents">3 more</a>');
@@ -258,19 +261,80 @@ describe("dashboard pages", () => {
   });
 });
 
+describe("ids on the dashboard", () => {
+  /** The text and title of every task or agent link in `html`. */
+  const links = (html: string, kind: "task" | "agent") =>
+    [...html.matchAll(new RegExp(`class="${kind}-link" title="([^"]+)">([^<]*)<`, "g"))].map((m) => ({
+      id: m[1] ?? "",
+      text: m[2] ?? "",
+    }));
+
+  it("name tasks by description and agents by name in event rows, with the full id on hover", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const agent = await t.agent("researcher");
+    const tasks = [];
+    for (let i = 0; i < 5; i += 1) tasks.push(await t.task({ description: `Summarise report number ${i}` }));
+    const overview = await t.app.inject({ url: "/", headers: HTML });
+    const feed = /<ol id="feed"[\s\S]*?<\/ol>/.exec(overview.body)?.[0] ?? "";
+    const taskLinks = links(feed, "task");
+    // task.created rows say the description already; task.bidding rows name the task by it.
+    expect(taskLinks.filter((link) => link.text.startsWith("Summarise report number"))).toHaveLength(5);
+    expect(new Set(taskLinks.map((link) => link.id))).toEqual(new Set(tasks));
+    expect(links(feed, "agent")).toContainEqual({ id: agent.id, text: "researcher" });
+    const taskPage = await t.app.inject({ url: `/tasks/${tasks[0]}`, headers: HTML });
+    expect(taskPage.body).toMatch(/class="crumbs">.*title="[^"]+">Summarise report number 0</);
+    const agentPage = await t.app.inject({ url: `/agents/${agent.id}`, headers: HTML });
+    expect(agentPage.body).toContain(
+      `class="crumbs"><a href="/agents">Agents</a> / <span title="${agent.id}">researcher</span>`,
+    );
+  });
+
+  it("tell apart ids made in one burst where there is no name: 50 rows, 50 short forms", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const ids = Array.from({ length: 50 }, () => newId());
+    await t.eventLog.logEvents(
+      ids.map((id) => ({ event_type: "deploy.finished", source: "ci", task_id: id, agent_id: id })),
+    );
+    const page = await t.app.inject({ url: "/events", headers: HTML });
+    for (const kind of ["task", "agent"] as const) {
+      const shown = links(page.body, kind);
+      expect(shown, kind).toHaveLength(50);
+      expect(new Set(shown.map((link) => link.text)).size, kind).toBe(50);
+      for (const link of shown) expect(link.text, kind).toBe(shortId(link.id));
+    }
+  });
+});
+
 describe("dashboard query strings", () => {
-  it("ignore parameters a page does not take, however often they repeat", async () => {
+  it("ignore parameters a page without filters does not take, however often they repeat", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     // Found by the property test: a repeated unknown parameter reached the task query as an array.
-    for (const url of [
-      "/tasks?agent_id=&agent_id=",
-      "/tasks?agent_id=a&agent_id=b&status=bidding",
-      "/agents?x=1&x=2",
-      "/?q=1&q=2",
-    ]) {
+    for (const url of ["/agents?x=1&x=2", "/?q=1&q=2"]) {
       expect((await t.app.inject({ url, headers: HTML })).statusCode, url).toBe(200);
     }
     expect((await t.app.inject({ url: "/tasks?status=nonsense", headers: HTML })).statusCode).toBe(400);
+  });
+
+  it("refuse a parameter a filtered page does not take with a 400 page naming it, keeping htmx's own", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    for (const [url, key] of [
+      ["/tasks?agent_id=a&agent_id=b&status=bidding", "agent_id"],
+      ["/tasks?agent_id=&agent_id=", "agent_id"],
+      ["/tasks?state=bidding", "state"],
+      ["/events?event_typ=task.created", "event_typ"],
+      ["/events?types=task.created&live=1", "types"],
+      ["/events/export?format=csv&kind=task.created", "kind"],
+    ] as const) {
+      const page = await t.app.inject({ url, headers: HTML });
+      expect(page.statusCode, url).toBe(400);
+      expect(page.headers["content-type"], url).toContain("text/html");
+      expect(page.body, url).toContain(`querystring.${key}: is not a query parameter`);
+    }
+    const busted = await t.app.inject({
+      url: "/events?type=task.created&org.htmx.cache-buster=event-rows",
+      headers: HTML,
+    });
+    expect(busted.statusCode).toBe(200);
   });
 });
 
@@ -607,6 +671,29 @@ describe("events page", () => {
       .split("\n")
       .map((line) => JSON.parse(line));
     expect(lines.map((e) => e.seq)).toEqual([...firstSeqs].reverse());
+  });
+
+  it("takes event_type as the Python-era name of type, keeping it in the form, the pager and the export", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    await t.eventLog.logEvents(
+      Array.from({ length: 60 }, (_, i) => ({
+        event_type: i % 2 === 0 ? "deploy.finished" : "deploy.started",
+        source: "ci",
+      })),
+    );
+    const page = await t.app.inject({ url: "/events?event_type=deploy.finished", headers: HTML });
+    expect(page.statusCode).toBe(200);
+    const types = [...page.body.matchAll(/<span class="type" title="([^"]+)"/g)].map((m) => m[1]);
+    expect(types).toHaveLength(30);
+    expect(new Set(types)).toEqual(new Set(["deploy.finished"]));
+    expect(page.body).toContain('name="type" value="deploy.finished"');
+    expect(page.body).toContain('href="/events/export?type=deploy.finished&amp;format=csv"');
+    const both = await t.app.inject({
+      url: "/events?type=deploy.started&event_type=deploy.finished",
+      headers: HTML,
+    });
+    expect(both.statusCode).toBe(400);
+    expect(both.body).toContain("querystring.event_type");
   });
 
   it("says what is wrong with a bad filter", async () => {

@@ -238,6 +238,30 @@ describe("live dashboard pushes", () => {
     live.socket.close();
   });
 
+  it("tail by event_type, the Python-era name of type, and refuse a filter the tail does not take", async () => {
+    const t = await listening();
+    const live = openLive(t.port, "view=events&event_type=deploy.finished");
+    await live.until(() => true);
+    await t.eventLog.logEvents([
+      { event_type: "deploy.started", source: "ci" },
+      { event_type: "deploy.finished", source: "ci" },
+    ]);
+    const update = await live.until((m) => m.includes("afterbegin:#event-rows"));
+    expect([...update.matchAll(/<li id="ev-(\d+)"/g)].map((m) => Number(m[1]))).toEqual([
+      t.eventLog.latestSeq(),
+    ]);
+    live.socket.close();
+    const refused = openLive(t.port, "view=events&event_typ=deploy.finished");
+    const status = await new Promise<number | undefined>((resolve) => {
+      refused.socket.once("unexpected-response", (request, response) => {
+        request.destroy();
+        resolve(response.statusCode);
+      });
+      refused.socket.once("open", () => resolve(undefined));
+    });
+    expect(status).toBe(400);
+  });
+
   it("tell pages to reconnect (1012) when the server shuts down", async () => {
     const t = await listening();
     const live = openLive(t.port, "view=overview");

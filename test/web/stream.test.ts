@@ -196,6 +196,24 @@ describe("the live stream", () => {
     }
   });
 
+  it("filters by event_type, the Python-era name of type, and refuses a parameter it does not take before upgrading", async () => {
+    const t = await listening();
+    await t.eventLog.logEvents([...info(2), { event_type: "task.created", source: "c", task_id: "t1" }]);
+    const tasks = connect(`${t.base}?after_seq=0&event_type=task.created`, t.operator);
+    await tasks.opened;
+    await tasks.waitFor(() => tasks.seqs().length === 1);
+    await t.eventLog.logEvents([...info(1), { event_type: "task.created", source: "c", task_id: "t2" }]);
+    await tasks.waitFor(() => tasks.seqs().length === 2);
+    expect(tasks.seqs()).toEqual([3, 5]);
+    tasks.socket.close();
+    for (const query of ["after_seq=0&source=c", "after_seq=0&event=task.created"]) {
+      const refused = connect(`${t.base}?${query}`, t.operator);
+      await expect(refused.opened, query).rejects.toThrow("HTTP 400");
+    }
+    const both = connect(`${t.base}?type=task.created&event_type=task.created`, t.operator);
+    await expect(both.opened).rejects.toThrow("HTTP 400");
+  });
+
   it("refuses an after_seq too large to be exact, by name, instead of failing its backfill", async () => {
     const t = await listening();
     const client = connect(`${t.base}?after_seq=${"9".repeat(40)}`, t.operator);

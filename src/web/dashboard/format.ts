@@ -3,6 +3,7 @@
  * templates escape it (autoescape is on), so nothing in this file builds HTML.
  */
 import type { StoredEvent } from "../../event-log/types.js";
+import { shortId } from "../../ids.js";
 
 /** "just now", "12s ago", "5m ago", "3h ago", "2d ago"; "in 4s" for a time still to come. */
 export function relativeTime(iso: string | null | undefined, now: Date): string {
@@ -42,12 +43,6 @@ export function groupDigits(value: number | null | undefined): string {
 export function truncate(text: string | null | undefined, length: number): string {
   if (text === null || text === undefined) return "";
   return text.length <= length ? text : `${text.slice(0, Math.max(0, length - 1))}…`;
-}
-
-/** The first block of a UUID: enough to tell records apart on screen. */
-export function shortId(id: string | null | undefined): string {
-  if (id === null || id === undefined) return "";
-  return id.length > 8 ? id.slice(0, 8) : id;
 }
 
 type Names = ReadonlyMap<string, string>;

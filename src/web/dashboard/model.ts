@@ -8,7 +8,7 @@ import type { EventLog } from "../../event-log/event-log.js";
 import type { EventFilter, EventPage, MinuteCount, StoredEvent } from "../../event-log/types.js";
 import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
 import type { Reader, Visibility } from "../visibility.js";
-import { describeEvent } from "./format.js";
+import { describeEvent, truncate } from "./format.js";
 
 /** Rows the overview's feed keeps; older ones are dropped as new ones arrive. */
 export const FEED_CAP = 50;
@@ -25,9 +25,14 @@ export interface EventRow {
   task_id: string | null;
   agent_id: string | null;
   agent_name: string | null;
+  /** What the row calls its task: the description, cut; null when unknown or said by the summary. */
+  task_label: string | null;
   timestamp: string;
   summary: string;
 }
+
+/** A task named in a row of events: enough of its description to tell it from its neighbours. */
+const TASK_LABEL_LENGTH = 32;
 
 export interface TaskRow extends Task {
   agent_name: string | null;
@@ -144,6 +149,17 @@ export class DashboardModel {
   }
 
   eventRows(events: readonly StoredEvent[], names = this.agentNames()): EventRow[] {
+    // Looked up once per task however many of its events are shown (a timeline is one task).
+    const labels = new Map<string, string | null>();
+    const labelOf = (taskId: string) => {
+      let label = labels.get(taskId);
+      if (label === undefined) {
+        const description = this.coordinator.getTask(taskId)?.description;
+        label = description === undefined ? null : truncate(description, TASK_LABEL_LENGTH);
+        labels.set(taskId, label);
+      }
+      return label;
+    };
     return this.visibleEvents(events).map((event) => ({
       seq: event.seq,
       id: event.id,
@@ -153,6 +169,9 @@ export class DashboardModel {
       task_id: event.task_id,
       agent_id: event.agent_id,
       agent_name: event.agent_id === null ? null : (names.get(event.agent_id) ?? null),
+      // task.created's summary is the description already; its link goes by the short id.
+      task_label:
+        event.task_id === null || event.event_type === "task.created" ? null : labelOf(event.task_id),
       timestamp: event.timestamp,
       summary: describeEvent(event, names),
     }));

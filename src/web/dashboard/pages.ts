@@ -4,7 +4,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { Type, type Static } from "typebox";
+import { Type, type Static, type TProperties } from "typebox";
 import { isSwarmError, SwarmError } from "../../errors.js";
 import { KNOWN_EVENT_TYPES } from "../../event-log/event-types.js";
 import type { EventFilter, EventPage } from "../../event-log/types.js";
@@ -13,7 +13,7 @@ import { TASK_STATUSES } from "../../coordinator/types.js";
 import { CREDENTIALS_REVOKED, sessionSockets } from "../socket-clients.js";
 import { closeReason } from "../errors.js";
 import { isTextSearch, sendExport, toFilter } from "../routes/events.js";
-import { EventFilterQuery, IdParams, SeqQuery, TaskStatusSchema } from "../schemas.js";
+import { EventFilterQuery, IdParams, SeqQuery, StrictQuery, TaskStatusSchema } from "../schemas.js";
 import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
 import { truncate } from "./format.js";
@@ -23,14 +23,23 @@ import { csrfUserInfo, type SessionKeeper } from "./session.js";
 
 const EVENT_FILTER_FIELDS = ["type", "source", "task_id", "agent_id", "since", "until", "q"] as const;
 
-const EventsPageQuery = Type.Object({
+/**
+ * A page's query string: what the page takes, and htmx's own cache-busting parameter (sent on
+ * htmx GETs when `getCacheBusterParam` is configured), and nothing else. A parameter the page
+ * does not know is refused with a 400 page naming it: a filter it silently ignored would show
+ * every event as if it matched.
+ */
+const PageQuery = <T extends TProperties>(properties: T) =>
+  StrictQuery({ ...properties, "org.htmx.cache-buster": Type.Optional(Type.String({ maxLength: 200 })) });
+
+const EventsPageQuery = PageQuery({
   ...EventFilterQuery.properties,
   before_seq: SeqQuery(1),
   after_seq: SeqQuery(),
   live: Type.Optional(Type.Literal("1")),
 });
 
-const LiveQuery = Type.Object({
+const LiveQuery = PageQuery({
   view: Type.Union([
     Type.Literal("overview"),
     Type.Literal("tasks"),
@@ -213,7 +222,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       preHandler: canView,
       schema: {
         hide: true,
-        querystring: Type.Object({
+        querystring: PageQuery({
           status: Type.Optional(TaskStatusSchema),
           before: SeqQuery(1),
         }),
@@ -395,7 +404,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       preHandler: [canView, app.expensiveRead()],
       schema: {
         hide: true,
-        querystring: Type.Object({
+        querystring: PageQuery({
           ...EventFilterQuery.properties,
           format: Type.Optional(Type.Union([Type.Literal("ndjson"), Type.Literal("csv")])),
         }),

@@ -7,7 +7,8 @@ import { fileURLToPath } from "node:url";
 import type { Environment } from "nunjucks";
 import type { Task } from "../../coordinator/types.js";
 import type { StoredEvent } from "../../event-log/types.js";
-import { exactUtc, groupDigits, relativeTime, shortId } from "./format.js";
+import { shortId } from "../../ids.js";
+import { exactUtc, groupDigits, relativeTime } from "./format.js";
 import { FEED_CAP, type DashboardModel, type EventRow } from "./model.js";
 
 const OVERVIEW_AGENTS = 15;

@@ -3,7 +3,7 @@ import { Type } from "typebox";
 import { SwarmError } from "../../errors.js";
 import { EventType } from "../../event-log/event-types.js";
 import { hashToken, newAgentToken } from "../auth.js";
-import { AgentSchema, errorResponses, IdParams, RegisterAgentBody } from "../schemas.js";
+import { AgentSchema, errorResponses, IdParams, NoQuery, RegisterAgentBody } from "../schemas.js";
 import { agentView } from "../views.js";
 
 export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -38,7 +38,8 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: guard.reader,
       schema: {
         tags: ["agents"],
-        response: { 200: Type.Object({ agents: Type.Array(AgentSchema) }), ...errorResponses(401) },
+        querystring: NoQuery,
+        response: { 200: Type.Object({ agents: Type.Array(AgentSchema) }), ...errorResponses(400, 401) },
       },
     },
     async () => ({
@@ -56,7 +57,8 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ["agents"],
         params: IdParams,
-        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(401, 404) },
+        querystring: NoQuery,
+        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(400, 401, 404) },
       },
     },
     async (request) => {

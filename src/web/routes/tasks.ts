@@ -11,6 +11,7 @@ import {
   errorResponses,
   EventSchema,
   IdParams,
+  NoQuery,
   PostTaskBody,
   ReasonBody,
   TaskListQuery,
@@ -174,6 +175,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ["tasks"],
         params: IdParams,
+        querystring: NoQuery,
         response: {
           200: Type.Object({
             task: TaskSchema,
@@ -182,7 +184,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
               description: "Bids of the open auction round that this reader may not see until it closes",
             }),
           }),
-          ...errorResponses(401, 404),
+          ...errorResponses(400, 401, 404),
         },
       },
     },
@@ -202,9 +204,11 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ["tasks"],
         summary: "The task's whole timeline, oldest first",
         params: IdParams,
+        // Not filtered: `?type=` here is refused rather than ignored; /api/events?task_id= filters.
+        querystring: NoQuery,
         response: {
           200: Type.Object({ events: Type.Array(EventSchema) }),
-          ...errorResponses(401, 404, 429),
+          ...errorResponses(400, 401, 404, 429),
         },
       },
     },
