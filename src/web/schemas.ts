@@ -64,6 +64,10 @@ export const TaskSchema = Type.Object({
   auction_ms: Type.Integer(),
   max_bid_sats: Nullable(Type.Integer()),
   attempt: Type.Integer({ description: "Auction round: 1, or more after the task was put up again" }),
+  releases: Type.Integer({
+    description:
+      "Rounds that ended with the agent handing the task back (task.released); they do not count towards the limit of 3 rounds",
+  }),
   assigned_agent: Nullable(Type.String()),
   winning_bid_sats: Nullable(Type.Integer()),
   result: Nullable(Type.String()),

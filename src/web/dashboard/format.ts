@@ -87,6 +87,11 @@ export function describeEvent(event: StoredEvent, names: Names): string {
     case "task.failed":
     case "task.cancelled":
       return truncate(text(field(event, "reason")), 160);
+    case "task.released": {
+      // Not a failure: the agent stopped and the task goes up for auction again.
+      const reason = field(event, "reason");
+      return `handed back by ${agent}${typeof reason === "string" ? `: ${truncate(reason, 120)}` : ""}; auctioned again`;
+    }
     case "tool.called":
     case "tool.completed":
     case "tool.failed": {
