@@ -131,6 +131,18 @@ export const ReasonBody = Type.Object(
   { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 10_000 })) },
   { additionalProperties: false },
 );
+export const ReleaseBody = Type.Object(
+  {
+    reason: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 1000,
+        description: "Why the agent hands the task back, e.g. that it is stopping; shown with task.released",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
 export const ToolBody = Type.Object(
   {
     tool: Type.String({ minLength: 1, maxLength: 100 }),
