@@ -68,8 +68,11 @@ export function describeEvent(event: StoredEvent, names: Names): string {
   switch (event.event_type) {
     case "task.created":
       return truncate(text(field(event, "description")), 160);
-    case "task.bidding":
-      return `auction round ${text(field(event, "attempt"))} open`;
+    case "task.bidding": {
+      // A round after the first says why the task is up again (silence, a hand-back, …).
+      const reason = field(event, "reason");
+      return `auction round ${text(field(event, "attempt"))} open${typeof reason === "string" ? ` (${truncate(reason, 80)})` : ""}`;
+    }
     case "bid.submitted":
       return `${agent} bid ${sats(field(event, "bid_sats"))}`;
     case "auction.closed": {
