@@ -29,6 +29,7 @@ export const ERROR_TABLE = {
   STORAGE_UNAVAILABLE: { status: 503, title: "The database refused the write" },
   SCHEMA_TOO_NEW: { status: 500, title: "The database was written by a newer version" },
   INVALID_CONFIG: { status: 500, title: "The configuration is invalid" },
+  DATABASE_IN_USE: { status: 500, title: "Another server holds the database file" },
   // The coordinator's refusals: illegal moves are coded, never silent overwrites.
   INVALID_COMMAND: { status: 400, title: "The command is invalid" },
   BID_OUT_OF_RANGE: { status: 400, title: "The bid is outside the allowed range" },

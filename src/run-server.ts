@@ -1,11 +1,13 @@
 /**
- * Start the whole product from a configuration: open the event log, recover and start the
- * coordinator, schedule retention, build the app and listen. `shutdown` stops it in order.
+ * Start the whole product from a configuration: take the database file for this process (one
+ * server per file), open the event log, recover and start the coordinator, schedule retention,
+ * build the app and listen. `shutdown` stops it in order.
  * `npm start` (server.ts) and `npm run demo` (demo.ts) both start it this way.
  */
 import { hostname, networkInterfaces } from "node:os";
 import type { Config } from "./config.js";
 import { Coordinator } from "./coordinator/coordinator.js";
+import { lockDatabase } from "./database-lock.js";
 import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
 import { closeStdoutLog, type Logger } from "./logger.js";
 import { buildApp, type App } from "./web/app.js";
@@ -18,6 +20,18 @@ export interface RunningServer {
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  // Before anything opens the file: a second server must not even recover (Recover writes).
+  const lock = lockDatabase(config.dbPath);
+  try {
+    return await startLocked(config, logger, () => lock.release());
+  } catch (error) {
+    // Whatever had started was stopped and the file closed: another server may have it now.
+    lock.release();
+    throw error;
+  }
+}
+
+async function startLocked(config: Config, logger: Logger, releaseLock: () => void): Promise<RunningServer> {
   const eventLog = createEventLog({ path: config.dbPath, synchronous: config.dbSynchronous, logger });
   setDefaultEventLog(eventLog);
   let retention;
@@ -36,39 +50,55 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     logger,
     rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
   });
-  coordinator.start();
-  const app = await buildApp({
-    eventLog,
-    coordinator,
-    logger,
-    apiKey: config.apiKey,
-    rateLimitPerMinute: config.rateLimitPerMinute,
-    expensiveRateLimitPerMinute: config.expensiveRateLimitPerMinute,
-    dashboardPublic: config.dashboardPublic,
-    dashboardPublicDetails: config.dashboardPublicDetails,
-    allowedHosts:
-      config.allowedHosts === "any" ? "any" : [...config.allowedHosts, ...listenNames(config.host)],
-    maxSockets: config.maxSockets,
-    maxSocketsPerClient: config.maxSocketsPerClient,
-    trustProxy: config.trustProxy,
-    defaultMetrics: true,
-  });
+  let app: App | undefined;
+  const stopParts = async () => {
+    try {
+      await app?.close(); // stops accepting, lets in-flight requests finish
+      coordinator.stop();
+      await retention.stop();
+    } finally {
+      eventLog.close(); // writes anything still queued, then closes the file
+    }
+  };
+  let address;
+  try {
+    coordinator.start();
+    app = await buildApp({
+      eventLog,
+      coordinator,
+      logger,
+      apiKey: config.apiKey,
+      rateLimitPerMinute: config.rateLimitPerMinute,
+      expensiveRateLimitPerMinute: config.expensiveRateLimitPerMinute,
+      dashboardPublic: config.dashboardPublic,
+      dashboardPublicDetails: config.dashboardPublicDetails,
+      allowedHosts:
+        config.allowedHosts === "any" ? "any" : [...config.allowedHosts, ...listenNames(config.host)],
+      maxSockets: config.maxSockets,
+      maxSocketsPerClient: config.maxSocketsPerClient,
+      trustProxy: config.trustProxy,
+      defaultMetrics: true,
+    });
+    await app.listen({ host: config.host, port: config.port });
+    address = app.server.address();
+  } catch (error) {
+    // A port already taken, say: nothing may keep writing once the lock is let go.
+    await stopParts().catch(() => undefined);
+    throw error;
+  }
+  const started = app;
 
   let stopped: Promise<void> | undefined;
   const shutdown = () =>
     (stopped ??= (async () => {
       try {
-        await app.close(); // stops accepting, lets in-flight requests finish
-        coordinator.stop();
-        await retention.stop();
+        await stopParts();
       } finally {
-        eventLog.close(); // writes anything still queued, then closes the file
+        releaseLock();
         logger.info("stopped");
       }
     })());
 
-  await app.listen({ host: config.host, port: config.port });
-  const address = app.server.address();
   const port = typeof address === "object" && address !== null ? address.port : config.port;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
   const url = `http://${config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : host}:${port}`;
@@ -81,7 +111,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     },
     "swarm coordinator ready",
   );
-  return { app, url, shutdown };
+  return { app: started, url, shutdown };
 }
 
 /**

@@ -195,6 +195,64 @@ describe("the server process", () => {
     expect(readdirSync(dir)).not.toContain("postgres:");
   });
 
+  it(
+    "refuses a second server on the same file, naming it, while the first keeps serving; after kill -9 a new one starts at once",
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir();
+      const db = join(dir, "swarm.db");
+      const first = startServer({ SWARM_DB: db });
+      const servers = [first];
+      try {
+        const ready = await first.waitFor((line) => line.msg === "swarm coordinator ready");
+        const url = String(ready.url);
+        const post = (description: string) =>
+          fetch(`${url}/api/tasks`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            // An auction that stays open: nothing is due while the second server tries to start.
+            body: JSON.stringify({ description, auction_ms: 600_000 }),
+          });
+        const posted = await post("before the second server");
+        expect(posted.status).toBe(201);
+        const { task } = (await posted.json()) as { task: { id: string } };
+        const health = async () => (await (await fetch(`${url}/healthz`)).json()) as { latest_seq: number };
+        const seqBefore = (await health()).latest_seq;
+
+        // The same file by another name: relative, from the folder it is in.
+        const second = startServer({ SWARM_DB: "./swarm.db" }, dir);
+        servers.push(second);
+        expect(await withinGuard(second.exited, "the second server", 20_000)).toBe(1);
+        const refusal = second.stderr().trim();
+        expect(refusal.split("\n"), "one line, no stack trace").toHaveLength(1);
+        expect(refusal).toMatch(
+          /^swarm coordinator cannot start: SWARM_DB \.\/swarm\.db is in use by another/,
+        );
+        expect(refusal).toContain(`${db}.lock`);
+        expect(refusal).toContain("PostgreSQL");
+        expect(second.lines.map((line) => line.msg)).not.toContain("swarm coordinator ready");
+
+        // The first is untouched (the second wrote nothing: no recovery ran) and still takes writes.
+        expect((await health()).latest_seq).toBe(seqBefore);
+        expect((await post("after the second server was refused")).status).toBe(201);
+        expect((await fetch(`${url}/api/tasks/${task.id}`)).status).toBe(200);
+
+        // A holder killed with SIGKILL leaves no lock behind: a restart at once takes the file.
+        first.child.kill("SIGKILL");
+        await first.exited;
+        const third = startServer({ SWARM_DB: db });
+        servers.push(third);
+        const thirdReady = await third.waitFor((line) => line.msg === "swarm coordinator ready");
+        const again = await fetch(`${String(thirdReady.url)}/api/tasks/${task.id}`);
+        expect(again.status).toBe(200);
+        third.child.kill("SIGTERM");
+        expect(await third.exited).toBe(0);
+      } finally {
+        for (const server of servers) server.child.kill("SIGKILL");
+      }
+    },
+  );
+
   it("closes stream clients with 1001 on SIGTERM and keeps what was acknowledged", async () => {
     const db = join(tempDir(), "swarm.db");
     const server = startServer({ SWARM_DB: db });

@@ -2,7 +2,9 @@
  * SwarmAgent: a worker that joins a coordinator over its public API. It registers (or reuses a
  * saved identity), keeps a heartbeat, follows auctions on /api/stream (resuming from its last
  * seq after a drop), bids through a strategy, and runs each task it wins through a handler,
- * reporting tool calls and the outcome.
+ * reporting tool calls and the outcome. It stops gracefully: tasks in hand get a grace period
+ * to finish, and those that do not are handed back to be auctioned again, not failed (being
+ * stopped is not the task's fault).
  */
 import { randomUUID } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
@@ -14,7 +16,11 @@ import { matchStrategy, type BidStrategy } from "./strategies.js";
 
 export interface TaskContext {
   task: TaskView;
-  /** Aborted when the task is cancelled or failed elsewhere, or the agent stops. */
+  /**
+   * Aborted when the task is cancelled or failed elsewhere, or when the agent is stopping and
+   * the grace runs out (the task has then been handed back: whatever the handler returns after
+   * that is dropped).
+   */
   signal: AbortSignal;
   /** Run `work` as a reported tool call: `called` before it, `completed` or `failed` after. */
   tool: <T>(name: string, input: unknown, work: () => Promise<T> | T) => Promise<T>;
@@ -47,7 +53,11 @@ export interface SwarmAgentOptions {
   heartbeatMs?: number;
   /** Reconnect delays: from `minMs`, doubling per failed try up to `maxMs`, with jitter. */
   reconnect?: { minMs: number; maxMs: number };
-  /** How long stop() lets running tasks finish before leaving. */
+  /**
+   * How long stop() lets tasks in hand finish (default 10 s). A task still running when it runs
+   * out is handed back to the coordinator (`task.released`, auctioned again) and its handler's
+   * signal aborts; a task won but not yet started is handed back at once.
+   */
   stopGraceMs?: number;
   logger?: AgentLogger;
 }
@@ -58,6 +68,8 @@ export interface AgentStats {
   losses: number;
   completed: number;
   failed: number;
+  /** Tasks handed back unfinished on a stop. */
+  handedBack: number;
 }
 
 const WATCHED_TYPES = ["task.bidding", "task.assigned", "auction.closed", "task.cancelled", "task.failed"];
@@ -97,6 +109,24 @@ export class IdentityFileError extends Error {
     this.name = "IdentityFileError";
   }
 }
+
+/**
+ * Where a won task is: being fetched and started, in the handler, having its outcome reported,
+ * or handed back (then nothing more is reported for it).
+ */
+type RunPhase = "starting" | "working" | "reporting" | "handed back";
+
+interface Run {
+  abort: AbortController;
+  done: Promise<void>;
+  phase: RunPhase;
+  /** Tool calls reported as called and not yet ended, by call_id: a hand-back ends them. */
+  openCalls: Map<string, string>;
+}
+
+/** How long a hand-back is retried through transient failures: a stop must not wait a minute. */
+const HAND_BACK_RETRY_MS = 5000;
+const BEFORE_START = "agent stopping before it started the task";
 
 /** A network failure or a server that is restarting: worth trying again. */
 export function isTransient(error: unknown): boolean {
@@ -145,7 +175,7 @@ function taskLabel(task: Pick<TaskView, "id" | "description">): string {
 }
 
 export class SwarmAgent {
-  readonly stats: AgentStats = { bids: 0, wins: 0, losses: 0, completed: 0, failed: 0 };
+  readonly stats: AgentStats = { bids: 0, wins: 0, losses: 0, completed: 0, failed: 0, handedBack: 0 };
   private readonly log: AgentLogger;
   private readonly strategy: BidStrategy;
   private readonly capabilities: string[];
@@ -157,10 +187,16 @@ export class SwarmAgent {
   private heartbeat: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectTries = 0;
+  /** Set by stop(): no new bids, and tasks won from now on are handed back at once. */
   private stopping = false;
+  /** Set once deregistered: no more heartbeats. */
+  private left = false;
+  private stopped: Promise<void> | undefined;
+  /** Ends the stop's grace early (a second stop with graceMs 0). */
+  private endGrace: (() => void) | undefined;
   /** Auctions (task:attempt) this agent has bid in, so that each is considered once. */
   private readonly considered = new Set<string>();
-  private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private readonly running = new Map<string, Run>();
 
   constructor(private readonly options: SwarmAgentOptions) {
     this.log = options.logger ?? silent;
@@ -182,6 +218,8 @@ export class SwarmAgent {
   /** Join: register or resume, start the heartbeat, open the stream. Resolves once joined. */
   async start(): Promise<void> {
     this.stopping = false;
+    this.left = false;
+    this.stopped = undefined;
     await this.join();
     const heartbeatMs = this.options.heartbeatMs ?? 10_000;
     this.heartbeat = setInterval(() => void this.beat(), heartbeatMs);
@@ -190,28 +228,127 @@ export class SwarmAgent {
     await this.catchUp();
   }
 
-  /** Leave: no new work, let running tasks finish (up to the grace), then deregister. */
-  async stop(): Promise<void> {
-    if (this.stopping) return;
+  /**
+   * Leave gracefully: bid no more; let tasks in hand finish for up to the grace (`stopGraceMs`,
+   * or `graceMs` here), heartbeating meanwhile; hand back to the coordinator whatever is still
+   * running then (their signals abort) and whatever is won meanwhile; then deregister. Calling
+   * it again while stopping returns the same promise, and with `graceMs: 0` ends the grace now
+   * (a second Ctrl-C).
+   */
+  stop(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.stopped !== undefined) {
+      if (options.graceMs === 0) this.endGrace?.();
+      return this.stopped;
+    }
     this.stopping = true;
-    clearInterval(this.heartbeat);
     clearTimeout(this.reconnectTimer);
+    this.stopped = this.leave(options.graceMs ?? this.options.stopGraceMs ?? 10_000);
+    return this.stopped;
+  }
+
+  private async leave(graceMs: number): Promise<void> {
+    const inHand = () => [...this.running.values()];
+    // The stream stays open through the grace, so that a task cancelled meanwhile still stops.
+    const graceOver = await Promise.race([
+      Promise.all(inHand().map((run) => run.done)).then(() => false),
+      new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(true), graceMs);
+        timer.unref();
+        this.endGrace = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+      }),
+    ]);
+    this.endGrace = undefined;
+    if (graceOver) {
+      const reason = `agent stopping: not finished within its ${graceMs} ms grace`;
+      await Promise.all(
+        [...this.running.entries()]
+          .filter(([, run]) => run.phase === "starting" || run.phase === "working")
+          .map(([taskId, run]) => this.handBack(taskId, run, reason)),
+      );
+    }
+    // Outcomes on their way (a handler that finished just in time) are reported before leaving.
+    await Promise.all(
+      inHand()
+        .filter((run) => run.phase !== "handed back")
+        .map((run) => run.done),
+    );
+    clearInterval(this.heartbeat);
     this.socket?.removeAllListeners();
     this.socket?.close();
     this.socket = undefined;
-    const grace = this.options.stopGraceMs ?? 10_000;
-    const finished = Promise.all([...this.running.values()].map((run) => run.done));
-    const timedOut = await Promise.race([
-      finished.then(() => false),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), grace).unref()),
-    ]);
-    if (timedOut) for (const run of this.running.values()) run.abort.abort(new Error("agent stopping"));
-    await Promise.all([...this.running.values()].map((run) => run.done));
+    await this.handBackStrays();
     if (this.identity !== undefined) {
       await this.client.deregister(this.identity.id).catch((error: unknown) => {
         this.log.warn({ err: error }, "could not deregister");
       });
     }
+    this.left = true;
+  }
+
+  /**
+   * Hand a task back: it is auctioned again, not failed. Marked first, so that the handler's
+   * late outcome and tool reports are dropped; then the handler's signal aborts, the tool calls
+   * it left open are reported failed (while the task is still this agent's, so its timeline
+   * does not keep a call that never ended), and the task is released.
+   */
+  private async handBack(taskId: string, run: Run | undefined, reason: string): Promise<void> {
+    if (run !== undefined) {
+      run.phase = "handed back";
+      run.abort.abort(new Error(reason));
+      const open = [...run.openCalls];
+      run.openCalls.clear();
+      await Promise.all(
+        open.map(([callId, tool]) =>
+          this.client
+            .tool(taskId, { tool, phase: "failed", call_id: callId, error: `abandoned: ${reason}` })
+            .catch((error: unknown) =>
+              this.log.debug({ err: error, task_id: taskId }, "could not end a tool call"),
+            ),
+        ),
+      );
+    }
+    try {
+      await this.retry(() => this.client.release(taskId, reason), HAND_BACK_RETRY_MS);
+      this.stats.handedBack += 1;
+      this.log.info({ task_id: taskId, reason }, "task handed back");
+    } catch (error) {
+      if (error instanceof SwarmApiError && (error.status === 409 || error.status === 403)) {
+        // Cancelled meanwhile, or handed back by an earlier try whose answer was lost.
+        this.log.debug({ err: error, task_id: taskId }, "nothing to hand back");
+      } else {
+        // Deregistering puts it up for auction anyway, at the cost of one of its rounds.
+        this.log.warn({ err: error, task_id: taskId }, "could not hand the task back");
+      }
+    }
+  }
+
+  /** Tasks the coordinator says are this agent's that it is not running (missed on the stream). */
+  private async handBackStrays(): Promise<void> {
+    if (this.identity === undefined) return;
+    let mine: TaskView[];
+    try {
+      mine = [
+        ...(await this.client.listTasks({ status: "assigned", agent_id: this.identity.id, limit: 200 })),
+        ...(await this.client.listTasks({ status: "running", agent_id: this.identity.id, limit: 200 })),
+      ];
+    } catch (error) {
+      this.log.debug({ err: error }, "could not list this agent's tasks before leaving");
+      return;
+    }
+    await Promise.all(
+      mine
+        .filter((task) => this.running.get(task.id)?.phase !== "handed back")
+        .map((task) =>
+          this.handBack(
+            task.id,
+            undefined,
+            task.status === "assigned" ? BEFORE_START : "agent stopping without the task in hand",
+          ),
+        ),
+    );
   }
 
   private async join(): Promise<void> {
@@ -280,11 +417,13 @@ export class SwarmAgent {
   }
 
   private async beat(): Promise<void> {
-    if (this.identity === undefined || this.stopping) return;
+    // Beats go on through a stop's grace: a grace longer than the heartbeat timeout must not
+    // cost the tasks in hand.
+    if (this.identity === undefined || this.left) return;
     try {
       await this.client.heartbeat(this.identity.id);
     } catch (error) {
-      if (isTransient(error)) {
+      if (isTransient(error) || this.stopping) {
         this.log.debug({ err: error }, "heartbeat failed; the server may be restarting");
         return;
       }
@@ -446,43 +585,75 @@ export class SwarmAgent {
 
   private run(taskId: string, known?: TaskView): Promise<void> {
     const existing = this.running.get(taskId);
-    if (existing !== undefined || this.stopping) return existing?.done ?? Promise.resolve();
-    const abort = new AbortController();
-    const done = this.execute(taskId, known, abort.signal)
+    if (existing !== undefined) return existing.done;
+    const run: Run = {
+      abort: new AbortController(),
+      done: Promise.resolve(),
+      phase: "starting",
+      openCalls: new Map(),
+    };
+    // Won while stopping (a bid placed before the stop): starting work it may not finish helps
+    // nobody, so the task goes back to auction at once.
+    const work = this.stopping ? this.handBack(taskId, run, BEFORE_START) : this.execute(taskId, known, run);
+    run.done = work
       .catch((error: unknown) =>
         this.log.error({ err: error, task_id: taskId }, `could not run task ${shortId(taskId)}`),
       )
       .finally(() => this.running.delete(taskId));
-    this.running.set(taskId, { abort, done });
-    return done;
+    this.running.set(taskId, run);
+    return run.done;
   }
 
-  private async execute(taskId: string, known: TaskView | undefined, signal: AbortSignal): Promise<void> {
+  private async execute(taskId: string, known: TaskView | undefined, run: Run): Promise<void> {
+    const { signal } = run.abort;
+    // Read through a function: the phase changes under awaits (a stop's grace running out).
+    const handedBack = () => run.phase === "handed back";
     const task = known ?? (await this.retry(() => this.client.getTask(taskId)));
-    if (task.status === "assigned") await this.retry(() => this.client.start(taskId));
-    else if (task.status !== "running") return;
+    if (handedBack()) return;
+    if (this.stopping && task.status === "assigned") {
+      await this.handBack(taskId, run, BEFORE_START);
+      return;
+    }
+    if (task.status === "assigned") {
+      try {
+        await this.retry(() => this.client.start(taskId));
+      } catch (error) {
+        if (handedBack()) return; // handed back while starting: the start was refused for that
+        throw error;
+      }
+    } else if (task.status !== "running") return;
+    if (handedBack()) return;
+    run.phase = "working";
     this.log.info({ task_id: taskId }, `running task ${taskLabel(task)}`);
     const context: TaskContext = {
       task,
       signal,
       tool: async (name, input, work) => {
+        // The task is no longer this agent's: say nothing more about it.
+        if (handedBack()) throw new Error("the task was handed back");
         const callId = randomUUID();
         await this.retry(() =>
           this.client.tool(taskId, { tool: name, phase: "called", call_id: callId, input }),
         );
+        run.openCalls.set(callId, name);
         try {
           const output = await work();
-          await this.retry(() =>
-            this.client.tool(taskId, { tool: name, phase: "completed", call_id: callId, output }),
-          );
+          if (!handedBack()) {
+            await this.retry(() =>
+              this.client.tool(taskId, { tool: name, phase: "completed", call_id: callId, output }),
+            );
+          }
           return output;
         } catch (error) {
+          if (handedBack()) throw error; // the hand-back has ended the call already
           const message =
             truncate(error instanceof Error ? error.message : String(error), 10_000) || "failed";
           await this.retry(() =>
             this.client.tool(taskId, { tool: name, phase: "failed", call_id: callId, error: message }),
           );
           throw error;
+        } finally {
+          run.openCalls.delete(callId);
         }
       },
     };
@@ -496,11 +667,16 @@ export class SwarmAgent {
         reason: truncate(error instanceof Error ? error.message : String(error), 10_000) || "failed",
       };
     }
-    if (signal.aborted && this.stopping === false) {
+    if (handedBack()) {
+      this.log.info({ task_id: taskId }, "handler ended after its task was handed back; outcome dropped");
+      return;
+    }
+    if (signal.aborted) {
       // Cancelled or failed by the coordinator: nothing left to report.
       this.log.info({ task_id: taskId }, `task ${taskLabel(task)} was ended by the coordinator`);
       return;
     }
+    run.phase = "reporting";
     try {
       if (outcome.ok) await this.retry(() => this.client.complete(taskId, outcome.result));
       else await this.retry(() => this.client.fail(taskId, outcome.reason));
@@ -521,12 +697,12 @@ export class SwarmAgent {
   }
 
   /** Retry through a server restart: transient failures are tried again for up to a minute. */
-  private async retry<T>(call: () => Promise<T>): Promise<T> {
+  private async retry<T>(call: () => Promise<T>, maxWaitMs = 60_000): Promise<T> {
     for (let attempt = 0, waited = 0; ; attempt += 1) {
       try {
         return await call();
       } catch (error) {
-        if (!isTransient(error) || waited > 60_000) throw error;
+        if (!isTransient(error) || waited > maxWaitMs) throw error;
         const wait = Math.min(5000, 250 * 2 ** attempt);
         waited += wait;
         await delay(wait);

@@ -30,12 +30,16 @@ Usage: swarm-agent [options]
   --fail-rate P         without --exec: share of simulated tasks that fail, 0-1 (default 0)
   --heartbeat-ms N      how often to tell the coordinator it is alive (default 10000); keep it
                         well under the server's SWARM_HEARTBEAT_TIMEOUT_MS
+  --grace-ms N          on SIGINT or SIGTERM, how long tasks in hand may take to finish
+                        (default 10000); then they are handed back and auctioned again
   --key KEY             operator key, to register (default $SWARM_API_KEY)
   --identity-file PATH  keep the agent's id and token here and reuse them next time
   --log-level LEVEL     fatal, error, warn, info, debug, trace or silent (default info)
   --help                show this
 
-Stops cleanly on SIGINT or SIGTERM: lets running tasks finish (up to 10 s), then leaves.
+Stops cleanly on SIGINT or SIGTERM: bids no more, lets tasks in hand finish within --grace-ms,
+hands back to the coordinator those that do not (auctioned again, not failed; with --exec their
+commands are stopped with SIGTERM), then leaves. A second signal ends the grace at once.
 `;
 
 export class UsageError extends Error {}
@@ -53,6 +57,7 @@ export interface AgentCommand {
   workMs: number;
   failRate: number;
   heartbeatMs: number;
+  graceMs: number;
   apiKey: string | undefined;
   identityFile: string | undefined;
   logLevel: string;
@@ -114,6 +119,7 @@ export function parseCommand(
         "work-ms": { type: "string" },
         "fail-rate": { type: "string" },
         "heartbeat-ms": { type: "string" },
+        "grace-ms": { type: "string" },
         key: { type: "string" },
         "identity-file": { type: "string" },
         "log-level": { type: "string" },
@@ -162,6 +168,7 @@ export function parseCommand(
     workMs: number("work-ms", values["work-ms"], 1500, 0, 3_600_000),
     failRate: number("fail-rate", values["fail-rate"], 0, 0, 1, false),
     heartbeatMs: number("heartbeat-ms", values["heartbeat-ms"], 10_000, 100, 3_600_000),
+    graceMs: number("grace-ms", values["grace-ms"], 10_000, 0, 3_600_000),
     apiKey: values.key ?? env.SWARM_API_KEY,
     identityFile: values["identity-file"],
     logLevel,
@@ -170,21 +177,65 @@ export function parseCommand(
 
 const MAX_OUTPUT = 100_000;
 
-/** Run the command for a task: stdout is the result; a non-zero exit is an error with stderr. */
+/** Process groups of commands still running, by their leader's pid. */
+const liveGroups = new Set<number>();
+let exitHookInstalled = false;
+
+/** An agent that exits (normally, or on an uncaught error) takes its commands with it. */
+function killGroupsOnExit(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const pid of liveGroups) {
+      try {
+        process.kill(-pid, "SIGTERM");
+      } catch {
+        // Already gone.
+      }
+    }
+  });
+}
+
+/**
+ * Run the command for a task: stdout is the result; a non-zero exit is an error with stderr.
+ *
+ * The command runs in a process group of its own. Ctrl-C in a terminal signals the whole
+ * foreground group, and a command sharing the agent's would die at once and fail its task; in
+ * its own group it runs on through the agent's grace. When the task's signal aborts (the grace
+ * ran out, or the task was cancelled) or the timeout passes, the whole group gets SIGTERM, so
+ * that what the shell started goes too.
+ */
 export function execHandler(command: string, timeoutMs: number): TaskHandler {
+  killGroupsOnExit();
   return ({ task, tool, signal }: TaskContext) =>
     tool(
       "shell.exec",
       { command },
       () =>
         new Promise<string>((resolve, reject) => {
+          if (signal.aborted) {
+            reject(new Error("stopped before the command ran"));
+            return;
+          }
           const child = spawn(command, {
             shell: true,
+            detached: true,
             env: { ...process.env, SWARM_TASK_ID: task.id, SWARM_TASK_DESCRIPTION: task.description },
             stdio: ["ignore", "pipe", "pipe"],
-            signal,
-            timeout: timeoutMs,
           });
+          let stopped: string | undefined;
+          const stopGroup = (why: string) => {
+            stopped ??= why;
+            try {
+              if (child.pid !== undefined) process.kill(-child.pid, "SIGTERM");
+            } catch {
+              // The group has already gone.
+            }
+          };
+          const timer = setTimeout(() => stopGroup(`timed out after ${timeoutMs / 1000} s`), timeoutMs);
+          const onAbort = () => stopGroup("stopped");
+          signal.addEventListener("abort", onAbort, { once: true });
+          if (child.pid !== undefined) liveGroups.add(child.pid);
           let stdout = "";
           let stderr = "";
           child.stdout.on("data", (chunk: Buffer) => {
@@ -195,9 +246,13 @@ export function execHandler(command: string, timeoutMs: number): TaskHandler {
           });
           child.on("error", reject);
           child.on("close", (code, killedBy) => {
-            if (code === 0) return resolve(stdout.trimEnd().slice(0, MAX_OUTPUT));
+            clearTimeout(timer);
+            signal.removeEventListener("abort", onAbort);
+            if (child.pid !== undefined) liveGroups.delete(child.pid);
+            if (code === 0 && stopped === undefined) return resolve(stdout.trimEnd().slice(0, MAX_OUTPUT));
             const how = killedBy !== null ? `killed by ${killedBy}` : `exit code ${code}`;
-            reject(new Error(`${how}: ${stderr.trim().slice(0, 9000) || "(no stderr)"}`));
+            const why = stopped === undefined ? how : `${stopped} (${how})`;
+            reject(new Error(`${why}: ${stderr.trim().slice(0, 9000) || "(no stderr)"}`));
           });
         }),
     );
@@ -241,6 +296,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     capabilities: command.capabilities,
     maxConcurrent: command.maxConcurrent,
     heartbeatMs: command.heartbeatMs,
+    stopGraceMs: command.graceMs,
     apiKey: command.apiKey,
     identityFile: command.identityFile,
     strategy: command.adaptive ? adaptiveStrategy(strategyOptions) : matchStrategy(strategyOptions),
@@ -274,12 +330,22 @@ export async function main(argv: readonly string[]): Promise<number> {
     `joined ${command.server} as ${command.name} (${shortId(agent.id)}); waiting for auctions`,
   );
   await new Promise<void>((resolve) => {
+    let signals = 0;
     const leave = (signal: string) => {
-      logger.info({ signal }, "leaving");
-      void agent.stop().then(resolve);
+      signals += 1;
+      if (signals === 1) {
+        logger.info(
+          { signal, grace_ms: command.graceMs },
+          "leaving: tasks in hand may finish within the grace",
+        );
+        void agent.stop().then(resolve);
+      } else {
+        logger.info({ signal }, "leaving now: tasks still in hand are handed back");
+        void agent.stop({ graceMs: 0 });
+      }
     };
-    process.once("SIGINT", () => leave("SIGINT"));
-    process.once("SIGTERM", () => leave("SIGTERM"));
+    process.on("SIGINT", () => leave("SIGINT"));
+    process.on("SIGTERM", () => leave("SIGTERM"));
   });
   return 0;
 }

@@ -130,6 +130,11 @@ export class SwarmClient {
     return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/complete`, { result });
   }
 
+  /** Hand the task back unfinished: it is auctioned again, not failed. */
+  release(taskId: string, reason: string): Promise<unknown> {
+    return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/release`, { reason });
+  }
+
   fail(taskId: string, reason: string): Promise<unknown> {
     return this.request("POST", `/api/tasks/${encodeURIComponent(taskId)}/fail`, { reason });
   }

@@ -128,8 +128,18 @@ function profileHandler(profile: Profile, random: () => number = Math.random): T
 
 export interface DemoSwarm {
   agents: SwarmAgent[];
+  /**
+   * Stop posting, withdraw (cancel) the demo's own tasks still in auction, stop the agents (tasks
+   * in hand get their grace, then are handed back), and withdraw what they handed back: with the
+   * swarm gone nobody would bid, and the tasks would fail with "no bids".
+   */
   stop(): Promise<void>;
 }
+
+/** The demo's agents give tasks in hand this long to finish on a stop: most demo tasks take 1-5 s. */
+export const DEMO_STOP_GRACE_MS = 4000;
+/** Task ids the demo remembers having posted, newest last: far more than can be in auction at once. */
+const REMEMBERED_TASKS = 1000;
 
 /** Start the demo agents and the task source against a running server. */
 export async function startDemoSwarm(options: {
@@ -140,6 +150,8 @@ export async function startDemoSwarm(options: {
   taskEveryMs?: number;
   /** Agents of each profile (default 1), for a swarm that keeps up with a faster stream of tasks. */
   agentsPerProfile?: number;
+  /** How long the agents let tasks in hand finish on a stop (default DEMO_STOP_GRACE_MS). */
+  stopGraceMs?: number;
   logger?: Logger;
 }): Promise<DemoSwarm> {
   const copies = options.agentsPerProfile ?? 1;
@@ -161,7 +173,7 @@ export async function startDemoSwarm(options: {
       strategy: profile.adaptive ? adaptiveStrategy(strategyOptions) : matchStrategy(strategyOptions),
       handler: profileHandler(profile),
       heartbeatMs: 5000,
-      stopGraceMs: 2000,
+      stopGraceMs: options.stopGraceMs ?? DEMO_STOP_GRACE_MS,
       logger: options.logger?.child({ agent: name }),
     });
   });
@@ -171,12 +183,43 @@ export async function startDemoSwarm(options: {
     options.apiKey === undefined ? {} : { token: options.apiKey },
   );
   let next = Math.floor(Math.random() * DEMO_TASKS.length);
+  const posted = new Set<string>();
+  const posting = new Set<Promise<void>>();
   const post = () => {
     const template = DEMO_TASKS[next % DEMO_TASKS.length]!;
     next += 1 + Math.floor(Math.random() * 3);
-    operator
-      .request("POST", "/api/tasks", { ...template, auction_ms: 1500 + Math.floor(Math.random() * 1500) })
-      .catch((error: unknown) => options.logger?.warn({ err: error }, "demo could not post a task"));
+    const sent: Promise<void> = operator
+      .request<{ task: { id: string } }>("POST", "/api/tasks", {
+        ...template,
+        auction_ms: 1500 + Math.floor(Math.random() * 1500),
+      })
+      .then(({ task }) => {
+        posted.add(task.id);
+        if (posted.size > REMEMBERED_TASKS) posted.delete(posted.values().next().value!);
+      })
+      .catch((error: unknown) => options.logger?.warn({ err: error }, "demo could not post a task"))
+      .finally(() => posting.delete(sent));
+    posting.add(sent);
+  };
+  /** Cancel the demo's own tasks that are in auction (only those: others' tasks are theirs). */
+  const withdraw = async () => {
+    try {
+      const open = await operator.listTasks({ status: "bidding", limit: 200 });
+      await Promise.all(
+        open
+          .filter((task) => posted.has(task.id))
+          .map(
+            (task) =>
+              operator
+                .request("POST", `/api/tasks/${encodeURIComponent(task.id)}/cancel`, {
+                  reason: "the demo stopped",
+                })
+                .catch(() => undefined), // closed meanwhile: nothing to withdraw
+          ),
+      );
+    } catch (error) {
+      options.logger?.warn({ err: error }, "demo could not withdraw its open tasks");
+    }
   };
   post();
   const timer = setInterval(post, options.taskEveryMs ?? 2000);
@@ -185,7 +228,10 @@ export async function startDemoSwarm(options: {
     agents,
     async stop() {
       clearInterval(timer);
+      await Promise.all(posting); // a task posted as the stop began is withdrawn too
+      await withdraw();
       await Promise.all(agents.map((agent) => agent.stop()));
+      await withdraw();
     },
   };
 }

@@ -366,10 +366,16 @@ function everyoneHasBid(draft: Draft, task: Task): boolean {
   return eligible > 0;
 }
 
-/** The agent holding `task` is gone: put the task up again, or fail it when out of rounds. */
-function reauction(draft: Draft, task: Task, why: string): void {
+/**
+ * The agent holding `task` is gone: put the task up again, or fail it when out of rounds. A task
+ * its agent handed back (`handedBack`) always goes up again, and that round is not counted: a
+ * graceful stop says nothing against the task, while losing agent after agent to silence may
+ * (a task that crashes whoever runs it), which is what the limit is for.
+ */
+function reauction(draft: Draft, task: Task, why: string, { handedBack = false } = {}): void {
   const previousAgent = task.assigned_agent;
-  if (task.attempt >= draft.ctx.rules.maxAuctionAttempts) {
+  const roundsLost = task.attempt - task.releases;
+  if (!handedBack && roundsLost >= draft.ctx.rules.maxAuctionAttempts) {
     const reason = `${why}; no auction attempts left`;
     draft.putTask({ ...task, status: "failed", error: reason, completed_at: draft.nowIso });
     draft.emit(EventType.TASK_FAILED, {
@@ -384,6 +390,7 @@ function reauction(draft: Draft, task: Task, why: string): void {
     ...task,
     status: "bidding",
     attempt: task.attempt + 1,
+    releases: task.releases + (handedBack ? 1 : 0),
     assigned_agent: null,
     winning_bid_sats: null,
     assigned_at: null,
@@ -477,6 +484,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
             ? null
             : checkInteger("max_bid_sats", command.max_bid_sats, 1, rules.maxBidSats),
         attempt: 1,
+        releases: 0,
         assigned_agent: null,
         winning_bid_sats: null,
         result: null,
@@ -657,6 +665,26 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         agent_id: task.assigned_agent,
         data: { reason, previous_status: task.status },
       });
+      return draft.accepted({ task });
+    }
+
+    case "ReleaseTask": {
+      const task = requireTask(draft, command.task_id);
+      if (task.status === "bidding") {
+        refuse("TASK_NOT_ACTIVE", `task ${task.id} is in its auction; there is nothing to hand back`, {
+          status: task.status,
+        });
+      }
+      requireAssignee(draft, task, command.agent_id);
+      const reason =
+        command.reason === undefined ? "handed back by its agent" : checkText("reason", command.reason, 1000);
+      draft.emit(EventType.TASK_RELEASED, {
+        source: command.agent_id,
+        task_id: task.id,
+        agent_id: command.agent_id,
+        data: { reason, attempt: task.attempt, previous_status: task.status },
+      });
+      reauction(draft, task, "handed back by its agent", { handedBack: true });
       return draft.accepted({ task });
     }
 

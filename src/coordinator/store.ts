@@ -41,7 +41,7 @@ function toTask(row: TaskRow): Task {
 }
 
 const TASK_COLUMNS =
-  "id, description, status, required_capabilities, auction_ms, max_bid_sats, attempt, assigned_agent, " +
+  "id, description, status, required_capabilities, auction_ms, max_bid_sats, attempt, releases, assigned_agent, " +
   "winning_bid_sats, result, error, created_at, auction_closes_at, assigned_at, started_at, completed_at";
 const AGENT_COLUMNS =
   "id, name, capabilities, max_concurrent, status, registered_at, last_seen, grace_until, left_at";
@@ -56,8 +56,8 @@ export const STORE_SQL = {
     "grace_until = excluded.grace_until, left_at = excluded.left_at",
   upsertTask:
     `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (@id, @description, @status, @required_capabilities, @auction_ms, @max_bid_sats, ` +
-    "@attempt, @assigned_agent, @winning_bid_sats, @result, @error, @created_at, @auction_closes_at, @assigned_at, @started_at, @completed_at) " +
-    "ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt, " +
+    "@attempt, @releases, @assigned_agent, @winning_bid_sats, @result, @error, @created_at, @auction_closes_at, @assigned_at, @started_at, @completed_at) " +
+    "ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt, releases = excluded.releases, " +
     "assigned_agent = excluded.assigned_agent, winning_bid_sats = excluded.winning_bid_sats, result = excluded.result, " +
     "error = excluded.error, auction_closes_at = excluded.auction_closes_at, assigned_at = excluded.assigned_at, " +
     "started_at = excluded.started_at, completed_at = excluded.completed_at",

@@ -38,6 +38,11 @@ export interface Task {
   max_bid_sats: number | null;
   /** Auction round: 1 at post, one more each time the task is re-auctioned. */
   attempt: number;
+  /**
+   * Rounds that ended because the agent handed the task back (a graceful stop): they are not
+   * the task's fault, so they do not count towards `maxAuctionAttempts`.
+   */
+  releases: number;
   assigned_agent: string | null;
   winning_bid_sats: number | null;
   result: string | null;
@@ -88,6 +93,11 @@ export type Command =
   /** `agent_id` absent: the operator fails the task. */
   | { type: "FailTask"; task_id: string; agent_id?: string; reason?: string }
   | { type: "CancelTask"; task_id: string; reason?: string }
+  /**
+   * The assigned agent hands its task back unfinished (it is stopping): the task goes up for
+   * auction again, neither failed nor charged a round.
+   */
+  | { type: "ReleaseTask"; task_id: string; agent_id: string; reason?: string }
   | {
       type: "RecordToolCall";
       task_id: string;
@@ -119,7 +129,10 @@ export interface CoordinatorRules {
   /** Close an auction as soon as every eligible online agent has bid. */
   closeWhenAllBid: boolean;
   heartbeatTimeoutMs: number;
-  /** Auction rounds a task gets before losing its agent fails it for good. */
+  /**
+   * Auction rounds a task gets before losing its agent fails it for good. Rounds its agent
+   * handed back (ReleaseTask) are not counted.
+   */
   maxAuctionAttempts: number;
   maxDescriptionLength: number;
   maxResultLength: number;

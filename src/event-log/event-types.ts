@@ -10,6 +10,8 @@ export const EventType = {
   TASK_COMPLETED: "task.completed",
   TASK_FAILED: "task.failed",
   TASK_CANCELLED: "task.cancelled",
+  /** The assigned agent handed the task back unfinished; a `task.bidding` for the next round follows. */
+  TASK_RELEASED: "task.released",
   AGENT_JOINED: "agent.joined",
   AGENT_LEFT: "agent.left",
   /** The agent's token was replaced; the old one no longer works. Written by the API, not the core. */

@@ -64,6 +64,10 @@ export const TaskSchema = Type.Object({
   auction_ms: Type.Integer(),
   max_bid_sats: Nullable(Type.Integer()),
   attempt: Type.Integer({ description: "Auction round: 1, or more after the task was put up again" }),
+  releases: Type.Integer({
+    description:
+      "Rounds that ended with the agent handing the task back (task.released); they do not count towards the limit of 3 rounds",
+  }),
   assigned_agent: Nullable(Type.String()),
   winning_bid_sats: Nullable(Type.Integer()),
   result: Nullable(Type.String()),
@@ -125,6 +129,18 @@ export const CompleteBody = Type.Object(
 );
 export const ReasonBody = Type.Object(
   { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 10_000 })) },
+  { additionalProperties: false },
+);
+export const ReleaseBody = Type.Object(
+  {
+    reason: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 1000,
+        description: "Why the agent hands the task back, e.g. that it is stopping; shown with task.released",
+      }),
+    ),
+  },
   { additionalProperties: false },
 );
 export const ToolBody = Type.Object(

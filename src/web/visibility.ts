@@ -6,7 +6,7 @@
  * - Bids are sealed: while a task's auction round is open, a bid is seen only by the agent that
  *   placed it (and the operator). Once the round closes the bids are revealed to every reader.
  * - What an agent or its tools produced (tool input, output and error; a task's result; the
- *   reason an agent gave for failing) is seen by that agent and the operator. Other agents see
+ *   reason an agent gave for failing or handing a task back) is seen by that agent and the operator. Other agents see
  *   that it happened, not what it said; so do anonymous viewers of a public dashboard unless
  *   SWARM_DASHBOARD_PUBLIC_DETAILS allows them the contents.
  *
@@ -54,6 +54,7 @@ const PRODUCED_FIELDS: Readonly<Record<string, readonly string[]>> = {
   "tool.failed": ["input", "output", "error"],
   "task.completed": ["result"],
   "task.failed": ["reason"],
+  "task.released": ["reason"],
 };
 
 /** Task fields holding what its agent produced. */

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { SwarmAgent, type SwarmAgentOptions } from "../../src/agent/agent.js";
+import { delay, SwarmAgent, type SwarmAgentOptions } from "../../src/agent/agent.js";
 import { execHandler, parseCommand, UsageError } from "../../src/agent/cli.js";
 import { SwarmClient } from "../../src/agent/client.js";
 import { startDemoSwarm } from "../../src/agent/demo-swarm.js";
@@ -440,6 +440,7 @@ describe("--exec", () => {
       [["--exec", "  "], /--exec needs a command/],
       [["--fail-rate", "2"], /--fail-rate must be a number from 0 to 1/],
       [["--heartbeat-ms", "50"], /--heartbeat-ms must be a whole number from 100 to 3600000/],
+      [["--grace-ms", "1.5"], /--grace-ms must be a whole number from 0 to 3600000/],
     ];
     for (const [argv, message] of cases) {
       expect(() => parseCommand(argv, {}), argv.join(" ")).toThrow(UsageError);
@@ -454,7 +455,207 @@ describe("--exec", () => {
       adaptive: true,
       maxConcurrent: 1,
       heartbeatMs: 10_000,
+      graceMs: 10_000,
     });
+  });
+});
+
+describe("stopping with tasks in hand", () => {
+  const LAUNCHER = "bin/swarm-agent.js";
+
+  /**
+   * `swarm-agent` in a process group of its own, as a shell runs a foreground command, so that
+   * `interrupt()` can send SIGINT to the whole group as Ctrl-C in a terminal does.
+   */
+  function agentProcess(server: Stack, name: string, args: string[]) {
+    const child = spawn(
+      process.execPath,
+      [LAUNCHER, "--server", server.base, "--name", name, "--key", KEY, "--log-level", "info", ...args],
+      { stdio: ["ignore", "ignore", "pipe"], detached: true },
+    );
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    running.push({
+      stop: async () => {
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      },
+    });
+    return {
+      exited,
+      stderr: () => stderr,
+      interrupt: () => process.kill(-child.pid!, "SIGINT"),
+      joined: () =>
+        eventually(
+          () => server.coordinator.listAgents().find((a) => a.name === name && a.left_at === null),
+          (found) => found !== undefined,
+          20_000,
+        ).then((found) => found!.id),
+    };
+  }
+
+  const isAlive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  it(
+    "hands a task back on Ctrl-C once its grace runs out: auctioned again, not failed, and won and completed by another agent",
+    { timeout: 60_000 },
+    async () => {
+      const server = await stack();
+      const dir = tempDir();
+      const pidFile = join(dir, "command.pid");
+      const first = agentProcess(server, "stopping", [
+        "--grace-ms",
+        "1000",
+        "--exec",
+        `echo $$ > ${pidFile}; sleep 60; echo never`,
+      ]);
+      const firstId = await first.joined();
+      // A window long enough for a process on a busy machine to bid; it closes once it has.
+      const taskId = await postTask(server, { description: "a long job", auction_ms: 20_000 });
+      await eventually(
+        () => existsSync(pidFile) && readFileSync(pidFile, "utf8").trim() !== "",
+        (started) => started,
+        20_000,
+      );
+      const commandPid = Number(readFileSync(pidFile, "utf8"));
+      expect(server.coordinator.getTask(taskId)).toMatchObject({
+        status: "running",
+        assigned_agent: firstId,
+      });
+
+      // Another agent joins now: the task is not its until the first hands it back.
+      const second = agent(server, { name: "taker", handler: async ({ task }) => `took over ${task.id}` });
+      await second.start();
+      first.interrupt();
+      expect(await first.exited, first.stderr()).toBe(0);
+      await eventually(
+        () => taskStatus(server, taskId),
+        (status) => status === "completed",
+        20_000,
+      );
+
+      const timeline = server.eventLog.getTaskEvents(taskId);
+      const types = timeline.map((event) => event.event_type);
+      expect(types).not.toContain("task.failed");
+      expect(types.slice(types.indexOf("task.started"))).toEqual([
+        "task.started",
+        "tool.called",
+        "tool.failed", // the open shell.exec call, ended by the hand-back
+        "task.released",
+        "task.bidding",
+        "bid.submitted",
+        "auction.closed",
+        "task.assigned",
+        "task.started",
+        "task.completed",
+      ]);
+      expect(timeline.find((event) => event.event_type === "task.released")).toMatchObject({
+        source: firstId,
+        data: { reason: "agent stopping: not finished within its 1000 ms grace", attempt: 1 },
+      });
+      expect(server.coordinator.getTask(taskId)).toMatchObject({
+        assigned_agent: second.id,
+        attempt: 2,
+        releases: 1,
+        result: `took over ${taskId}`,
+      });
+      expect(server.coordinator.getAgent(firstId)?.left_at).not.toBeNull();
+      // Ctrl-C reached the agent only; the agent stopped its command when the grace ran out.
+      await eventually(
+        () => isAlive(commandPid),
+        (alive) => !alive,
+      );
+    },
+  );
+
+  it(
+    "lets a task finish within the grace on Ctrl-C: it completes, and the agent leaves",
+    { timeout: 60_000 },
+    async () => {
+      const server = await stack();
+      const dir = tempDir();
+      const started = join(dir, "started");
+      const proceed = join(dir, "proceed");
+      const first = agentProcess(server, "finisher", [
+        "--grace-ms",
+        "20000",
+        "--exec",
+        `touch ${started}; while [ ! -e ${proceed} ]; do sleep 0.05; done; echo finished after the signal`,
+      ]);
+      const agentId = await first.joined();
+      const taskId = await postTask(server, { description: "finish me", auction_ms: 20_000 });
+      await eventually(
+        () => existsSync(started),
+        (yes) => yes,
+        20_000,
+      );
+      first.interrupt();
+      // The agent is stopping: it has closed its stream but still holds the task, and beats.
+      await eventually(
+        () => server.coordinator.getTask(taskId)?.status,
+        (status) => status === "running",
+      );
+      writeFileSync(proceed, "");
+      expect(await first.exited, first.stderr()).toBe(0);
+      expect(server.coordinator.getTask(taskId)).toMatchObject({
+        status: "completed",
+        assigned_agent: agentId,
+        result: "finished after the signal",
+        releases: 0,
+      });
+      const types = typesOf(server, taskId);
+      expect(types).not.toContain("task.released");
+      expect(types).not.toContain("task.failed");
+      expect(server.coordinator.getAgent(agentId)?.left_at).not.toBeNull();
+    },
+  );
+
+  it("aborts the handler's signal when the grace runs out, and drops what it returns after", async () => {
+    const server = await stack();
+    let aborted: unknown;
+    let returned = false;
+    const worker = agent(server, {
+      stopGraceMs: 300,
+      handler: async ({ signal, tool }) => {
+        await tool("slow.step", {}, () => "quick");
+        await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+        aborted = signal.reason;
+        await delay(200); // a handler that ignores the abort and returns anyway
+        returned = true;
+        return "too late";
+      },
+    });
+    await worker.start();
+    const taskId = await postTask(server, { description: "abandon me", auction_ms: 20_000 });
+    await eventually(
+      () => typesOf(server, taskId),
+      (types) => types.includes("tool.completed"),
+    );
+    await worker.stop();
+    expect(String(aborted)).toContain("not finished within its 300 ms grace");
+    expect(server.coordinator.getTask(taskId)).toMatchObject({
+      status: "bidding",
+      releases: 1,
+      result: null,
+    });
+    await eventually(
+      () => returned,
+      (yes) => yes,
+    );
+    await delay(200); // time for a report that must not come
+    expect(typesOf(server, taskId)).not.toContain("task.completed");
+    expect(worker.stats).toMatchObject({ handedBack: 1, completed: 0, failed: 0 });
   });
 });
 
@@ -524,4 +725,31 @@ describe("demo swarm", () => {
       expect(types, type).toContain(type);
     }
   });
+
+  it(
+    "stops without failing anything it holds: tasks in hand finish or go back, its open auctions are withdrawn",
+    { timeout: 60_000 },
+    async () => {
+      const server = await stack();
+      const swarm = await startDemoSwarm({ server: server.base, apiKey: KEY, taskEveryMs: 200 });
+      running.push(swarm);
+      await eventually(
+        () => server.coordinator.store.listTasks({ status: "running", limit: 10 }).tasks.length,
+        (count) => count >= 2,
+        25_000,
+      );
+      const stopAt = server.eventLog.latestSeq();
+      await swarm.stop();
+      for (const status of ["bidding", "assigned", "running"]) {
+        expect(server.coordinator.store.listTasks({ status, limit: 10 }).tasks, status).toEqual([]);
+      }
+      const after = server.eventLog.listEvents({ after_seq: stopAt, limit: 1000 }).events;
+      // A demo handler may still fail a task on its own (its profile's fail rate); the stop fails none.
+      const failures = after.filter((event) => event.event_type === "task.failed");
+      for (const failure of failures) expect(failure.data.reason).toMatch(/could not finish/);
+      const withdrawn = after.filter((event) => event.event_type === "task.cancelled");
+      for (const cancel of withdrawn) expect(cancel.data.reason).toBe("the demo stopped");
+      expect(server.coordinator.listAgents().every((agent) => agent.left_at !== null)).toBe(true);
+    },
+  );
 });

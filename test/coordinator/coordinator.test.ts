@@ -256,6 +256,40 @@ describe("recovery from the tables", () => {
   });
 });
 
+describe("hand-backs on SQLite", () => {
+  it("writes the hand-back and the new round together, and a restart still knows the round was not counted", () => {
+    const path = join(tempDir(), "swarm.db");
+    const clock = fakeClock("2026-03-01T12:00:00.000Z");
+    const first = openTestLog({ path, clock: clock.now });
+    const before = new Coordinator({ eventLog: first, logger: silentLogger, clock: clock.now });
+    const agent = before.execute({ type: "RegisterAgent", name: "stopping" }).agent!.id;
+    const task = before.execute({ type: "PostTask", description: "long job" }).task!.id;
+    before.execute({ type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 5 });
+    before.execute({ type: "StartTask", task_id: task, agent_id: agent });
+    const released = before.execute({
+      type: "ReleaseTask",
+      task_id: task,
+      agent_id: agent,
+      reason: "stopping",
+    });
+    expect(released.events.map((e) => e.event_type)).toEqual([
+      "task.released",
+      "task.bidding",
+      "agent.status_changed",
+    ]);
+    expect(first.db.prepare("SELECT status, attempt, releases FROM tasks WHERE id = ?").get(task)).toEqual({
+      status: "bidding",
+      attempt: 2,
+      releases: 1,
+    });
+    first.close();
+
+    const second = openTestLog({ path, clock: clock.now });
+    const after = new Coordinator({ eventLog: second, logger: silentLogger, clock: clock.now });
+    expect(after.getTask(task)).toMatchObject({ status: "bidding", attempt: 2, releases: 1 });
+  });
+});
+
 describe("group-committed commands", () => {
   it("commits commands submitted together in one transaction, each seeing the ones before it", async () => {
     const { coordinator, eventLog } = setup({ rules: { closeWhenAllBid: false } });

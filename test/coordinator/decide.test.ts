@@ -528,6 +528,146 @@ describe("losing agents", () => {
   });
 });
 
+describe("handing a task back", () => {
+  /** An agent holding a task it won, and a second agent that could take it. */
+  function held(rules: Parameters<typeof scenario>[0] = {}) {
+    const s = scenario({ closeWhenAllBid: false, ...rules });
+    const holder = s.agent("holder");
+    const other = s.agent("other");
+    const t = s.task();
+    s.given({ type: "SubmitBid", task_id: t, agent_id: holder, bid_sats: 10 });
+    s.advance(DEFAULT_RULES.defaultAuctionMs);
+    s.given({ type: "Tick" });
+    return { s, holder, other, t };
+  }
+
+  /** The agent wins the task's open round as the only bidder, at the deadline. */
+  function win(s: ReturnType<typeof scenario>, t: string, agent: string) {
+    s.given({ type: "SubmitBid", task_id: t, agent_id: agent, bid_sats: 20 });
+    s.advance(DEFAULT_RULES.defaultAuctionMs);
+    s.given({ type: "Tick" });
+    expect(s.state.getTask(t)?.assigned_agent).toBe(agent);
+  }
+
+  it("puts a running task up again, says so by its agent, and frees the agent", () => {
+    const { s, holder, t } = held();
+    s.given({ type: "StartTask", task_id: t, agent_id: holder });
+    const released = s.run({
+      type: "ReleaseTask",
+      task_id: t,
+      agent_id: holder,
+      reason: "stopping: not finished within the 10000 ms grace",
+    });
+    expect(types(released)).toEqual(["task.released", "task.bidding", "agent.status_changed"]);
+    expect(eventOf(released, "task.released")).toMatchObject({
+      source: holder,
+      task_id: t,
+      agent_id: holder,
+      data: {
+        reason: "stopping: not finished within the 10000 ms grace",
+        attempt: 1,
+        previous_status: "running",
+      },
+    });
+    expect(eventOf(released, "task.bidding")?.data).toEqual({
+      attempt: 2,
+      closes_at: new Date(s.now + DEFAULT_RULES.defaultAuctionMs).toISOString(),
+      reason: "handed back by its agent",
+      previous_agent: holder,
+    });
+    expect(s.state.getTask(t)).toMatchObject({
+      status: "bidding",
+      attempt: 2,
+      releases: 1,
+      assigned_agent: null,
+      winning_bid_sats: null,
+      started_at: null,
+      error: null,
+    });
+    expect(s.state.getAgent(holder)?.status).toBe("idle");
+  });
+
+  it("hands back a task not yet started, with a default reason; the new round is a fresh auction another agent wins", () => {
+    const { s, holder, other, t } = held();
+    const released = s.run({ type: "ReleaseTask", task_id: t, agent_id: holder });
+    expect(eventOf(released, "task.released")?.data).toEqual({
+      reason: "handed back by its agent",
+      attempt: 1,
+      previous_status: "assigned",
+    });
+    // The holder's round-1 bid does not carry over: only the new round's bids count.
+    expect(s.state.bidsFor(t)).toEqual([]);
+    s.given({ type: "SubmitBid", task_id: t, agent_id: other, bid_sats: 30 });
+    s.advance(DEFAULT_RULES.defaultAuctionMs);
+    const closed = s.run({ type: "Tick" });
+    expect(eventOf(closed, "auction.closed")?.data).toMatchObject({ attempt: 2, bids: 1, winner: other });
+    expect(s.state.getTask(t)).toMatchObject({ status: "assigned", assigned_agent: other, attempt: 2 });
+  });
+
+  it("does not count a hand-back among the task's rounds: at the last round it goes up again, and silence is still limited", () => {
+    const { s, holder, other, t } = held({ maxAuctionAttempts: 2 });
+    s.given({ type: "ReleaseTask", task_id: t, agent_id: holder });
+    // Round 2 of 2; a counted round would leave no attempt for losing this agent.
+    win(s, t, other);
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs);
+    const silent = s.run({ type: "Heartbeat", agent_id: holder }); // holder stays online
+    expect(silent.ok).toBe(true);
+    const lost = s.run({ type: "Tick" });
+    expect(eventOf(lost, "task.bidding")?.data).toMatchObject({ attempt: 3, reason: "agent went silent" });
+    expect(s.state.getTask(t)).toMatchObject({ attempt: 3, releases: 1 });
+    // Rounds 1 (handed back) and 2 (lost) behind it: losing a second agent uses the last one up.
+    win(s, t, holder);
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs);
+    const failed = s.run({ type: "Tick" });
+    expect(eventOf(failed, "task.failed")?.data).toEqual({
+      reason: "agent went silent; no auction attempts left",
+      attempt: 3,
+    });
+  });
+
+  it("never fails the task, even handed back at what would be its last round", () => {
+    const { s, holder, t } = held({ maxAuctionAttempts: 1 });
+    const released = s.run({ type: "ReleaseTask", task_id: t, agent_id: holder });
+    expect(types(released)).toEqual(["task.released", "task.bidding", "agent.status_changed"]);
+    expect(s.state.getTask(t)).toMatchObject({ status: "bidding", attempt: 2, releases: 1 });
+  });
+
+  it("refuses a hand-back by anyone but the holder, of a task in its auction or finished, and a bad reason", () => {
+    const { s, holder, other, t } = held();
+    expect(s.when({ type: "ReleaseTask", task_id: t, agent_id: other })).toMatchObject({
+      code: "NOT_ASSIGNED_AGENT",
+    });
+    expect(s.when({ type: "ReleaseTask", task_id: "nope", agent_id: holder })).toMatchObject({
+      code: "TASK_NOT_FOUND",
+    });
+    expect(s.when({ type: "ReleaseTask", task_id: t, agent_id: holder, reason: "  " })).toMatchObject({
+      code: "INVALID_COMMAND",
+      details: { field: "reason" },
+    });
+    expect(
+      s.when({ type: "ReleaseTask", task_id: t, agent_id: holder, reason: "x".repeat(1001) }),
+    ).toMatchObject({ code: "INVALID_COMMAND", details: { field: "reason" } });
+    const open = s.task();
+    expect(s.when({ type: "ReleaseTask", task_id: open, agent_id: holder })).toMatchObject({
+      code: "TASK_NOT_ACTIVE",
+      details: { status: "bidding" },
+    });
+    const finished = s.given({ type: "CompleteTask", task_id: t, agent_id: holder }).subject.task!;
+    const final = decide(
+      withTask(s.state, finished),
+      { type: "ReleaseTask", task_id: t, agent_id: holder },
+      s.ctx(),
+    );
+    expect(final).toMatchObject({ code: "TASK_FINAL" });
+    const again = held();
+    again.s.given({ type: "ReleaseTask", task_id: again.t, agent_id: again.holder });
+    // Released once: a retry finds the task back in its auction, and nothing more is written.
+    expect(again.s.when({ type: "ReleaseTask", task_id: again.t, agent_id: again.holder })).toMatchObject({
+      code: "TASK_NOT_ACTIVE",
+    });
+  });
+});
+
 describe("the server's own stalls", () => {
   const timeout = DEFAULT_RULES.heartbeatTimeoutMs;
   const at = (ms: number) => new Date(START + ms).toISOString();

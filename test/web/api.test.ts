@@ -139,6 +139,7 @@ describe("agents", () => {
       ["complete", { result: "stolen" }],
       ["fail", { reason: "sabotage" }],
       ["tools", { tool: "x", phase: "called" }],
+      ["release", { reason: "sabotage" }],
       ["cancel", { reason: "sabotage" }],
     ];
     for (const [action, payload] of attempts) {
@@ -524,6 +525,90 @@ describe("tasks", () => {
       payload: {},
     });
     expect(byOperator.json<Json>().task).toMatchObject({ status: "failed", error: "failed by the operator" });
+  });
+
+  it("lets the assigned agent hand its task back: auctioned again, not failed; 409 when it is not held, and listed in OpenAPI", async () => {
+    const t = await buildTestApp();
+    const holder = await t.agent("holder");
+    const task = await t.task();
+    expect((await t.bid(holder, task, 7)).statusCode).toBe(201); // the only agent: it wins at once
+    await t.app.inject({ method: "POST", url: `/api/tasks/${task}/start`, headers: holder.auth });
+    const release = (headers: Record<string, string>, payload: object = { reason: "stopping" }) =>
+      t.app.inject({ method: "POST", url: `/api/tasks/${task}/release`, headers, payload });
+
+    for (const [payload, field] of [
+      [{ reason: "" }, "body.reason"],
+      [{ reason: "x".repeat(1001) }, "body.reason"],
+      [{ reason: "ok", force: true }, "body.force"],
+    ] as const) {
+      const refused = await release(holder.auth, payload);
+      expect(refused.statusCode, field).toBe(400);
+      expect(refused.json<Json>().error).toMatchObject({ code: "VALIDATION_FAILED", details: { field } });
+    }
+    expect((await release(t.operator)).statusCode).toBe(401); // an agent's own act, not the operator's
+    expect(t.coordinator.getTask(task)?.status).toBe("running");
+
+    const handedBack = await release(holder.auth, {
+      reason: "agent stopping: not finished within its grace",
+    });
+    expect(handedBack.statusCode).toBe(200);
+    expect(handedBack.json<Json>().task).toMatchObject({
+      id: task,
+      status: "bidding",
+      attempt: 2,
+      releases: 1,
+      assigned_agent: null,
+      error: null,
+    });
+    const timeline = await t.app.inject({
+      method: "GET",
+      url: `/api/tasks/${task}/events`,
+      headers: t.operator,
+    });
+    const events = timeline.json<Json>().events as Json[];
+    expect(events.map((e) => e.event_type).slice(-2)).toEqual(["task.released", "task.bidding"]);
+    expect(events.find((e) => e.event_type === "task.released")).toMatchObject({
+      source: holder.id,
+      agent_id: holder.id,
+      data: {
+        reason: "agent stopping: not finished within its grace",
+        attempt: 1,
+        previous_status: "running",
+      },
+    });
+    expect(events.some((e) => e.event_type === "task.failed")).toBe(false);
+
+    // Another agent sees that it was handed back, not the reason its agent gave.
+    const other = await t.agent("other");
+    const seen = await t.app.inject({ method: "GET", url: `/api/tasks/${task}/events`, headers: other.auth });
+    expect((seen.json<Json>().events as Json[]).find((e) => e.event_type === "task.released")).toMatchObject({
+      data: { attempt: 1 },
+      withheld: ["data.reason"],
+    });
+
+    // Back in its auction: nothing to hand back, by the holder (a retry) or anyone.
+    const again = await release(holder.auth);
+    expect(again.statusCode).toBe(409);
+    expect(again.json<Json>().error.code).toBe("TASK_NOT_ACTIVE");
+    // The other agent wins the new round; its task is not the holder's to hand back.
+    expect((await t.bid(other, task, 9)).statusCode).toBe(201);
+    t.clock.advance(t.coordinator.rules.defaultAuctionMs);
+    t.coordinator.tick();
+    expect(t.coordinator.getTask(task)).toMatchObject({ status: "assigned", assigned_agent: other.id });
+    expect((await release(holder.auth)).json<Json>().error.code).toBe("NOT_ASSIGNED_AGENT");
+    await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${task}/complete`,
+      headers: other.auth,
+      payload: {},
+    });
+    const ended = await release(other.auth);
+    expect(ended.statusCode).toBe(409);
+    expect(ended.json<Json>().error.code).toBe("TASK_FINAL");
+
+    const spec = await t.app.inject({ method: "GET", url: "/openapi.json" });
+    const route = (spec.json<Json>().paths as Json)["/api/tasks/{id}/release"] as Json;
+    expect(Object.keys(route.post.responses as Json)).toEqual(expect.arrayContaining(["200", "403", "409"]));
   });
 
   it("runs open on loopback without a key: operator actions need no credentials, agents still do", async () => {

@@ -100,6 +100,25 @@ describe("dashboard text", () => {
     expect(describeEvent({ ...base, event_type: "task.assigned", data: { bid_sats: 7 } }, names)).toBe(
       "assigned to alpha for 7 sats",
     );
+    expect(
+      describeEvent(
+        { ...base, event_type: "task.released", data: { reason: "stopping", attempt: 1 } },
+        names,
+      ),
+    ).toBe("handed back by alpha: stopping; auctioned again");
+    // As another agent sees it: the reason withheld.
+    expect(describeEvent({ ...base, event_type: "task.released", data: { attempt: 1 } }, names)).toBe(
+      "handed back by alpha; auctioned again",
+    );
+    expect(
+      describeEvent(
+        { ...base, event_type: "task.bidding", data: { attempt: 2, reason: "handed back by its agent" } },
+        names,
+      ),
+    ).toBe("auction round 2 open (handed back by its agent)");
+    expect(describeEvent({ ...base, event_type: "task.bidding", data: { attempt: 1 } }, names)).toBe(
+      "auction round 1 open",
+    );
     expect(describeEvent({ ...base, event_type: "deploy.finished", data: { env: "prod" } }, names)).toBe(
       '{"env":"prod"}',
     );

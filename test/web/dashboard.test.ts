@@ -305,6 +305,39 @@ describe("ids on the dashboard", () => {
   });
 });
 
+describe("a task handed back", () => {
+  it("reads as a hand-back, not a failure, in the feed and the timeline, and the task card counts it", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const holder = await t.agent("holder");
+    const taskId = await t.task();
+    await t.bid(holder, taskId, 5);
+    await t.app.inject({ method: "POST", url: `/api/tasks/${taskId}/start`, headers: holder.auth });
+    const released = await t.app.inject({
+      method: "POST",
+      url: `/api/tasks/${taskId}/release`,
+      headers: holder.auth,
+      payload: { reason: `stopping ${XSS}` },
+    });
+    expect(released.statusCode).toBe(200);
+    const escapedReason = "stopping &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;";
+    const overview = await t.app.inject({ url: "/", headers: HTML });
+    const feedRow =
+      /<li id="ev-\d+" class="event family-task"[^>]*data-type="task\.released"[\s\S]*?<\/li>/.exec(
+        overview.body,
+      )?.[0];
+    expect(feedRow).toContain(`handed back by holder: ${escapedReason}`);
+    expect(feedRow).toContain("auctioned again");
+    const page = await t.app.inject({ url: `/tasks/${taskId}`, headers: HTML });
+    expect(page.body).toContain('data-type="task.released"');
+    expect(page.body).toContain("auction round 2 open (handed back by its agent)");
+    expect(page.body).toMatch(/<dt>Round<\/dt><dd>2 <span class="muted handed-back">\(1 handed back/);
+    for (const body of [overview.body, page.body]) expect(body).not.toContain("<script>alert");
+    // The stylesheet marks the row by shape and word, not with a failure's red.
+    const css = await t.app.inject({ url: "/static/dashboard.css" });
+    expect(css.body).toContain('li[data-type="task.released"] .what::before');
+  });
+});
+
 describe("dashboard query strings", () => {
   it("ignore parameters a page without filters does not take, however often they repeat", async () => {
     const t = await buildTestApp({ apiKey: undefined });

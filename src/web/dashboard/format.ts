@@ -63,8 +63,11 @@ export function describeEvent(event: StoredEvent, names: Names): string {
   switch (event.event_type) {
     case "task.created":
       return truncate(text(field(event, "description")), 160);
-    case "task.bidding":
-      return `auction round ${text(field(event, "attempt"))} open`;
+    case "task.bidding": {
+      // A round after the first says why the task is up again (silence, a hand-back, …).
+      const reason = field(event, "reason");
+      return `auction round ${text(field(event, "attempt"))} open${typeof reason === "string" ? ` (${truncate(reason, 80)})` : ""}`;
+    }
     case "bid.submitted":
       return `${agent} bid ${sats(field(event, "bid_sats"))}`;
     case "auction.closed": {
@@ -82,6 +85,11 @@ export function describeEvent(event: StoredEvent, names: Names): string {
     case "task.failed":
     case "task.cancelled":
       return truncate(text(field(event, "reason")), 160);
+    case "task.released": {
+      // Not a failure: the agent stopped and the task goes up for auction again.
+      const reason = field(event, "reason");
+      return `handed back by ${agent}${typeof reason === "string" ? `: ${truncate(reason, 120)}` : ""}; auctioned again`;
+    }
     case "tool.called":
     case "tool.completed":
     case "tool.failed": {

@@ -14,6 +14,7 @@ import {
   NoQuery,
   PostTaskBody,
   ReasonBody,
+  ReleaseBody,
   TaskListQuery,
   TaskSchema,
   ToolBody,
@@ -305,6 +306,34 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         type: "FailTask",
         task_id: request.params.id,
         agent_id: caller.kind === "agent" ? caller.agentId : undefined,
+        reason: request.body?.reason,
+      });
+      return { task: result.task! };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/release",
+    {
+      preHandler: guard.agent,
+      schema: {
+        tags: ["tasks"],
+        summary: "Hand the task back unfinished (the assigned agent, on a graceful stop)",
+        description:
+          "Only the agent the task is assigned to, with its own token, while the task is assigned or running. " +
+          "Logs `task.released` and puts the task up for auction again (`task.bidding`, the next round); the task is " +
+          "not failed, and a round handed back does not count towards the limit of rounds. " +
+          "409 `TASK_NOT_ACTIVE` while the task is in its auction (a retry after the hand-back went through gets this), " +
+          "409 `TASK_FINAL` once it has ended, 403 `NOT_ASSIGNED_AGENT` for another agent's task.",
+        body: ReleaseBody,
+        ...lifecycle,
+      },
+    },
+    async (request) => {
+      const result = await coordinator.submit({
+        type: "ReleaseTask",
+        task_id: request.params.id,
+        agent_id: agentOf(request),
         reason: request.body?.reason,
       });
       return { task: result.task! };
