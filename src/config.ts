@@ -16,6 +16,10 @@ export interface Config {
   auctionMs: number;
   heartbeatTimeoutMs: number;
   retentionDays: number;
+  /** Finished tasks (with their bids) and agents that left are kept this long; SWARM_RETENTION_DAYS when unset. */
+  taskRetentionDays: number;
+  /** How long an Idempotency-Key is remembered after its first use. */
+  idempotencyKeyHours: number;
   pruneCron: string;
   /** Requests per minute per credential (or per IP without one); false when set to 0. */
   rateLimitPerMinute: number | false;
@@ -54,6 +58,10 @@ export const CONFIG_DEFAULTS = {
   SWARM_AUCTION_MS: "5000",
   SWARM_HEARTBEAT_TIMEOUT_MS: "30000",
   SWARM_RETENTION_DAYS: "30",
+  // Unset: as SWARM_RETENTION_DAYS, so that a task and its timeline go at about the same time.
+  SWARM_TASK_RETENTION_DAYS: "",
+  // A retry comes within minutes; a day covers a client that was down overnight (Stripe keeps 24 h).
+  SWARM_IDEMPOTENCY_KEY_HOURS: "24",
   // 03:17 every night: off the hour, so that many installs do not prune at the same instant.
   SWARM_PRUNE_CRON: "17 3 * * *",
   SWARM_RATE_LIMIT: "1200",
@@ -210,6 +218,7 @@ export function loadConfig(env: Env = process.env): Config {
     });
   }
 
+  const retentionDays = readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500);
   return {
     host,
     port: readInteger(env, "PORT", 0, 65535),
@@ -218,7 +227,12 @@ export function loadConfig(env: Env = process.env): Config {
     apiKey: apiKey === "" ? undefined : apiKey,
     auctionMs: readInteger(env, "SWARM_AUCTION_MS", 100, 3_600_000),
     heartbeatTimeoutMs: readInteger(env, "SWARM_HEARTBEAT_TIMEOUT_MS", 1000, 86_400_000),
-    retentionDays: readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500),
+    retentionDays,
+    taskRetentionDays:
+      read(env, "SWARM_TASK_RETENTION_DAYS") === ""
+        ? retentionDays
+        : readInteger(env, "SWARM_TASK_RETENTION_DAYS", 1, 36_500),
+    idempotencyKeyHours: readInteger(env, "SWARM_IDEMPOTENCY_KEY_HOURS", 1, 876_000),
     pruneCron: read(env, "SWARM_PRUNE_CRON"),
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
     expensiveRateLimitPerMinute: readInteger(env, "SWARM_EXPENSIVE_RATE_LIMIT", 0, 10_000_000) || false,

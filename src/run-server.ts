@@ -20,22 +20,27 @@ export interface RunningServer {
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   const eventLog = createEventLog({ path: config.dbPath, synchronous: config.dbSynchronous, logger });
   setDefaultEventLog(eventLog);
+  const coordinator = new Coordinator({
+    eventLog,
+    logger,
+    rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
+  });
   let retention;
   try {
     retention = scheduleRetention(eventLog, {
       cron: config.pruneCron,
       retentionDays: config.retentionDays,
       logger,
+      pruneFinishedWork: () =>
+        coordinator.pruneFinished({
+          taskRetentionDays: config.taskRetentionDays,
+          idempotencyKeyHours: config.idempotencyKeyHours,
+        }),
     });
   } catch (error) {
     eventLog.close();
     throw error;
   }
-  const coordinator = new Coordinator({
-    eventLog,
-    logger,
-    rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
-  });
   coordinator.start();
   const app = await buildApp({
     eventLog,
@@ -78,6 +83,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       db: config.dbPath,
       next_prune: retention.nextRun()?.toISOString(),
       retention_days: config.retentionDays,
+      task_retention_days: config.taskRetentionDays,
     },
     "swarm coordinator ready",
   );

@@ -12,6 +12,8 @@ describe("configuration", () => {
       auctionMs: 5000,
       heartbeatTimeoutMs: 30000,
       retentionDays: 30,
+      taskRetentionDays: 30,
+      idempotencyKeyHours: 24,
       pruneCron: CONFIG_DEFAULTS.SWARM_PRUNE_CRON,
       rateLimitPerMinute: 1200,
       expensiveRateLimitPerMinute: 30,
@@ -92,6 +94,18 @@ describe("configuration", () => {
     });
   });
 
+  it("keeps finished tasks as long as events unless SWARM_TASK_RETENTION_DAYS says otherwise", () => {
+    expect(loadConfig({ SWARM_RETENTION_DAYS: "7" })).toMatchObject({
+      retentionDays: 7,
+      taskRetentionDays: 7,
+    });
+    expect(loadConfig({ SWARM_RETENTION_DAYS: "7", SWARM_TASK_RETENTION_DAYS: "90" })).toMatchObject({
+      retentionDays: 7,
+      taskRetentionDays: 90,
+    });
+    expect(loadConfig({ SWARM_IDEMPOTENCY_KEY_HOURS: "2" }).idempotencyKeyHours).toBe(2);
+  });
+
   it("reads SWARM_TRUST_PROXY as true, false, or a list of proxy addresses and CIDRs", () => {
     expect(loadConfig({ SWARM_TRUST_PROXY: "TRUE" }).trustProxy).toBe(true);
     expect(loadConfig({ SWARM_TRUST_PROXY: "false" }).trustProxy).toBe(false);
@@ -132,6 +146,9 @@ describe("configuration", () => {
     ["SWARM_TRUST_PROXY", "10.0.0.0/33"],
     ["SWARM_TRUST_PROXY", "127.0.0.1,"],
     ["SWARM_SHUTDOWN_GRACE_MS", "500"],
+    ["SWARM_TASK_RETENTION_DAYS", "0"],
+    ["SWARM_TASK_RETENTION_DAYS", "a week"],
+    ["SWARM_IDEMPOTENCY_KEY_HOURS", "0"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({
