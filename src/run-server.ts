@@ -23,7 +23,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const coordinator = new Coordinator({
     eventLog,
     logger,
-    rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
+    rules: {
+      defaultAuctionMs: config.auctionMs,
+      heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+      maxEventsPerTask: config.maxEventsPerTask,
+      maxAgentBytesPerHour: config.maxAgentBytesPerHour,
+    },
   });
   let retention;
   try {

@@ -15,6 +15,8 @@ describe("configuration", () => {
       taskRetentionDays: 30,
       idempotencyKeyHours: 24,
       pruneCron: CONFIG_DEFAULTS.SWARM_PRUNE_CRON,
+      maxEventsPerTask: 10_000,
+      maxAgentBytesPerHour: 16 * 1024 * 1024,
       rateLimitPerMinute: 1200,
       expensiveRateLimitPerMinute: 30,
       logLevel: "info",
@@ -106,6 +108,18 @@ describe("configuration", () => {
     expect(loadConfig({ SWARM_IDEMPOTENCY_KEY_HOURS: "2" }).idempotencyKeyHours).toBe(2);
   });
 
+  it("reads the caps on what agents report, 0 turning each off", () => {
+    expect(
+      loadConfig({ SWARM_MAX_EVENTS_PER_TASK: "500", SWARM_MAX_AGENT_BYTES_PER_HOUR: "2000000" }),
+    ).toMatchObject({ maxEventsPerTask: 500, maxAgentBytesPerHour: 2_000_000 });
+    expect(loadConfig({ SWARM_MAX_EVENTS_PER_TASK: "0", SWARM_MAX_AGENT_BYTES_PER_HOUR: "0" })).toMatchObject(
+      {
+        maxEventsPerTask: false,
+        maxAgentBytesPerHour: false,
+      },
+    );
+  });
+
   it("reads SWARM_TRUST_PROXY as true, false, or a list of proxy addresses and CIDRs", () => {
     expect(loadConfig({ SWARM_TRUST_PROXY: "TRUE" }).trustProxy).toBe(true);
     expect(loadConfig({ SWARM_TRUST_PROXY: "false" }).trustProxy).toBe(false);
@@ -149,6 +163,10 @@ describe("configuration", () => {
     ["SWARM_TASK_RETENTION_DAYS", "0"],
     ["SWARM_TASK_RETENTION_DAYS", "a week"],
     ["SWARM_IDEMPOTENCY_KEY_HOURS", "0"],
+    ["SWARM_MAX_EVENTS_PER_TASK", "-1"],
+    ["SWARM_MAX_EVENTS_PER_TASK", "1.5"],
+    ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "1000"],
+    ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "32MB"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

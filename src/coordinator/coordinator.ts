@@ -13,6 +13,7 @@ import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
 import { CoordinatorState, withTask } from "./state.js";
+import { agentReports, budgetHour, limitRefusal, reportingAgent, storedBytes } from "./limits.js";
 import { StallLedger } from "./stalls.js";
 import { CoordinatorStore, type AgentStats } from "./store.js";
 import {
@@ -259,16 +260,34 @@ export class Coordinator {
       taskId !== undefined && this.state.getTask(taskId) === undefined
         ? withTask(this.state, this.store.getTask(taskId))
         : this.state;
-    const decision = decide(view, command, { now: this.clock(), newId: this.newId, rules: this.rules });
+    const now = this.clock();
+    const decision = decide(view, command, { now, newId: this.newId, rules: this.rules });
     if (!decision.ok) throw new SwarmError(decision.code, decision.message, decision.details);
     const { tool_event_id: _toolEventId, ...subject } = decision.subject;
     if (isEmpty(decision)) return { ...subject, events: [] };
     this.store.apply(decision.changes);
     const result = { ...subject, events: tx.appendMany(decision.events) };
+    this.countReports(command, result.events, now);
     alsoWrite?.(result);
     this.state.apply(decision.changes);
     this.memoryAhead = true;
     return result;
+  }
+
+  /**
+   * Count an agent's report against the caps on what agents report (limits.ts), in the command's
+   * transaction; throws the refusal when the report goes past one, which rolls the command back.
+   */
+  private countReports(command: Command, events: readonly StoredEvent[], now: Date): void {
+    const agentId = reportingAgent(command);
+    if (agentId === undefined) return;
+    const reports = agentReports(events, agentId);
+    if (reports.length === 0) return;
+    const report = { events: reports.length, bytes: reports.reduce((sum, e) => sum + storedBytes(e), 0) };
+    const taskId = "task_id" in command ? command.task_id : undefined;
+    const totals = this.store.countReports(taskId, agentId, budgetHour(now), report.events, report.bytes);
+    const refusal = limitRefusal(command, report, totals, this.rules, now);
+    if (refusal !== undefined) throw new SwarmError(refusal.code, refusal.message, refusal.details);
   }
 
   // ------------------------------------------------------------ retention

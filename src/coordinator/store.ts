@@ -107,9 +107,17 @@ export const STORE_SQL = {
     "SELECT EXISTS (SELECT 1 FROM tasks WHERE assigned_agent = @id) OR EXISTS (SELECT 1 FROM bids WHERE agent_id = @id)",
   // Tokens are revoked when an agent leaves; any left by older versions go with it.
   deleteAgentTokens: "DELETE FROM agent_tokens WHERE agent_id = ?",
+  deleteAgentUsage: "DELETE FROM agent_report_usage WHERE agent_id = ?",
   deleteAgent: "DELETE FROM agents WHERE id = ?",
   expiredKeys:
     "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+  // ---- counters for the caps on what agents report (see limits.ts)
+  countTaskReports:
+    "UPDATE tasks SET reported_events = reported_events + ? WHERE id = ? RETURNING reported_events",
+  countAgentBytes:
+    "INSERT INTO agent_report_usage (agent_id, hour, bytes) VALUES (@agent_id, @hour, @bytes) " +
+    "ON CONFLICT (agent_id) DO UPDATE SET bytes = CASE WHEN hour = excluded.hour THEN bytes + excluded.bytes " +
+    "ELSE excluded.bytes END, hour = excluded.hour RETURNING bytes",
 } as const;
 
 /** What one chunk of the retention of finished tasks removed. */
@@ -158,8 +166,11 @@ export class CoordinatorStore {
     leftAgentsBefore: Statement<[string, string, string, number], { id: string; left_at: string }>;
     agentIsNamed: Statement<[{ id: string }], number>;
     deleteAgentTokens: Statement<[string]>;
+    deleteAgentUsage: Statement<[string]>;
     deleteAgent: Statement<[string]>;
     expiredKeys: Statement<[string, number]>;
+    countTaskReports: Statement<[number, string], number>;
+    countAgentBytes: Statement<[{ agent_id: string; hour: string; bytes: number }], number>;
   };
 
   private readonly listStatements = new Map<string, Statement<unknown[], TaskRow & { cursor: number }>>();
@@ -186,8 +197,13 @@ export class CoordinatorStore {
       leftAgentsBefore: db.prepare(STORE_SQL.leftAgentsBefore),
       agentIsNamed: db.prepare<[{ id: string }], number>(STORE_SQL.agentIsNamed).pluck(),
       deleteAgentTokens: db.prepare(STORE_SQL.deleteAgentTokens),
+      deleteAgentUsage: db.prepare(STORE_SQL.deleteAgentUsage),
       deleteAgent: db.prepare(STORE_SQL.deleteAgent),
       expiredKeys: db.prepare(STORE_SQL.expiredKeys),
+      countTaskReports: db.prepare<[number, string], number>(STORE_SQL.countTaskReports).pluck(),
+      countAgentBytes: db
+        .prepare<[{ agent_id: string; hour: string; bytes: number }], number>(STORE_SQL.countAgentBytes)
+        .pluck(),
     };
   }
 
@@ -203,6 +219,24 @@ export class CoordinatorStore {
       });
     }
     for (const bid of changes.bids) this.statements.upsertBid.run(bid);
+  }
+
+  /**
+   * Count `events` more agent reports on the task and `bytes` more for the agent in `hour`
+   * (YYYY-MM-DDTHH); returns both totals as they now stand. Must run inside the command's
+   * transaction, so that a refusal on these totals takes the counts back with everything else.
+   */
+  countReports(
+    taskId: string | undefined,
+    agentId: string,
+    hour: string,
+    events: number,
+    bytes: number,
+  ): { taskEvents: number | undefined; agentBytes: number } {
+    return {
+      taskEvents: taskId === undefined ? undefined : this.statements.countTaskReports.get(events, taskId),
+      agentBytes: this.statements.countAgentBytes.get({ agent_id: agentId, hour, bytes }) ?? bytes,
+    };
   }
 
   /**
@@ -235,6 +269,7 @@ export class CoordinatorStore {
     for (const { id } of candidates) {
       if (this.statements.agentIsNamed.get({ id }) === 1) continue;
       this.statements.deleteAgentTokens.run(id);
+      this.statements.deleteAgentUsage.run(id);
       this.statements.deleteAgent.run(id);
       deleted.push(id);
     }

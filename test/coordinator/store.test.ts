@@ -19,8 +19,11 @@ describe("coordinator store query plans", () => {
       leftAgentsBefore: ["2026-01-01T00:00:00.000Z", "", "", 500],
       agentIsNamed: [{ id: "a" }],
       deleteAgentTokens: ["a"],
+      deleteAgentUsage: ["a"],
       deleteAgent: ["a"],
       expiredKeys: ["2026-01-01T00:00:00.000Z", 500],
+      countTaskReports: [1, "t"],
+      countAgentBytes: [{ agent_id: "a", hour: "2026-01-01T00", bytes: 1 }],
     };
     for (const [name, sql] of Object.entries(STORE_SQL) as [keyof typeof STORE_SQL, string][]) {
       if (name.startsWith("upsert") || name === "allAgents") continue;
