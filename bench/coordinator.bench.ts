@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { pino } from "pino";
 import { newId as timeOrderedUuid } from "../src/ids.js";
 import { Coordinator } from "../src/coordinator/coordinator.js";
@@ -97,6 +98,82 @@ export function benchCoordinator(options: { tasks?: number } = {}): CoordinatorB
       persisted: persisted(join(dir, "coordinator.db"), tasks),
       raw_event_inserts_per_second: rawLimit(join(dir, "raw.db"), rows, "NORMAL", 1000),
       raw_single_row_commits_per_second: rawLimit(join(dir, "raw1.db"), rows.slice(0, 10_000), "NORMAL", 1),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface FinishedWorkPruneResult {
+  tasks: number;
+  bids: number;
+  idempotency_keys: number;
+  agents: number;
+  seconds: number;
+  chunks: number;
+  longest_delete_ms: number;
+  max_event_loop_block_ms: number;
+}
+
+/**
+ * Retention of finished work: `tasks` tasks that ended 40 days ago, five bids and an
+ * Idempotency-Key each, and a thousand agents that left as long ago, pruned with a 30-day
+ * retention while a ticker watches how long the event loop is held at once.
+ */
+export async function benchFinishedWorkPrune(
+  options: { tasks?: number } = {},
+): Promise<FinishedWorkPruneResult> {
+  const tasks = options.tasks ?? 200_000;
+  const dir = mkdtempSync(join(tmpdir(), "swarm-bench-retention-"));
+  try {
+    const now = Date.now();
+    const then = new Date(now - 40 * 86_400_000).toISOString();
+    const eventLog = new EventLog({ path: join(dir, "retention.db"), logger, clock: () => new Date(now) });
+    const db = eventLog.db;
+    db.transaction(() => {
+      const agent = db.prepare(
+        "INSERT INTO agents (id, name, capabilities, max_concurrent, status, registered_at, last_seen, left_at) " +
+          "VALUES (?, ?, '[]', 1, 'offline', ?, ?, ?)",
+      );
+      for (let i = 0; i < 1000; i += 1) agent.run(`agent-${i}`, `agent ${i}`, then, then, then);
+      const task = db.prepare(
+        "INSERT INTO tasks (id, description, status, required_capabilities, auction_ms, assigned_agent, winning_bid_sats, " +
+          "result, created_at, completed_at) VALUES (?, 'benchmark task', 'completed', '[]', 1000, ?, 100, 'ok', ?, ?)",
+      );
+      const bid = db.prepare(
+        "INSERT INTO bids (task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome) VALUES (?, 1, ?, ?, ?, ?, ?)",
+      );
+      const key = db.prepare(
+        "INSERT INTO idempotency_keys (key, task_id, created_at, request_digest) VALUES (?, ?, ?, 'digest')",
+      );
+      for (let i = 0; i < tasks; i += 1) {
+        const id = timeOrderedUuid();
+        task.run(id, `agent-${i % 1000}`, then, then);
+        for (let b = 0; b < BIDDERS; b += 1) {
+          bid.run(id, `agent-${(i + b) % 1000}`, 100 + b, b + 1, then, b === 0 ? "won" : "lost");
+        }
+        key.run(`key-${i}`, id, then);
+      }
+    })();
+    const coordinator = new Coordinator({ eventLog, logger, clock: () => new Date(now) });
+    const delay = monitorEventLoopDelay({ resolution: 1 });
+    const ticker = setInterval(() => undefined, 1);
+    delay.enable();
+    const started = performance.now();
+    const report = await coordinator.pruneFinished({ taskRetentionDays: 30, idempotencyKeyHours: 24 });
+    const seconds = (performance.now() - started) / 1000;
+    delay.disable();
+    clearInterval(ticker);
+    eventLog.close();
+    return {
+      tasks: report.tasks_deleted,
+      bids: report.bids_deleted,
+      idempotency_keys: report.idempotency_keys_deleted,
+      agents: report.agents_deleted,
+      seconds: Math.round(seconds * 10) / 10,
+      chunks: report.chunks,
+      longest_delete_ms: report.longest_delete_ms,
+      max_event_loop_block_ms: Math.round(delay.max / 1e5) / 10,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { benchApi } from "./api.bench.js";
-import { benchCoordinator } from "./coordinator.bench.js";
+import { benchCoordinator, benchFinishedWorkPrune } from "./coordinator.bench.js";
 import { benchDashboard, MESSAGE_BOUND_PER_SECOND } from "./dashboard.bench.js";
 import { benchEventLog } from "./event-log.bench.js";
 import { describeMachine, round } from "./machine.js";
@@ -150,6 +150,15 @@ say();
 say(
   `Persisted commands run at ${round(c.persisted.commandsPerSecond / c.raw_single_row_commits_per_second, 2)}× the single-row commit rate ` +
     `(each command is one transaction writing its state rows and events together).`,
+);
+
+const f = await benchFinishedWorkPrune(quick ? { tasks: 20_000 } : {});
+say();
+say(
+  `Retention of finished work: ${f.tasks.toLocaleString("en")} tasks with ${f.bids.toLocaleString("en")} bids, ` +
+    `${f.idempotency_keys.toLocaleString("en")} Idempotency-Keys and ${f.agents.toLocaleString("en")} agents that left, ` +
+    `pruned in ${f.seconds} s and ${f.chunks} chunks; longest delete chunk ${f.longest_delete_ms} ms; ` +
+    `longest event-loop block seen ${f.max_event_loop_block_ms} ms (target ≤ 50 ms: ${verdict(f.max_event_loop_block_ms <= 50)}).`,
 );
 
 const a = await benchApi(quick ? { seconds: 3 } : {});

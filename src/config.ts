@@ -17,7 +17,15 @@ export interface Config {
   auctionMs: number;
   heartbeatTimeoutMs: number;
   retentionDays: number;
+  /** Finished tasks (with their bids) and agents that left are kept this long; SWARM_RETENTION_DAYS when unset. */
+  taskRetentionDays: number;
+  /** How long an Idempotency-Key is remembered after its first use. */
+  idempotencyKeyHours: number;
   pruneCron: string;
+  /** Events agents may report on one task before its bids and tool reports are refused; false when 0. */
+  maxEventsPerTask: number | false;
+  /** Bytes of events one agent's reports may store per clock hour before they are refused; false when 0. */
+  maxAgentBytesPerHour: number | false;
   /** Requests per minute per credential (or per IP without one); false when set to 0. */
   rateLimitPerMinute: number | false;
   /** Expensive reads (searches, exports, long summaries, whole timelines) per minute per credential; false when 0. */
@@ -57,6 +65,19 @@ export const CONFIG_DEFAULTS = {
   SWARM_AUCTION_MS: "5000",
   SWARM_HEARTBEAT_TIMEOUT_MS: "30000",
   SWARM_RETENTION_DAYS: "30",
+  // Unset: as SWARM_RETENTION_DAYS, so that a task and its timeline go at about the same time.
+  SWARM_TASK_RETENTION_DAYS: "",
+  // A retry comes within minutes; a day covers a client that was down overnight (Stripe keeps 24 h).
+  SWARM_IDEMPOTENCY_KEY_HOURS: "24",
+  // A long agentic task reports a few hundred tool calls (two events each); 10,000 leaves it ten
+  // times that, and bounds one task's timeline to ten pages of the event list and about 11 MB (a
+  // tool event stores at most 1.1 KB of ASCII text, 3.1 KB of text that escapes badly).
+  SWARM_MAX_EVENTS_PER_TASK: "10000",
+  // 16 MiB: five times the busiest agent of the soak swarm (18 agents, 240 tasks a minute, each
+  // bidding on most of them: 3.1 MiB an hour measured), yet an agent sending tool reports with every
+  // field at its longest at the whole rate limit (78-215 MiB an hour, by how its text escapes)
+  // meets it within 12 minutes: at most about 11 GiB a token over 30 days' retention.
+  SWARM_MAX_AGENT_BYTES_PER_HOUR: String(16 * 1024 * 1024),
   // 03:17 every night: off the hour, so that many installs do not prune at the same instant.
   SWARM_PRUNE_CRON: "17 3 * * *",
   SWARM_RATE_LIMIT: "1200",
@@ -141,6 +162,25 @@ function readHostList(env: Env, name: keyof typeof CONFIG_DEFAULTS): string[] | 
   return hosts;
 }
 
+/**
+ * SWARM_MAX_AGENT_BYTES_PER_HOUR: 0 (off), or at least 1 MiB, so that one report of the largest
+ * size an event may have always fits in a fresh hour.
+ */
+function readByteBudget(env: Env): number | false {
+  const name = "SWARM_MAX_AGENT_BYTES_PER_HOUR";
+  const raw = read(env, name);
+  const value = Number(raw);
+  if (value === 0) return false;
+  if (!Number.isInteger(value) || value < 1_048_576 || value > Number.MAX_SAFE_INTEGER) {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      `${name} must be 0 (no cap) or an integer of bytes from 1048576 (1 MiB) up, got ${JSON.stringify(raw)}`,
+      { field: name },
+    );
+  }
+  return value;
+}
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 /** 127.0.0.0/8, ::1 and localhost: where an open (keyless) server may listen. */
@@ -220,6 +260,7 @@ export function loadConfig(env: Env = process.env): Config {
     });
   }
 
+  const retentionDays = readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500);
   return {
     host,
     port: readInteger(env, "PORT", 0, 65535),
@@ -228,8 +269,15 @@ export function loadConfig(env: Env = process.env): Config {
     apiKey: apiKey === "" ? undefined : apiKey,
     auctionMs: readInteger(env, "SWARM_AUCTION_MS", 100, 3_600_000),
     heartbeatTimeoutMs: readInteger(env, "SWARM_HEARTBEAT_TIMEOUT_MS", 1000, 86_400_000),
-    retentionDays: readInteger(env, "SWARM_RETENTION_DAYS", 1, 36_500),
+    retentionDays,
+    taskRetentionDays:
+      read(env, "SWARM_TASK_RETENTION_DAYS") === ""
+        ? retentionDays
+        : readInteger(env, "SWARM_TASK_RETENTION_DAYS", 1, 36_500),
+    idempotencyKeyHours: readInteger(env, "SWARM_IDEMPOTENCY_KEY_HOURS", 1, 876_000),
     pruneCron: read(env, "SWARM_PRUNE_CRON"),
+    maxEventsPerTask: readInteger(env, "SWARM_MAX_EVENTS_PER_TASK", 0, 100_000_000) || false,
+    maxAgentBytesPerHour: readByteBudget(env),
     rateLimitPerMinute: readInteger(env, "SWARM_RATE_LIMIT", 0, 10_000_000) || false,
     expensiveRateLimitPerMinute: readInteger(env, "SWARM_EXPENSIVE_RATE_LIMIT", 0, 10_000_000) || false,
     logLevel,

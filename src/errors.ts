@@ -20,6 +20,10 @@ export const ERROR_TABLE = {
     title: "The idempotency key or call_id was already used with a different request",
   },
   RATE_LIMITED: { status: 429, title: "Too many requests" },
+  AGENT_HOURLY_BYTES_EXCEEDED: {
+    status: 429,
+    title: "The agent's reports stored as many bytes this hour as SWARM_MAX_AGENT_BYTES_PER_HOUR allows",
+  },
   INTERNAL: { status: 500, title: "An internal error; it has been logged" },
   INVALID_EVENT: { status: 400, title: "The event is invalid" },
   INVALID_FILTER: { status: 400, title: "A filter or query parameter is unknown or invalid" },
@@ -46,6 +50,10 @@ export const ERROR_TABLE = {
   TASK_NOT_RUNNING: { status: 409, title: "The task is not running" },
   TASK_NOT_ACTIVE: { status: 409, title: "The task is not assigned or running" },
   TASK_FINAL: { status: 409, title: "The task has already ended" },
+  TASK_EVENTS_CAP_REACHED: {
+    status: 409,
+    title: "The task holds as many agent-reported events as SWARM_MAX_EVENTS_PER_TASK allows",
+  },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;

@@ -34,22 +34,32 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 async function startLocked(config: Config, logger: Logger, releaseLock: () => void): Promise<RunningServer> {
   const eventLog = createEventLog({ path: config.dbPath, synchronous: config.dbSynchronous, logger });
   setDefaultEventLog(eventLog);
+  const coordinator = new Coordinator({
+    eventLog,
+    logger,
+    rules: {
+      defaultAuctionMs: config.auctionMs,
+      heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+      maxEventsPerTask: config.maxEventsPerTask,
+      maxAgentBytesPerHour: config.maxAgentBytesPerHour,
+    },
+  });
   let retention;
   try {
     retention = scheduleRetention(eventLog, {
       cron: config.pruneCron,
       retentionDays: config.retentionDays,
       logger,
+      pruneFinishedWork: () =>
+        coordinator.pruneFinished({
+          taskRetentionDays: config.taskRetentionDays,
+          idempotencyKeyHours: config.idempotencyKeyHours,
+        }),
     });
   } catch (error) {
     eventLog.close();
     throw error;
   }
-  const coordinator = new Coordinator({
-    eventLog,
-    logger,
-    rules: { defaultAuctionMs: config.auctionMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
-  });
   let app: App | undefined;
   const stopParts = async () => {
     try {
@@ -108,6 +118,7 @@ async function startLocked(config: Config, logger: Logger, releaseLock: () => vo
       db: config.dbPath,
       next_prune: retention.nextRun()?.toISOString(),
       retention_days: config.retentionDays,
+      task_retention_days: config.taskRetentionDays,
     },
     "swarm coordinator ready",
   );

@@ -12,7 +12,11 @@ describe("configuration", () => {
       auctionMs: 5000,
       heartbeatTimeoutMs: 30000,
       retentionDays: 30,
+      taskRetentionDays: 30,
+      idempotencyKeyHours: 24,
       pruneCron: CONFIG_DEFAULTS.SWARM_PRUNE_CRON,
+      maxEventsPerTask: 10_000,
+      maxAgentBytesPerHour: 16 * 1024 * 1024,
       rateLimitPerMinute: 1200,
       expensiveRateLimitPerMinute: 30,
       logLevel: "info",
@@ -95,6 +99,30 @@ describe("configuration", () => {
     });
   });
 
+  it("keeps finished tasks as long as events unless SWARM_TASK_RETENTION_DAYS says otherwise", () => {
+    expect(loadConfig({ SWARM_RETENTION_DAYS: "7" })).toMatchObject({
+      retentionDays: 7,
+      taskRetentionDays: 7,
+    });
+    expect(loadConfig({ SWARM_RETENTION_DAYS: "7", SWARM_TASK_RETENTION_DAYS: "90" })).toMatchObject({
+      retentionDays: 7,
+      taskRetentionDays: 90,
+    });
+    expect(loadConfig({ SWARM_IDEMPOTENCY_KEY_HOURS: "2" }).idempotencyKeyHours).toBe(2);
+  });
+
+  it("reads the caps on what agents report, 0 turning each off", () => {
+    expect(
+      loadConfig({ SWARM_MAX_EVENTS_PER_TASK: "500", SWARM_MAX_AGENT_BYTES_PER_HOUR: "2000000" }),
+    ).toMatchObject({ maxEventsPerTask: 500, maxAgentBytesPerHour: 2_000_000 });
+    expect(loadConfig({ SWARM_MAX_EVENTS_PER_TASK: "0", SWARM_MAX_AGENT_BYTES_PER_HOUR: "0" })).toMatchObject(
+      {
+        maxEventsPerTask: false,
+        maxAgentBytesPerHour: false,
+      },
+    );
+  });
+
   it("reads SWARM_TRUST_PROXY as true, false, or a list of proxy addresses and CIDRs", () => {
     expect(loadConfig({ SWARM_TRUST_PROXY: "TRUE" }).trustProxy).toBe(true);
     expect(loadConfig({ SWARM_TRUST_PROXY: "false" }).trustProxy).toBe(false);
@@ -136,6 +164,13 @@ describe("configuration", () => {
     ["SWARM_TRUST_PROXY", "10.0.0.0/33"],
     ["SWARM_TRUST_PROXY", "127.0.0.1,"],
     ["SWARM_SHUTDOWN_GRACE_MS", "500"],
+    ["SWARM_TASK_RETENTION_DAYS", "0"],
+    ["SWARM_TASK_RETENTION_DAYS", "a week"],
+    ["SWARM_IDEMPOTENCY_KEY_HOURS", "0"],
+    ["SWARM_MAX_EVENTS_PER_TASK", "-1"],
+    ["SWARM_MAX_EVENTS_PER_TASK", "1.5"],
+    ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "1000"],
+    ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "32MB"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({

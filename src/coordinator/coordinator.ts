@@ -8,11 +8,12 @@
 import { performance } from "node:perf_hooks";
 import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError } from "../errors.js";
-import type { EventLog, EventLogTransaction } from "../event-log/event-log.js";
+import { MIN_RETENTION_DAYS, type EventLog, type EventLogTransaction } from "../event-log/event-log.js";
 import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
 import { CoordinatorState, withTask } from "./state.js";
+import { agentReports, budgetHour, limitRefusal, reportingAgent, storedBytes } from "./limits.js";
 import { StallLedger } from "./stalls.js";
 import { CoordinatorStore, type AgentStats } from "./store.js";
 import {
@@ -24,6 +25,35 @@ import {
   type CoordinatorRules,
   type Task,
 } from "./types.js";
+
+export interface FinishedWorkRetention {
+  /** Tasks that ended (completed, failed, cancelled) this many days ago go, with their bids; so do agents that left as long ago. */
+  taskRetentionDays: number;
+  /** Idempotency-Keys go this many hours after their first use (and always with their task). */
+  idempotencyKeyHours: number;
+  /** How long one delete transaction may hold the event loop; chunks are resized to fit. Default 10 ms. */
+  targetChunkMs?: number;
+}
+
+/**
+ * What one run of the retention of finished work removed, for its log line and its system.info
+ * event (a type, not an interface, so that it passes as plain counts by name).
+ */
+export type FinishedWorkReport = {
+  task_cutoff: string;
+  tasks_deleted: number;
+  bids_deleted: number;
+  agents_deleted: number;
+  idempotency_key_cutoff: string;
+  idempotency_keys_deleted: number;
+  chunks: number;
+  /** The longest single delete transaction: how long this pruning held the event loop at once. */
+  longest_delete_ms: number;
+  duration_ms: number;
+};
+
+const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
 
 export interface CoordinatorOptions {
   eventLog: EventLog;
@@ -230,16 +260,108 @@ export class Coordinator {
       taskId !== undefined && this.state.getTask(taskId) === undefined
         ? withTask(this.state, this.store.getTask(taskId))
         : this.state;
-    const decision = decide(view, command, { now: this.clock(), newId: this.newId, rules: this.rules });
+    const now = this.clock();
+    const decision = decide(view, command, { now, newId: this.newId, rules: this.rules });
     if (!decision.ok) throw new SwarmError(decision.code, decision.message, decision.details);
     const { tool_event_id: _toolEventId, ...subject } = decision.subject;
     if (isEmpty(decision)) return { ...subject, events: [] };
     this.store.apply(decision.changes);
     const result = { ...subject, events: tx.appendMany(decision.events) };
+    this.countReports(command, result.events, now);
     alsoWrite?.(result);
     this.state.apply(decision.changes);
     this.memoryAhead = true;
     return result;
+  }
+
+  /**
+   * Count an agent's report against the caps on what agents report (limits.ts), in the command's
+   * transaction; throws the refusal when the report goes past one, which rolls the command back.
+   */
+  private countReports(command: Command, events: readonly StoredEvent[], now: Date): void {
+    const agentId = reportingAgent(command);
+    if (agentId === undefined) return;
+    const reports = agentReports(events, agentId);
+    if (reports.length === 0) return;
+    const report = { events: reports.length, bytes: reports.reduce((sum, e) => sum + storedBytes(e), 0) };
+    const taskId = "task_id" in command ? command.task_id : undefined;
+    const totals = this.store.countReports(taskId, agentId, budgetHour(now), report.events, report.bytes);
+    const refusal = limitRefusal(command, report, totals, this.rules, now);
+    if (refusal !== undefined) throw new SwarmError(refusal.code, refusal.message, refusal.details);
+  }
+
+  // ------------------------------------------------------------ retention
+
+  /**
+   * Delete finished work older than its retention, in chunks that each hold the event loop for
+   * about `targetChunkMs` (as the event prune does): tasks that ended, with their bids and
+   * Idempotency-Keys; then agents that left, once no kept task or bid names them (until then they
+   * stay, so every kept task still shows who did it); then Idempotency-Keys past their own, much
+   * shorter, retention. Nothing in the working set is touched: active tasks are never final, and
+   * only agents that left and hold nothing leave memory, in the step that deletes their rows.
+   */
+  async pruneFinished(options: FinishedWorkRetention): Promise<FinishedWorkReport> {
+    const { taskRetentionDays, idempotencyKeyHours } = options;
+    if (!Number.isFinite(taskRetentionDays) || taskRetentionDays < MIN_RETENTION_DAYS) {
+      throw new SwarmError(
+        "RETENTION_TOO_SHORT",
+        `taskRetentionDays: must be at least ${MIN_RETENTION_DAYS} day, got ${String(taskRetentionDays)}`,
+        { field: "taskRetentionDays" },
+      );
+    }
+    if (!Number.isFinite(idempotencyKeyHours) || idempotencyKeyHours < 1) {
+      throw new SwarmError(
+        "RETENTION_TOO_SHORT",
+        `idempotencyKeyHours: must be at least 1 hour, got ${String(idempotencyKeyHours)}`,
+        { field: "idempotencyKeyHours" },
+      );
+    }
+    const started = performance.now();
+    // A task takes its bids, keys and a dozen index entries with it, an agent a few reference
+    // checks: measured at up to 1 ms a task on a cold 200,000-task backlog, so chunks start small
+    // and may shrink to a few rows to stay within the target.
+    const sizing = { targetChunkMs: options.targetChunkMs ?? 10, initialChunk: 20, minChunk: 2 };
+    const nowMs = this.clock().getTime();
+    const taskCutoff = new Date(nowMs - taskRetentionDays * DAY_MS).toISOString();
+    const keyCutoff = new Date(nowMs - idempotencyKeyHours * HOUR_MS).toISOString();
+    const removed = { tasks: 0, bids: 0, idempotency_keys: 0, agents: 0 };
+
+    const tasks = await this.eventLog.deleteInChunks((limit) => {
+      const chunk = this.eventLog.transaction(() => this.store.deleteFinishedTasks(taskCutoff, limit));
+      removed.tasks += chunk.tasks;
+      removed.bids += chunk.bids;
+      removed.idempotency_keys += chunk.idempotency_keys;
+      return chunk.tasks;
+    }, sizing);
+    let cursor = { left_at: "", id: "" };
+    const agents = await this.eventLog.deleteInChunks((limit) => {
+      const chunk = this.eventLog.transaction(() => this.store.deleteLeftAgents(taskCutoff, cursor, limit));
+      // Committed: now memory may let them go too, before anything else runs.
+      this.state.forgetAgents(chunk.deleted);
+      removed.agents += chunk.deleted.length;
+      cursor = chunk.next;
+      return chunk.examined;
+    }, sizing);
+    const keys = await this.eventLog.deleteInChunks(
+      (limit) => {
+        const deleted = this.eventLog.transaction(() => this.store.deleteExpiredKeys(keyCutoff, limit));
+        removed.idempotency_keys += deleted;
+        return deleted;
+      },
+      { targetChunkMs: sizing.targetChunkMs },
+    );
+
+    return {
+      task_cutoff: taskCutoff,
+      tasks_deleted: removed.tasks,
+      bids_deleted: removed.bids,
+      agents_deleted: removed.agents,
+      idempotency_key_cutoff: keyCutoff,
+      idempotency_keys_deleted: removed.idempotency_keys,
+      chunks: tasks.chunks + agents.chunks + keys.chunks,
+      longest_delete_ms: Math.max(tasks.longest_ms, agents.longest_ms, keys.longest_ms),
+      duration_ms: Math.round(performance.now() - started),
+    };
   }
 
   // ------------------------------------------------------------ reads

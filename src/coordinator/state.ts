@@ -69,6 +69,19 @@ export class CoordinatorState implements StateView {
     return { agents: this.agentsById.size, activeTasks: this.activeTasks.size, openBids };
   }
 
+  /**
+   * Drop agents that retention deleted from the tables. Only an agent that has left and holds no
+   * task may go: memory never loses what the coordinator still works with.
+   */
+  forgetAgents(ids: readonly string[]): void {
+    for (const id of ids) {
+      const agent = this.agentsById.get(id);
+      if (agent === undefined || agent.left_at === null || this.tasksHeldBy(id).length > 0) continue;
+      this.agentsById.delete(id);
+      this.heldByAgent.delete(id);
+    }
+  }
+
   /** Fold in a committed decision's records. Final tasks and closed auctions leave memory. */
   apply(changes: StateChanges): void {
     for (const agent of changes.agents) this.agentsById.set(agent.id, agent);

@@ -89,7 +89,43 @@ export const STORE_SQL = {
     "SELECT t.id AS task_id, t.description, t.status, t.attempt, t.winning_bid_sats, COUNT(b.agent_id) AS bids " +
     "FROM (SELECT rowid, id, description, status, attempt, winning_bid_sats FROM tasks ORDER BY rowid DESC LIMIT ?) t " +
     "LEFT JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt GROUP BY t.id ORDER BY t.rowid",
+  // ---- retention of finished work (see Coordinator.pruneFinished), a chunk at a time
+  // Named index: given the status, the planner would read every final task by status and sort.
+  // Only a final task has completed_at; the status is checked all the same.
+  finishedTasksBefore:
+    "SELECT id FROM tasks INDEXED BY idx_tasks_finished WHERE completed_at < ? " +
+    "AND status IN ('completed', 'failed', 'cancelled') ORDER BY completed_at LIMIT ?",
+  deleteTaskBids: "DELETE FROM bids WHERE task_id = ?",
+  // The API's Idempotency-Keys reference their task, so they go with it.
+  deleteTaskKeys: "DELETE FROM idempotency_keys WHERE task_id = ?",
+  deleteTask: "DELETE FROM tasks WHERE id = ?",
+  // After a (left_at, id) cursor, so agents passed over (still named by kept tasks or bids) are
+  // not read again by every chunk.
+  leftAgentsBefore:
+    "SELECT id, left_at FROM agents WHERE left_at < ? AND (left_at, id) > (?, ?) ORDER BY left_at, id LIMIT ?",
+  agentIsNamed:
+    "SELECT EXISTS (SELECT 1 FROM tasks WHERE assigned_agent = @id) OR EXISTS (SELECT 1 FROM bids WHERE agent_id = @id)",
+  // Tokens are revoked when an agent leaves; any left by older versions go with it.
+  deleteAgentTokens: "DELETE FROM agent_tokens WHERE agent_id = ?",
+  deleteAgentUsage: "DELETE FROM agent_report_usage WHERE agent_id = ?",
+  deleteAgent: "DELETE FROM agents WHERE id = ?",
+  expiredKeys:
+    "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+  // ---- counters for the caps on what agents report (see limits.ts)
+  countTaskReports:
+    "UPDATE tasks SET reported_events = reported_events + ? WHERE id = ? RETURNING reported_events",
+  countAgentBytes:
+    "INSERT INTO agent_report_usage (agent_id, hour, bytes) VALUES (@agent_id, @hour, @bytes) " +
+    "ON CONFLICT (agent_id) DO UPDATE SET bytes = CASE WHEN hour = excluded.hour THEN bytes + excluded.bytes " +
+    "ELSE excluded.bytes END, hour = excluded.hour RETURNING bytes",
 } as const;
+
+/** What one chunk of the retention of finished tasks removed. */
+export interface TaskPruneChunk {
+  tasks: number;
+  bids: number;
+  idempotency_keys: number;
+}
 
 export interface AuctionSize {
   task_id: string;
@@ -123,6 +159,18 @@ export class CoordinatorStore {
     agentTaskStats: Statement<[string], { completed: number; failed: number; earned: number | null }>;
     taskCounts: Statement<[], { status: TaskStatus; count: number }>;
     recentAuctions: Statement<[number], AuctionSize>;
+    finishedTasksBefore: Statement<[string, number], string>;
+    deleteTaskBids: Statement<[string]>;
+    deleteTaskKeys: Statement<[string]>;
+    deleteTask: Statement<[string]>;
+    leftAgentsBefore: Statement<[string, string, string, number], { id: string; left_at: string }>;
+    agentIsNamed: Statement<[{ id: string }], number>;
+    deleteAgentTokens: Statement<[string]>;
+    deleteAgentUsage: Statement<[string]>;
+    deleteAgent: Statement<[string]>;
+    expiredKeys: Statement<[string, number]>;
+    countTaskReports: Statement<[number, string], number>;
+    countAgentBytes: Statement<[{ agent_id: string; hour: string; bytes: number }], number>;
   };
 
   private readonly listStatements = new Map<string, Statement<unknown[], TaskRow & { cursor: number }>>();
@@ -142,6 +190,20 @@ export class CoordinatorStore {
       agentTaskStats: db.prepare(STORE_SQL.agentTaskStats),
       taskCounts: db.prepare(STORE_SQL.taskCounts),
       recentAuctions: db.prepare(STORE_SQL.recentAuctions),
+      finishedTasksBefore: db.prepare<[string, number], string>(STORE_SQL.finishedTasksBefore).pluck(),
+      deleteTaskBids: db.prepare(STORE_SQL.deleteTaskBids),
+      deleteTaskKeys: db.prepare(STORE_SQL.deleteTaskKeys),
+      deleteTask: db.prepare(STORE_SQL.deleteTask),
+      leftAgentsBefore: db.prepare(STORE_SQL.leftAgentsBefore),
+      agentIsNamed: db.prepare<[{ id: string }], number>(STORE_SQL.agentIsNamed).pluck(),
+      deleteAgentTokens: db.prepare(STORE_SQL.deleteAgentTokens),
+      deleteAgentUsage: db.prepare(STORE_SQL.deleteAgentUsage),
+      deleteAgent: db.prepare(STORE_SQL.deleteAgent),
+      expiredKeys: db.prepare(STORE_SQL.expiredKeys),
+      countTaskReports: db.prepare<[number, string], number>(STORE_SQL.countTaskReports).pluck(),
+      countAgentBytes: db
+        .prepare<[{ agent_id: string; hour: string; bytes: number }], number>(STORE_SQL.countAgentBytes)
+        .pluck(),
     };
   }
 
@@ -157,6 +219,66 @@ export class CoordinatorStore {
       });
     }
     for (const bid of changes.bids) this.statements.upsertBid.run(bid);
+  }
+
+  /**
+   * Count `events` more agent reports on the task and `bytes` more for the agent in `hour`
+   * (YYYY-MM-DDTHH); returns both totals as they now stand. Must run inside the command's
+   * transaction, so that a refusal on these totals takes the counts back with everything else.
+   */
+  countReports(
+    taskId: string | undefined,
+    agentId: string,
+    hour: string,
+    events: number,
+    bytes: number,
+  ): { taskEvents: number | undefined; agentBytes: number } {
+    return {
+      taskEvents: taskId === undefined ? undefined : this.statements.countTaskReports.get(events, taskId),
+      agentBytes: this.statements.countAgentBytes.get({ agent_id: agentId, hour, bytes }) ?? bytes,
+    };
+  }
+
+  /**
+   * Delete up to `limit` tasks that ended before `cutoff`, oldest first, with their bids and
+   * Idempotency-Keys. Must run inside a transaction, so a task never goes without its bids.
+   */
+  deleteFinishedTasks(cutoff: string, limit: number): TaskPruneChunk {
+    const removed: TaskPruneChunk = { tasks: 0, bids: 0, idempotency_keys: 0 };
+    for (const id of this.statements.finishedTasksBefore.all(cutoff, limit)) {
+      removed.bids += this.statements.deleteTaskBids.run(id).changes;
+      removed.idempotency_keys += this.statements.deleteTaskKeys.run(id).changes;
+      removed.tasks += this.statements.deleteTask.run(id).changes;
+    }
+    return removed;
+  }
+
+  /**
+   * Go through up to `limit` agents that left before `cutoff`, after the cursor, and delete those
+   * no task or bid names any more; the others wait until their last task is pruned. Returns the
+   * agents deleted, how many were gone through, and the cursor to carry on from. Must run inside a
+   * transaction.
+   */
+  deleteLeftAgents(
+    cutoff: string,
+    after: { left_at: string; id: string },
+    limit: number,
+  ): { deleted: string[]; examined: number; next: { left_at: string; id: string } } {
+    const candidates = this.statements.leftAgentsBefore.all(cutoff, after.left_at, after.id, limit);
+    const deleted: string[] = [];
+    for (const { id } of candidates) {
+      if (this.statements.agentIsNamed.get({ id }) === 1) continue;
+      this.statements.deleteAgentTokens.run(id);
+      this.statements.deleteAgentUsage.run(id);
+      this.statements.deleteAgent.run(id);
+      deleted.push(id);
+    }
+    return { deleted, examined: candidates.length, next: candidates.at(-1) ?? after };
+  }
+
+  /** Delete up to `limit` Idempotency-Keys stored before `cutoff`; returns how many. */
+  deleteExpiredKeys(cutoff: string, limit: number): number {
+    return this.statements.expiredKeys.run(cutoff, limit).changes;
   }
 
   /** Everything the core needs in memory: all agents, the live tasks, the bids of open auctions. */

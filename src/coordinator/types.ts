@@ -136,6 +136,17 @@ export interface CoordinatorRules {
   maxAuctionAttempts: number;
   maxDescriptionLength: number;
   maxResultLength: number;
+  /**
+   * Events agents may report on one task (bids, start, tool reports, complete, fail); past it,
+   * bids and tool reports are refused. False: no cap. Enforced by the shell on a counter in the
+   * task row (limits.ts), not by `decide`.
+   */
+  maxEventsPerTask: number | false;
+  /**
+   * Bytes of events one agent's reports may store per clock hour (UTC); past it, its bids and
+   * tool reports are refused until the hour turns. False: no cap. Enforced by the shell, likewise.
+   */
+  maxAgentBytesPerHour: number | false;
 }
 
 export const DEFAULT_RULES: CoordinatorRules = {
@@ -148,6 +159,8 @@ export const DEFAULT_RULES: CoordinatorRules = {
   maxAuctionAttempts: 3,
   maxDescriptionLength: 10_000,
   maxResultLength: 100_000,
+  maxEventsPerTask: 10_000,
+  maxAgentBytesPerHour: 16 * 1024 * 1024,
 };
 
 /** What a decision may use besides the state: the time, fresh ids, the rules. */

@@ -63,6 +63,18 @@ export interface PruneOptions {
   targetChunkMs?: number;
 }
 
+/** How `deleteInChunks` sizes its chunks. */
+export interface ChunkOptions {
+  /** How long one chunk may hold the event loop; the next is resized from how long the last took. Default 10 ms. */
+  targetChunkMs?: number;
+  /**
+   * The first chunk's size and the smallest one, in rows. Defaults suit event rows (500, 50); a
+   * row that takes others with it (a task, its bids and keys) starts smaller.
+   */
+  initialChunk?: number;
+  minChunk?: number;
+}
+
 /** Handed to the body of `transaction()`: appends that commit or roll back with everything else. */
 export interface EventLogTransaction {
   append(input: EventInput): StoredEvent;
@@ -769,41 +781,70 @@ export class EventLog {
     this.assertOpen();
     const started = performance.now();
     const cutoff = new Date(this.clock().getTime() - olderThanDays * DAY_MS).toISOString();
-    let deleted = 0;
-    let chunks = 0;
-    let longest = 0;
-    let chunkSize = PRUNE_CHUNK_BOUNDS.initial;
     const countedUpTo = await this.rollUp();
-    for (;;) {
-      if (this.closed) break;
-      const chunkStarted = performance.now();
-      let changes: number;
-      try {
-        changes = this.statements.pruneChunk.run(cutoff, countedUpTo, chunkSize).changes;
-      } catch (error) {
-        throw toStorageError(error);
-      }
-      const elapsed = performance.now() - chunkStarted;
-      longest = Math.max(longest, elapsed);
-      deleted += changes;
-      chunks += 1;
-      if (changes < chunkSize) break;
-      chunkSize = resize(chunkSize, elapsed, targetChunkMs, PRUNE_CHUNK_BOUNDS);
-      if (chunks % PRUNE_CHUNKS_PER_CHECKPOINT === 0) await this.drainWal();
-      else await yieldToEventLoop();
-    }
+    const {
+      rows: deleted,
+      chunks,
+      longest_ms,
+    } = await this.deleteInChunks(
+      (limit) => {
+        try {
+          return this.statements.pruneChunk.run(cutoff, countedUpTo, limit).changes;
+        } catch (error) {
+          throw toStorageError(error);
+        }
+      },
+      { targetChunkMs },
+    );
     const freed = this.closed ? { pages: 0, longest: 0 } : await this.releaseFreePages(targetChunkMs);
     const report: PruneReport = {
       cutoff,
       deleted,
       chunks,
-      longest_delete_ms: Math.round(longest * 100) / 100,
+      longest_delete_ms: longest_ms,
       longest_vacuum_ms: Math.round(freed.longest * 100) / 100,
       freed_pages: freed.pages,
       duration_ms: Math.round(performance.now() - started),
     };
     this.logger.debug(report, "prune finished");
     return report;
+  }
+
+  /**
+   * Delete in chunks that each hold the event loop for about `targetChunkMs`: `deleteChunk(limit)`
+   * goes through at most `limit` rows, committing what it deletes itself, and says how many it
+   * went through (deleted or passed over: what its time grows with). Chunks are
+   * resized from how long the last one took, with a yield between them and a WAL drain every few,
+   * until one comes back short or the log closes. The event prune runs this way, and so does the
+   * coordinator's retention of finished work (its tables share this connection).
+   */
+  async deleteInChunks(
+    deleteChunk: (limit: number) => number,
+    options: ChunkOptions = {},
+  ): Promise<{ rows: number; chunks: number; longest_ms: number }> {
+    const targetChunkMs = options.targetChunkMs ?? 10;
+    const bounds = {
+      min: options.minChunk ?? PRUNE_CHUNK_BOUNDS.min,
+      max: PRUNE_CHUNK_BOUNDS.max,
+    };
+    let rows = 0;
+    let chunks = 0;
+    let longest = 0;
+    let chunkSize = options.initialChunk ?? PRUNE_CHUNK_BOUNDS.initial;
+    for (;;) {
+      if (this.closed) break;
+      const chunkStarted = performance.now();
+      const changes = deleteChunk(chunkSize);
+      const elapsed = performance.now() - chunkStarted;
+      longest = Math.max(longest, elapsed);
+      rows += changes;
+      chunks += 1;
+      if (changes < chunkSize) break;
+      chunkSize = resize(chunkSize, elapsed, targetChunkMs, bounds);
+      if (chunks % PRUNE_CHUNKS_PER_CHECKPOINT === 0) await this.drainWal();
+      else await yieldToEventLoop();
+    }
+    return { rows, chunks, longest_ms: Math.round(longest * 100) / 100 };
   }
 
   /** incremental_vacuum in steps, then a checkpoint, so the file on disk actually shrinks. */

@@ -35,7 +35,13 @@ export {
 } from "./event-types.js";
 export type { EventTypeName, KnownEventType } from "./event-types.js";
 export { EVENT_LIMITS } from "./validate.js";
-export { scheduleRetention, runRetention, type RetentionSchedule } from "./retention.js";
+export {
+  scheduleRetention,
+  runRetention,
+  type FinishedWorkCounts,
+  type RetentionReport,
+  type RetentionSchedule,
+} from "./retention.js";
 export type * from "./types.js";
 
 /** Open an event log you own. `path` defaults to `SWARM_DB` (./data/swarm.db). */

@@ -1,6 +1,7 @@
 /**
- * Scheduled retention: node-cron runs a chunked prune on `SWARM_PRUNE_CRON`, logs what it
- * removed to pino, and records one `system.info` event so operators see it in the feed. A
+ * Scheduled retention: node-cron runs a chunked prune on `SWARM_PRUNE_CRON` (first the
+ * coordinator's finished work when it is given, then the events), logs what it removed to pino in
+ * one line, and records one `system.info` event so operators see it in the feed. A
  * second job folds new events into the hourly rollup every few minutes, so that reading the
  * long-term counts never has to aggregate more than a few minutes of raw events.
  */
@@ -11,16 +12,40 @@ import type { EventLog } from "./event-log.js";
 import { EventType } from "./event-types.js";
 import type { PruneReport } from "./types.js";
 
+/** What pruning the coordinator's finished work reports: counts and cutoffs, by name. */
+export type FinishedWorkCounts = { [key: string]: string | number };
+
 export interface RetentionOptions {
   retentionDays: number;
   logger: Logger;
+  /**
+   * Pruned first on the same schedule: the coordinator's finished work (tasks, bids, agents that
+   * left, Idempotency-Keys), whose report joins the events' under `finished_work`. Before the
+   * events, so that the one vacuum after them returns the pages both freed.
+   */
+  pruneFinishedWork?: () => Promise<FinishedWorkCounts>;
+}
+
+export interface RetentionReport extends PruneReport {
+  /** Absent when no finished work was given, or when pruning it failed (that is logged apart). */
+  finished_work?: FinishedWorkCounts;
 }
 
 export async function runRetention(
   eventLog: EventLog,
-  { retentionDays, logger }: RetentionOptions,
-): Promise<PruneReport> {
-  const report = await eventLog.prune({ olderThanDays: retentionDays });
+  { retentionDays, logger, pruneFinishedWork }: RetentionOptions,
+): Promise<RetentionReport> {
+  let finishedWork: FinishedWorkCounts | undefined;
+  try {
+    finishedWork = await pruneFinishedWork?.();
+  } catch (error) {
+    // The events are still pruned: one failing part must not let the whole log grow.
+    logger.error({ err: error }, "pruning finished work failed; pruning the events all the same");
+  }
+  const report: RetentionReport = {
+    ...(await eventLog.prune({ olderThanDays: retentionDays })),
+    ...(finishedWork === undefined ? {} : { finished_work: finishedWork }),
+  };
   logger.info({ retention_days: retentionDays, ...report }, "event log pruned");
   await eventLog.logEvent({
     event_type: EventType.SYSTEM_INFO,

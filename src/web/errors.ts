@@ -92,6 +92,9 @@ export function sendError(reply: FastifyReply, error: SwarmError): FastifyReply 
     error: { code: error.code, message: error.message },
   };
   if (error.details !== undefined) body.error.details = error.details;
+  // A refusal that knows when it will lift (an agent's hourly byte budget) says so the standard way.
+  const retryAfter = error.details?.retry_after_seconds;
+  if (typeof retryAfter === "number") reply.header("retry-after", String(retryAfter));
   return reply.code(error.status).type("application/json; charset=utf-8").send(body);
 }
 

@@ -12,6 +12,18 @@ describe("coordinator store query plans", () => {
       agentBidStats: ["a"],
       agentTaskStats: ["a"],
       recentAuctions: [20],
+      finishedTasksBefore: ["2026-01-01T00:00:00.000Z", 500],
+      deleteTaskBids: ["t"],
+      deleteTaskKeys: ["t"],
+      deleteTask: ["t"],
+      leftAgentsBefore: ["2026-01-01T00:00:00.000Z", "", "", 500],
+      agentIsNamed: [{ id: "a" }],
+      deleteAgentTokens: ["a"],
+      deleteAgentUsage: ["a"],
+      deleteAgent: ["a"],
+      expiredKeys: ["2026-01-01T00:00:00.000Z", 500],
+      countTaskReports: [1, "t"],
+      countAgentBytes: [{ agent_id: "a", hour: "2026-01-01T00", bytes: 1 }],
     };
     for (const [name, sql] of Object.entries(STORE_SQL) as [keyof typeof STORE_SQL, string][]) {
       if (name.startsWith("upsert") || name === "allAgents") continue;
@@ -22,9 +34,18 @@ describe("coordinator store query plans", () => {
         log.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...(params[name] ?? [])) as { detail: string }[]
       ).map((row) => row.detail);
       expect(
-        details.filter((detail) => /^SCAN (tasks|bids|t|b)\b/.test(detail)),
+        details.filter((detail) =>
+          /^SCAN (tasks|bids|agents|agent_tokens|idempotency_keys|t|b)\b/.test(detail),
+        ),
         `${name}: ${details.join(" | ")}`,
       ).toEqual([]);
+      // Retention takes its oldest rows a chunk at a time from an index, never sorting them all.
+      if (name === "finishedTasksBefore" || name === "leftAgentsBefore" || name === "expiredKeys") {
+        expect(
+          details.filter((detail) => detail.includes("TEMP B-TREE")),
+          `${name}: ${details.join(" | ")}`,
+        ).toEqual([]);
+      }
     }
   });
 });

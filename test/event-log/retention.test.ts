@@ -117,6 +117,61 @@ describe("scheduled retention", () => {
     });
   });
 
+  it("prunes the coordinator's finished work first, and reports it in the same log line and event", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(20, clock.now().getTime() - 31 * DAY, 1000));
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: "info" },
+      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+    );
+    const order: string[] = [];
+    const finished = { tasks_deleted: 4, agents_deleted: 1, task_cutoff: "2026-05-02T00:00:00.000Z" };
+    const report = await runRetention(log, {
+      retentionDays: 30,
+      logger,
+      pruneFinishedWork: async () => {
+        // The events are still all there: finished work goes first.
+        order.push(`finished work at ${log.listEvents({ limit: 1000 }).events.length} events`);
+        return finished;
+      },
+    });
+    expect(order).toEqual(["finished work at 20 events"]);
+    expect(report).toMatchObject({ deleted: 20, finished_work: finished });
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: "event log pruned", deleted: 20, finished_work: finished }),
+    );
+    expect(log.listEvents().events[0]).toMatchObject({
+      event_type: "system.info",
+      data: { action: "prune", deleted: 20, finished_work: finished },
+    });
+  });
+
+  it("prunes the events all the same when pruning finished work fails, and logs why", async () => {
+    const clock = fakeClock("2026-06-01T00:00:00.000Z");
+    const log = openTestLog({ clock: clock.now });
+    await log.logEvents(eventsAt(20, clock.now().getTime() - 31 * DAY, 1000));
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: "info" },
+      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+    );
+    const report = await runRetention(log, {
+      retentionDays: 30,
+      logger,
+      pruneFinishedWork: () => Promise.reject(new Error("disk on fire")),
+    });
+    expect(report.deleted).toBe(20);
+    expect(report).not.toHaveProperty("finished_work");
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: 50,
+        msg: expect.stringContaining("pruning finished work failed") as string,
+      }),
+    );
+  });
+
   it("refuses a bad cron expression naming the setting", () => {
     const log = openTestLog();
     expect(() =>
@@ -126,15 +181,25 @@ describe("scheduled retention", () => {
 
   it("runs on its schedule", async () => {
     const log = openTestLog();
-    const schedule = scheduleRetention(log, { cron: "* * * * * *", retentionDays: 30, logger: silentLogger });
+    let finishedRuns = 0;
+    const schedule = scheduleRetention(log, {
+      cron: "* * * * * *",
+      retentionDays: 30,
+      logger: silentLogger,
+      pruneFinishedWork: async () => {
+        finishedRuns += 1;
+        return { tasks_deleted: 0 };
+      },
+    });
     try {
       expect(schedule.nextRun()).toBeInstanceOf(Date);
       const deadline = Date.now() + 10_000;
       while (log.latestSeq() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       expect(log.listEvents().events[0]).toMatchObject({
         event_type: "system.info",
-        data: { action: "prune" },
+        data: { action: "prune", finished_work: { tasks_deleted: 0 } },
       });
+      expect(finishedRuns).toBeGreaterThan(0);
     } finally {
       await schedule.stop();
     }

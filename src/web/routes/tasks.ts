@@ -369,7 +369,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: {
           200: Type.Object({ event: EventSchema }),
           201: Type.Object({ event: EventSchema }),
-          ...errorResponses(400, 401, 403, 404, 409, 422),
+          ...errorResponses(400, 401, 403, 404, 409, 422, 429),
         },
       },
     },
