@@ -19,7 +19,7 @@ export interface Config {
   pruneCron: string;
   /** Requests per minute per credential (or per IP without one); false when set to 0. */
   rateLimitPerMinute: number | false;
-  /** Expensive reads (searches, exports, long summaries, whole timelines) per minute per credential; false when 0. */
+  /** Expensive reads (searches, exports, long summaries) per minute per credential; false when 0. */
   expensiveRateLimitPerMinute: number | false;
   logLevel: string;
   /** With SWARM_API_KEY set: whether the dashboard may be viewed without logging in (actions still need the key). */
