@@ -1,12 +1,15 @@
 /**
  * Every list answer comes a page at a time (issue 13): a default and a maximum page size, a
  * cursor that walks every item once even while items are added, and a null cursor at the end.
+ * Pages of the dashboard are bounded the same way, with links to the next.
  */
 import { describe, expect, it } from "vitest";
 import { buildTestApp } from "../helpers/app.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
 type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
+
+const HTML = { accept: "text/html" };
 
 async function getJson(t: TestApp, url: string, headers: Record<string, string> = t.operator): Promise<Json> {
   const response = await t.app.inject({ method: "GET", url, headers });
@@ -260,5 +263,116 @@ describe("a task's bids", () => {
       Array.from({ length: 30 }, (_, i) => `bidder-${String(100 + i).padStart(3, "0")}`),
     );
     expect(rest.next_cursor).toBeNull();
+  });
+});
+
+describe("dashboard pages", () => {
+  const agentRows = (body: string) =>
+    [...body.matchAll(/<li id="agent-([^"]+)" class="agent-row"/g)].map((m) => m[1]!);
+  const nextLink = (body: string) =>
+    /<a href="([^"]+)" rel="next">/.exec(body)?.[1]?.replaceAll("&amp;", "&");
+
+  it("list agents 50 a page, busy, then idle, then offline, by name, with a next link that walks every one once", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const names = new Map<string, string>();
+    let busy = "";
+    // Names out of order, and in mixed case: the list goes by name, ignoring case.
+    for (let i = 0; i < 120; i += 1) {
+      const name = `${i % 2 === 0 ? "Agent" : "agent"}-${String((i * 37) % 120).padStart(3, "0")}`;
+      const agent = await t.agent(name, i === 7 ? { capabilities: ["rare"], max_concurrent: 1 } : {});
+      names.set(agent.id, name);
+      if (i === 7) {
+        // The only agent able to bid wins at once and is busy.
+        busy = agent.id;
+        await t.bid(agent, await t.task({ required_capabilities: ["rare"] }), 5);
+      }
+    }
+    expect(t.coordinator.getAgent(busy)?.status).toBe("busy");
+
+    const seen: string[] = [];
+    let url: string | undefined = "/agents";
+    let pages = 0;
+    while (url !== undefined) {
+      const page = await t.app.inject({ url, headers: HTML });
+      expect(page.statusCode, url).toBe(200);
+      const rows = agentRows(page.body);
+      expect(rows.length).toBeLessThanOrEqual(50);
+      seen.push(...rows);
+      if (pages > 0) expect(page.body).toContain('<a href="/agents">first page</a>');
+      url = nextLink(page.body);
+      pages += 1;
+    }
+    expect(pages).toBe(3);
+    expect(new Set(seen).size).toBe(120);
+    expect(seen[0]).toBe(busy);
+    const idle = seen.slice(1).map((id) => names.get(id)!.toLowerCase());
+    expect(idle).toEqual([...idle].sort());
+    const refused = await t.app.inject({ url: "/agents?after=sideways", headers: HTML });
+    expect(refused.statusCode).toBe(400);
+  });
+
+  it("show a task's newest 100 events, with links back through older windows to the first, each event once", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const taskId = await t.task();
+    await t.eventLog.logEvents(
+      Array.from({ length: 248 }, (_, i) => ({
+        event_type: "tool.called",
+        source: "worker",
+        task_id: taskId,
+        data: { tool: `step-${i}` },
+      })),
+    );
+    const all = t.eventLog.getTaskEvents(taskId).map((event) => event.seq);
+    expect(all).toHaveLength(250);
+    const timelineSeqs = (body: string) => {
+      const list = /<ol id="timeline"[\s\S]*?<\/ol>/.exec(body)?.[0] ?? "";
+      return [...list.matchAll(/<li id="ev-(\d+)"/g)].map((m) => Number(m[1]));
+    };
+    const link = (body: string, rel: string) =>
+      new RegExp(`<a href="([^"]+)" rel="${rel}"`).exec(body)?.[1]?.replaceAll("&amp;", "&");
+
+    const newest = await t.app.inject({ url: `/tasks/${taskId}`, headers: HTML });
+    expect(timelineSeqs(newest.body)).toEqual(all.slice(-100));
+    expect(newest.body).toContain('data-cap="100" data-keep="last"');
+    expect(newest.body).not.toMatch(/rel="next"/);
+
+    const windows = [timelineSeqs(newest.body)];
+    let older = link(newest.body, "prev");
+    while (older !== undefined) {
+      const page = await t.app.inject({ url: older, headers: HTML });
+      expect(page.statusCode).toBe(200);
+      // A window paged to does not grow live: its socket says so.
+      expect(page.body).toContain("paged=1");
+      expect(page.body).toContain(`<a href="/tasks/${taskId}">newest</a>`);
+      windows.unshift(timelineSeqs(page.body));
+      older = page.body.includes('rel="prev" data-older-of="timeline" data-cursor="before_seq" hidden')
+        ? undefined
+        : link(page.body, "prev");
+    }
+    expect(windows.map((w) => w.length)).toEqual([50, 100, 100]);
+    expect(windows.flat()).toEqual(all);
+
+    // And forward again from the oldest window, by its newer link.
+    const oldest = await t.app.inject({ url: `/tasks/${taskId}?after_seq=0`, headers: HTML });
+    expect(timelineSeqs(oldest.body)).toEqual(all.slice(0, 100));
+    const newer = await t.app.inject({ url: link(oldest.body, "next")!, headers: HTML });
+    expect(timelineSeqs(newer.body)).toEqual(all.slice(100, 200));
+  });
+
+  it("show the lowest bids of a crowded auction and of each round, and count the rest", async () => {
+    const t = await buildTestApp({ apiKey: undefined, rules: { closeWhenAllBid: false } });
+    const taskId = await t.task({ description: "crowded auction" });
+    for (let i = 0; i < 24; i += 1) await t.bid(await t.agent(`bidder-${i}`), taskId, 500 - i);
+    const overview = await t.app.inject({ url: "/", headers: HTML });
+    const auction = /<article class="auction" id="auction-[\s\S]*?<\/article>/.exec(overview.body)?.[0] ?? "";
+    expect([...auction.matchAll(/class="sats">(\d+)&nbsp;sats/g)].map((m) => Number(m[1]))).toEqual([
+      477, 478, 479, 480, 481,
+    ]);
+    expect(auction).toContain("and 19 higher bids");
+    const page = await t.app.inject({ url: `/tasks/${taskId}`, headers: HTML });
+    const bids = /<section id="bids"[\s\S]*?<\/section>/.exec(page.body)?.[0] ?? "";
+    expect([...bids.matchAll(/class="sats">(\d+)&nbsp;sats/g)]).toHaveLength(20);
+    expect(bids).toContain("▲ leading");
+    expect(bids).toContain("and 4 higher bids in this round");
   });
 });

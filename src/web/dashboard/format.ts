@@ -50,7 +50,10 @@ export function shortId(id: string | null | undefined): string {
   return id.length > 8 ? id.slice(0, 8) : id;
 }
 
-type Names = ReadonlyMap<string, string>;
+/** Agent id → name, answered one id at a time (a Map serves, and so does the coordinator's registry). */
+export interface AgentNames {
+  get(id: string): string | undefined;
+}
 
 function field(event: StoredEvent, name: string): unknown {
   return event.data[name];
@@ -62,7 +65,7 @@ function text(value: unknown): string {
 }
 
 /** One line saying what an event means, for feeds and timelines. */
-export function describeEvent(event: StoredEvent, names: Names): string {
+export function describeEvent(event: StoredEvent, names: AgentNames): string {
   const agent = event.agent_id === null ? "" : (names.get(event.agent_id) ?? shortId(event.agent_id));
   const sats = (value: unknown) => (typeof value === "number" ? `${groupDigits(value)} sats` : "");
   switch (event.event_type) {

@@ -40,20 +40,16 @@ export class Renderer {
 
   overviewSummaryContext() {
     const taskCounts = this.model.taskCounts();
+    const counters = this.model.counters(taskCounts);
+    // The first agents (busy, then idle, then offline) and how many more the agents page pages through.
+    const { agents } = this.model.agents({ limit: OVERVIEW_AGENTS });
+    const registered = counters.agents.online + counters.agents.offline;
     return {
-      counters: this.model.counters(taskCounts),
+      counters,
       auctions: this.model.auctions(),
-      ...this.overviewAgents(),
+      agents,
+      agentsMore: Math.max(0, registered - agents.length),
       charts: this.model.charts(taskCounts),
-    };
-  }
-
-  /** The overview lists the first agents (busy, then idle, then offline); the agents page has them all. */
-  private overviewAgents() {
-    const agents = this.model.agents();
-    return {
-      agents: agents.slice(0, OVERVIEW_AGENTS),
-      agentsMore: Math.max(0, agents.length - OVERVIEW_AGENTS),
     };
   }
 
@@ -94,9 +90,9 @@ export class Renderer {
     return ["task-card", "bids", "tool-calls"].map((name) => this.render(name, context)).join("");
   }
 
+  /** The newest window of the task's timeline, with the link to older events. */
   timeline(taskId: string, oob: boolean): string {
-    const { rows, truncated } = this.model.timeline(taskId);
-    return this.render("timeline", { rows, truncated, taskId, oob });
+    return this.render("timeline", { timeline: this.model.timeline(taskId), taskId, oob });
   }
 
   liveSeq(seq: number): string {
