@@ -1,16 +1,23 @@
 /**
- * Reads that grow with the data, timed from outside against the product in its own process on
- * the seeded large database (bench/seed-large.ts): each request alone on an idle server, which
- * is about how long it holds the event loop (better-sqlite3 reads are synchronous), and an
- * agent's heartbeats while four clients repeat one read as fast as they can.
+ * Reads that grow with the data, on the seeded large database (bench/seed-large.ts):
+ * - from outside, against the product in its own process: each read's answer time, the longest
+ *   the server's event loop was held meanwhile (prom-client's monitorEventLoopDelay, read from
+ *   /metrics), and an agent's heartbeats while four clients repeat one read as fast as they can;
+ * - in this process, through `app.inject`: the CPU time of each read, which is what it holds the
+ *   event loop for (better-sqlite3 reads are synchronous) however loaded the machine is.
  *
- * `npx tsx bench/large-reads.ts [--db seeded.db]` seeds a fresh file when none is given; a given
- * file (made by `tsx bench/seed-large.ts --db`, with its landmarks beside it) is copied, never changed.
+ * `npx tsx bench/large-reads.ts [--db seeded.db] [--cpu-only]` seeds a fresh file when none is
+ * given; a given file (made by `tsx bench/seed-large.ts --db`, with its landmarks beside it) is
+ * copied, never changed, and also measured in process.
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { api, BENCH_KEY, PRODUCT, start, stop } from "./harness.js";
+import { pino } from "pino";
+import { Coordinator } from "../src/coordinator/coordinator.js";
+import { createEventLog } from "../src/event-log/index.js";
+import { buildApp } from "../src/web/app.js";
+import { api, BENCH_KEY, PRODUCT, readMetrics, start, stop } from "./harness.js";
 import { percentile, round } from "./machine.js";
 import { seedLarge, type SeedResult } from "./seed-large.js";
 
@@ -21,6 +28,8 @@ export interface TimedRead {
   bytes: number;
   median_ms: number;
   max_ms: number;
+  /** The longest the event loop was held while the read was repeated. */
+  loop_held_ms: number;
 }
 
 export interface LoadedHeartbeats {
@@ -31,7 +40,18 @@ export interface LoadedHeartbeats {
   max_ms: number;
 }
 
-async function timed(url: string, headers: Record<string, string>, runs: number) {
+/**
+ * The longest the server's event loop was held since the scrape before, from prom-client's
+ * monitorEventLoopDelay (reset at each scrape): what a read costs everyone else, which its own
+ * answer time on a shared machine only bounds from above.
+ */
+async function loopHeldMs(base: string): Promise<number> {
+  const read = await readMetrics(base);
+  return round(read("nodejs_eventloop_lag_max_seconds") * 1000, 1);
+}
+
+async function timed(base: string, url: string, headers: Record<string, string>, runs: number) {
+  await loopHeldMs(base);
   const times: number[] = [];
   let status = 0;
   let bytes = 0;
@@ -45,8 +65,15 @@ async function timed(url: string, headers: Record<string, string>, runs: number)
     // A read that takes seconds has made its point.
     if (times.reduce((sum, ms) => sum + ms, 0) > 5000) break;
   }
+  const held = await loopHeldMs(base);
   times.sort((a, b) => a - b);
-  return { status, bytes, median_ms: round(percentile(times, 50), 1), max_ms: round(times.at(-1) ?? 0, 1) };
+  return {
+    status,
+    bytes,
+    median_ms: round(percentile(times, 50), 1),
+    max_ms: round(times.at(-1) ?? 0, 1),
+    loop_held_ms: held,
+  };
 }
 
 /** A dashboard session for the operator: the cookies a browser holds after the login form. */
@@ -129,7 +156,7 @@ export async function benchLargeReads(options: { db?: string; runs?: number } = 
     ];
     const results: TimedRead[] = [];
     for (const [name, path, headers] of reads) {
-      results.push({ name, path, ...(await timed(`${server.url}${path}`, headers, runs)) });
+      results.push({ name, path, ...(await timed(server.url, `${server.url}${path}`, headers, runs)) });
     }
 
     // An agent's heartbeats while four clients repeat a read back to back.
@@ -169,17 +196,123 @@ export async function benchLargeReads(options: { db?: string; runs?: number } = 
   }
 }
 
+export interface CpuPerRead {
+  name: string;
+  bytes: number;
+  median_ms: number;
+  max_ms: number;
+}
+
+/**
+ * The same reads in this process, through `app.inject`, as CPU time: what each costs the event
+ * loop however busy the machine is (an answer's time on a loaded machine is mostly waiting for a
+ * core). The app is built as the server builds it, keyless, so every read is the operator's but
+ * the one an agent makes.
+ */
+export async function cpuPerRead(options: {
+  db: string;
+  seed: SeedResult;
+  runs?: number;
+}): Promise<CpuPerRead[]> {
+  const runs = options.runs ?? 7;
+  const dir = mkdtempSync(join(tmpdir(), "swarm-bench-large-"));
+  const path = join(dir, "swarm.db");
+  copyFileSync(options.db, path);
+  const logger = pino({ level: "silent" });
+  const eventLog = createEventLog({ path, logger });
+  const coordinator = new Coordinator({ eventLog, logger, rules: { heartbeatTimeoutMs: 3_600_000 } });
+  coordinator.start();
+  const app = await buildApp({
+    eventLog,
+    coordinator,
+    logger,
+    apiKey: undefined,
+    rateLimitPerMinute: false,
+    expensiveRateLimitPerMinute: false,
+    defaultMetrics: true,
+  });
+  try {
+    const { bigTaskId: big, crowdedTaskId: crowded, busyAgentId: busy } = options.seed;
+    const agent = (
+      await app.inject({ method: "POST", url: "/api/agents", payload: { name: "bench-reader" } })
+    ).json<{ token: string }>();
+    const asAgent = { authorization: `Bearer ${agent.token}` };
+    const reads: [string, string, Record<string, string>][] = [
+      ["metrics scrape", "/metrics", {}],
+      ["agents, first page", "/api/agents", {}],
+      ["agents, deep page of 200", "/api/agents?limit=200&cursor=9000", {}],
+      ["one agent with stats", `/api/agents/${busy}`, {}],
+      [
+        "tasks by status and agent, deep",
+        `/api/tasks?status=completed&agent_id=${busy}&cursor=500&limit=200`,
+        {},
+      ],
+      ["timeline, first page", `/api/tasks/${big}/events`, {}],
+      ["timeline, a deep page of 1000", `/api/tasks/${big}/events?after_seq=950000&limit=1000`, {}],
+      ["timeline, an agent reading", `/api/tasks/${big}/events`, asAgent],
+      ["the crowded auction", `/api/tasks/${crowded}`, {}],
+      ["the crowded auction, an agent", `/api/tasks/${crowded}`, asAgent],
+      ["page: overview", "/", {}],
+      ["page: agents", "/agents", {}],
+      ["page: the 100,000-event task", `/tasks/${big}`, {}],
+      ["page: the crowded auction", `/tasks/${crowded}`, {}],
+      ["page: the busy agent", `/agents/${busy}`, {}],
+    ];
+    const results: CpuPerRead[] = [];
+    for (const [name, url, headers] of reads) {
+      const cpu: number[] = [];
+      let bytes = 0;
+      for (let i = 0; i <= runs; i += 1) {
+        const before = process.cpuUsage();
+        const response = await app.inject({ url, headers: { accept: "text/html", ...headers } });
+        const used = process.cpuUsage(before);
+        bytes = response.rawPayload.byteLength;
+        // The first run warms caches and compiles templates.
+        if (i > 0) cpu.push((used.user + used.system) / 1000);
+        if (cpu.reduce((sum, ms) => sum + ms, 0) > 5000) break;
+      }
+      cpu.sort((a, b) => a - b);
+      results.push({
+        name,
+        bytes,
+        median_ms: round(percentile(cpu, 50), 1),
+        max_ms: round(cpu.at(-1) ?? 0, 1),
+      });
+    }
+    return results;
+  } finally {
+    await app.close();
+    coordinator.stop();
+    eventLog.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   const at = process.argv.indexOf("--db");
-  const { seed, results, loaded } = await benchLargeReads({ db: at > 0 ? process.argv[at + 1] : undefined });
-  console.log(`seed: ${JSON.stringify(seed)}`);
-  console.log("| read | status | bytes | median ms | max ms |");
-  console.log("|---|---:|---:|---:|---:|");
-  for (const r of results)
-    console.log(`| ${r.name} | ${r.status} | ${r.bytes} | ${r.median_ms} | ${r.max_ms} |`);
-  console.log();
-  console.log("| four clients repeating | heartbeats | p50 ms | p99 ms | max ms |");
-  console.log("|---|---:|---:|---:|---:|");
-  for (const l of loaded)
-    console.log(`| ${l.read} | ${l.heartbeats} | ${l.p50_ms} | ${l.p99_ms} | ${l.max_ms} |`);
+  const db = at > 0 ? process.argv[at + 1] : undefined;
+  // --cpu-only: the in-process figures alone, for a given file.
+  if (!process.argv.includes("--cpu-only")) {
+    const { seed, results, loaded } = await benchLargeReads({ db });
+    console.log(`seed: ${JSON.stringify(seed)}`);
+    console.log("| read | status | bytes | answer median ms | answer max ms | event loop held, max ms |");
+    console.log("|---|---:|---:|---:|---:|---:|");
+    for (const r of results)
+      console.log(
+        `| ${r.name} | ${r.status} | ${r.bytes} | ${r.median_ms} | ${r.max_ms} | ${r.loop_held_ms} |`,
+      );
+    console.log();
+    console.log("| four clients repeating | heartbeats | p50 ms | p99 ms | max ms |");
+    console.log("|---|---:|---:|---:|---:|");
+    for (const l of loaded)
+      console.log(`| ${l.read} | ${l.heartbeats} | ${l.p50_ms} | ${l.p99_ms} | ${l.max_ms} |`);
+  }
+  if (db !== undefined) {
+    const seed = JSON.parse(readFileSync(`${db}.json`, "utf8")) as SeedResult;
+    console.log();
+    console.log("| in process | bytes | CPU median ms | CPU max ms |");
+    console.log("|---|---:|---:|---:|");
+    for (const c of await cpuPerRead({ db, seed }))
+      console.log(`| ${c.name} | ${c.bytes} | ${c.median_ms} | ${c.max_ms} |`);
+  }
 }
