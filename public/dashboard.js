@@ -56,14 +56,32 @@
   });
   document.addEventListener("htmx:wsClose", lost);
 
-  // Lists that grow live keep their newest rows only.
+  // Lists that grow live keep their newest rows only: the first ones of a newest-first list, the
+  // last ones of a list that grows at its end (a task's timeline), whose "older" links then lead
+  // to the events before the first row left.
   function trimLists() {
     var lists = document.querySelectorAll("[data-cap]");
     for (var i = 0; i < lists.length; i++) {
       var cap = parseInt(lists[i].getAttribute("data-cap"), 10);
       if (!(cap > 0)) continue;
       var rows = lists[i].querySelectorAll(":scope > li[data-seq]");
-      for (var j = cap; j < rows.length; j++) rows[j].remove();
+      if (lists[i].getAttribute("data-keep") !== "last") {
+        for (var j = cap; j < rows.length; j++) rows[j].remove();
+        continue;
+      }
+      if (rows.length <= cap) continue;
+      for (var k = 0; k < rows.length - cap; k++) rows[k].remove();
+      var firstSeq = rows[rows.length - cap].getAttribute("data-seq");
+      var links = document.querySelectorAll('a[data-older-of="' + lists[i].id + '"]');
+      for (var n = 0; n < links.length; n++) {
+        var cursor = links[n].getAttribute("data-cursor");
+        if (cursor) {
+          var url = new URL(links[n].href, window.location.href);
+          url.searchParams.set(cursor, firstSeq);
+          links[n].href = url.toString();
+        }
+        links[n].hidden = false;
+      }
     }
   }
   document.addEventListener("htmx:wsAfterMessage", trimLists);

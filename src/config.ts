@@ -28,7 +28,7 @@ export interface Config {
   maxAgentBytesPerHour: number | false;
   /** Requests per minute per credential (or per IP without one); false when set to 0. */
   rateLimitPerMinute: number | false;
-  /** Expensive reads (searches, exports, long summaries, whole timelines) per minute per credential; false when 0. */
+  /** Expensive reads (searches, exports, long summaries) per minute per credential; false when 0. */
   expensiveRateLimitPerMinute: number | false;
   logLevel: string;
   /** LOG_FORMAT: pretty lines or JSON; `auto` is pretty on a terminal, JSON otherwise. */

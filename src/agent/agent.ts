@@ -534,17 +534,21 @@ export class SwarmAgent {
     }
   }
 
-  /** What happened while away: open auctions to consider, and tasks already won. */
+  /**
+   * What happened while away: tasks already won, and open auctions to consider, every page of
+   * them (the first 200 alone left the rest of a busy coordinator's auctions unseen).
+   */
   private async catchUp(): Promise<void> {
     if (this.identity === undefined || this.stopping) return;
     try {
-      const mine = [
-        ...(await this.client.listTasks({ status: "assigned", agent_id: this.identity.id, limit: 200 })),
-        ...(await this.client.listTasks({ status: "running", agent_id: this.identity.id, limit: 200 })),
-      ];
-      for (const task of mine) void this.run(task.id, task);
-      for (const task of await this.client.listTasks({ status: "bidding", limit: 200 }))
+      for (const status of ["assigned", "running"]) {
+        for await (const task of this.client.eachTask({ status, agent_id: this.identity.id, limit: 200 }))
+          void this.run(task.id, task);
+      }
+      for await (const task of this.client.eachTask({ status: "bidding", limit: 200 })) {
+        if (this.stopping) return;
         void this.consider(task.id, task);
+      }
     } catch (error) {
       this.log.debug({ err: error }, "catch-up failed; the stream will bring what matters");
     }

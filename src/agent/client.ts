@@ -112,10 +112,32 @@ export class SwarmClient {
     return (await this.request<{ task: TaskView }>("GET", `/api/tasks/${encodeURIComponent(id)}`)).task;
   }
 
+  /**
+   * Tasks matching the query, newest first, one at a time: a page (of `limit`, at most 200) is
+   * read whenever the one before is used up, following `next_cursor` to the end.
+   */
+  async *eachTask(query: { status?: string; agent_id?: string; limit?: number }): AsyncGenerator<TaskView> {
+    let cursor: string | null | undefined;
+    do {
+      const params = new URLSearchParams();
+      for (const [key, value] of Object.entries(query))
+        if (value !== undefined) params.set(key, String(value));
+      if (cursor !== undefined && cursor !== null) params.set("cursor", cursor);
+      const page = await this.request<{ tasks: TaskView[]; next_cursor?: string | null }>(
+        "GET",
+        `/api/tasks?${params.toString()}`,
+      );
+      yield* page.tasks;
+      // A server from before pages had cursors answers none: its one page was all there was.
+      cursor = page.next_cursor;
+    } while (typeof cursor === "string");
+  }
+
+  /** Every task matching the query, newest first, read page by page (`limit` is the page size). */
   async listTasks(query: { status?: string; agent_id?: string; limit?: number }): Promise<TaskView[]> {
-    const params = new URLSearchParams();
-    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
-    return (await this.request<{ tasks: TaskView[] }>("GET", `/api/tasks?${params.toString()}`)).tasks;
+    const tasks: TaskView[] = [];
+    for await (const task of this.eachTask(query)) tasks.push(task);
+    return tasks;
   }
 
   bid(taskId: string, bidSats: number): Promise<unknown> {

@@ -23,6 +23,7 @@ export function reportingAgent(command: Command): string | undefined {
     case "RecordToolCall":
     case "CompleteTask":
     case "FailTask":
+    case "ReleaseTask":
       return command.agent_id;
     // The operator's commands, the agent's own standing (no task to report on), the timer's.
     case "RegisterAgent":

@@ -8,6 +8,7 @@ import type { SqliteDatabase } from "../event-log/database.js";
 import {
   TASK_STATUSES,
   type Agent,
+  type AgentStatus,
   type Bid,
   type StateChanges,
   type Task,
@@ -31,6 +32,27 @@ export interface AgentStats {
   win_rate: number;
   average_winning_bid_sats: number | null;
 }
+
+interface AgentStatsRow {
+  bids: number;
+  wins: number;
+  won_sats: number;
+  tasks_completed: number;
+  tasks_failed: number;
+  earned_sats: number;
+}
+
+const NO_STATS: AgentStatsRow = {
+  bids: 0,
+  wins: 0,
+  won_sats: 0,
+  tasks_completed: 0,
+  tasks_failed: 0,
+  earned_sats: 0,
+};
+
+/** The dashboard's agent list: those at work first, then those waiting for work, then the silent. */
+export const BOARD_ORDER: readonly AgentStatus[] = ["busy", "idle", "offline"];
 
 function toAgent(row: AgentRow): Agent {
   return { ...row, capabilities: JSON.parse(row.capabilities) as string[] };
@@ -75,20 +97,42 @@ export const STORE_SQL = {
   taskById: `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ?`,
   agentById: `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`,
   bidsOfTask: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = ? ORDER BY attempt, bid_order`,
-  // Bids of open rounds are left out: counting them as they are placed would tell anyone who
-  // bids in a sealed auction (and they would dilute the win rate until the round closes).
-  agentBidStats:
-    "SELECT COUNT(outcome) AS bids, COALESCE(SUM(outcome = 'won'), 0) AS wins, " +
-    "SUM(CASE WHEN outcome = 'won' THEN bid_sats END) AS won_sats FROM bids WHERE agent_id = ?",
-  agentTaskStats:
-    "SELECT COALESCE(SUM(status = 'completed'), 0) AS completed, COALESCE(SUM(status = 'failed'), 0) AS failed, " +
-    "SUM(CASE WHEN status = 'completed' THEN winning_bid_sats END) AS earned FROM tasks WHERE assigned_agent = ?",
-  taskCounts: "SELECT status, COUNT(*) AS count FROM tasks GROUP BY status",
-  // The newest auctions with how many bids their current round drew; the bids come by primary key.
+  // A page of a task's bids in primary-key order (round, then agent): a replaced bid keeps its
+  // place, so a walk sees each agent's bid in a round once. Rounds from the fourth parameter on
+  // are left out (a sealed round is always the task's last), so a page is one range of the key.
+  bidPage:
+    `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = ? AND (attempt, agent_id) > (?, ?) AND attempt < ? ` +
+    "ORDER BY attempt, agent_id LIMIT ?",
+  bidCountsByRound: "SELECT attempt, COUNT(*) AS count FROM bids WHERE task_id = ? GROUP BY attempt",
+  // The winner first, then the lowest bids, earliest first among equals: what a round's panel shows.
+  lowestBids:
+    `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = ? AND attempt = ? ` +
+    "ORDER BY outcome IS 'won' DESC, bid_sats, bid_order LIMIT ?",
+  ownBid: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = ? AND attempt = ? AND agent_id = ?`,
+  // Kept by triggers in the same transaction as the bids and tasks they count (migration 006):
+  // one row, whatever the agent's history. Bids of open rounds are not counted until they close.
+  agentStats:
+    "SELECT bids, wins, won_sats, tasks_completed, tasks_failed, earned_sats FROM agent_stats WHERE agent_id = ?",
+  taskCounts: "SELECT status, count FROM task_status_counts",
+  // Agents in registration order, from a cursor (a rowid), optionally of one status.
+  agentPage: `SELECT rowid AS cursor, ${AGENT_COLUMNS} FROM agents WHERE rowid > ? ORDER BY rowid LIMIT ?`,
+  agentPageByStatus:
+    `SELECT rowid AS cursor, ${AGENT_COLUMNS} FROM agents WHERE status = ? AND rowid > ? ` +
+    "ORDER BY rowid LIMIT ?",
+  // The dashboard's order within one status: by name, then rowid, after a cursor; those who left
+  // are not listed. (name, rowid) > (?, ?) spelled out, as the planner turns only this form into a
+  // range of the index instead of a walk from the start of the status.
+  boardPage:
+    `SELECT rowid AS cursor, ${AGENT_COLUMNS} FROM agents WHERE status = @status AND left_at IS NULL ` +
+    "AND name >= @name COLLATE NOCASE AND (name > @name COLLATE NOCASE OR rowid > @rowid) " +
+    "ORDER BY name COLLATE NOCASE, rowid LIMIT @limit",
+  // The newest auctions with how many bids their current round drew, counted on the primary key
+  // per task (a join grouped afterwards sorted every bid of a crowded auction first).
   recentAuctions:
-    "SELECT t.id AS task_id, t.description, t.status, t.attempt, t.winning_bid_sats, COUNT(b.agent_id) AS bids " +
+    "SELECT t.id AS task_id, t.description, t.status, t.attempt, t.winning_bid_sats, " +
+    "(SELECT COUNT(*) FROM bids b WHERE b.task_id = t.id AND b.attempt = t.attempt) AS bids " +
     "FROM (SELECT rowid, id, description, status, attempt, winning_bid_sats FROM tasks ORDER BY rowid DESC LIMIT ?) t " +
-    "LEFT JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt GROUP BY t.id ORDER BY t.rowid",
+    "ORDER BY t.rowid",
   // ---- retention of finished work (see Coordinator.pruneFinished), a chunk at a time
   // Named index: given the status, the planner would read every final task by status and sort.
   // Only a final task has completed_at; the status is checked all the same.
@@ -120,6 +164,17 @@ export const STORE_SQL = {
     "ELSE excluded.bytes END, hour = excluded.hour RETURNING bytes",
 } as const;
 
+/**
+ * A page of tasks newest first, from a cursor (a rowid), by status, agent, both or neither:
+ * parameters in that order, then the limit. Each shape is a range of one index.
+ */
+export function taskListSql(filter: { status: boolean; agent: boolean }): string {
+  const where = ["rowid < ?"];
+  if (filter.status) where.push("status = ?");
+  if (filter.agent) where.push("assigned_agent = ?");
+  return `SELECT rowid AS cursor, ${TASK_COLUMNS} FROM tasks WHERE ${where.join(" AND ")} ORDER BY rowid DESC LIMIT ?`;
+}
+
 /** What one chunk of the retention of finished tasks removed. */
 export interface TaskPruneChunk {
   tasks: number;
@@ -134,6 +189,24 @@ export interface AuctionSize {
   attempt: number;
   winning_bid_sats: number | null;
   bids: number;
+}
+
+/** Where a walk of the dashboard's agent list stands: the last agent shown, by the list's order. */
+export interface BoardCursor {
+  status: AgentStatus;
+  name: string;
+  rowid: number;
+}
+
+/** Which of a task's bids a reader may not see: those of the open round, but for its own. */
+export interface SealedRound {
+  attempt: number;
+  ownAgent: string | null;
+}
+
+export interface BidCursor {
+  attempt: number;
+  agent_id: string;
 }
 
 export interface TaskListFilter {
@@ -155,9 +228,18 @@ export class CoordinatorStore {
     taskById: Statement<[string], TaskRow>;
     agentById: Statement<[string], AgentRow>;
     bidsOfTask: Statement<[string], Bid>;
-    agentBidStats: Statement<[string], { bids: number; wins: number; won_sats: number | null }>;
-    agentTaskStats: Statement<[string], { completed: number; failed: number; earned: number | null }>;
+    bidPage: Statement<[string, number, string, number, number], Bid>;
+    bidCountsByRound: Statement<[string], { attempt: number; count: number }>;
+    lowestBids: Statement<[string, number, number], Bid>;
+    ownBid: Statement<[string, number, string], Bid>;
+    agentStats: Statement<[string], AgentStatsRow>;
     taskCounts: Statement<[], { status: TaskStatus; count: number }>;
+    agentPage: Statement<[number, number], AgentRow & { cursor: number }>;
+    agentPageByStatus: Statement<[string, number, number], AgentRow & { cursor: number }>;
+    boardPage: Statement<
+      [{ status: string; name: string; rowid: number; limit: number }],
+      AgentRow & { cursor: number }
+    >;
     recentAuctions: Statement<[number], AuctionSize>;
     finishedTasksBefore: Statement<[string, number], string>;
     deleteTaskBids: Statement<[string]>;
@@ -186,9 +268,15 @@ export class CoordinatorStore {
       taskById: db.prepare(STORE_SQL.taskById),
       agentById: db.prepare(STORE_SQL.agentById),
       bidsOfTask: db.prepare(STORE_SQL.bidsOfTask),
-      agentBidStats: db.prepare(STORE_SQL.agentBidStats),
-      agentTaskStats: db.prepare(STORE_SQL.agentTaskStats),
+      bidPage: db.prepare(STORE_SQL.bidPage),
+      bidCountsByRound: db.prepare(STORE_SQL.bidCountsByRound),
+      lowestBids: db.prepare(STORE_SQL.lowestBids),
+      ownBid: db.prepare(STORE_SQL.ownBid),
+      agentStats: db.prepare(STORE_SQL.agentStats),
       taskCounts: db.prepare(STORE_SQL.taskCounts),
+      agentPage: db.prepare(STORE_SQL.agentPage),
+      agentPageByStatus: db.prepare(STORE_SQL.agentPageByStatus),
+      boardPage: db.prepare(STORE_SQL.boardPage),
       recentAuctions: db.prepare(STORE_SQL.recentAuctions),
       finishedTasksBefore: db.prepare<[string, number], string>(STORE_SQL.finishedTasksBefore).pluck(),
       deleteTaskBids: db.prepare(STORE_SQL.deleteTaskBids),
@@ -300,36 +388,140 @@ export class CoordinatorStore {
     return row === undefined ? undefined : toAgent(row);
   }
 
-  /** Every bid the task received, all rounds, in the order placed. */
+  /** Every bid the task received, all rounds, in the order placed. Unbounded: for tests and tools, not requests. */
   getBids(taskId: string): Bid[] {
     return this.statements.bidsOfTask.all(taskId);
   }
 
+  /**
+   * A page of the task's bids by round, then agent id, after `after`; `sealed` leaves out the
+   * bids of that round but for its own agent's. The cursor is the last bid's, null on the last page.
+   */
+  listBids(filter: { task_id: string; after?: BidCursor; sealed?: SealedRound; limit: number }): {
+    bids: Bid[];
+    next_cursor: BidCursor | null;
+  } {
+    // One more than asked for says whether another page follows.
+    const after = filter.after ?? { attempt: 0, agent_id: "" };
+    const sealed = filter.sealed;
+    const rows = this.statements.bidPage.all(
+      filter.task_id,
+      after.attempt,
+      after.agent_id,
+      sealed?.attempt ?? Number.MAX_SAFE_INTEGER,
+      filter.limit + 1,
+    );
+    // The sealed round comes last in the order; of it, only the reader's own bid is shown.
+    if (rows.length <= filter.limit && sealed !== undefined && sealed.ownAgent !== null) {
+      const own = this.statements.ownBid.get(filter.task_id, sealed.attempt, sealed.ownAgent);
+      const isAfter =
+        own !== undefined &&
+        (own.attempt > after.attempt || (own.attempt === after.attempt && own.agent_id > after.agent_id));
+      if (own !== undefined && isAfter) rows.push(own);
+    }
+    const bids = rows.slice(0, filter.limit);
+    const last = bids.at(-1);
+    return {
+      bids,
+      next_cursor:
+        rows.length > filter.limit && last !== undefined
+          ? { attempt: last.attempt, agent_id: last.agent_id }
+          : null,
+    };
+  }
+
+  /**
+   * Each round of the task, newest first, with its winner and lowest `limit` bids and how many it
+   * drew; of a sealed round only its agent's own bid, if any.
+   */
+  bidRounds(
+    taskId: string,
+    limit: number,
+    sealed?: SealedRound,
+  ): { attempt: number; count: number; bids: Bid[] }[] {
+    return this.statements.bidCountsByRound
+      .all(taskId)
+      .sort((a, b) => b.attempt - a.attempt)
+      .map(({ attempt, count }) => {
+        if (sealed?.attempt !== attempt) {
+          return { attempt, count, bids: this.statements.lowestBids.all(taskId, attempt, limit) };
+        }
+        const own =
+          sealed.ownAgent === null ? undefined : this.statements.ownBid.get(taskId, attempt, sealed.ownAgent);
+        return { attempt, count, bids: own === undefined ? [] : [own] };
+      });
+  }
+
+  /** A page of agents in registration order after the `after` rowid; the cursor is null on the last page. */
+  listAgents(filter: { status?: AgentStatus; after?: number; limit: number }): {
+    agents: Agent[];
+    next_cursor: string | null;
+  } {
+    const after = filter.after ?? 0;
+    const rows =
+      filter.status === undefined
+        ? this.statements.agentPage.all(after, filter.limit + 1)
+        : this.statements.agentPageByStatus.all(filter.status, after, filter.limit + 1);
+    const shown = rows.slice(0, filter.limit);
+    const last = shown.at(-1);
+    return {
+      agents: shown.map(({ cursor: _cursor, ...row }) => toAgent(row)),
+      next_cursor: rows.length > filter.limit && last !== undefined ? String(last.cursor) : null,
+    };
+  }
+
+  /**
+   * A page of the dashboard's agent list: busy, then idle, then offline, by name (ignoring case)
+   * within each, without those who left; each status is an index range, walked from the cursor on.
+   */
+  boardAgents(filter: { after?: BoardCursor; limit: number }): {
+    agents: Agent[];
+    next_cursor: BoardCursor | null;
+  } {
+    const rows: (AgentRow & { cursor: number })[] = [];
+    const start = filter.after === undefined ? 0 : BOARD_ORDER.indexOf(filter.after.status);
+    for (let i = start; i < BOARD_ORDER.length && rows.length <= filter.limit; i += 1) {
+      const status = BOARD_ORDER[i] as AgentStatus;
+      const from = filter.after !== undefined && i === start ? filter.after : { name: "", rowid: 0 };
+      rows.push(
+        ...this.statements.boardPage.all({
+          status,
+          name: from.name,
+          rowid: from.rowid,
+          limit: filter.limit + 1 - rows.length,
+        }),
+      );
+    }
+    const shown = rows.slice(0, filter.limit);
+    const last = shown.at(-1);
+    return {
+      agents: shown.map(({ cursor: _cursor, ...row }) => toAgent(row)),
+      next_cursor:
+        rows.length > filter.limit && last !== undefined
+          ? { status: last.status, name: last.name, rowid: last.cursor }
+          : null,
+    };
+  }
+
   /** A page of tasks, newest first, and the cursor for the next page (null on the last). */
   listTasks(filter: TaskListFilter): { tasks: Task[]; next_cursor: string | null } {
-    const where = ["rowid < ?"];
     const params: (string | number)[] = [filter.before ?? Number.MAX_SAFE_INTEGER];
-    if (filter.status !== undefined) {
-      where.push("status = ?");
-      params.push(filter.status);
-    }
-    if (filter.agent_id !== undefined) {
-      where.push("assigned_agent = ?");
-      params.push(filter.agent_id);
-    }
-    const key = `${filter.status !== undefined}|${filter.agent_id !== undefined}`;
+    if (filter.status !== undefined) params.push(filter.status);
+    if (filter.agent_id !== undefined) params.push(filter.agent_id);
+    const shape = { status: filter.status !== undefined, agent: filter.agent_id !== undefined };
+    const key = `${shape.status}|${shape.agent}`;
     let statement = this.listStatements.get(key);
     if (statement === undefined) {
-      statement = this.db.prepare<unknown[], TaskRow & { cursor: number }>(
-        `SELECT rowid AS cursor, ${TASK_COLUMNS} FROM tasks WHERE ${where.join(" AND ")} ORDER BY rowid DESC LIMIT ?`,
-      );
+      statement = this.db.prepare<unknown[], TaskRow & { cursor: number }>(taskListSql(shape));
       this.listStatements.set(key, statement);
     }
-    const rows = statement.all(...params, filter.limit);
-    const last = rows.at(-1);
+    // One more than asked for says whether another page follows: the last page's cursor is null.
+    const rows = statement.all(...params, filter.limit + 1);
+    const shown = rows.slice(0, filter.limit);
+    const last = shown.at(-1);
     return {
-      tasks: rows.map(({ cursor: _cursor, ...row }) => toTask(row)),
-      next_cursor: rows.length === filter.limit && last !== undefined ? String(last.cursor) : null,
+      tasks: shown.map(({ cursor: _cursor, ...row }) => toTask(row)),
+      next_cursor: rows.length > filter.limit && last !== undefined ? String(last.cursor) : null,
     };
   }
 
@@ -349,17 +541,15 @@ export class CoordinatorStore {
   }
 
   agentStats(agentId: string): AgentStats {
-    const bids = this.statements.agentBidStats.get(agentId) ?? { bids: 0, wins: 0, won_sats: null };
-    const tasks = this.statements.agentTaskStats.get(agentId) ?? { completed: 0, failed: 0, earned: null };
+    const row = this.statements.agentStats.get(agentId) ?? NO_STATS;
     return {
-      bids: bids.bids,
-      wins: bids.wins,
-      tasks_completed: tasks.completed,
-      tasks_failed: tasks.failed,
-      earned_sats: tasks.earned ?? 0,
-      win_rate: bids.bids === 0 ? 0 : Math.round((bids.wins / bids.bids) * 1000) / 1000,
-      average_winning_bid_sats:
-        bids.wins === 0 || bids.won_sats === null ? null : Math.round(bids.won_sats / bids.wins),
+      bids: row.bids,
+      wins: row.wins,
+      tasks_completed: row.tasks_completed,
+      tasks_failed: row.tasks_failed,
+      earned_sats: row.earned_sats,
+      win_rate: row.bids === 0 ? 0 : Math.round((row.wins / row.bids) * 1000) / 1000,
+      average_winning_bid_sats: row.wins === 0 ? null : Math.round(row.won_sats / row.wins),
     };
   }
 }

@@ -56,7 +56,7 @@ export interface AppOptions {
   rateLimitPerMinute?: number | false;
   /**
    * Expensive reads per minute per credential, apart from the general limit: text searches,
-   * exports, summaries beyond an hour, whole task timelines. False turns it off. Default 30.
+   * exports, summaries beyond an hour. False turns it off. Default 30.
    */
   expensiveRateLimitPerMinute?: number | false;
   stream?: Partial<StreamOptions>;
@@ -416,7 +416,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
       reply.header("retry-after", String(limit.ttlInSeconds));
       throw new SwarmError(
         "RATE_LIMITED",
-        `expensive-read limit of ${limit.max} per minute reached (text searches, exports, summaries beyond an hour, whole task timelines); retry in ${limit.ttlInSeconds} s`,
+        `expensive-read limit of ${limit.max} per minute reached (text searches, exports, summaries beyond an hour); retry in ${limit.ttlInSeconds} s`,
         { limit: "expensive_reads", retry_after: `${limit.ttlInSeconds} seconds` },
       );
     };

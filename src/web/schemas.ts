@@ -31,10 +31,16 @@ export const AgentStatsSchema = Type.Object({
   average_winning_bid_sats: Nullable(Type.Integer()),
 });
 
+export const AgentStatusSchema = Type.Union([
+  Type.Literal("idle"),
+  Type.Literal("busy"),
+  Type.Literal("offline"),
+]);
+
 export const AgentSchema = Type.Object({
   id: Type.String(),
   name: Type.String(),
-  status: Type.Union([Type.Literal("idle"), Type.Literal("busy"), Type.Literal("offline")]),
+  status: AgentStatusSchema,
   capabilities: Type.Array(Type.String()),
   max_concurrent: Type.Integer(),
   registered_at: Timestamp,
@@ -166,13 +172,15 @@ export const StrictQuery = <T extends TProperties>(properties: T) =>
 /** For reads that take no query parameters at all, so that a filter sent to them is not ignored. */
 export const NoQuery = StrictQuery({});
 
+/** A list's `cursor` parameter: the `next_cursor` of the page before. */
+const Cursor = (pattern: string) =>
+  Type.Optional(Type.String({ pattern, description: "next_cursor of the previous page" }));
+
 export const TaskListQuery = StrictQuery({
   status: Type.Optional(TaskStatusSchema),
   agent_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
-  cursor: Type.Optional(
-    Type.String({ pattern: "^[0-9]{1,15}$", description: "next_cursor of the previous page" }),
-  ),
+  cursor: Cursor("^[0-9]{1,15}$"),
 });
 
 const EventTypesParameter = (description: string) =>
@@ -207,6 +215,25 @@ export const EventFilterQuery = StrictQuery({
  */
 export const SeqQuery = (minimum = 0) =>
   Type.Optional(Type.Integer({ minimum, maximum: Number.MAX_SAFE_INTEGER }));
+
+export const AgentListQuery = StrictQuery({
+  status: Type.Optional(AgentStatusSchema),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+  cursor: Cursor("^[0-9]{1,15}$"),
+});
+
+export const TaskEventsQuery = StrictQuery({
+  after_seq: SeqQuery(),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+});
+
+/** A bid's place in a task's list of bids: its round, a dot, its agent's id. */
+export const BID_CURSOR_PATTERN = "^[0-9]{1,9}\\.[\\x21-\\x7e]{1,200}$";
+
+export const BidListQuery = StrictQuery({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  cursor: Cursor(BID_CURSOR_PATTERN),
+});
 
 export const EventListQuery = StrictQuery({
   ...EventFilterQuery.properties,

@@ -13,6 +13,7 @@
  * Withheld fields are removed and named in `withheld` (`data.input`, `result`, …), so a reader
  * can tell "withheld" from "empty".
  */
+import type { SealedRound } from "../coordinator/store.js";
 import type { Bid, Task } from "../coordinator/types.js";
 import { SwarmError } from "../errors.js";
 import type { EventFilter, EventPage, StoredEvent } from "../event-log/types.js";
@@ -106,6 +107,17 @@ export class Visibility {
     const own = reader.kind === "agent" ? reader.agentId : undefined;
     const shown = bids.filter((bid) => bid.attempt !== open || bid.agent_id === own);
     return { bids: shown, sealed: bids.length - shown.length };
+  }
+
+  /**
+   * The round of the task's bids that `reader` may not see, when one is open: all of its bids
+   * but the reader's own. Pages of bids read from the tables leave it out (see CoordinatorStore).
+   */
+  sealedRound(taskId: string, reader: Reader): SealedRound | undefined {
+    if (reader.kind === "operator") return undefined;
+    const open = this.rounds.openRound(taskId);
+    if (open === undefined) return undefined;
+    return { attempt: open, ownAgent: reader.kind === "agent" ? reader.agentId : null };
   }
 
   /**

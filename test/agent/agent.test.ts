@@ -181,6 +181,25 @@ describe("SwarmAgent against a real server", () => {
     expect(server.coordinator.getAgent(worker.id ?? "")?.status).not.toBe("offline");
   });
 
+  it("considers every auction open when it joins, following the task list's cursor past its first page", async () => {
+    const server = await stack();
+    // An agent that never bids keeps each auction open after the worker's bid (an auction closes
+    // early only once every eligible agent has bid).
+    await operator(server).register({ name: "bystander", capabilities: [], max_concurrent: 1 });
+    const open = 230; // more than one page of 200
+    for (let i = 0; i < open; i += 1)
+      await postTask(server, { description: `auction ${i}`, auction_ms: 60_000 });
+    const worker = agent(server, { handler: async () => "done" });
+    await worker.start();
+    const bidOn = () =>
+      new Set(
+        server.eventLog
+          .listEvents({ types: "bid.submitted", agent_id: worker.id, limit: 1000 })
+          .events.map((event) => event.task_id),
+      ).size;
+    await eventually(bidOn, (count) => count === open, 20_000);
+  });
+
   it("reuses a saved identity instead of registering again, and leaves cleanly on stop", async () => {
     const server = await stack();
     const identityFile = join(tempDir(), "agent.json");

@@ -316,4 +316,48 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       }
     },
   );
+  it(
+    "keeps a live task page's timeline to its newest 100 rows, and its older link leads to those before them",
+    { timeout: 60_000 },
+    async () => {
+      const busy = await startStack(join(dataDir, "busy.db"));
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      try {
+        const { task } = await api<{ task: { id: string } }>(busy, "/api/tasks", {
+          description: "a long job",
+        });
+        await page.goto(`${busy.base}/tasks/${task.id}`);
+        await page.locator("#live-badge.live").waitFor();
+        expect(await page.locator('#timeline-pager a[rel="prev"]').isHidden()).toBe(true);
+        await busy.eventLog.logEvents(
+          Array.from({ length: 150 }, (_, i) => ({
+            event_type: "tool.called",
+            source: "worker",
+            task_id: task.id,
+            data: { tool: `step-${i}` },
+          })),
+        );
+        const all = busy.eventLog.getTaskEvents(task.id).map((event) => event.seq);
+        await expect
+          .poll(() => page.locator("#timeline > li[data-seq]").last().getAttribute("data-seq"))
+          .toBe(String(all.at(-1)));
+        const shown = await page
+          .locator("#timeline > li[data-seq]")
+          .evaluateAll((rows) => rows.map((row) => Number(row.getAttribute("data-seq"))));
+        expect(shown).toEqual(all.slice(-100));
+        const older = page.locator('#timeline-pager a[rel="prev"]');
+        expect(await older.isVisible()).toBe(true);
+        await older.click();
+        await page.waitForURL(/before_seq=/);
+        const before = await page
+          .locator("#timeline > li[data-seq]")
+          .evaluateAll((rows) => rows.map((row) => Number(row.getAttribute("data-seq"))));
+        expect(before).toEqual(all.slice(0, -100));
+        await shot(page, "task-timeline-older");
+      } finally {
+        await page.close();
+        await busy.stop();
+      }
+    },
+  );
 });

@@ -197,6 +197,28 @@ describe("live dashboard pushes", () => {
     live.socket.close();
   });
 
+  it("keep a window paged to and a later page of agents as they are, while their records stay live", async () => {
+    const t = await listening();
+    const agent = await t.agent("solo", { capabilities: [] });
+    await t.agent("second");
+    const taskId = await t.task();
+    const paged = openLive(t.port, `view=task&task_id=${taskId}&paged=1`);
+    const first = await paged.until(() => true);
+    expect(first).not.toContain('id="timeline"');
+    await t.bid(agent, taskId, 42);
+    const update = await paged.until((m) => m.includes('id="bids"') && m.includes("42&nbsp;sats"));
+    expect(update).toContain(`id="task-${taskId}"`);
+    expect(update).not.toContain("#timeline");
+    paged.socket.close();
+
+    const later = openLive(t.port, `view=agents&after=${encodeURIComponent(`idle.1.solo`)}`);
+    await later.until((m) => m.includes('id="agent-table"'));
+    const newcomer = await t.agent("newcomer");
+    const pushed = await later.until((m) => m.includes(`id="agent-${newcomer.id}"`));
+    expect(pushed).not.toContain("afterbegin:#agent-rows");
+    later.socket.close();
+  });
+
   it("prepend new tasks and agents to their lists and replace the rows that changed", async () => {
     const t = await listening();
     const tasks = openLive(t.port, "view=tasks");

@@ -45,7 +45,10 @@ export function truncate(text: string | null | undefined, length: number): strin
   return text.length <= length ? text : `${text.slice(0, Math.max(0, length - 1))}…`;
 }
 
-type Names = ReadonlyMap<string, string>;
+/** Agent id → name, answered one id at a time (a Map serves, and so does the coordinator's registry). */
+export interface AgentNames {
+  get(id: string): string | undefined;
+}
 
 function field(event: StoredEvent, name: string): unknown {
   return event.data[name];
@@ -57,7 +60,7 @@ function text(value: unknown): string {
 }
 
 /** One line saying what an event means, for feeds and timelines. */
-export function describeEvent(event: StoredEvent, names: Names): string {
+export function describeEvent(event: StoredEvent, names: AgentNames): string {
   const agent = event.agent_id === null ? "" : (names.get(event.agent_id) ?? shortId(event.agent_id));
   const sats = (value: unknown) => (typeof value === "number" ? `${groupDigits(value)} sats` : "");
   switch (event.event_type) {

@@ -7,7 +7,8 @@ import { eventMatches } from "../../event-log/queries.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import type { LiveView } from "./live.js";
-import { FEED_CAP, PAGE_SIZE, TIMELINE_CAP } from "./model.js";
+import type { BoardCursor } from "../../coordinator/store.js";
+import { FEED_CAP, PAGE_SIZE, TIMELINE_WINDOW } from "./model.js";
 import type { Renderer } from "./render.js";
 
 /** Views whose pages show how many bids of an open auction are sealed (never who or how much). */
@@ -19,8 +20,10 @@ export const TAIL_CAP = 200;
 export type LiveSpec =
   | { view: "overview" }
   | { view: "tasks"; status?: TaskStatus; before?: number }
-  | { view: "task"; task_id: string }
-  | { view: "agents" }
+  /** `paged`: a window of the timeline other than the newest, which does not grow live. */
+  | { view: "task"; task_id: string; paged?: boolean }
+  /** `after`: a page of the list after the first, which new agents do not join at the top. */
+  | { view: "agents"; after?: BoardCursor }
   | { view: "agent"; agent_id: string }
   | { view: "events"; filter: EventFilter };
 
@@ -112,22 +115,38 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
         const task = coordinator.getTask(taskId);
         return task === undefined ? "" : renderer.taskState(task);
       };
+      // A window paged back to stays as it was; its card, bids and tool calls stay live.
+      if (spec.paged === true) {
+        return {
+          key: `task|${taskId}|paged`,
+          matches: (event) => event.task_id === taskId,
+          update: () => state(),
+          snapshot: () => state(),
+          catchUp: null,
+        };
+      }
       return {
         key: `task|${taskId}`,
         matches: (event) => event.task_id === taskId,
-        update: (events) => renderer.eventRows(model.eventRows(events), "beforeend", "timeline") + state(),
+        update: (events) =>
+          renderer.eventRows(model.eventRows(events.slice(-TIMELINE_WINDOW)), "beforeend", "timeline") +
+          state(),
         snapshot: (lists) => state() + (lists ? renderer.timeline(taskId, true) : ""),
-        catchUp: { filter: { task_id: taskId }, limit: TIMELINE_CAP },
+        catchUp: { filter: { task_id: taskId }, limit: TIMELINE_WINDOW },
       };
     }
 
-    case "agents":
+    case "agents": {
+      const after = spec.after;
       return {
-        key: "agents",
+        key: `agents|${after === undefined ? "" : JSON.stringify(after)}`,
         matches: (event) => event.agent_id !== null,
         update: (events) => {
+          // New agents join the top of the first page only; a later page is a place in the order.
           const joined = new Set(
-            events.filter((e) => e.event_type === "agent.joined").map((e) => e.agent_id ?? ""),
+            after !== undefined
+              ? []
+              : events.filter((e) => e.event_type === "agent.joined").map((e) => e.agent_id ?? ""),
           );
           const rowOf = (id: string) => {
             const agent = coordinator.getAgent(id);
@@ -144,9 +163,15 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
             .map((agent) => renderer.render("agent-row", { agent, rowOob: true }));
           return prepend + changed.join("");
         },
-        snapshot: () => renderer.render("agent-table", { agents: model.agents(true), oob: true }),
+        snapshot: () =>
+          renderer.render("agent-table", {
+            ...model.agents({ after, includeStats: true }),
+            after,
+            oob: true,
+          }),
         catchUp: null,
       };
+    }
 
     case "agent": {
       const agentId = spec.agent_id;

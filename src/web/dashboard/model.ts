@@ -3,18 +3,60 @@
  * live pushes both build their components from here, so a page and its update cannot drift.
  */
 import type { Coordinator } from "../../coordinator/coordinator.js";
-import { TASK_STATUSES, type Agent, type Bid, type Task, type TaskStatus } from "../../coordinator/types.js";
+import type { BoardCursor } from "../../coordinator/store.js";
+import {
+  TASK_STATUSES,
+  type Agent,
+  type AgentStatus,
+  type Bid,
+  type Task,
+  type TaskStatus,
+} from "../../coordinator/types.js";
 import type { EventLog } from "../../event-log/event-log.js";
 import type { EventFilter, EventPage, MinuteCount, StoredEvent } from "../../event-log/types.js";
 import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
 import type { Reader, Visibility } from "../visibility.js";
-import { describeEvent, truncate } from "./format.js";
+import { describeEvent, truncate, type AgentNames } from "./format.js";
 
 /** Rows the overview's feed keeps; older ones are dropped as new ones arrive. */
 export const FEED_CAP = 50;
-/** Events a task page shows in its timeline; a longer history is summarised by its newest part. */
-export const TIMELINE_CAP = 1000;
+/**
+ * Events a task page shows at once: the newest (kept at this many as events arrive), or a window
+ * paged to by cursor. A task with 100,000 events is never rendered in one piece.
+ */
+export const TIMELINE_WINDOW = 100;
 export const PAGE_SIZE = 50;
+/** Bids a task page shows per round (the winner and the lowest); the rest are counted. */
+export const ROUND_BIDS_SHOWN = 20;
+/** Bids the overview shows per open auction (the lowest); the rest are counted. */
+export const AUCTION_BIDS_SHOWN = 5;
+
+/** The dashboard's agent cursor as text for a URL: status, rowid, then the name, which may hold dots. */
+export function boardCursorText(cursor: BoardCursor): string {
+  return `${cursor.status}.${cursor.rowid}.${cursor.name}`;
+}
+
+/** What boardCursorText writes (agent names are 1-100 characters). */
+export const BOARD_CURSOR_PATTERN = "^(busy|idle|offline)\\.[0-9]{1,15}\\.[\\s\\S]{1,100}$";
+
+/** The cursor back from text that matched BOARD_CURSOR_PATTERN. */
+export function parseBoardCursor(text: string): BoardCursor {
+  const [status, rowid] = text.split(".", 2) as [AgentStatus, string];
+  return { status, rowid: Number(rowid), name: text.slice(status.length + rowid.length + 2) };
+}
+
+/** A window of a task's timeline, oldest first, and where the windows before and after it start. */
+export interface TimelineWindow {
+  rows: EventRow[];
+  /** Older events exist: page to them with before_seq set to this (the first row's seq). */
+  olderThan: number | null;
+  /** Newer events exist: page to them with after_seq set to this (the last row's seq). */
+  newerThan: number | null;
+  /** A window paged to by cursor; the newest window (false) is the one that grows live. */
+  paged: boolean;
+  /** The most rows a window holds, and keeps as it grows live. */
+  size: number;
+}
 
 export interface EventRow {
   seq: number;
@@ -40,7 +82,10 @@ export interface TaskRow extends Task {
 
 export interface AuctionView {
   task: TaskRow;
+  /** The lowest few, lowest first. */
   bids: (Bid & { agent_name: string; leading: boolean })[];
+  /** Bids this viewer may see beyond those shown. */
+  moreBids: number;
   /** Bids this viewer may not see until the auction closes. */
   sealed: number;
 }
@@ -97,7 +142,20 @@ export class MinuteCounter {
   }
 }
 
-const AGENT_ORDER: Record<Agent["status"], number> = { busy: 0, idle: 1, offline: 2 };
+/** The lowest `count` bids, earliest first among equals, without sorting them all (an auction may hold thousands). */
+function lowestBids(bids: readonly Bid[], count: number): Bid[] {
+  const lowest: Bid[] = [];
+  const before = (a: Bid, b: Bid) =>
+    a.bid_sats < b.bid_sats || (a.bid_sats === b.bid_sats && a.bid_order < b.bid_order);
+  for (const bid of bids) {
+    if (lowest.length === count && !before(bid, lowest[count - 1] as Bid)) continue;
+    let at = lowest.length;
+    while (at > 0 && before(bid, lowest[at - 1] as Bid)) at -= 1;
+    lowest.splice(at, 0, bid);
+    if (lowest.length > count) lowest.pop();
+  }
+  return lowest;
+}
 
 export class DashboardModel {
   constructor(
@@ -115,9 +173,12 @@ export class DashboardModel {
     return reader.kind === "public" ? `public${reader.details ? "+details" : ""}` : reader.kind;
   }
 
-  /** Agent id → name, for every agent the coordinator knows (including those that left). */
-  agentNames(): Map<string, string> {
-    return new Map(this.coordinator.listAgents().map((agent) => [agent.id, agent.name]));
+  /**
+   * Agent id → name, for every agent the coordinator knows (including those that left), looked up
+   * one at a time: copying ten thousand names into a Map for every fragment cost more than the fragment.
+   */
+  agentNames(): AgentNames {
+    return { get: (id) => this.coordinator.getAgent(id)?.name };
   }
 
   /** The events this viewer may see: sealed bids left out, private contents withheld. */
@@ -189,6 +250,7 @@ export class DashboardModel {
     return this.coordinator.store.taskCounts();
   }
 
+  /** Tasks by status from their counts table, agents by status from memory: no read grows with history. */
   counters(tasks: Record<TaskStatus, number>) {
     const agents = { idle: 0, busy: 0, offline: 0, online: 0, left: 0 };
     for (const agent of this.coordinator.listAgents()) {
@@ -205,35 +267,45 @@ export class DashboardModel {
     };
   }
 
-  /** Open auctions, soonest to close first, each with its bids; the leading (lowest, earliest) bid marked. */
+  /**
+   * Open auctions, soonest to close first, each with its lowest bids (the leading one marked) and
+   * how many more it has.
+   */
   auctions(limit = 12): { auctions: AuctionView[]; more: number } {
     const names = this.agentNames();
     const { tasks } = this.coordinator.store.listTasks({ status: "bidding", limit: 200 });
     tasks.sort((a, b) => ((a.auction_closes_at ?? "") < (b.auction_closes_at ?? "") ? -1 : 1));
     const auctions = tasks.slice(0, limit).map((task) => {
       const { bids, sealed } = this.visibleBids(task.id, this.coordinator.openBids(task.id));
-      bids.sort((a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order);
+      const shown = lowestBids(bids, AUCTION_BIDS_SHOWN);
       return {
         task: this.taskRow(task, names),
-        bids: bids.map((bid, i) => ({
+        bids: shown.map((bid, i) => ({
           ...bid,
           agent_name: names.get(bid.agent_id) ?? bid.agent_id,
           // Who leads is known only to those who see every bid.
           leading: i === 0 && sealed === 0,
         })),
+        moreBids: bids.length - shown.length,
         sealed,
       };
     });
     return { auctions, more: Math.max(0, tasks.length - limit) };
   }
 
-  /** Agents still registered, busy first, then idle, then offline; by name within each. */
-  agents(includeStats = false) {
-    return this.coordinator
-      .listAgents()
-      .filter((agent) => agent.left_at === null)
-      .sort((a, b) => AGENT_ORDER[a.status] - AGENT_ORDER[b.status] || a.name.localeCompare(b.name))
-      .map((agent) => this.agentRow(agent, includeStats));
+  /**
+   * A page of the agents still registered, busy first, then idle, then offline; by name (ignoring
+   * case) within each; from `after` (a cursor from boardCursorText) on.
+   */
+  agents(options: { after?: BoardCursor; limit?: number; includeStats?: boolean } = {}) {
+    const page = this.coordinator.store.boardAgents({
+      after: options.after,
+      limit: options.limit ?? PAGE_SIZE,
+    });
+    return {
+      agents: page.agents.map((agent) => this.agentRow(agent, options.includeStats ?? false)),
+      next_cursor: page.next_cursor === null ? null : boardCursorText(page.next_cursor),
+    };
   }
 
   agentRow(agent: Agent, includeStats = true) {
@@ -277,21 +349,23 @@ export class DashboardModel {
     return { tasks: page.tasks.map((task) => this.taskRow(task, names)), next_cursor: page.next_cursor };
   }
 
-  /** Everything the task page shows: the task, its bids by round, its timeline and tool calls. */
+  /**
+   * Everything the task page shows: the task, its bids by round (newest round first, each with its
+   * winner and lowest bids, and how many more), and its tool calls.
+   */
   taskDetail(task: Task) {
     const names = this.agentNames();
-    const rounds = new Map<number, (Bid & { agent_name: string })[]>();
-    const { bids, sealed } = this.visibleBids(task.id, this.coordinator.getBids(task.id));
-    for (const bid of bids) {
-      const round = rounds.get(bid.attempt) ?? [];
-      round.push({ ...bid, agent_name: names.get(bid.agent_id) ?? bid.agent_id });
-      rounds.set(bid.attempt, round);
-    }
-    const bidRounds = [...rounds.entries()]
-      .sort(([a], [b]) => b - a)
-      .map(([attempt, bids]) => ({
-        attempt,
-        bids: bids.sort((a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order),
+    const { visibility, reader } = this.audience;
+    const sealedRound = visibility.sealedRound(task.id, reader);
+    const { sealed } = this.visibleBids(task.id, this.coordinator.openBids(task.id));
+    const bidRounds = this.coordinator.store
+      .bidRounds(task.id, ROUND_BIDS_SHOWN, sealedRound)
+      .filter((round) => round.bids.length > 0)
+      .map((round) => ({
+        attempt: round.attempt,
+        bids: round.bids.map((bid) => ({ ...bid, agent_name: names.get(bid.agent_id) ?? bid.agent_id })),
+        // Of a sealed round only the reader's own bid shows, and the sealed count says the rest.
+        more: round.attempt === sealedRound?.attempt ? 0 : round.count - round.bids.length,
       }));
     return {
       task: this.taskRow(task, names),
@@ -305,14 +379,30 @@ export class DashboardModel {
     return this.audience.visibility.bids(taskId, bids, this.audience.reader);
   }
 
-  /** A task's events, oldest first, capped to the newest TIMELINE_CAP. */
-  timeline(taskId: string): { rows: EventRow[]; truncated: boolean } {
-    const page = this.eventLog.listEvents({
-      task_id: taskId,
-      order: "desc",
-      limit: TIMELINE_CAP,
-    });
-    return { rows: this.eventRows(page.events.reverse()), truncated: page.next_cursor !== null };
+  /**
+   * A window of at most TIMELINE_WINDOW of the task's events, oldest first: the newest, those
+   * before `before_seq`, or those after `after_seq`; and whether there are more either side.
+   */
+  timeline(taskId: string, at: { before_seq?: number; after_seq?: number } = {}): TimelineWindow {
+    const forward = at.after_seq !== undefined;
+    const page = this.listEvents(
+      forward
+        ? { task_id: taskId, after_seq: at.after_seq, order: "asc", limit: TIMELINE_WINDOW }
+        : { task_id: taskId, before_seq: at.before_seq, order: "desc", limit: TIMELINE_WINDOW },
+    );
+    const events = forward ? page.events : [...page.events].reverse();
+    const first = events[0]?.seq;
+    const last = events.at(-1)?.seq;
+    // One event either side, as this viewer may see them, says whether a link leads anywhere.
+    const exists = (filter: EventFilter) =>
+      this.listEvents({ task_id: taskId, ...filter, limit: 1 }).events.length > 0;
+    return {
+      rows: this.eventRows(events),
+      olderThan: first !== undefined && exists({ before_seq: first, order: "desc" }) ? first : null,
+      newerThan: last !== undefined && exists({ after_seq: last, order: "asc" }) ? last : null,
+      paged: at.before_seq !== undefined || at.after_seq !== undefined,
+      size: TIMELINE_WINDOW,
+    };
   }
 
   /** Tool calls of a task, one row per call id, with the latest phase. */

@@ -17,7 +17,7 @@ import { EventFilterQuery, IdParams, SeqQuery, StrictQuery, TaskStatusSchema } f
 import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
 import { truncate } from "./format.js";
-import { FEED_CAP, PAGE_SIZE } from "./model.js";
+import { BOARD_CURSOR_PATTERN, boardCursorText, FEED_CAP, PAGE_SIZE, parseBoardCursor } from "./model.js";
 import type { DashboardRenderers, Renderer } from "./render.js";
 import { csrfUserInfo, type SessionKeeper } from "./session.js";
 
@@ -39,6 +39,9 @@ const EventsPageQuery = PageQuery({
   live: Type.Optional(Type.Literal("1")),
 });
 
+/** Where the agents page continues: the last agent of the page before (model.ts, boardCursorText). */
+const AgentCursor = Type.String({ pattern: BOARD_CURSOR_PATTERN, description: "next page's cursor" });
+
 const LiveQuery = PageQuery({
   view: Type.Union([
     Type.Literal("overview"),
@@ -50,6 +53,8 @@ const LiveQuery = PageQuery({
   ]),
   status: Type.Optional(TaskStatusSchema),
   before: SeqQuery(1),
+  after: Type.Optional(AgentCursor),
+  paged: Type.Optional(Type.Literal("1")),
   ...EventFilterQuery.properties,
   after_seq: SeqQuery(),
 });
@@ -271,15 +276,27 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
 
   app.get(
     "/tasks/:id",
-    { preHandler: canView, schema: { hide: true, params: IdParams } },
+    {
+      preHandler: canView,
+      schema: {
+        hide: true,
+        params: IdParams,
+        // A window of the timeline: the newest by default, or those before or after a seq.
+        querystring: Type.Object({ before_seq: SeqQuery(1), after_seq: SeqQuery() }),
+      },
+    },
     async (request, reply) => {
       const task = requireTask(request.params.id);
-      const { rows, truncated } = modelOf(request).timeline(task.id);
+      const { before_seq, after_seq } = request.query;
+      const timeline = modelOf(request).timeline(
+        task.id,
+        after_seq !== undefined ? { after_seq } : { before_seq },
+      );
+      const live: LiveSpec = { view: "task", task_id: task.id, ...(timeline.paged ? { paged: true } : {}) };
       return reply.view("pages/task.njk", {
-        ...page(request, reply, "tasks", truncate(task.description, 60), { view: "task", task_id: task.id }),
+        ...page(request, reply, "tasks", truncate(task.description, 60), live),
         ...rendererOf(request).taskDetailContext(task),
-        rows,
-        truncated,
+        timeline,
         taskId: task.id,
       });
     },
@@ -299,11 +316,21 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     },
   );
 
-  app.get("/agents", { preHandler: canView, schema: { hide: true } }, async (request, reply) =>
-    reply.view("pages/agents.njk", {
-      ...page(request, reply, "agents", "Agents", { view: "agents" }),
-      agents: modelOf(request).agents(true),
-    }),
+  app.get(
+    "/agents",
+    {
+      preHandler: canView,
+      schema: { hide: true, querystring: Type.Object({ after: Type.Optional(AgentCursor) }) },
+    },
+    async (request, reply) => {
+      const after = request.query.after === undefined ? undefined : parseBoardCursor(request.query.after);
+      return reply.view("pages/agents.njk", {
+        ...page(request, reply, "agents", "Agents", { view: "agents", ...(after ? { after } : {}) }),
+        ...modelOf(request).agents({ after, includeStats: true }),
+        after,
+        pageSize: PAGE_SIZE,
+      });
+    },
   );
 
   app.get(
@@ -501,7 +528,10 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         case "agent": {
           const id = query.view === "task" ? query.task_id : query.agent_id;
           if (id === undefined) return socket.close(4400, `${query.view}_id is required`);
-          spec = query.view === "task" ? { view: "task", task_id: id } : { view: "agent", agent_id: id };
+          spec =
+            query.view === "task"
+              ? { view: "task", task_id: id, ...(query.paged === "1" ? { paged: true } : {}) }
+              : { view: "agent", agent_id: id };
           break;
         }
         case "events": {
@@ -515,8 +545,13 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
           spec = { view: "events", filter };
           break;
         }
-        case "overview":
         case "agents":
+          spec = {
+            view: "agents",
+            ...(query.after === undefined ? {} : { after: parseBoardCursor(query.after) }),
+          };
+          break;
+        case "overview":
           spec = { view: query.view };
       }
       hub.connect(socket, liveView(spec, rendererOf(request)), query.after_seq).catch((error: unknown) => {
@@ -544,8 +579,12 @@ export function liveUrl(spec: LiveSpec): string {
   if (spec.view === "tasks") {
     if (spec.status !== undefined) params.set("status", spec.status);
     if (spec.before !== undefined) params.set("before", String(spec.before));
-  } else if (spec.view === "task") params.set("task_id", spec.task_id);
-  else if (spec.view === "agent") params.set("agent_id", spec.agent_id);
+  } else if (spec.view === "task") {
+    params.set("task_id", spec.task_id);
+    if (spec.paged === true) params.set("paged", "1");
+  } else if (spec.view === "agents") {
+    if (spec.after !== undefined) params.set("after", boardCursorText(spec.after));
+  } else if (spec.view === "agent") params.set("agent_id", spec.agent_id);
   else if (spec.view === "events") {
     const { types, source, task_id, agent_id, since, until, text } = spec.filter;
     const typeList = types === undefined ? [] : typeof types === "string" ? [types] : types;

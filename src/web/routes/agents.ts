@@ -3,7 +3,14 @@ import { Type } from "typebox";
 import { SwarmError } from "../../errors.js";
 import { EventType } from "../../event-log/event-types.js";
 import { hashToken, newAgentToken } from "../auth.js";
-import { AgentSchema, errorResponses, IdParams, NoQuery, RegisterAgentBody } from "../schemas.js";
+import {
+  AgentListQuery,
+  AgentSchema,
+  errorResponses,
+  IdParams,
+  NoQuery,
+  RegisterAgentBody,
+} from "../schemas.js";
 import { agentView } from "../views.js";
 
 export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -38,16 +45,31 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: guard.reader,
       schema: {
         tags: ["agents"],
-        querystring: NoQuery,
-        response: { 200: Type.Object({ agents: Type.Array(AgentSchema) }), ...errorResponses(400, 401) },
+        summary: "Agents in the order they registered, a page at a time",
+        description:
+          "Those that left are listed too (with `left_at`). Pass `next_cursor` back as `cursor` for the next page; it is null on the last. Agents registered meanwhile come at the end, so a walk sees every agent once.",
+        querystring: AgentListQuery,
+        response: {
+          200: Type.Object({
+            agents: Type.Array(AgentSchema),
+            next_cursor: Type.Union([Type.String(), Type.Null()]),
+          }),
+          ...errorResponses(400, 401),
+        },
       },
     },
-    async () => ({
-      agents: coordinator
-        .listAgents()
-        .sort((a, b) => (a.registered_at < b.registered_at ? -1 : 1))
-        .map((agent) => agentView(coordinator, agent)),
-    }),
+    async (request) => {
+      const { status, limit, cursor } = request.query;
+      const page = coordinator.store.listAgents({
+        status,
+        limit: limit ?? 50,
+        after: cursor === undefined ? undefined : Number(cursor),
+      });
+      return {
+        agents: page.agents.map((agent) => agentView(coordinator, agent)),
+        next_cursor: page.next_cursor,
+      };
+    },
   );
 
   app.get(

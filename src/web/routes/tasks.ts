@@ -4,8 +4,13 @@ import { Type } from "typebox";
 import { toolReportData } from "../../coordinator/decide.js";
 import { isSwarmError, SwarmError } from "../../errors.js";
 import { agentOf } from "../auth.js";
+import type { BidCursor } from "../../coordinator/store.js";
+import type { Task } from "../../coordinator/types.js";
+import type { EventFilter } from "../../event-log/types.js";
+import type { Reader } from "../visibility.js";
 import {
   BidBody,
+  BidListQuery,
   BidSchema,
   CompleteBody,
   errorResponses,
@@ -15,6 +20,7 @@ import {
   PostTaskBody,
   ReasonBody,
   ReleaseBody,
+  TaskEventsQuery,
   TaskListQuery,
   TaskSchema,
   ToolBody,
@@ -23,6 +29,18 @@ import { bidView } from "../views.js";
 import type { StoredEvent } from "../../event-log/types.js";
 
 const TaskResponse = Type.Object({ task: TaskSchema });
+/** Bids `GET /api/tasks/:id` shows; the rest are a page or more away. */
+const TASK_BIDS_SHOWN = 100;
+
+function bidCursorText(cursor: BidCursor): string {
+  return `${cursor.attempt}.${cursor.agent_id}`;
+}
+
+/** A cursor that matched BID_CURSOR_PATTERN. */
+function parseBidCursor(text: string): BidCursor {
+  const dot = text.indexOf(".");
+  return { attempt: Number(text.slice(0, dot)), agent_id: text.slice(dot + 1) };
+}
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
 /** JSON with every object's keys sorted: two bodies that differ only in key order read the same. */
@@ -169,21 +187,45 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
+  const BidsSealed = Type.Integer({
+    description: "Bids of the open auction round that this reader may not see until it closes",
+  });
+  const BidCursorText = Type.Union([Type.String(), Type.Null()], {
+    description:
+      "Where the next page of bids starts (GET /api/tasks/{id}/bids?cursor=); null when none follow",
+  });
+  /** A page of the task's bids as `reader` may see them, and how many of the open round's are sealed. */
+  const bidPage = (task: Task, reader: Reader, limit: number, cursor?: string) => {
+    const page = coordinator.store.listBids({
+      task_id: task.id,
+      after: cursor === undefined ? undefined : parseBidCursor(cursor),
+      sealed: visibility.sealedRound(task.id, reader),
+      limit,
+    });
+    // The open round's bids are in memory; the sealed count is of them.
+    const { sealed } = visibility.bids(task.id, coordinator.openBids(task.id), reader);
+    return {
+      bids: page.bids.map(bidView),
+      bids_sealed: sealed,
+      next_cursor: page.next_cursor === null ? null : bidCursorText(page.next_cursor),
+    };
+  };
+
   app.get(
     "/api/tasks/:id",
     {
       preHandler: guard.reader,
       schema: {
         tags: ["tasks"],
+        description: `\`bids\` holds the first ${TASK_BIDS_SHOWN} bids (by round, then agent id); \`bids_next_cursor\` continues them at GET /api/tasks/{id}/bids.`,
         params: IdParams,
         querystring: NoQuery,
         response: {
           200: Type.Object({
             task: TaskSchema,
             bids: Type.Array(BidSchema),
-            bids_sealed: Type.Integer({
-              description: "Bids of the open auction round that this reader may not see until it closes",
-            }),
+            bids_sealed: BidsSealed,
+            bids_next_cursor: BidCursorText,
           }),
           ...errorResponses(400, 401, 404),
         },
@@ -192,32 +234,73 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => {
       const task = requireTask(request.params.id);
       const reader = app.readerOf(request);
-      const { bids, sealed } = visibility.bids(task.id, coordinator.getBids(task.id), reader);
-      return { task: visibility.task(task, reader), bids: bids.map(bidView), bids_sealed: sealed };
+      const { bids, bids_sealed, next_cursor } = bidPage(task, reader, TASK_BIDS_SHOWN);
+      return { task: visibility.task(task, reader), bids, bids_sealed, bids_next_cursor: next_cursor };
+    },
+  );
+
+  app.get(
+    "/api/tasks/:id/bids",
+    {
+      preHandler: guard.reader,
+      schema: {
+        tags: ["tasks"],
+        summary: "The task's bids, a page at a time: by round, then agent id",
+        description:
+          "While a round is open an agent sees only its own bid in it, and `bids_sealed` counts the others. A replaced bid keeps its place, so a walk sees each agent's bid in a round once.",
+        params: IdParams,
+        querystring: BidListQuery,
+        response: {
+          200: Type.Object({
+            bids: Type.Array(BidSchema),
+            bids_sealed: BidsSealed,
+            next_cursor: BidCursorText,
+          }),
+          ...errorResponses(400, 401, 404),
+        },
+      },
+    },
+    async (request) => {
+      const task = requireTask(request.params.id);
+      return bidPage(task, app.readerOf(request), request.query.limit ?? 100, request.query.cursor);
     },
   );
 
   app.get(
     "/api/tasks/:id/events",
     {
-      preHandler: [guard.reader, app.expensiveRead()],
+      preHandler: guard.reader,
       schema: {
         tags: ["tasks"],
-        summary: "The task's whole timeline, oldest first",
+        summary: "The task's timeline, oldest first, a page at a time",
+        description:
+          "Pass `next_cursor` back as `after_seq` for the next page; it is null on the last. A page is as the reader may see it: sealed bids are left out before it is cut.",
         params: IdParams,
-        // Not filtered: `?type=` here is refused rather than ignored; /api/events?task_id= filters.
-        querystring: NoQuery,
+        querystring: TaskEventsQuery,
         response: {
-          200: Type.Object({ events: Type.Array(EventSchema) }),
-          ...errorResponses(400, 401, 404, 429),
+          200: Type.Object({
+            events: Type.Array(EventSchema),
+            next_cursor: Type.Union([Type.Integer(), Type.Null()]),
+          }),
+          ...errorResponses(400, 401, 404),
         },
       },
     },
     async (request) => {
-      requireTask(request.params.id);
-      return {
-        events: visibility.events(eventLog.getTaskEvents(request.params.id), app.readerOf(request)),
-      };
+      const task = requireTask(request.params.id);
+      const reader = app.readerOf(request);
+      const { after_seq, limit = 100 } = request.query;
+      const list = (filter: EventFilter) =>
+        visibility.listEvents((page) => eventLog.listEvents(page), reader, {
+          task_id: task.id,
+          order: "asc",
+          ...filter,
+        });
+      const page = list({ after_seq, limit });
+      // A full page may be the last: one more event this reader may see says whether it is.
+      const more =
+        page.next_cursor !== null && list({ after_seq: page.next_cursor, limit: 1 }).events.length > 0;
+      return { events: page.events, next_cursor: more ? page.next_cursor : null };
     },
   );
 
