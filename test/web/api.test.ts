@@ -732,7 +732,7 @@ describe("events", () => {
       ["/api/tasks?state=bidding", "state"],
       [`/api/tasks/${task}/events?type=bid.submitted`, "type"],
       [`/api/tasks/${task}?include=bids`, "include"],
-      ["/api/agents?status=idle", "status"],
+      ["/api/agents?state=idle", "state"],
       [`/api/agents/${agent.id}?stats=1`, "stats"],
     ] as const) {
       const response = await t.app.inject({ method: "GET", url, headers: t.operator });
