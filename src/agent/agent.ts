@@ -454,6 +454,9 @@ export class SwarmAgent {
       // Back after a drop: beat at once (the server may have restarted and set us offline),
       // and look at what was decided while away.
       if (resumed) void this.beat().then(() => this.catchUp());
+      // The first open too: start()'s catch-up may have read before the stream was open, and an
+      // auction that opened in between would be missed (a task handed back just then was).
+      else void this.catchUp();
     });
     socket.on("message", (data: Buffer) => this.onMessage(data));
     socket.on("error", (error) => this.log.debug({ err: error }, "stream error"));
