@@ -11,6 +11,7 @@
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { openDatabase } from "../src/event-log/database.js";
 import { SQL } from "../src/event-log/queries.js";
+import { seededRandom } from "../reliability/load.js";
 import { newId } from "../src/ids.js";
 
 export interface SeedOptions {
@@ -43,18 +44,6 @@ export interface SeedResult {
   ms: number;
 }
 
-/** A small deterministic generator, so two seeds of the same size are the same data. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
 const CAPABILITIES = ["code", "search", "summarize", "writing", "data", "ops"];
 const WORDS = ["refactor", "summarize", "review", "index", "translate", "deploy", "audit", "benchmark"];
 
@@ -68,7 +57,8 @@ export function seedLarge(options: SeedOptions): SeedResult {
   const nowMs = (options.now ?? new Date()).getTime();
   const weekMs = 7 * 86_400_000;
   const iso = (ms: number) => new Date(ms).toISOString();
-  const rand = random(13);
+  // Deterministic, so two seeds of the same size are the same data.
+  const rand = seededRandom(13);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)] as T;
 
   for (const suffix of ["", "-wal", "-shm"]) {
