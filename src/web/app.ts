@@ -4,7 +4,6 @@
  */
 import type { Duplex } from "node:stream";
 import type { WebSocket } from "ws";
-import helmet from "@fastify/helmet";
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
@@ -37,6 +36,7 @@ import { eventRoutes } from "./routes/events.js";
 import { opsRoutes } from "./routes/ops.js";
 import { STREAM_CLOSE, STREAM_DEFAULTS, streamRoutes, type StreamOptions } from "./routes/stream.js";
 import { taskRoutes } from "./routes/tasks.js";
+import { addSecurityHeaders } from "./security-headers.js";
 import { dashboard, type DashboardPages } from "./dashboard/index.js";
 import { readerOf, Visibility, type Reader } from "./visibility.js";
 import { isWebsocketUpgrade, SameOriginGuard, type AllowedHosts } from "./same-origin.js";
@@ -360,30 +360,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     );
   });
 
-  const cspDirectives = {
-    defaultSrc: ["'self'"],
-    scriptSrc: ["'self'"],
-    styleSrc: ["'self'"],
-    imgSrc: ["'self'", "data:"],
-    connectSrc: ["'self'"],
-    formAction: ["'self'"],
-    frameAncestors: ["'none'"],
-  };
-  // helmet's defaults add upgrade-insecure-requests, which over plain HTTP on a host name sends
-  // the stylesheet, htmx and the page script to https, where nothing answers: the page loads
-  // bare. It is asked for only when the request came over TLS (directly, or from a trusted proxy).
-  // Not helmet's no-referrer: under it a browser sends `Origin: null` with this dashboard's own
-  // form posts, which the cross-site check (same-origin.ts) must refuse. same-origin still tells
-  // other sites nothing.
-  const referrerPolicy = { policy: "same-origin" as const };
-  await app.register(helmet, {
-    referrerPolicy,
-    contentSecurityPolicy: { directives: { ...cspDirectives, upgradeInsecureRequests: null } },
-  });
-  app.addHook("onRequest", async (request, reply) => {
-    if (request.protocol === "https")
-      reply.helmet({ referrerPolicy, contentSecurityPolicy: { directives: cspDirectives } });
-  });
+  addSecurityHeaders(app);
   const expensivePerMinute = options.expensiveRateLimitPerMinute ?? 30;
   if (options.rateLimitPerMinute !== false || expensivePerMinute !== false) {
     await app.register(rateLimit, {

@@ -179,6 +179,34 @@ describe("dashboard pages", () => {
     }
   });
 
+  it("send helmet's full set of security headers on every answer: pages, API, refusals and 404s", async () => {
+    const t = await buildTestApp();
+    const answers = [
+      await t.app.inject({ url: "/", headers: HTML }),
+      await t.app.inject({ url: "/api/tasks", headers: { authorization: `Bearer ${OPERATOR_KEY}` } }),
+      await t.app.inject({ url: "/api/tasks" }), // 401
+      await t.app.inject({
+        url: "/api/events?bogus=1",
+        headers: { authorization: `Bearer ${OPERATOR_KEY}` },
+      }), // 400
+      await t.app.inject({ url: "/no/such/page" }),
+    ];
+    // The dashboard sends a browser without a session to the login form.
+    expect(answers.map((answer) => answer.statusCode)).toEqual([303, 200, 401, 400, 404]);
+    for (const answer of answers) {
+      expect(answer.headers).toMatchObject({
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "SAMEORIGIN",
+        "referrer-policy": "same-origin",
+        "cross-origin-opener-policy": "same-origin",
+        "cross-origin-resource-policy": "same-origin",
+        "strict-transport-security": expect.stringContaining("max-age=") as unknown,
+        "content-security-policy": expect.stringContaining("frame-ancestors 'none'") as unknown,
+      });
+      expect(answer.headers["x-powered-by"]).toBeUndefined();
+    }
+  });
+
   it("ask browsers to upgrade insecure requests only when the page came over TLS", async () => {
     const csp = async (app: Awaited<ReturnType<typeof buildTestApp>>["app"], url: string, https: boolean) => {
       const answer = await app.inject({
