@@ -126,13 +126,17 @@ class Draft {
     for (const agent of this.state.agents()) if (!seen.has(agent.id)) yield agent;
   }
 
-  *biddingTasks(): Iterable<Task> {
-    const seen = new Set<string>();
-    for (const task of this.tasks.values()) {
-      seen.add(task.id);
-      if (task.status === "bidding") yield task;
-    }
-    for (const task of this.state.biddingTasks()) if (!seen.has(task.id)) yield task;
+  /** Open auctions due at this decision's time, as this decision leaves them, earliest first. */
+  dueAuctions(): Task[] {
+    const due = new Map<string, Task>();
+    for (const task of this.state.dueAuctions(this.nowMs)) due.set(task.id, this.task(task.id) ?? task);
+    for (const task of this.tasks.values()) due.set(task.id, task);
+    return [...due.values()].filter(
+      (task) =>
+        task.status === "bidding" &&
+        task.auction_closes_at !== null &&
+        Date.parse(task.auction_closes_at) <= this.nowMs,
+    );
   }
 
   putAgent(agent: Agent): void {
@@ -748,11 +752,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           loseAgent(draft, agent, "agent did not come back after a restart");
         }
       }
-      for (const task of [...draft.biddingTasks()]) {
-        if (task.auction_closes_at !== null && Date.parse(task.auction_closes_at) <= draft.nowMs) {
-          closeAuction(draft, task, "deadline");
-        }
-      }
+      for (const task of draft.dueAuctions()) closeAuction(draft, task, "deadline");
       return draft.accepted();
     }
 

@@ -83,6 +83,14 @@ export const STORE_SQL = {
     "assigned_agent = excluded.assigned_agent, winning_bid_sats = excluded.winning_bid_sats, result = excluded.result, " +
     "error = excluded.error, auction_closes_at = excluded.auction_closes_at, assigned_at = excluded.assigned_at, " +
     "started_at = excluded.started_at, completed_at = excluded.completed_at",
+  // A bid placed or replaced in an open round: its outcome is still NULL and stays so. Leaving
+  // outcome out of the SET spares every replaced bid a rewrite of idx_bids_agent (SQLite
+  // updates each index holding a column the SET names, changed or not).
+  upsertOpenBid:
+    `INSERT INTO bids (${BID_COLUMNS}) VALUES (@task_id, @attempt, @agent_id, @bid_sats, @bid_order, @placed_at, NULL) ` +
+    "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
+    "bid_order = excluded.bid_order, placed_at = excluded.placed_at",
+  // A bid as its round closed, with its outcome.
   upsertBid:
     `INSERT INTO bids (${BID_COLUMNS}) VALUES (@task_id, @attempt, @agent_id, @bid_sats, @bid_order, @placed_at, @outcome) ` +
     "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
@@ -222,6 +230,7 @@ export class CoordinatorStore {
     upsertAgent: Statement;
     upsertTask: Statement;
     upsertBid: Statement;
+    upsertOpenBid: Statement;
     allAgents: Statement<[], AgentRow>;
     activeTasks: Statement<[], TaskRow>;
     openBids: Statement<[], Bid>;
@@ -262,6 +271,7 @@ export class CoordinatorStore {
       upsertAgent: db.prepare(STORE_SQL.upsertAgent),
       upsertTask: db.prepare(STORE_SQL.upsertTask),
       upsertBid: db.prepare(STORE_SQL.upsertBid),
+      upsertOpenBid: db.prepare(STORE_SQL.upsertOpenBid),
       allAgents: db.prepare(STORE_SQL.allAgents),
       activeTasks: db.prepare(STORE_SQL.activeTasks),
       openBids: db.prepare(STORE_SQL.openBids),
@@ -306,7 +316,10 @@ export class CoordinatorStore {
         required_capabilities: JSON.stringify(task.required_capabilities),
       });
     }
-    for (const bid of changes.bids) this.statements.upsertBid.run(bid);
+    for (const bid of changes.bids) {
+      if (bid.outcome === null) this.statements.upsertOpenBid.run(bid);
+      else this.statements.upsertBid.run(bid);
+    }
   }
 
   /**

@@ -320,6 +320,66 @@ describe("closing auctions", () => {
   });
 });
 
+describe("auctions by deadline", () => {
+  /** A task whose 100 ms auction is due now, with a bid from a; b has not bid, so it stays open. */
+  function dueAuction() {
+    const s = scenario();
+    const a = s.agent("a");
+    s.agent("b");
+    const t = s.task({ auction_ms: 100 });
+    s.given({ type: "SubmitBid", task_id: t, agent_id: a, bid_sats: 5 });
+    s.advance(100);
+    return { s, a, t };
+  }
+
+  it("closes on each Tick exactly the auctions that are due, earliest deadline first", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    s.agent("b"); // never bids, so no auction closes early for want of bidders
+    const late = s.task({ description: "late", auction_ms: 300 });
+    const early = s.task({ description: "early", auction_ms: 100 });
+    const middle = s.task({ description: "middle", auction_ms: 200 });
+    for (const task of [late, early, middle])
+      s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 5 });
+    s.advance(99);
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+    s.advance(151); // 250 ms: early and middle are due, late is not
+    const closed = expectAccepted(s.run({ type: "Tick" }));
+    expect(closed.events.filter((e) => e.event_type === "auction.closed").map((e) => e.task_id)).toEqual([
+      early,
+      middle,
+    ]);
+    expect(s.state.getTask(late)?.status).toBe("bidding");
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+    s.advance(50);
+    expect(eventOf(s.run({ type: "Tick" }), "auction.closed")?.task_id).toBe(late);
+  });
+
+  it("finds a due auction again when the Tick that closed it was never applied (a failed write)", () => {
+    const { s, a, t } = dueAuction();
+    expect(eventOf(s.when({ type: "Tick" }), "auction.closed")?.task_id).toBe(t);
+    expect(eventOf(s.when({ type: "Tick" }), "auction.closed")?.task_id).toBe(t);
+    s.run({ type: "Tick" });
+    expect(s.state.getTask(t)?.status).toBe("assigned");
+    expect(s.state.dueAuctions(s.now)).toEqual([]);
+  });
+
+  it("judges a re-auctioned task by its new round's deadline, not the old one", () => {
+    const { s, a, t } = dueAuction();
+    s.given({ type: "Tick" });
+    s.advance(10);
+    // Handed back: a new round opens with a deadline of its own.
+    s.given({ type: "ReleaseTask", task_id: t, agent_id: a, reason: "stopping" });
+    const reopened = s.state.getTask(t)!;
+    expect(reopened).toMatchObject({ status: "bidding", attempt: 2 });
+    expect(s.state.dueAuctions(s.now)).toEqual([]);
+    s.advance(Date.parse(reopened.auction_closes_at!) - s.now - 1);
+    expect(s.state.dueAuctions(s.now)).toEqual([]);
+    s.advance(1);
+    expect(s.state.dueAuctions(s.now).map((task) => task.id)).toEqual([t]);
+  });
+});
+
 describe("the task lifecycle", () => {
   function assigned() {
     const s = scenario();
