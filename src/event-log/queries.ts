@@ -97,23 +97,51 @@ function likePattern(text: string): string {
 
 const LIKE_DATA = (prefix: string) => `${prefix}data LIKE ? ESCAPE '\\'`;
 
+/**
+ * The condition an agent's own events fail: the partial source index holds only the events
+ * that meet it (migration 009). Spelled exactly as the index's WHERE, which is how SQLite
+ * knows a query may use that index.
+ */
+const NOT_AGENTS_OWN = "(agent_id IS NULL OR source <> agent_id)";
+
 export function buildListQuery(filter: NormalizedFilter): BuiltQuery {
-  const { where, params, shape } = filterConditions(filter);
-  if (filter.text !== undefined) {
-    where.push(LIKE_DATA(""));
-    params.push(likePattern(filter.text));
-    shape.push("text");
-  }
-  // Both seq bounds are always present, so a read with no other filter is a range search on
-  // the primary key rather than a table scan, and the plan is the same whatever the cursor.
-  where.push("seq > ?", "seq < ?");
-  params.push(filter.after_seq ?? 0, filter.before_seq ?? MAX_SEQ);
+  const { source } = filter;
+  const others: NormalizedFilter = { ...filter, source: undefined };
   const direction = filter.order === "desc" ? "DESC" : "ASC";
-  params.push(filter.limit);
+  /** One ordered read over the filter but its source, with `extra` conditions on the row. */
+  const read = (extra: string[], extraParams: string[]) => {
+    const { where, params, shape } = filterConditions(others);
+    where.push(...extra);
+    params.push(...extraParams);
+    if (filter.text !== undefined) {
+      where.push(LIKE_DATA(""));
+      params.push(likePattern(filter.text));
+      shape.push("text");
+    }
+    // Both seq bounds are always present, so a read with no other filter is a range search on
+    // the primary key rather than a table scan, and the plan is the same whatever the cursor.
+    where.push("seq > ?", "seq < ?");
+    params.push(filter.after_seq ?? 0, filter.before_seq ?? MAX_SEQ, filter.limit);
+    return {
+      shape: shape.join(","),
+      sql: `SELECT ${EVENT_COLUMNS} FROM event_log WHERE ${where.join(" AND ")} ORDER BY seq ${direction} LIMIT ?`,
+      params,
+    };
+  };
+  if (source === undefined) {
+    const plain = read([], []);
+    return { ...plain, shape: `${plain.shape}|${direction}` };
+  }
+  // By source, in two halves merged by seq: the agent's own events (source = agent_id) through
+  // the agent index, the rest through the partial source index. Each half is a page at most.
+  const own = read(["source = ?", "agent_id = ?"], [source, source]);
+  const rest = read(["source = ?", NOT_AGENTS_OWN], [source]);
   return {
-    shape: `${shape.join(",")}|${direction}`,
-    sql: `SELECT ${EVENT_COLUMNS} FROM event_log WHERE ${where.join(" AND ")} ORDER BY seq ${direction} LIMIT ?`,
-    params,
+    shape: `source,${own.shape}|${direction}`,
+    sql:
+      `SELECT * FROM (${own.sql}) UNION ALL SELECT * FROM (${rest.sql}) ` +
+      `ORDER BY seq ${direction} LIMIT ?`,
+    params: [...own.params, ...rest.params, filter.limit],
   };
 }
 

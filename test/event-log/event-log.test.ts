@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { EventType, KNOWN_EVENT_TYPES } from "../../src/event-log/event-types.js";
 import type { EventLogTransaction } from "../../src/event-log/event-log.js";
+import { buildListQuery } from "../../src/event-log/queries.js";
+import { normalizeFilter } from "../../src/event-log/validate.js";
 import type { EventInput, StoredEvent } from "../../src/event-log/types.js";
 import { fakeClock, openTestLog } from "../helpers/event-log.js";
 
@@ -308,6 +310,74 @@ describe("queries", () => {
     expect(
       log.listEvents({ agent_id: "agent-3", types: "bid.submitted", limit: 1000 }).events.map((e) => e.seq),
     ).toEqual(expected(inputs, (e) => e.agent_id === "agent-3" && e.event_type === "bid.submitted"));
+  });
+
+  it("reads by source across agents' own events and everyone else's, paged both ways", async () => {
+    // The source index leaves out an agent's own events (source = agent_id): a read by source
+    // merges them back from the agent index. Every mix is here: own events, an agent's events
+    // about another agent, events with no agent, and the coordinator's.
+    const log = openTestLog();
+    const inputs: EventInput[] = Array.from({ length: 90 }, (_, i) => ({
+      event_type: ["bid.submitted", "tool.called", "task.created"][i % 3] as string,
+      source: i % 5 === 0 ? "coordinator" : `agent-${i % 3}`,
+      ...(i % 7 === 0 ? {} : { agent_id: `agent-${i % 2}` }),
+      task_id: `task-${i % 4}`,
+      data: { i, note: i % 2 === 0 ? "even needle" : "odd" },
+    }));
+    await log.logEvents(inputs);
+    for (const source of ["coordinator", "agent-0", "agent-1", "agent-2", "nobody"]) {
+      const extras: { types?: string; agent_id?: string; text?: string }[] = [
+        {},
+        { types: "tool.called" },
+        { agent_id: "agent-1" },
+        { text: "ne" },
+      ];
+      for (const extra of extras) {
+        const want = expected(
+          inputs,
+          (e) =>
+            e.source === source &&
+            (extra.types === undefined || e.event_type === extra.types) &&
+            (extra.agent_id === undefined || e.agent_id === extra.agent_id) &&
+            (extra.text === undefined || JSON.stringify(e.data).includes(extra.text)),
+        );
+        for (const order of ["asc", "desc"] as const) {
+          const seen: number[] = [];
+          let cursor: number | null = null;
+          do {
+            const page = log.listEvents({
+              source,
+              ...extra,
+              order,
+              limit: 4,
+              ...(cursor === null ? {} : order === "asc" ? { after_seq: cursor } : { before_seq: cursor }),
+            });
+            seen.push(...page.events.map((e) => e.seq));
+            cursor = page.next_cursor;
+          } while (cursor !== null);
+          expect(seen, `${source} ${JSON.stringify(extra)} ${order}`).toEqual(
+            order === "asc" ? want : [...want].reverse(),
+          );
+        }
+      }
+    }
+    // Both halves come from an index, the agent's own events not from the source index.
+    const query = buildListQuery(normalizeFilter({ source: "agent-1", limit: 10 }));
+    const plan = (
+      log.db.prepare(`EXPLAIN QUERY PLAN ${query.sql}`).all(...query.params) as { detail: string }[]
+    ).map((row) => row.detail);
+    expect(plan.join("\n")).toMatch(
+      /SEARCH event_log USING INDEX idx_event_log_agent \(agent_id=\? AND seq>\? AND seq<\?\)/,
+    );
+    expect(plan.join("\n")).toMatch(
+      /SEARCH event_log USING INDEX idx_event_log_source \(source=\? AND seq>\? AND seq<\?\)/,
+    );
+    const index = log.db
+      .prepare("SELECT sql FROM sqlite_master WHERE name = 'idx_event_log_source'")
+      .get() as {
+      sql: string;
+    };
+    expect(index.sql).toContain("WHERE agent_id IS NULL OR source <> agent_id");
   });
 
   it("pages forwards and backwards by cursor with no gap and no duplicate", async () => {
