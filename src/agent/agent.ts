@@ -122,7 +122,18 @@ interface Run {
   phase: RunPhase;
   /** Tool calls reported as called and not yet ended, by call_id: a hand-back ends them. */
   openCalls: Map<string, string>;
+  /** Tool reports the server refused for a cap on what may be stored (see CAPPED_REPORT). */
+  droppedReports: number;
 }
+
+/**
+ * The caps on what an agent's reports may store (SWARM_MAX_EVENTS_PER_TASK, and bytes per agent
+ * per hour). A tool report past one is dropped and the work goes on: a task's completion is never
+ * refused, so the task still ends as its handler decides, instead of failing for its telemetry.
+ */
+const CAPPED_REPORT = new Set(["TASK_EVENTS_CAP_REACHED", "AGENT_HOURLY_BYTES_EXCEEDED"]);
+/** How long bidding pauses after a bid refused for the hourly byte cap, if the server says nothing. */
+const DEFAULT_BYTES_PAUSE_MS = 60_000;
 
 /** How long a hand-back is retried through transient failures: a stop must not wait a minute. */
 const HAND_BACK_RETRY_MS = 5000;
@@ -196,6 +207,12 @@ export class SwarmAgent {
   private endGrace: (() => void) | undefined;
   /** Auctions (task:attempt) this agent has bid in, so that each is considered once. */
   private readonly considered = new Set<string>();
+  /**
+   * Set when a bid was refused for the agent's hourly byte cap: until then (the server's
+   * Retry-After, the next clock hour) it bids no more, since every bid would be refused too and
+   * a task won could not be reported on.
+   */
+  private biddingPausedUntil = 0;
   private readonly running = new Map<string, Run>();
 
   constructor(private readonly options: SwarmAgentOptions) {
@@ -560,7 +577,7 @@ export class SwarmAgent {
   // ------------------------------------------------------------------ bidding and running
 
   private async consider(taskId: string, known?: TaskView): Promise<void> {
-    if (this.stopping) return;
+    if (this.stopping || Date.now() < this.biddingPausedUntil) return;
     try {
       const task = known ?? (await this.client.getTask(taskId));
       const key = `${task.id}:${task.attempt}`;
@@ -580,6 +597,8 @@ export class SwarmAgent {
         await this.client.bid(task.id, price);
       } catch (error) {
         this.considered.delete(`${key}:bid`);
+        if (error instanceof SwarmApiError && error.code === "AGENT_HOURLY_BYTES_EXCEEDED")
+          this.pauseBidding(error);
         throw error;
       }
       this.stats.bids += 1;
@@ -587,6 +606,35 @@ export class SwarmAgent {
     } catch (error) {
       // Auctions close and fill up all the time; a refused bid is ordinary.
       this.log.debug({ err: error, task_id: taskId }, `did not bid on ${shortId(taskId)}`);
+    }
+  }
+
+  private pauseBidding(error: SwarmApiError): void {
+    const until = Date.now() + (error.retryAfterMs ?? DEFAULT_BYTES_PAUSE_MS);
+    if (until <= this.biddingPausedUntil) return;
+    const said = this.biddingPausedUntil > Date.now();
+    this.biddingPausedUntil = until;
+    if (!said) {
+      this.log.warn(
+        { paused_until: new Date(until).toISOString() },
+        `bidding paused until ${new Date(until).toISOString()}: ${error.message}`,
+      );
+    }
+  }
+
+  /** Send one tool report; one refused for a storage cap is dropped (see CAPPED_REPORT). */
+  private async report(taskId: string, run: Run, send: () => Promise<unknown>): Promise<void> {
+    try {
+      await this.retry(send);
+    } catch (error) {
+      if (!(error instanceof SwarmApiError) || !CAPPED_REPORT.has(error.code)) throw error;
+      run.droppedReports += 1;
+      if (run.droppedReports === 1) {
+        this.log.warn(
+          { task_id: taskId, code: error.code },
+          `tool reports of task ${shortId(taskId)} are dropped from now on, the work goes on: ${error.message}`,
+        );
+      }
     }
   }
 
@@ -598,6 +646,7 @@ export class SwarmAgent {
       done: Promise.resolve(),
       phase: "starting",
       openCalls: new Map(),
+      droppedReports: 0,
     };
     // Won while stopping (a bid placed before the stop): starting work it may not finish helps
     // nobody, so the task goes back to auction at once.
@@ -639,14 +688,14 @@ export class SwarmAgent {
         // The task is no longer this agent's: say nothing more about it.
         if (handedBack()) throw new Error("the task was handed back");
         const callId = randomUUID();
-        await this.retry(() =>
+        await this.report(taskId, run, () =>
           this.client.tool(taskId, { tool: name, phase: "called", call_id: callId, input }),
         );
         run.openCalls.set(callId, name);
         try {
           const output = await work();
           if (!handedBack()) {
-            await this.retry(() =>
+            await this.report(taskId, run, () =>
               this.client.tool(taskId, { tool: name, phase: "completed", call_id: callId, output }),
             );
           }
@@ -655,7 +704,7 @@ export class SwarmAgent {
           if (handedBack()) throw error; // the hand-back has ended the call already
           const message =
             truncate(error instanceof Error ? error.message : String(error), 10_000) || "failed";
-          await this.retry(() =>
+          await this.report(taskId, run, () =>
             this.client.tool(taskId, { tool: name, phase: "failed", call_id: callId, error: message }),
           );
           throw error;
@@ -709,8 +758,11 @@ export class SwarmAgent {
       try {
         return await call();
       } catch (error) {
-        if (!isTransient(error) || waited > maxWaitMs) throw error;
-        const wait = Math.min(5000, 250 * 2 ** attempt);
+        if (!isTransient(error)) throw error;
+        // The server's Retry-After, when it gave one (a rate limit's window), else backing off.
+        const asked = error instanceof SwarmApiError ? error.retryAfterMs : undefined;
+        const wait = Math.max(Math.min(5000, 250 * 2 ** attempt), asked ?? 0);
+        if (waited + wait > maxWaitMs) throw error;
         waited += wait;
         await delay(wait);
       }

@@ -25,10 +25,21 @@ export class SwarmApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** How long the server asked the caller to wait (its Retry-After), when it said. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = "SwarmApiError";
   }
+}
+
+/** Retry-After in milliseconds: delay-seconds or an HTTP date; undefined when absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
+  if (header === null || header.trim() === "") return undefined;
+  const trimmed = header.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const at = Date.parse(trimmed);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 export class SwarmClient {
@@ -72,6 +83,7 @@ export class SwarmClient {
         response.status,
         typeof error?.code === "string" ? error.code : "HTTP_ERROR",
         `${method} ${path}: ${typeof error?.message === "string" ? error.message : `HTTP ${response.status}`}`,
+        retryAfterMs(response.headers.get("retry-after")),
       );
     }
     return parsed as T;

@@ -6,6 +6,8 @@ import { delay, SwarmAgent, type SwarmAgentOptions } from "../../src/agent/agent
 import { execHandler, parseCommand, UsageError } from "../../src/agent/cli.js";
 import { SwarmClient } from "../../src/agent/client.js";
 import { startDemoSwarm } from "../../src/agent/demo-swarm.js";
+import { budgetHour } from "../../src/coordinator/limits.js";
+import type { CoordinatorRules } from "../../src/coordinator/types.js";
 import { shortId } from "../../src/ids.js";
 import { adaptiveStrategy, matchStrategy } from "../../src/agent/strategies.js";
 import { silentLogger } from "../helpers/event-log.js";
@@ -18,8 +20,8 @@ afterEach(async () => {
   for (const thing of running.splice(0).reverse()) await thing.stop().catch(() => undefined);
 });
 
-async function stack(path = tempDbPath(), port = 0): Promise<Stack> {
-  const started = await startStack(path, port, { apiKey: KEY, rules: { defaultAuctionMs: 400 } });
+async function stack(path = tempDbPath(), port = 0, rules: Partial<CoordinatorRules> = {}): Promise<Stack> {
+  const started = await startStack(path, port, { apiKey: KEY, rules: { defaultAuctionMs: 400, ...rules } });
   running.push(started);
   return started;
 }
@@ -218,6 +220,85 @@ describe("SwarmAgent against a real server", () => {
     await again.stop();
     expect(server.coordinator.getAgent(first.id ?? "")?.left_at).not.toBeNull();
     expect(server.eventLog.getAgentEvents(first.id ?? "").map((e) => e.event_type)).toContain("agent.left");
+  });
+});
+
+describe("the caps on what an agent may store", () => {
+  /** A logger that keeps the warnings, to see what the agent told its operator. */
+  function warnings() {
+    const said: string[] = [];
+    const logger = {
+      ...silentLogger,
+      info() {},
+      debug() {},
+      error() {},
+      warn: (_: object, message?: string) => void said.push(message ?? ""),
+    };
+    return { said, logger };
+  }
+
+  it("drops tool reports past the per-task cap and still completes the task", async () => {
+    const server = await stack(tempDbPath(), 0, { maxEventsPerTask: 8 });
+    const { said, logger } = warnings();
+    let calls = 0;
+    const worker = agent(server, {
+      logger,
+      handler: async ({ tool }) => {
+        for (let i = 0; i < 10; i += 1) await tool("step", { i }, () => (calls += 1));
+        return "all ten steps done";
+      },
+    });
+    await worker.start();
+    const taskId = await postTask(server, { description: "many steps" });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "completed",
+    );
+    // Every step ran; the reports the cap refused were dropped, with one warning for the task.
+    expect(calls).toBe(10);
+    expect(server.coordinator.getTask(taskId)?.result).toBe("all ten steps done");
+    const tools = typesOf(server, taskId).filter((type) => type.startsWith("tool."));
+    expect(tools.length).toBeGreaterThan(0);
+    expect(tools.length).toBeLessThan(20);
+    expect(said.filter((line) => line.includes("tool reports of task"))).toHaveLength(1);
+  });
+
+  it("pauses bidding for the server's Retry-After once its hourly byte budget is spent", async () => {
+    const server = await stack(tempDbPath(), 0, { defaultAuctionMs: 300, maxAgentBytesPerHour: 6000 });
+    // The budget counts per clock hour: start clear of an hour's end, so it stays spent.
+    const toNextHour = 3_600_000 - (Date.now() % 3_600_000);
+    if (toNextHour < 20_000) await delay(toNextHour + 100);
+    const identity = await operator(server).register({ name: "spent", capabilities: [], max_concurrent: 1 });
+    // The agent has stored its whole budget this hour (as its earlier reports would have).
+    server.eventLog.db
+      .prepare("INSERT INTO agent_report_usage (agent_id, hour, bytes) VALUES (?, ?, ?)")
+      .run(identity.id, budgetHour(new Date()), 6000);
+    const { said, logger } = warnings();
+    const worker = agent(server, { logger, identity, handler: async () => "done" });
+    await worker.start();
+    const tasks: string[] = [];
+    for (let i = 0; i < 3; i += 1) {
+      tasks.push(await postTask(server, { description: `task ${i}` }));
+      await delay(400);
+    }
+    await eventually(
+      () => tasks.map((id) => taskStatus(server, id)),
+      (statuses) => statuses.every((status) => status === "failed"),
+    );
+    const paused = said.filter((line) => line.startsWith("bidding paused until"));
+    expect(paused).toHaveLength(1);
+    // Until the next clock hour, as the server's Retry-After said.
+    const until = Date.parse(/until (\S+Z):/.exec(paused[0]!)?.[1] ?? "");
+    const nextHour = Math.ceil(Date.now() / 3_600_000) * 3_600_000;
+    expect(Math.abs(until - nextHour)).toBeLessThan(5_000);
+    // One bid was refused; the auctions after it saw no bid from this agent at all.
+    const metrics = await server.app.inject({ url: "/metrics", headers: { authorization: `Bearer ${KEY}` } });
+    const refusedBids =
+      /swarm_http_request_duration_seconds_count\{[^}]*route="\/api\/tasks\/:id\/bids"[^}]*status="429"[^}]*\} (\d+)/.exec(
+        metrics.body,
+      );
+    expect(refusedBids?.[1]).toBe("1");
+    expect(worker.stats.bids).toBe(0);
   });
 });
 
