@@ -356,7 +356,7 @@ describe("auctions by deadline", () => {
   });
 
   it("finds a due auction again when the Tick that closed it was never applied (a failed write)", () => {
-    const { s, a, t } = dueAuction();
+    const { s, t } = dueAuction();
     expect(eventOf(s.when({ type: "Tick" }), "auction.closed")?.task_id).toBe(t);
     expect(eventOf(s.when({ type: "Tick" }), "auction.closed")?.task_id).toBe(t);
     s.run({ type: "Tick" });
