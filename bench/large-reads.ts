@@ -14,6 +14,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import WebSocket from "ws";
 import { Coordinator } from "../src/coordinator/coordinator.js";
 import { createEventLog } from "../src/event-log/index.js";
 import { buildApp } from "../src/web/app.js";
@@ -93,6 +94,56 @@ async function logIn(url: string): Promise<string> {
   return [csrfCookie, ...cookieOf(login)].join("; ");
 }
 
+/** A word in two events of the seed (a task's description and its result), and one in none. */
+const RARE = "#77777";
+const NO_MATCH = "zebra-quokka";
+
+/**
+ * Wait for the server's text-search index to hold every event (its worker builds it after a
+ * start on an unindexed file); returns the seconds it took. Searches before that scan the rest.
+ */
+async function searchIndexCaughtUp(base: string): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const health = (await (await fetch(`${base}/healthz`)).json()) as {
+      latest_seq: number;
+      search_indexed_through?: number;
+    };
+    if (health.search_indexed_through === undefined) throw new Error("the server has no search index");
+    if (health.search_indexed_through >= health.latest_seq)
+      return round((performance.now() - started) / 1000, 1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** A live page's socket opened `runs` times: the time to its first message, the catch-up. */
+async function timedCatchUp(base: string, path: string, cookie: string, runs: number) {
+  await loopHeldMs(base);
+  const times: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < runs; i += 1) {
+    const started = performance.now();
+    const socket = new WebSocket(`${base.replace("http", "ws")}${path}`, { headers: { cookie } });
+    bytes = await new Promise<number>((resolve, reject) => {
+      socket.once("message", (data: Buffer) => resolve(data.byteLength));
+      socket.once("close", (code, reason) => reject(new Error(`live closed ${code} ${reason.toString()}`)));
+      socket.once("error", reject);
+    });
+    times.push(performance.now() - started);
+    socket.removeAllListeners("close");
+    socket.close();
+  }
+  const held = await loopHeldMs(base);
+  times.sort((a, b) => a - b);
+  return {
+    status: 101,
+    bytes,
+    median_ms: round(percentile(times, 50), 1),
+    max_ms: round(times.at(-1) ?? 0, 1),
+    loop_held_ms: held,
+  };
+}
+
 export async function benchLargeReads(options: { db?: string; runs?: number } = {}) {
   const runs = options.runs ?? 5;
   const dir = mkdtempSync(join(tmpdir(), "swarm-bench-large-"));
@@ -124,7 +175,20 @@ export async function benchLargeReads(options: { db?: string; runs?: number } = 
       { name: "bench-heartbeat" },
     );
     const html = { cookie: await logIn(server.url), accept: "text/html" };
+    const indexSeconds = await searchIndexCaughtUp(server.url);
     const reads: [string, string, Record<string, string>][] = [
+      [`text search, rare word (${RARE})`, `/api/events?q=${encodeURIComponent(RARE)}`, operator],
+      [
+        "text search, no match, limit 1000",
+        `/api/events?q=${encodeURIComponent(NO_MATCH)}&limit=1000`,
+        operator,
+      ],
+      ["text search, a word in many events, newest 100", `/api/events?q=benchmark&order=desc`, operator],
+      ["summary, 30 days", "/api/events/summary?minutes=43200", operator],
+      ["summary, one day", "/api/events/summary?minutes=1440", operator],
+      ["export with a text search", `/api/events/export?q=${encodeURIComponent(RARE)}`, operator],
+      ["export of one type over the week (100,000 rows)", "/api/events/export?types=task.created", operator],
+      ["page: events, text search", `/events?q=${encodeURIComponent(RARE)}`, html],
       ["metrics scrape", "/metrics", {}],
       ["health", "/healthz", {}],
       ["agents, first page", "/api/agents", operator],
@@ -158,6 +222,16 @@ export async function benchLargeReads(options: { db?: string; runs?: number } = 
     for (const [name, path, headers] of reads) {
       results.push({ name, path, ...(await timed(server.url, `${server.url}${path}`, headers, runs)) });
     }
+    results.push({
+      name: "live events page searching, catch-up from seq 0",
+      path: `/live?view=events&q=${RARE}&after_seq=0`,
+      ...(await timedCatchUp(
+        server.url,
+        `/live?view=events&q=${encodeURIComponent(RARE)}&after_seq=0`,
+        html.cookie,
+        runs,
+      )),
+    });
 
     // An agent's heartbeats while four clients repeat a read back to back.
     const loaded: LoadedHeartbeats[] = [];
@@ -165,6 +239,8 @@ export async function benchLargeReads(options: { db?: string; runs?: number } = 
       ["/metrics", {}],
       ["/api/agents", operator],
       [`/api/tasks/${bigTask}/events`, operator],
+      [`/api/events?q=${encodeURIComponent(NO_MATCH)}&limit=1000`, operator],
+      ["/api/events/summary?minutes=43200", operator],
     ] as [string, Record<string, string>][]) {
       let running = true;
       const hammer = async () => {
@@ -189,7 +265,7 @@ export async function benchLargeReads(options: { db?: string; runs?: number } = 
         max_ms: round(beats.at(-1) ?? 0, 1),
       });
     }
-    return { seed, results, loaded };
+    return { seed, results, loaded, index_seconds: indexSeconds };
   } finally {
     await stop(server);
     rmSync(dir, { recursive: true, force: true });
@@ -238,6 +314,7 @@ export async function cpuPerRead(options: {
     ).json<{ token: string }>();
     const asAgent = { authorization: `Bearer ${agent.token}` };
     const reads: [string, string, Record<string, string>][] = [
+      ["summary, 30 days", "/api/events/summary?minutes=43200", {}],
       ["metrics scrape", "/metrics", {}],
       ["agents, first page", "/api/agents", {}],
       ["agents, deep page of 200", "/api/agents?limit=200&cursor=9000", {}],
@@ -293,8 +370,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const db = at > 0 ? process.argv[at + 1] : undefined;
   // --cpu-only: the in-process figures alone, for a given file.
   if (!process.argv.includes("--cpu-only")) {
-    const { seed, results, loaded } = await benchLargeReads({ db });
-    console.log(`seed: ${JSON.stringify(seed)}`);
+    const { seed, results, loaded, index_seconds } = await benchLargeReads({ db });
+    console.log(`seed: ${JSON.stringify(seed)}; search index built in ${index_seconds} s`);
     console.log("| read | status | bytes | answer median ms | answer max ms | event loop held, max ms |");
     console.log("|---|---:|---:|---:|---:|---:|");
     for (const r of results)

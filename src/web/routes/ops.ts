@@ -11,7 +11,16 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ["operations"],
         response: {
-          200: Type.Object({ status: Type.Literal("ok"), latest_seq: Type.Integer() }),
+          200: Type.Object({
+            status: Type.Literal("ok"),
+            latest_seq: Type.Integer(),
+            search_indexed_through: Type.Optional(
+              Type.Integer({
+                description:
+                  "The newest seq the text-search index holds; searches scan the events after it. Absent without an index.",
+              }),
+            ),
+          }),
           503: Type.Object({
             status: Type.Union([Type.Literal("unavailable"), Type.Literal("degraded")]),
             storage: Type.Optional(Type.String()),
@@ -30,7 +39,12 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
             storage: `writes failing since ${failure.since} (${failure.sqlite_code}); the next write that succeeds clears this`,
           });
         }
-        return { status: "ok" as const, latest_seq };
+        const search_indexed_through = eventLog.searchIndexedThrough();
+        return {
+          status: "ok" as const,
+          latest_seq,
+          ...(search_indexed_through === undefined ? {} : { search_indexed_through }),
+        };
       } catch (error) {
         app.log.error({ err: error }, "health check: the database did not answer");
         return reply.code(503).send({ status: "unavailable" as const });
