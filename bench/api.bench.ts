@@ -58,7 +58,11 @@ async function submittedBids(url: string): Promise<number> {
 
 export async function benchApi(options: { seconds?: number } = {}): Promise<ApiBenchResult> {
   const seconds = options.seconds ?? 10;
-  const server = await startProduct("api", { SWARM_AUCTION_MS: "600000" });
+  // No agent may time out while the bids and the bare ceiling are measured before the stream part.
+  const server = await startProduct("api", {
+    SWARM_AUCTION_MS: "600000",
+    SWARM_HEARTBEAT_TIMEOUT_MS: "3600000",
+  });
   try {
     const agents = await registerAgents(server.url, 50, (i) => ({
       name: `bidder-${i}`,

@@ -91,7 +91,8 @@ export async function startProduct(
   env: Record<string, string>,
 ): Promise<Running & { close(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), `swarm-bench-${name}-`));
-  const server = await start(PRODUCT, {
+  // SWARM_BENCH_SERVER: another checkout's src/server.ts, to measure two versions side by side.
+  const server = await start(process.env.SWARM_BENCH_SERVER ?? PRODUCT, {
     SWARM_DB: join(dir, "swarm.db"),
     SWARM_API_KEY: BENCH_KEY,
     SWARM_RATE_LIMIT: "0",

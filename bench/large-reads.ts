@@ -29,8 +29,10 @@ export interface TimedRead {
   bytes: number;
   median_ms: number;
   max_ms: number;
-  /** The longest the event loop was held while the read was repeated. */
+  /** The longest the event loop was held while the read was repeated (after a first answer). */
   loop_held_ms: number;
+  /** The same for the first answer of its kind after start (templates compile, statements prepare). */
+  first_loop_held_ms: number;
 }
 
 export interface LoadedHeartbeats {
@@ -53,6 +55,10 @@ async function loopHeldMs(base: string): Promise<number> {
 
 async function timed(base: string, url: string, headers: Record<string, string>, runs: number) {
   await loopHeldMs(base);
+  // The first answer of a kind after start also compiles its template and prepares its
+  // statements: a one-time hold, kept apart from the steady cost.
+  await (await fetch(url, { headers })).arrayBuffer();
+  const firstHeld = await loopHeldMs(base);
   const times: number[] = [];
   let status = 0;
   let bytes = 0;
@@ -74,6 +80,7 @@ async function timed(base: string, url: string, headers: Record<string, string>,
     median_ms: round(percentile(times, 50), 1),
     max_ms: round(times.at(-1) ?? 0, 1),
     loop_held_ms: held,
+    first_loop_held_ms: firstHeld,
   };
 }
 
@@ -141,6 +148,7 @@ async function timedCatchUp(base: string, path: string, cookie: string, runs: nu
     median_ms: round(percentile(times, 50), 1),
     max_ms: round(times.at(-1) ?? 0, 1),
     loop_held_ms: held,
+    first_loop_held_ms: held,
   };
 }
 
@@ -187,7 +195,7 @@ export async function benchLargeReads(options: { db?: string; runs?: number } = 
       ["summary, 30 days", "/api/events/summary?minutes=43200", operator],
       ["summary, one day", "/api/events/summary?minutes=1440", operator],
       ["export with a text search", `/api/events/export?q=${encodeURIComponent(RARE)}`, operator],
-      ["export of one type over the week (100,000 rows)", "/api/events/export?types=task.created", operator],
+      ["export of one type over the week (100,000 rows)", "/api/events/export?type=task.created", operator],
       ["page: events, text search", `/events?q=${encodeURIComponent(RARE)}`, html],
       ["metrics scrape", "/metrics", {}],
       ["health", "/healthz", {}],
@@ -308,13 +316,16 @@ export async function cpuPerRead(options: {
     defaultMetrics: true,
   });
   try {
+    // process.cpuUsage counts every thread: let the search worker finish indexing first.
+    while (eventLog.searchIndexedThrough() !== eventLog.latestSeq()) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
     const { bigTaskId: big, crowdedTaskId: crowded, busyAgentId: busy } = options.seed;
     const agent = (
       await app.inject({ method: "POST", url: "/api/agents", payload: { name: "bench-reader" } })
     ).json<{ token: string }>();
     const asAgent = { authorization: `Bearer ${agent.token}` };
     const reads: [string, string, Record<string, string>][] = [
-      ["summary, 30 days", "/api/events/summary?minutes=43200", {}],
       ["metrics scrape", "/metrics", {}],
       ["agents, first page", "/api/agents", {}],
       ["agents, deep page of 200", "/api/agents?limit=200&cursor=9000", {}],

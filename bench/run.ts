@@ -132,7 +132,7 @@ if (wanted("event-log")) {
   );
   say();
   say(
-    `The index of ${e.table_rows.toLocaleString("en")} events was built by its worker in ${s.index_build_seconds} s. ` +
+    `The index of ${e.table_rows.toLocaleString("en")} events was built by its worker within ${s.index_build_seconds} s of opening the log (while the reads above ran). ` +
       `Searches the server runs (\`listEventsAsync\`, on the worker), alternating a word in every event and a rare one, limit 1,000: ` +
       `p50 ${s.async_common_p50} ms, longest event-loop block meanwhile ${s.async_max_event_loop_block_ms} ms (target ≤ 50 ms: ${verdict(s.async_max_event_loop_block_ms <= 50)}).`,
   );
@@ -250,6 +250,7 @@ if (wanted("large-reads")) {
     writeFileSync(`${db}.json`, JSON.stringify(seed));
     const large = await benchLargeReads({ db, runs: quick ? 2 : 5 });
     const worst = Math.max(...large.results.map((read) => read.loop_held_ms));
+    const worstFirst = Math.max(...large.results.map((read) => read.first_loop_held_ms));
     say();
     say(
       `### Reads on a large log (${seed.events.toLocaleString("en")} events, ${seed.agents.toLocaleString("en")} agents, ` +
@@ -258,19 +259,25 @@ if (wanted("large-reads")) {
     say();
     say(
       `Seeded in ${round(seed.ms / 1000, 1)} s; the server's worker indexed it for text search in ${large.index_seconds} s after start. ` +
-        "Each read repeated up to 5 times; *event loop held* is the longest the server's event loop was " +
-        "blocked meanwhile (prom-client's monitorEventLoopDelay, read from /metrics).",
+        "Each read answered once, then repeated up to 5 times; *event loop held* is the longest the server's event loop was " +
+        "blocked while it was repeated (prom-client's monitorEventLoopDelay, read from /metrics), and the last column the same " +
+        "for the first answer of its kind after start, which also compiles its template and prepares its statements.",
     );
     say();
-    say("| read | status | bytes | answer median ms | answer max ms | event loop held, max ms |");
-    say("|---|---:|---:|---:|---:|---:|");
+    say(
+      "| read | status | bytes | answer median ms | answer max ms | event loop held, max ms | first after start: loop held ms |",
+    );
+    say("|---|---:|---:|---:|---:|---:|---:|");
     for (const r of large.results) {
       say(
-        `| ${r.name} | ${r.status} | ${r.bytes.toLocaleString("en")} | ${r.median_ms} | ${r.max_ms} | ${r.loop_held_ms} |`,
+        `| ${r.name} | ${r.status} | ${r.bytes.toLocaleString("en")} | ${r.median_ms} | ${r.max_ms} | ${r.loop_held_ms} | ${r.first_loop_held_ms} |`,
       );
     }
     say();
-    say(`Longest hold over every read: ${worst} ms (target ≤ 50 ms: ${verdict(worst <= 50)}).`);
+    say(
+      `Longest hold over every read, repeated: ${worst} ms (target ≤ 50 ms: ${verdict(worst <= 50)}); ` +
+        `the first answer of a kind after start: up to ${worstFirst} ms.`,
+    );
     say();
     say(
       "| four clients repeating this read back to back | an agent's heartbeats | p50 ms | p99 ms | max ms |",
