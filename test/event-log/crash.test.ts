@@ -53,6 +53,8 @@ describe("crash safety", () => {
       // No rollback happens in the writer, so surviving rows are gap-free from 1.
       expect(stored.map((row) => row.seq)).toEqual(stored.map((_, i) => i + 1));
       log.close();
+      // Its search worker closes its own files a moment later; the next writer reopens them.
+      await log.whenClosed();
     }
     expect(acknowledged.length).toBeGreaterThanOrEqual(1200);
   }, 60_000);

@@ -6,7 +6,9 @@ import { afterEach } from "vitest";
 const made: string[] = [];
 
 afterEach(() => {
-  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+  // Retried: a log's worker thread may still be closing a file of its own in the folder.
+  for (const dir of made.splice(0))
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
 });
 
 /** A fresh folder under the OS temp dir, removed after the current test. */
