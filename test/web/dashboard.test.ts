@@ -317,6 +317,23 @@ describe("ids on the dashboard", () => {
     );
   });
 
+  it("tell apart tasks that share a description by the short id beside it, on lists and in the feed", async () => {
+    const t = await buildTestApp({ apiKey: undefined });
+    const tasks = [];
+    for (let i = 0; i < 5; i += 1) tasks.push(await t.task({ description: "Refactor the CSV exporter" }));
+    for (const url of ["/tasks", "/"]) {
+      const page = await t.app.inject({ url, headers: HTML });
+      const shown = [
+        ...page.body.matchAll(
+          /class="task-link" title="([^"]+)">Refactor the CSV exporter<span class="short-id"> ([^<]+)<\/span>/g,
+        ),
+      ].map((m) => ({ id: m[1] ?? "", short: m[2] ?? "" }));
+      expect(new Set(shown.map((link) => link.id)), url).toEqual(new Set(tasks));
+      for (const link of shown) expect(link.short, url).toBe(shortId(link.id));
+      expect(new Set(shown.map((link) => link.short)).size, url).toBe(5);
+    }
+  });
+
   it("tell apart ids made in one burst where there is no name: 50 rows, 50 short forms", async () => {
     const t = await buildTestApp({ apiKey: undefined });
     const ids = Array.from({ length: 50 }, () => newId());
