@@ -13,6 +13,7 @@ import { pino } from "pino";
 import { EventLog } from "../src/event-log/event-log.js";
 import type { EventInput } from "../src/event-log/types.js";
 import { SQL } from "../src/event-log/queries.js";
+import { waitForSearchIndex } from "./harness.js";
 import { percentile, round } from "./machine.js";
 
 const logger = pino({ level: "silent" });
@@ -237,7 +238,7 @@ export async function benchEventLog(
     const rowsIn30d = log.getEventSummary(30 * 24 * 60).total;
 
     // Text search: the trigram index (built by the worker) against a scan of the same file.
-    while (log.searchIndexedThrough() !== log.latestSeq()) await new Promise((r) => setTimeout(r, 50));
+    await waitForSearchIndex(log);
     const indexBuildSeconds = (performance.now() - indexStarted) / 1000;
     const scanner = new EventLog({ path: bigPath, logger, searchIndex: false, checkpointIntervalMs: 0 });
     const rareMatches = log.listEvents({ text: RARE_TERM }).events.length;

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
+import type { EventLog } from "../src/event-log/event-log.js";
 
 /** The operator key the benchmarks give the product. */
 export const BENCH_KEY = "bench-operator-key-0123456789abcdef";
@@ -125,4 +126,11 @@ export async function registerAgents(
     agents.push({ id: agent.id, token });
   }
   return agents;
+}
+
+/** Wait until the log's search worker has indexed every event it holds. */
+export async function waitForSearchIndex(log: EventLog): Promise<void> {
+  while (log.searchIndexedThrough() !== log.latestSeq()) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }

@@ -18,7 +18,7 @@ import WebSocket from "ws";
 import { Coordinator } from "../src/coordinator/coordinator.js";
 import { createEventLog } from "../src/event-log/index.js";
 import { buildApp } from "../src/web/app.js";
-import { api, BENCH_KEY, PRODUCT, readMetrics, start, stop } from "./harness.js";
+import { api, BENCH_KEY, PRODUCT, readMetrics, start, stop, waitForSearchIndex } from "./harness.js";
 import { percentile, round } from "./machine.js";
 import { seedLarge, type SeedResult } from "./seed-large.js";
 
@@ -317,9 +317,7 @@ export async function cpuPerRead(options: {
   });
   try {
     // process.cpuUsage counts every thread: let the search worker finish indexing first.
-    while (eventLog.searchIndexedThrough() !== eventLog.latestSeq()) {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+    await waitForSearchIndex(eventLog);
     const { bigTaskId: big, crowdedTaskId: crowded, busyAgentId: busy } = options.seed;
     const agent = (
       await app.inject({ method: "POST", url: "/api/agents", payload: { name: "bench-reader" } })

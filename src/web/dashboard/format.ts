@@ -33,11 +33,11 @@ export function exactUtc(iso: string | null | undefined): string {
   return `${time.toISOString().replace("T", " ").replace("Z", "")} UTC`;
 }
 
-/** 1234567 → "1,234,567" whatever the server's locale. */
 // Made once, when the server starts: toLocaleString builds a formatter on every call, and the
 // first one loads ICU's data (about 25 ms, on the event loop, in the first page's request).
 const DIGITS = new Intl.NumberFormat("en-US");
 
+/** 1234567 → "1,234,567" whatever the server's locale. */
 export function groupDigits(value: number | null | undefined): string {
   if (value === null || value === undefined) return "";
   return DIGITS.format(value);
