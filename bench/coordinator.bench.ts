@@ -13,7 +13,7 @@ import { Coordinator } from "../src/coordinator/coordinator.js";
 import { decide } from "../src/coordinator/decide.js";
 import { CoordinatorState } from "../src/coordinator/state.js";
 import { DEFAULT_RULES, type Command, type DecisionContext } from "../src/coordinator/types.js";
-import { EventLog } from "../src/event-log/event-log.js";
+import { EventLog } from "../src/storage/sqlite/event-log.js";
 import { makeRow, rawLimit } from "./event-log.bench.js";
 
 const logger = pino({ level: "silent" });

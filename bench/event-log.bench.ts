@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { pino } from "pino";
-import { EventLog } from "../src/event-log/event-log.js";
+import { EventLog } from "../src/storage/sqlite/event-log.js";
 import type { EventInput } from "../src/event-log/types.js";
-import { SQL } from "../src/event-log/queries.js";
+import { SQL } from "../src/storage/sqlite/queries.js";
 import { waitForSearchIndex } from "./harness.js";
 import { percentile, round } from "./machine.js";
 

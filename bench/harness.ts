@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
-import type { EventLog } from "../src/event-log/event-log.js";
+import type { EventLog } from "../src/storage/sqlite/event-log.js";
 
 /** The operator key the benchmarks give the product. */
 export const BENCH_KEY = "bench-operator-key-0123456789abcdef";

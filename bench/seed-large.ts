@@ -9,8 +9,8 @@
  * task's id, …) in `/tmp/large.db.json`.
  */
 import { existsSync, rmSync, writeFileSync } from "node:fs";
-import { openDatabase } from "../src/event-log/database.js";
-import { SQL } from "../src/event-log/queries.js";
+import { openDatabase } from "../src/storage/sqlite/database.js";
+import { SQL } from "../src/storage/sqlite/queries.js";
 import { seededRandom } from "../reliability/load.js";
 import { newId } from "../src/ids.js";
 

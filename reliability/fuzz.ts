@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { pino } from "pino";
 import { Coordinator } from "../src/coordinator/coordinator.js";
 import { ERROR_TABLE } from "../src/errors.js";
-import { EventLog } from "../src/event-log/event-log.js";
+import { EventLog } from "../src/storage/sqlite/event-log.js";
 import { buildApp, type App } from "../src/web/app.js";
 
 export const FUZZ_KEY = "fuzz-operator-key-0123456789abcdef";

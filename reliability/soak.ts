@@ -14,7 +14,7 @@ import WebSocket from "ws";
 import { BENCH_KEY, PRODUCT, readMetrics, start, stop } from "../bench/harness.js";
 import { percentile, round } from "../bench/machine.js";
 import { startDemoSwarm } from "../src/agent/demo-swarm.js";
-import { EventLog } from "../src/event-log/event-log.js";
+import { EventLog } from "../src/storage/sqlite/event-log.js";
 
 export interface SoakOptions {
   durationMs: number;

@@ -7,7 +7,7 @@
 import { hostname, networkInterfaces } from "node:os";
 import type { Config } from "./config.js";
 import { Coordinator } from "./coordinator/coordinator.js";
-import { lockDatabase } from "./database-lock.js";
+import { lockDatabase } from "./storage/sqlite/database-lock.js";
 import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
 import { closeStdoutLog, type Logger } from "./logger.js";
 import { buildApp, type App } from "./web/app.js";

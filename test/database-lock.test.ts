@@ -1,7 +1,7 @@
 import { symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { lockDatabase, type DatabaseLock } from "../src/database-lock.js";
+import { lockDatabase, type DatabaseLock } from "../src/storage/sqlite/database-lock.js";
 import { isSwarmError } from "../src/errors.js";
 import { openTestLog } from "./helpers/event-log.js";
 import { eventually } from "./helpers/stack.js";

@@ -8,14 +8,14 @@
 import { performance } from "node:perf_hooks";
 import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError } from "../errors.js";
-import { MIN_RETENTION_DAYS, type EventLog, type EventLogTransaction } from "../event-log/event-log.js";
+import { MIN_RETENTION_DAYS, type EventLog, type EventLogTransaction } from "../storage/sqlite/event-log.js";
 import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
 import { CoordinatorState, withTask } from "./state.js";
 import { agentReports, budgetHour, limitRefusal, reportingAgent, storedBytes } from "./limits.js";
 import { StallLedger } from "./stalls.js";
-import { CoordinatorStore, type AgentStats } from "./store.js";
+import { CoordinatorStore, type AgentStats } from "../storage/sqlite/coordinator-store.js";
 import {
   DEFAULT_RULES,
   type Accepted,

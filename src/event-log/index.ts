@@ -7,7 +7,7 @@
  * porting code; they are the same functions.
  */
 import { loadConfig } from "../config.js";
-import { EventLog, type EventLogOptions } from "./event-log.js";
+import { EventLog, type EventLogOptions } from "../storage/sqlite/event-log.js";
 import type {
   EventFilter,
   EventInput,
@@ -25,7 +25,7 @@ export {
   type EventLogOptions,
   type EventLogTransaction,
   type PruneOptions,
-} from "./event-log.js";
+} from "../storage/sqlite/event-log.js";
 export {
   EventType,
   KNOWN_EVENT_TYPES,

@@ -8,7 +8,7 @@
 import cron from "node-cron";
 import { SwarmError } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { EventLog } from "./event-log.js";
+import type { EventLog } from "../storage/sqlite/event-log.js";
 import { EventType } from "./event-types.js";
 import type { PruneReport } from "./types.js";
 

@@ -23,7 +23,7 @@ import Fastify, {
 import type { FastifyRouteSchemaDef } from "fastify/types/schema.js";
 import type { Coordinator } from "../coordinator/coordinator.js";
 import { isSwarmError, SwarmError } from "../errors.js";
-import type { EventLog } from "../event-log/event-log.js";
+import type { EventLog } from "../storage/sqlite/event-log.js";
 import { EventType } from "../event-log/event-types.js";
 import type { Logger } from "../logger.js";
 import { AuthFailureLimiter } from "./auth-failures.js";

@@ -6,7 +6,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { SwarmError } from "../errors.js";
-import type { SqliteDatabase } from "../event-log/database.js";
+import type { SqliteDatabase } from "../storage/sqlite/database.js";
 
 export type Caller =
   | { kind: "operator" }

@@ -3,8 +3,8 @@
  * events written by type, HTTP latency, open websockets, auction durations, tasks by status.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { STORE_SQL } from "../coordinator/store.js";
-import type { EventLog } from "../event-log/event-log.js";
+import { STORE_SQL } from "../storage/sqlite/coordinator-store.js";
+import type { EventLog } from "../storage/sqlite/event-log.js";
 
 export interface Metrics {
   registry: Registry;

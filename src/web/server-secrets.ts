@@ -3,7 +3,7 @@
  * restart and every replica on one database uses the same one.
  */
 import { randomBytes } from "node:crypto";
-import type { SqliteDatabase } from "../event-log/database.js";
+import type { SqliteDatabase } from "../storage/sqlite/database.js";
 
 /** The secret called `name`, made now if it does not exist yet (32 random bytes, base64url). */
 export function serverSecret(db: SqliteDatabase, name: string, now: Date = new Date()): string {

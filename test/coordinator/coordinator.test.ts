@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { Coordinator, type CoordinatorOptions } from "../../src/coordinator/coordinator.js";
-import type { EventLog } from "../../src/event-log/event-log.js";
+import type { EventLog } from "../../src/storage/sqlite/event-log.js";
 import { fakeClock, openTestLog, silentLogger } from "../helpers/event-log.js";
 import { tempDir } from "../helpers/temp-dir.js";
 

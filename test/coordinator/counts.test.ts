@@ -5,9 +5,9 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { CoordinatorStore, STORE_SQL, type AgentStats } from "../../src/coordinator/store.js";
+import { CoordinatorStore, STORE_SQL, type AgentStats } from "../../src/storage/sqlite/coordinator-store.js";
 import { TASK_STATUSES, type Bid, type Task, type TaskStatus } from "../../src/coordinator/types.js";
-import { loadMigrations, openDatabase, type SqliteDatabase } from "../../src/event-log/database.js";
+import { loadMigrations, openDatabase, type SqliteDatabase } from "../../src/storage/sqlite/database.js";
 import { openTestLog } from "../helpers/event-log.js";
 import { tempDbPath } from "../helpers/temp-dir.js";
 

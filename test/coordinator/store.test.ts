@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CoordinatorStore, STORE_SQL, taskListSql } from "../../src/coordinator/store.js";
+import { CoordinatorStore, STORE_SQL, taskListSql } from "../../src/storage/sqlite/coordinator-store.js";
 import { openTestLog } from "../helpers/event-log.js";
 
 describe("coordinator store query plans", () => {

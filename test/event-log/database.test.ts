@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { loadMigrations, openDatabase, schemaVersion } from "../../src/event-log/database.js";
+import { loadMigrations, openDatabase, schemaVersion } from "../../src/storage/sqlite/database.js";
 import { openTestLog } from "../helpers/event-log.js";
 import { tempDir } from "../helpers/temp-dir.js";
 

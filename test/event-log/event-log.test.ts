@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { EventType, KNOWN_EVENT_TYPES } from "../../src/event-log/event-types.js";
-import type { EventLogTransaction } from "../../src/event-log/event-log.js";
-import { buildListQuery } from "../../src/event-log/queries.js";
+import type { EventLogTransaction } from "../../src/storage/sqlite/event-log.js";
+import { buildListQuery } from "../../src/storage/sqlite/queries.js";
 import { normalizeFilter } from "../../src/event-log/validate.js";
 import type { EventInput, StoredEvent } from "../../src/event-log/types.js";
 import { fakeClock, openTestLog } from "../helpers/event-log.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildListQuery, buildSearchPlan, SQL } from "../../src/event-log/queries.js";
+import { buildListQuery, buildSearchPlan, SQL } from "../../src/storage/sqlite/queries.js";
 import { normalizeFilter } from "../../src/event-log/validate.js";
 import type { EventFilter } from "../../src/event-log/types.js";
 import { openTestLog } from "../helpers/event-log.js";

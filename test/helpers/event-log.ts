@@ -1,6 +1,6 @@
 import { afterEach } from "vitest";
 import { pino } from "pino";
-import { EventLog, type EventLogOptions } from "../../src/event-log/event-log.js";
+import { EventLog, type EventLogOptions } from "../../src/storage/sqlite/event-log.js";
 
 const open: EventLog[] = [];
 

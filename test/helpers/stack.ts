@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Coordinator } from "../../src/coordinator/coordinator.js";
 import type { CoordinatorRules } from "../../src/coordinator/types.js";
-import { EventLog } from "../../src/event-log/event-log.js";
+import { EventLog } from "../../src/storage/sqlite/event-log.js";
 import { buildApp, type App, type AppOptions } from "../../src/web/app.js";
 import { silentLogger } from "./event-log.js";
 

@@ -9,7 +9,7 @@ import { connect as connectTcp, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { BENCH_KEY, readMetrics, startProduct } from "../../bench/harness.js";
-import { EventLog } from "../../src/event-log/event-log.js";
+import { EventLog } from "../../src/storage/sqlite/event-log.js";
 import { silentLogger } from "../helpers/event-log.js";
 import { eventually } from "../helpers/stack.js";
 import { tempDbPath } from "../helpers/temp-dir.js";

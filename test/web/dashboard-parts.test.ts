@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { eventMatches } from "../../src/event-log/queries.js";
+import { eventMatches } from "../../src/storage/sqlite/queries.js";
 import { normalizeFilter } from "../../src/event-log/validate.js";
 import {
   bidsPerAuctionChart,

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { CoordinatorRules } from "../../src/coordinator/types.js";
-import { loadMigrations, openDatabase } from "../../src/event-log/database.js";
+import { loadMigrations, openDatabase } from "../../src/storage/sqlite/database.js";
 import { buildTestApp } from "../helpers/app.js";
 import { openTestLog } from "../helpers/event-log.js";
 import { tempDir } from "../helpers/temp-dir.js";

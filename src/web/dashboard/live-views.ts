@@ -3,11 +3,11 @@
  * and its state for a (re)connecting page. The page templates include the same partials.
  */
 import { TASK_STATUSES, type TaskStatus } from "../../coordinator/types.js";
-import { eventMatches } from "../../event-log/queries.js";
+import { eventMatches } from "../../storage/sqlite/queries.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import type { LiveView } from "./live.js";
-import type { BoardCursor } from "../../coordinator/store.js";
+import type { BoardCursor } from "../../storage/sqlite/coordinator-store.js";
 import { FEED_CAP, PAGE_SIZE, TIMELINE_WINDOW } from "./model.js";
 import type { Renderer } from "./render.js";
 

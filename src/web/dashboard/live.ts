@@ -11,7 +11,7 @@
  *   came after from the log, and a batch already in flight skips what the replay covered.
  */
 import type { WebSocket } from "ws";
-import type { EventLog } from "../../event-log/event-log.js";
+import type { EventLog } from "../../storage/sqlite/event-log.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
 import { EVENT_LIMITS } from "../../event-log/validate.js";
 import type { FastifyBaseLogger as Logger } from "fastify";

@@ -3,7 +3,7 @@
  * live pushes both build their components from here, so a page and its update cannot drift.
  */
 import type { Coordinator } from "../../coordinator/coordinator.js";
-import type { BoardCursor } from "../../coordinator/store.js";
+import type { BoardCursor } from "../../storage/sqlite/coordinator-store.js";
 import {
   TASK_STATUSES,
   type Agent,
@@ -12,7 +12,7 @@ import {
   type Task,
   type TaskStatus,
 } from "../../coordinator/types.js";
-import type { EventLog } from "../../event-log/event-log.js";
+import type { EventLog } from "../../storage/sqlite/event-log.js";
 import type { EventFilter, EventPage, MinuteCount, StoredEvent } from "../../event-log/types.js";
 import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
 import type { Reader, Visibility } from "../visibility.js";

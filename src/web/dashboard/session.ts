@@ -11,7 +11,7 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { SqliteDatabase } from "../../event-log/database.js";
+import type { SqliteDatabase } from "../../storage/sqlite/database.js";
 import { hashToken, isOperatorDigest } from "../auth.js";
 
 export const SESSION_COOKIE = "swarm_session";

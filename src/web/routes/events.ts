@@ -2,7 +2,7 @@ import { Readable } from "node:stream";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { EventLog } from "../../event-log/event-log.js";
+import type { EventLog } from "../../storage/sqlite/event-log.js";
 import type { Static } from "typebox";
 import { Type } from "typebox";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";

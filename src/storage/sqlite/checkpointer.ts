@@ -7,7 +7,7 @@
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import type { Logger } from "../logger.js";
+import type { Logger } from "../../logger.js";
 
 /** Runs in the worker (CommonJS, as eval workers are); kept small and dependency-free. */
 const WORKER_SOURCE = `

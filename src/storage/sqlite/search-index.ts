@@ -17,7 +17,7 @@
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import type { Logger } from "../logger.js";
+import type { Logger } from "../../logger.js";
 import type { SqliteDatabase } from "./database.js";
 import { SEARCH_SCHEMA, type BuiltQuery } from "./queries.js";
 

@@ -14,8 +14,8 @@
 import { mkdirSync, realpathSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
-import { SwarmError } from "./errors.js";
-import { isInMemory } from "./event-log/database.js";
+import { SwarmError } from "../../errors.js";
+import { isInMemory } from "./database.js";
 
 export interface DatabaseLock {
   /** The lock file, beside the database. */

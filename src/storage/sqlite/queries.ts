@@ -2,8 +2,8 @@
  * The SQL behind every read of the event log, built in one place so that the query-plan test
  * can run EXPLAIN QUERY PLAN over exactly what the log executes.
  */
-import type { StoredEvent } from "./types.js";
-import type { NormalizedFilter } from "./validate.js";
+import type { StoredEvent } from "../../event-log/types.js";
+import type { NormalizedFilter } from "../../event-log/validate.js";
 
 export const EVENT_COLUMNS = "seq, id, event_type, source, task_id, agent_id, data, timestamp";
 

@@ -4,7 +4,7 @@
  * start and to answer queries about finished tasks and agent stats.
  */
 import type { Statement } from "better-sqlite3";
-import type { SqliteDatabase } from "../event-log/database.js";
+import type { SqliteDatabase } from "./database.js";
 import {
   TASK_STATUSES,
   type Agent,
@@ -13,7 +13,7 @@ import {
   type StateChanges,
   type Task,
   type TaskStatus,
-} from "./types.js";
+} from "../../coordinator/types.js";
 
 interface AgentRow extends Omit<Agent, "capabilities"> {
   capabilities: string;

@@ -5,8 +5,8 @@
  */
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import Database from "better-sqlite3";
-import { SwarmError } from "../errors.js";
-import { getLogger, type Logger } from "../logger.js";
+import { SwarmError } from "../../errors.js";
+import { getLogger, type Logger } from "../../logger.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
 import { isInMemory, openDatabase, type SqliteDatabase } from "./database.js";
 import { buildListQuery, buildSearchPlan, SQL, type BuiltQuery } from "./queries.js";
@@ -23,7 +23,7 @@ import type {
   PruneReport,
   StoredEvent,
   SubscriptionFilter,
-} from "./types.js";
+} from "../../event-log/types.js";
 import {
   checkIdentifier,
   checkRange,
@@ -33,7 +33,7 @@ import {
   normalizeSubscriptionFilter,
   prepareEvent,
   type PreparedEvent,
-} from "./validate.js";
+} from "../../event-log/validate.js";
 
 export interface EventLogOptions {
   /** SQLite file, created with its folder on first use; `:memory:` for a throwaway log. */

@@ -6,11 +6,11 @@ import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import { SwarmError } from "../errors.js";
+import { SwarmError } from "../../errors.js";
 
 export type SqliteDatabase = Database.Database;
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL("../../db/migrations/", import.meta.url));
+export const MIGRATIONS_DIR = fileURLToPath(new URL("../../../db/migrations/sqlite/", import.meta.url));
 
 export interface Migration {
   version: number;
