@@ -13,7 +13,7 @@ import { Coordinator } from "../src/coordinator/coordinator.js";
 import { decide } from "../src/coordinator/decide.js";
 import { CoordinatorState } from "../src/coordinator/state.js";
 import { DEFAULT_RULES, type Command, type DecisionContext } from "../src/coordinator/types.js";
-import { EventLog } from "../src/storage/sqlite/event-log.js";
+import { SqliteEventLog } from "../src/storage/sqlite/event-log.js";
 import { makeRow, rawLimit } from "./event-log.bench.js";
 
 const logger = pino({ level: "silent" });
@@ -56,7 +56,7 @@ export function pureCore(tasks: number): { decisionsPerSecond: number; lifecycle
 }
 
 function persisted(path: string, tasks: number) {
-  const eventLog = new EventLog({ path, logger });
+  const eventLog = new SqliteEventLog({ path, logger });
   const coordinator = new Coordinator({ eventLog, logger, rules: RULES });
   const execute = (command: Command) => {
     const result = coordinator.execute(command);
@@ -128,7 +128,11 @@ export async function benchFinishedWorkPrune(
   try {
     const now = Date.now();
     const then = new Date(now - 40 * 86_400_000).toISOString();
-    const eventLog = new EventLog({ path: join(dir, "retention.db"), logger, clock: () => new Date(now) });
+    const eventLog = new SqliteEventLog({
+      path: join(dir, "retention.db"),
+      logger,
+      clock: () => new Date(now),
+    });
     const db = eventLog.db;
     db.transaction(() => {
       const agent = db.prepare(

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { pino } from "pino";
-import { EventLog } from "../src/storage/sqlite/event-log.js";
+import { SqliteEventLog } from "../src/storage/sqlite/event-log.js";
 import type { EventInput } from "../src/event-log/types.js";
 import { SQL } from "../src/storage/sqlite/queries.js";
 import { waitForSearchIndex } from "./harness.js";
@@ -80,7 +80,7 @@ function rate(count: number, ms: number): number {
 
 /** Prepared INSERTs of ready rows in `batch`-row transactions: the ceiling for this schema and disk. */
 export function rawLimit(path: string, rows: Row[], synchronous: "FULL" | "NORMAL", batch: number): number {
-  const log = new EventLog({ path, logger, synchronous });
+  const log = new SqliteEventLog({ path, logger, synchronous });
   const insert = log.db.prepare(SQL.insert);
   const write = log.db.transaction((chunk: Row[]) => {
     for (const r of chunk)
@@ -94,7 +94,7 @@ export function rawLimit(path: string, rows: Row[], synchronous: "FULL" | "NORMA
 }
 
 async function sequential(path: string, rows: Row[], synchronous: "FULL" | "NORMAL"): Promise<number> {
-  const log = new EventLog({ path, logger, synchronous });
+  const log = new SqliteEventLog({ path, logger, synchronous });
   const inputs = rows.map(toInput);
   const started = performance.now();
   for (const input of inputs) await log.logEvent(input);
@@ -105,7 +105,7 @@ async function sequential(path: string, rows: Row[], synchronous: "FULL" | "NORM
 
 /** Caller c writes rows c, c+100, c+200…: each waits for its own commit before its next write. */
 async function concurrent(path: string, rows: Row[], synchronous: "FULL" | "NORMAL") {
-  const log = new EventLog({ path, logger, synchronous });
+  const log = new SqliteEventLog({ path, logger, synchronous });
   const inputs = rows.map(toInput);
   const started = performance.now();
   await Promise.all(
@@ -124,7 +124,7 @@ async function concurrent(path: string, rows: Row[], synchronous: "FULL" | "NORM
 
 /** A million events over the last 30 days, written raw for speed, with the rollup rebuilt after. */
 function populate(path: string, total: number, now: number): void {
-  const log = new EventLog({ path, logger, synchronous: "NORMAL" });
+  const log = new SqliteEventLog({ path, logger, synchronous: "NORMAL" });
   const insert = log.db.prepare(SQL.insert);
   const span = 30 * DAY;
   const rareEvery = Math.max(1, Math.floor(total / 5));
@@ -225,7 +225,7 @@ export async function benchEventLog(
     const { statSync } = await import("node:fs");
     // The search worker starts indexing the file when the log opens, while the reads below run.
     const indexStarted = performance.now();
-    const log = new EventLog({ path: bigPath, logger, clock: () => new Date(now) });
+    const log = new SqliteEventLog({ path: bigPath, logger, clock: () => new Date(now) });
     const rounds = Math.floor(totalRows / CALLERS);
     const taskEvents = timeEach(2000, (i) =>
       log.getTaskEvents(`task-${(i * 31) % CALLERS}-${Math.floor(((i * 7919) % rounds) / 20)}`),
@@ -240,7 +240,12 @@ export async function benchEventLog(
     // Text search: the trigram index (built by the worker) against a scan of the same file.
     await waitForSearchIndex(log);
     const indexBuildSeconds = (performance.now() - indexStarted) / 1000;
-    const scanner = new EventLog({ path: bigPath, logger, searchIndex: false, checkpointIntervalMs: 0 });
+    const scanner = new SqliteEventLog({
+      path: bigPath,
+      logger,
+      searchIndex: false,
+      checkpointIntervalMs: 0,
+    });
     const rareMatches = log.listEvents({ text: RARE_TERM }).events.length;
     const rare = timeEach(200, () => log.listEvents({ text: RARE_TERM }));
     const rareScan = timeEach(5, () => scanner.listEvents({ text: RARE_TERM }));
@@ -267,7 +272,7 @@ export async function benchEventLog(
 
     // Prune everything: move the clock past the newest event so all rows fall outside retention.
     const fileBefore = statSync(bigPath).size;
-    const pruner = new EventLog({ path: bigPath, logger, clock: () => new Date(now + 2 * DAY) });
+    const pruner = new SqliteEventLog({ path: bigPath, logger, clock: () => new Date(now + 2 * DAY) });
     const delay = monitorEventLoopDelay({ resolution: 1 });
     // A ticker keeps the loop busy-waiting for timers, so a long synchronous block shows as delay.
     const ticker = setInterval(() => undefined, 1);

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
-import type { EventLog } from "../src/storage/sqlite/event-log.js";
+import type { SqliteEventLog } from "../src/storage/sqlite/event-log.js";
 
 /** The operator key the benchmarks give the product. */
 export const BENCH_KEY = "bench-operator-key-0123456789abcdef";
@@ -129,7 +129,7 @@ export async function registerAgents(
 }
 
 /** Wait until the log's search worker has indexed every event it holds. */
-export async function waitForSearchIndex(log: EventLog): Promise<void> {
+export async function waitForSearchIndex(log: SqliteEventLog): Promise<void> {
   while (log.searchIndexedThrough() !== log.latestSeq()) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

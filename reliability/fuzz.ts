@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { pino } from "pino";
 import { Coordinator } from "../src/coordinator/coordinator.js";
 import { ERROR_TABLE } from "../src/errors.js";
-import { EventLog } from "../src/storage/sqlite/event-log.js";
+import { SqliteEventLog } from "../src/storage/sqlite/event-log.js";
 import { buildApp, type App } from "../src/web/app.js";
 
 export const FUZZ_KEY = "fuzz-operator-key-0123456789abcdef";
@@ -18,7 +18,7 @@ const KNOWN_CODES = new Set(Object.keys(ERROR_TABLE));
 
 interface Target {
   app: App;
-  eventLog: EventLog;
+  eventLog: SqliteEventLog;
   /** Rows in every table a request could write. */
   rows: () => number;
   agent: { id: string; token: string };
@@ -31,7 +31,7 @@ async function target(
   options: { dashboardPublic?: boolean; dashboardPublicDetails?: boolean } = {},
 ): Promise<Target> {
   const logger = pino({ level: "silent" });
-  const eventLog = new EventLog({ path: ":memory:", logger });
+  const eventLog = new SqliteEventLog({ path: ":memory:", logger });
   const coordinator = new Coordinator({ eventLog, logger, rules: { closeWhenAllBid: false } });
   const app = await buildApp({
     eventLog,

@@ -14,7 +14,7 @@ import WebSocket from "ws";
 import { BENCH_KEY, PRODUCT, readMetrics, start, stop } from "../bench/harness.js";
 import { percentile, round } from "../bench/machine.js";
 import { startDemoSwarm } from "../src/agent/demo-swarm.js";
-import { EventLog } from "../src/storage/sqlite/event-log.js";
+import { SqliteEventLog } from "../src/storage/sqlite/event-log.js";
 
 export interface SoakOptions {
   durationMs: number;
@@ -88,7 +88,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const path = join(dir, "swarm.db");
 
   // History old enough for the first prune to remove.
-  const seeded = new EventLog({ path, logger: pino({ level: "silent" }) });
+  const seeded = new SqliteEventLog({ path, logger: pino({ level: "silent" }) });
   const old = new Date(Date.now() - 2 * 86_400_000).toISOString();
   for (let written = 0; written < (options.oldEvents ?? 200_000); written += 5000) {
     await seeded.logEvents(

@@ -1,12 +1,14 @@
 import { isIP } from "node:net";
 import { SwarmError } from "./errors.js";
+import { parseDatabaseSetting, type DatabaseSetting } from "./storage/database-setting.js";
 import { LOG_FORMATS, type LogFormatSetting } from "./logger.js";
 
 /** Every setting the product reads from the environment, with its default, in one place. */
 export interface Config {
   host: string;
   port: number;
-  dbPath: string;
+  /** SWARM_DB: an SQLite file (`:memory:` for a throwaway one) or a PostgreSQL database by URL. */
+  database: DatabaseSetting;
   /**
    * How hard SQLite syncs a commit. NORMAL (default): a returned write survives a crash or
    * kill of the process; power loss may roll back the last few commits. FULL: it also survives
@@ -123,24 +125,6 @@ function readBoolean(env: Env, name: keyof typeof CONFIG_DEFAULTS): boolean {
     throw new SwarmError("INVALID_CONFIG", `${name} must be true or false, got ${value}`, { field: name });
   }
   return value === "true" || value === "1";
-}
-
-/**
- * SWARM_DB: an SQLite file's path, or `:memory:`. A URL (`postgres://…`) is refused by name: it
- * would otherwise be taken for a path and quietly make a folder called `postgres:`.
- */
-function readDbPath(env: Env): string {
-  const value = read(env, "SWARM_DB");
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1];
-  if (scheme !== undefined) {
-    // The URL is not repeated: it may hold a password.
-    throw new SwarmError(
-      "INVALID_CONFIG",
-      `SWARM_DB is a ${scheme}:// URL, which this version does not support; give an SQLite file's path (or :memory:)`,
-      { field: "SWARM_DB" },
-    );
-  }
-  return value;
 }
 
 /** A comma-separated list of host names or addresses, or `*` for any. */
@@ -264,7 +248,7 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     host,
     port: readInteger(env, "PORT", 0, 65535),
-    dbPath: readDbPath(env),
+    database: parseDatabaseSetting(read(env, "SWARM_DB")),
     dbSynchronous,
     apiKey: apiKey === "" ? undefined : apiKey,
     auctionMs: readInteger(env, "SWARM_AUCTION_MS", 100, 3_600_000),

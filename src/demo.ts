@@ -21,7 +21,10 @@ async function main(): Promise<void> {
     stopGraceMs: agentGraceMs,
     server: server.url,
     apiKey: config.apiKey,
-    identityDir: config.dbPath === ":memory:" ? undefined : join(dirname(config.dbPath), "demo-agents"),
+    identityDir:
+      config.database.engine !== "sqlite" || config.database.path === ":memory:"
+        ? undefined
+        : join(dirname(config.database.path), "demo-agents"),
     logger: logger.child({ component: "demo" }),
   });
   process.stdout.write(

@@ -9,6 +9,7 @@ import type { Config } from "./config.js";
 import { Coordinator } from "./coordinator/coordinator.js";
 import { lockDatabase } from "./storage/sqlite/database-lock.js";
 import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
+import { SwarmError } from "./errors.js";
 import { closeStdoutLog, type Logger } from "./logger.js";
 import { buildApp, type App } from "./web/app.js";
 
@@ -20,10 +21,18 @@ export interface RunningServer {
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const { database } = config;
+  if (database.engine !== "sqlite") {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      "SWARM_DB names a PostgreSQL database: this version's server runs on an SQLite file (the module API, createEventLog({ url }), runs on PostgreSQL)",
+      { field: "SWARM_DB" },
+    );
+  }
   // Before anything opens the file: a second server must not even recover (Recover writes).
-  const lock = lockDatabase(config.dbPath);
+  const lock = lockDatabase(database.path);
   try {
-    return await startLocked(config, logger, () => lock.release());
+    return await startLocked(config, database.path, logger, () => lock.release());
   } catch (error) {
     // Whatever had started was stopped and the file closed: another server may have it now.
     lock.release();
@@ -31,8 +40,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 }
 
-async function startLocked(config: Config, logger: Logger, releaseLock: () => void): Promise<RunningServer> {
-  const eventLog = createEventLog({ path: config.dbPath, synchronous: config.dbSynchronous, logger });
+async function startLocked(
+  config: Config,
+  dbPath: string,
+  logger: Logger,
+  releaseLock: () => void,
+): Promise<RunningServer> {
+  const eventLog = createEventLog({ path: dbPath, synchronous: config.dbSynchronous, logger });
   setDefaultEventLog(eventLog);
   const coordinator = new Coordinator({
     eventLog,
@@ -115,7 +129,7 @@ async function startLocked(config: Config, logger: Logger, releaseLock: () => vo
   logger.info(
     {
       url,
-      db: config.dbPath,
+      db: dbPath,
       next_prune: retention.nextRun()?.toISOString(),
       retention_days: config.retentionDays,
       task_retention_days: config.taskRetentionDays,

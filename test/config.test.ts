@@ -1,12 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { CONFIG_DEFAULTS, loadConfig } from "../src/config.js";
+import { describeDatabase } from "../src/storage/database-setting.js";
 
 describe("configuration", () => {
   it("uses the documented defaults when nothing is set", () => {
     expect(loadConfig({})).toEqual({
       host: "127.0.0.1",
       port: 3000,
-      dbPath: "./data/swarm.db",
+      database: { engine: "sqlite", path: "./data/swarm.db" },
       dbSynchronous: "NORMAL",
       apiKey: undefined,
       auctionMs: 5000,
@@ -32,25 +33,36 @@ describe("configuration", () => {
     });
   });
 
-  it.each([
-    "postgres://user:secret@db.example:5432/swarm",
-    "postgresql://localhost/swarm",
-    "mysql://x",
-    "HTTP://x",
-  ])("refuses SWARM_DB=%s, a URL, by name and without repeating it (it may hold a password)", (value) => {
-    let message = "";
-    try {
-      loadConfig({ SWARM_DB: value });
-    } catch (error) {
-      message = (error as Error).message;
-    }
-    expect(message).toMatch(/^SWARM_DB is a [a-z]+:\/\/ URL/i);
-    expect(message).not.toContain("secret");
-  });
+  it.each(["postgres://user:secret@db.example:5432/swarm", "postgresql://localhost/swarm"])(
+    "takes SWARM_DB=%s for a PostgreSQL database, and shows it without its password",
+    (value) => {
+      const { database } = loadConfig({ SWARM_DB: value });
+      expect(database).toEqual({ engine: "postgres", url: value });
+      expect(describeDatabase(database)).not.toContain("secret");
+      expect(describeDatabase(database)).toMatch(/^postgres(ql)?:\/\//);
+    },
+  );
+
+  it.each(["mysql://user:secret@x/db", "HTTP://x", "sqlite://x.db"])(
+    "refuses SWARM_DB=%s, a URL of another kind, by name and without repeating it (it may hold a password)",
+    (value) => {
+      let message = "";
+      try {
+        loadConfig({ SWARM_DB: value });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message).toMatch(/^SWARM_DB is a [a-z]+:\/\/ URL/i);
+      expect(message).not.toContain("secret");
+    },
+  );
 
   it("takes SWARM_DB paths that merely contain a colon as paths", () => {
-    expect(loadConfig({ SWARM_DB: "./data/a:b.db" }).dbPath).toBe("./data/a:b.db");
-    expect(loadConfig({ SWARM_DB: ":memory:" }).dbPath).toBe(":memory:");
+    expect(loadConfig({ SWARM_DB: "./data/a:b.db" }).database).toEqual({
+      engine: "sqlite",
+      path: "./data/a:b.db",
+    });
+    expect(loadConfig({ SWARM_DB: ":memory:" }).database).toEqual({ engine: "sqlite", path: ":memory:" });
   });
 
   it("reads SWARM_ALLOWED_HOSTS as a list of names, or * for any, and refuses ports and schemes by name", () => {

@@ -8,7 +8,8 @@
 import { performance } from "node:perf_hooks";
 import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError } from "../errors.js";
-import { MIN_RETENTION_DAYS, type EventLog, type EventLogTransaction } from "../storage/sqlite/event-log.js";
+import { MIN_RETENTION_DAYS } from "../event-log/rows.js";
+import type { SqliteEventLog, EventLogTransaction } from "../storage/sqlite/event-log.js";
 import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
@@ -56,7 +57,7 @@ const DAY_MS = 86_400_000;
 const HOUR_MS = 3_600_000;
 
 export interface CoordinatorOptions {
-  eventLog: EventLog;
+  eventLog: SqliteEventLog;
   rules?: Partial<CoordinatorRules>;
   logger?: Logger;
   clock?: () => Date;
@@ -85,7 +86,7 @@ export interface CommandResult extends Omit<Accepted["subject"], "tool_event_id"
 export class Coordinator {
   readonly rules: CoordinatorRules;
   readonly store: CoordinatorStore;
-  private readonly eventLog: EventLog;
+  private readonly eventLog: SqliteEventLog;
   private readonly logger: Logger;
   private readonly clock: () => Date;
   private readonly newId: () => string;

@@ -7,7 +7,11 @@
  * porting code; they are the same functions.
  */
 import { loadConfig } from "../config.js";
-import { EventLog, type EventLogOptions } from "../storage/sqlite/event-log.js";
+import { SwarmError } from "../errors.js";
+import { parseDatabaseSetting } from "../storage/database-setting.js";
+import type { Awaitable } from "../storage/port.js";
+import { PostgresEventLog, type PostgresEventLogOptions } from "../storage/postgres/event-log.js";
+import { SqliteEventLog, type EventLogOptions } from "../storage/sqlite/event-log.js";
 import type {
   EventFilter,
   EventInput,
@@ -19,9 +23,12 @@ import type {
   SubscriptionFilter,
 } from "./types.js";
 
+export { MIN_RETENTION_DAYS } from "./rows.js";
+export { PostgresEventLog, type PostgresEventLogOptions } from "../storage/postgres/event-log.js";
+export type { Awaitable, EventLogPort, StorageEngine } from "../storage/port.js";
 export {
-  EventLog,
-  MIN_RETENTION_DAYS,
+  SqliteEventLog,
+  SqliteEventLog as EventLog,
   type EventLogOptions,
   type EventLogTransaction,
   type PruneOptions,
@@ -44,20 +51,56 @@ export {
 } from "./retention.js";
 export type * from "./types.js";
 
-/** Open an event log you own. `path` defaults to `SWARM_DB` (./data/swarm.db). */
-export function createEventLog(options: Partial<EventLogOptions> = {}): EventLog {
-  const config = options.path === undefined || options.synchronous === undefined ? loadConfig() : undefined;
-  return new EventLog({
-    ...options,
-    path: options.path ?? config?.dbPath ?? ":memory:",
-    synchronous: options.synchronous ?? config?.dbSynchronous ?? "NORMAL",
+/** An event log on either engine: SQLite answers reads at once, PostgreSQL with promises. */
+export type AnyEventLog = SqliteEventLog | PostgresEventLog;
+
+/** `createEventLog`'s options: an SQLite `path`, or a PostgreSQL `url`, and either's own settings. */
+export type CreateEventLogOptions =
+  | (Partial<EventLogOptions> & { url?: undefined })
+  | (Omit<PostgresEventLogOptions, "url"> & { url: string; path?: undefined });
+
+/**
+ * Open an event log you own: on PostgreSQL when given a `url` (postgres:// or postgresql://),
+ * on the SQLite file `path` when given one, and otherwise on whatever `SWARM_DB` names
+ * (./data/swarm.db by default). Awaiting any of its calls works on both engines.
+ */
+export function createEventLog(
+  options: Omit<PostgresEventLogOptions, "url"> & { url: string },
+): PostgresEventLog;
+export function createEventLog(options: Partial<EventLogOptions> & { path: string }): SqliteEventLog;
+export function createEventLog(options?: CreateEventLogOptions): AnyEventLog;
+export function createEventLog(options: CreateEventLogOptions = {}): AnyEventLog {
+  if (options.url !== undefined) {
+    const setting = parseDatabaseSetting(options.url, "url");
+    if (setting.engine !== "postgres") {
+      throw new SwarmError("INVALID_CONFIG", "url: must be a postgres:// or postgresql:// URL", {
+        field: "url",
+      });
+    }
+    return new PostgresEventLog({ ...options, url: setting.url });
+  }
+  const sqlite = options as Partial<EventLogOptions>;
+  const config = sqlite.path === undefined || sqlite.synchronous === undefined ? loadConfig() : undefined;
+  if (sqlite.path === undefined && config?.database.engine === "postgres") {
+    return new PostgresEventLog({ logger: sqlite.logger, clock: sqlite.clock, url: config.database.url });
+  }
+  const path = sqlite.path ?? (config?.database.engine === "sqlite" ? config.database.path : ":memory:");
+  if (parseDatabaseSetting(path, "path").engine !== "sqlite") {
+    throw new SwarmError("INVALID_CONFIG", "path: is a URL; pass a PostgreSQL database as `url`", {
+      field: "path",
+    });
+  }
+  return new SqliteEventLog({
+    ...sqlite,
+    path,
+    synchronous: sqlite.synchronous ?? config?.dbSynchronous ?? "NORMAL",
   });
 }
 
-let defaultLog: EventLog | undefined;
+let defaultLog: AnyEventLog | undefined;
 
 /** The instance behind the module-level functions, opened on first use. */
-export function getDefaultEventLog(): EventLog {
+export function getDefaultEventLog(): AnyEventLog {
   if (defaultLog === undefined || defaultLog.isClosed) defaultLog = createEventLog();
   return defaultLog;
 }
@@ -66,15 +109,18 @@ export function getDefaultEventLog(): EventLog {
  * Make `log` the instance behind the module-level functions, so that code calling `logEvent`
  * inside the server writes through the server's own connection.
  */
-export function setDefaultEventLog(log: EventLog): void {
+export function setDefaultEventLog(log: AnyEventLog): void {
   defaultLog = log;
 }
 
-/** Close the default instance (flushing queued writes); the next call opens it again. */
-export function closeDefaultEventLog(): void {
-  defaultLog?.close();
+/** Close the default instance (committing queued writes); the next call opens it again. */
+export async function closeDefaultEventLog(): Promise<void> {
+  const log = defaultLog;
   defaultLog = undefined;
+  await log?.close();
 }
+
+// Reads return the answer at once on SQLite and a promise on PostgreSQL: `await` works on both.
 
 export function logEvent(input: EventInput): Promise<StoredEvent> {
   return getDefaultEventLog().logEvent(input);
@@ -84,31 +130,34 @@ export function logEvents(inputs: readonly EventInput[]): Promise<StoredEvent[]>
   return getDefaultEventLog().logEvents(inputs);
 }
 
-export function getEvent(id: string): StoredEvent | null {
+export function getEvent(id: string): Awaitable<StoredEvent | null> {
   return getDefaultEventLog().getEvent(id);
 }
 
-export function getTaskEvents(taskId: string): StoredEvent[] {
+export function getTaskEvents(taskId: string): Awaitable<StoredEvent[]> {
   return getDefaultEventLog().getTaskEvents(taskId);
 }
 
-export function getAgentEvents(agentId: string): StoredEvent[] {
+export function getAgentEvents(agentId: string): Awaitable<StoredEvent[]> {
   return getDefaultEventLog().getAgentEvents(agentId);
 }
 
-export function listEvents(filter: EventFilter = {}): EventPage {
+export function listEvents(filter: EventFilter = {}): Awaitable<EventPage> {
   return getDefaultEventLog().listEvents(filter);
 }
 
-export function getRecentEvents(minutes = 60, limit?: number): StoredEvent[] {
+export function getRecentEvents(minutes = 60, limit?: number): Awaitable<StoredEvent[]> {
   return getDefaultEventLog().getRecentEvents(minutes, limit);
 }
 
-export function getEventSummary(minutes = 60): EventSummary {
+export function getEventSummary(minutes = 60): Awaitable<EventSummary> {
   return getDefaultEventLog().getEventSummary(minutes);
 }
 
-export function getHourlyCounts(range?: { since?: string | Date; until?: string | Date }): HourlyCount[] {
+export function getHourlyCounts(range?: {
+  since?: string | Date;
+  until?: string | Date;
+}): Awaitable<HourlyCount[]> {
   return getDefaultEventLog().getHourlyCounts(range);
 }
 

@@ -8,7 +8,7 @@
 import cron from "node-cron";
 import { SwarmError } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { EventLog } from "../storage/sqlite/event-log.js";
+import type { EventLogPort } from "../storage/port.js";
 import { EventType } from "./event-types.js";
 import type { PruneReport } from "./types.js";
 
@@ -32,7 +32,7 @@ export interface RetentionReport extends PruneReport {
 }
 
 export async function runRetention(
-  eventLog: EventLog,
+  eventLog: EventLogPort,
   { retentionDays, logger, pruneFinishedWork }: RetentionOptions,
 ): Promise<RetentionReport> {
   let finishedWork: FinishedWorkCounts | undefined;
@@ -65,7 +65,7 @@ export interface RetentionSchedule {
 export const ROLLUP_CRON = "2-59/5 * * * *";
 
 export function scheduleRetention(
-  eventLog: EventLog,
+  eventLog: EventLogPort,
   options: RetentionOptions & { cron: string; timezone?: string; rollupCron?: string },
 ): RetentionSchedule {
   const check = cron.validateDetailed(options.cron);

@@ -23,7 +23,7 @@ import Fastify, {
 import type { FastifyRouteSchemaDef } from "fastify/types/schema.js";
 import type { Coordinator } from "../coordinator/coordinator.js";
 import { isSwarmError, SwarmError } from "../errors.js";
-import type { EventLog } from "../storage/sqlite/event-log.js";
+import type { SqliteEventLog } from "../storage/sqlite/event-log.js";
 import { EventType } from "../event-log/event-types.js";
 import type { Logger } from "../logger.js";
 import { AuthFailureLimiter } from "./auth-failures.js";
@@ -45,7 +45,7 @@ import type { DashboardSession } from "./dashboard/session.js";
 import { agentSockets, CREDENTIALS_REVOKED, sessionSockets } from "./socket-clients.js";
 
 export interface AppOptions {
-  eventLog: EventLog;
+  eventLog: SqliteEventLog;
   coordinator: Coordinator;
   logger: Logger;
   /** SWARM_API_KEY: the operator's key. Unset: operator actions are open (the server listens on loopback only). */
@@ -100,7 +100,7 @@ export type App = FastifyInstance<
 
 declare module "fastify" {
   interface FastifyInstance {
-    eventLog: EventLog;
+    eventLog: SqliteEventLog;
     coordinator: Coordinator;
     tokens: TokenStore;
     guard: ReturnType<typeof guards>;

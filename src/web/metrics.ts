@@ -4,7 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { STORE_SQL } from "../storage/sqlite/coordinator-store.js";
-import type { EventLog } from "../storage/sqlite/event-log.js";
+import type { SqliteEventLog } from "../storage/sqlite/event-log.js";
 
 export interface Metrics {
   registry: Registry;
@@ -15,7 +15,7 @@ export interface Metrics {
   stop(): void;
 }
 
-export function createMetrics(eventLog: EventLog, options: { defaultMetrics?: boolean } = {}): Metrics {
+export function createMetrics(eventLog: SqliteEventLog, options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   const eventsWritten = new Counter({

@@ -1,11 +1,11 @@
 import { join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { Coordinator, type CoordinatorOptions } from "../../src/coordinator/coordinator.js";
-import type { EventLog } from "../../src/storage/sqlite/event-log.js";
+import type { SqliteEventLog } from "../../src/storage/sqlite/event-log.js";
 import { fakeClock, openTestLog, silentLogger } from "../helpers/event-log.js";
 import { tempDir } from "../helpers/temp-dir.js";
 
-function setup(options: Partial<CoordinatorOptions> & { eventLog?: EventLog } = {}) {
+function setup(options: Partial<CoordinatorOptions> & { eventLog?: SqliteEventLog } = {}) {
   const clock = fakeClock("2026-03-01T12:00:00.000Z");
   const eventLog = options.eventLog ?? openTestLog({ clock: clock.now });
   const coordinator = new Coordinator({ eventLog, logger: silentLogger, clock: clock.now, ...options });
@@ -13,7 +13,7 @@ function setup(options: Partial<CoordinatorOptions> & { eventLog?: EventLog } = 
 }
 
 /** Every row of the coordinator's tables and the event log, to compare before and after. */
-function snapshot(eventLog: EventLog) {
+function snapshot(eventLog: SqliteEventLog) {
   const all = (sql: string) => eventLog.db.prepare(sql).all();
   return {
     agents: all("SELECT * FROM agents ORDER BY id"),

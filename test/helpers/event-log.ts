@@ -1,8 +1,8 @@
 import { afterEach } from "vitest";
 import { pino } from "pino";
-import { EventLog, type EventLogOptions } from "../../src/storage/sqlite/event-log.js";
+import { SqliteEventLog, type EventLogOptions } from "../../src/storage/sqlite/event-log.js";
 
-const open: EventLog[] = [];
+const open: SqliteEventLog[] = [];
 
 afterEach(() => {
   for (const log of open.splice(0)) log.close();
@@ -25,8 +25,8 @@ export function fakeClock(start = "2026-03-01T12:00:00.000Z") {
 }
 
 /** An event log closed automatically after the test; in memory unless a path is given. */
-export function openTestLog(options: Partial<EventLogOptions> = {}): EventLog {
-  const log = new EventLog({ path: ":memory:", logger: silentLogger, ...options });
+export function openTestLog(options: Partial<EventLogOptions> = {}): SqliteEventLog {
+  const log = new SqliteEventLog({ path: ":memory:", logger: silentLogger, ...options });
   open.push(log);
   return log;
 }

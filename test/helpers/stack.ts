@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Coordinator } from "../../src/coordinator/coordinator.js";
 import type { CoordinatorRules } from "../../src/coordinator/types.js";
-import { EventLog } from "../../src/storage/sqlite/event-log.js";
+import { SqliteEventLog } from "../../src/storage/sqlite/event-log.js";
 import { buildApp, type App, type AppOptions } from "../../src/web/app.js";
 import { silentLogger } from "./event-log.js";
 
@@ -14,7 +14,7 @@ export async function startStack(
   port = 0,
   options: { rules?: Partial<CoordinatorRules>; apiKey?: string; app?: Partial<AppOptions> } = {},
 ) {
-  const eventLog = new EventLog({ path, logger: silentLogger });
+  const eventLog = new SqliteEventLog({ path, logger: silentLogger });
   const coordinator = new Coordinator({ eventLog, logger: silentLogger, rules: options.rules });
   coordinator.start();
   const app: App = await buildApp({

@@ -9,7 +9,7 @@ import { connect as connectTcp, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { BENCH_KEY, readMetrics, startProduct } from "../../bench/harness.js";
-import { EventLog } from "../../src/storage/sqlite/event-log.js";
+import { SqliteEventLog } from "../../src/storage/sqlite/event-log.js";
 import { silentLogger } from "../helpers/event-log.js";
 import { eventually } from "../helpers/stack.js";
 import { tempDbPath } from "../helpers/temp-dir.js";
@@ -32,7 +32,7 @@ afterEach(async () => {
  * stream, far more than the kernel's buffers on loopback (about 4 MB a connection) hold.
  */
 async function seed(path: string): Promise<void> {
-  const log = new EventLog({ path, logger: silentLogger });
+  const log = new SqliteEventLog({ path, logger: silentLogger });
   for (let start = 0; start < EVENTS; start += 1000) {
     await log.logEvents(
       Array.from({ length: 1000 }, (_, i) => ({

@@ -7,12 +7,28 @@ import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { SwarmError } from "../../errors.js";
 import { getLogger, type Logger } from "../../logger.js";
+import {
+  DAY_MS,
+  firstWholeHour,
+  hourOf,
+  newestFirst,
+  resizeChunk,
+  retentionRefusal,
+  rowToEvent,
+  summaryOf,
+  SUMMARY_SCAN_MINUTES,
+  toPage,
+  windowStart,
+  type EventRow,
+  type TypeCount,
+} from "../../event-log/rows.js";
+import { Subscribers } from "../../event-log/subscribers.js";
+import type { EventLogPort, PruneOptions, StorageFailure } from "../port.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
 import { isInMemory, openDatabase, type SqliteDatabase } from "./database.js";
 import { buildListQuery, buildSearchPlan, SQL, type BuiltQuery } from "./queries.js";
 import { attachSearchIndex, SearchWorker } from "./search-index.js";
 import type {
-  EventData,
   EventFilter,
   EventInput,
   EventListener,
@@ -30,7 +46,6 @@ import {
   checkTimestamp,
   EVENT_LIMITS,
   normalizeFilter,
-  normalizeSubscriptionFilter,
   prepareEvent,
   type PreparedEvent,
 } from "../../event-log/validate.js";
@@ -57,11 +72,7 @@ export interface EventLogOptions {
   searchIndex?: boolean;
 }
 
-export interface PruneOptions {
-  olderThanDays: number;
-  /** How long one delete transaction may hold the event loop; chunks are resized to fit. */
-  targetChunkMs?: number;
-}
+export type { PruneOptions };
 
 /** How `deleteInChunks` sizes its chunks. */
 export interface ChunkOptions {
@@ -81,17 +92,16 @@ export interface EventLogTransaction {
   appendMany(inputs: readonly EventInput[]): StoredEvent[];
 }
 
-/** Retention below a day would let a routine prune erase the evidence of an incident in progress. */
-export const MIN_RETENTION_DAYS = 1;
-
-const DAY_MS = 86_400_000;
-const HOUR_MS = 3_600_000;
-/** Summaries up to this window scan the time index; longer ones use the hourly rollup. */
-const SUMMARY_SCAN_MINUTES = 120;
 /**
  * A synchronous summary over days scans the time index instead when the rollup is this far
  * behind (a log whose rollup never ran), since the events past the rollup are read from the table.
  */
+interface QueuedWrite {
+  events: PreparedEvent[];
+  resolve: (stored: StoredEvent[]) => void;
+  reject: (error: unknown) => void;
+}
+
 const MAX_UNROLLED_FOR_SUMMARY = 100_000;
 const PRUNE_CHUNK_BOUNDS = { initial: 500, min: 50, max: 50_000 };
 const VACUUM_STEP_BOUNDS = { initial: 256, min: 16, max: 100_000 };
@@ -99,86 +109,6 @@ const VACUUM_STEP_BOUNDS = { initial: 256, min: 16, max: 100_000 };
 const WAL_PRESSURE_FRAMES = 4000;
 /** Drain the WAL every this many prune or vacuum steps, so that it never grows past a few MiB. */
 const PRUNE_CHUNKS_PER_CHECKPOINT = 4;
-
-interface EventRow {
-  seq: number;
-  id: string;
-  event_type: string;
-  source: string;
-  task_id: string | null;
-  agent_id: string | null;
-  data: string | null;
-  timestamp: string;
-}
-
-interface QueuedWrite {
-  events: PreparedEvent[];
-  resolve: (stored: StoredEvent[]) => void;
-  reject: (error: unknown) => void;
-}
-
-/** A subscriber's filter once checked: `types` is always a list here. */
-type CheckedSubscriptionFilter = Omit<SubscriptionFilter, "types" | "event_type"> & {
-  types?: readonly string[];
-};
-
-interface Subscription {
-  listener: EventListener;
-  filter: CheckedSubscriptionFilter | undefined;
-}
-
-function rowToEvent(row: EventRow): StoredEvent {
-  let data: EventData = {};
-  if (row.data !== null && row.data !== "") {
-    try {
-      const parsed: unknown = JSON.parse(row.data);
-      // A row written by other tools may hold a non-object; readers still get an object.
-      data =
-        parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)
-          ? (parsed as EventData)
-          : { value: parsed as EventData[string] };
-    } catch {
-      data = { raw: row.data };
-    }
-  }
-  return { ...row, data };
-}
-
-function toPage(rows: EventRow[], limit: number): EventPage {
-  const events = rows.map(rowToEvent);
-  const last = events.at(-1);
-  return { events, next_cursor: events.length === limit && last !== undefined ? last.seq : null };
-}
-
-interface TypeCount {
-  event_type: string;
-  count: number;
-}
-
-function summaryOf(minutes: number, since: string, rows: readonly TypeCount[]): EventSummary {
-  const counts: Record<string, number> = {};
-  let total = 0;
-  for (const { event_type, count } of rows) {
-    if (count === 0) continue;
-    counts[event_type] = (counts[event_type] ?? 0) + count;
-    total += count;
-  }
-  return { minutes, since, total, counts };
-}
-
-function hourOf(timestamp: string): string {
-  return `${timestamp.slice(0, 13)}:00:00.000Z`;
-}
-
-function matches(event: StoredEvent, filter: CheckedSubscriptionFilter | undefined): boolean {
-  if (filter === undefined) return true;
-  return (
-    (filter.types === undefined || filter.types.length === 0 || filter.types.includes(event.event_type)) &&
-    (filter.source === undefined || filter.source === event.source) &&
-    (filter.task_id === undefined || filter.task_id === event.task_id) &&
-    (filter.agent_id === undefined || filter.agent_id === event.agent_id)
-  );
-}
 
 /** SQLite failures that are about the storage, not the caller's input, become one typed error. */
 function toStorageError(error: unknown): unknown {
@@ -199,7 +129,8 @@ function toStorageError(error: unknown): unknown {
   );
 }
 
-export class EventLog {
+export class SqliteEventLog implements EventLogPort {
+  readonly engine = "sqlite" as const;
   readonly path: string;
   /** The shared connection: other stores put their state tables in the same transactions. */
   readonly db: SqliteDatabase;
@@ -210,12 +141,12 @@ export class EventLog {
   private readonly statements;
   private readonly listStatements = new Map<string, Database.Statement>();
   private readonly runInSqliteTransaction: (body: () => unknown) => unknown;
-  private readonly subscriptions = new Set<Subscription>();
+  private readonly subscribers: Subscribers;
   private readonly transactionHandle: EventLogTransaction;
   private readonly checkpointer: BackgroundCheckpointer | undefined;
   private readonly searchWorker: SearchWorker | undefined;
   /** Set by a write the storage refused (disk full, read-only, I/O error); cleared by the next commit. */
-  private failingSince: { sqlite_code: string; since: string } | undefined;
+  private failingSince: StorageFailure | undefined;
 
   /** Events appended inside the open transaction, announced once the outermost one commits. */
   private uncommitted: StoredEvent[] = [];
@@ -230,6 +161,7 @@ export class EventLog {
   constructor(options: EventLogOptions) {
     this.path = options.path;
     this.logger = (options.logger ?? getLogger()).child({ component: "event-log" });
+    this.subscribers = new Subscribers(this.logger);
     this.clock = options.clock ?? (() => new Date());
     this.maxBatchEvents = options.maxBatchEvents ?? 5000;
     this.db = openDatabase({ path: options.path, synchronous: options.synchronous ?? "NORMAL" });
@@ -398,7 +330,7 @@ export class EventLog {
    * never of events whose transaction rolled back. The body must be synchronous.
    */
   /** Whether writes are failing: the SQLite code of the first failure since the last commit, and when. */
-  get storageFailure(): { sqlite_code: string; since: string } | undefined {
+  get storageFailure(): StorageFailure | undefined {
     return this.failingSince;
   }
 
@@ -414,7 +346,7 @@ export class EventLog {
       const failure = toStorageError(error);
       if (failure instanceof SwarmError && failure.code === "STORAGE_UNAVAILABLE") {
         this.failingSince ??= {
-          sqlite_code: String(failure.details?.sqlite_code),
+          code: String(failure.details?.sqlite_code),
           since: this.clock().toISOString(),
         };
       }
@@ -428,7 +360,7 @@ export class EventLog {
       this.uncommitted = [];
       this.committedTransactions += 1;
       this.committedEvents += committed.length;
-      this.announce(committed);
+      this.subscribers.announce(committed);
     }
     return result;
   }
@@ -464,29 +396,7 @@ export class EventLog {
 
   /** Hear of every committed event (or those matching `filter`), in seq order. Returns the unsubscribe. */
   subscribe(listener: EventListener, filter?: SubscriptionFilter): () => void {
-    const subscription: Subscription = {
-      listener,
-      filter: normalizeSubscriptionFilter(filter) as CheckedSubscriptionFilter | undefined,
-    };
-    this.subscriptions.add(subscription);
-    return () => {
-      this.subscriptions.delete(subscription);
-    };
-  }
-
-  private announce(events: StoredEvent[]): void {
-    if (events.length === 0 || this.subscriptions.size === 0) return;
-    for (const event of events) {
-      for (const subscription of this.subscriptions) {
-        if (!matches(event, subscription.filter)) continue;
-        try {
-          subscription.listener(event);
-        } catch (error) {
-          // A faulty listener is an operational problem: it must not undo or block a commit.
-          this.logger.error({ err: error, seq: event.seq }, "event listener threw");
-        }
-      }
-    }
+    return this.subscribers.add(listener, filter);
   }
 
   // ---------------------------------------------------------------- reads
@@ -594,10 +504,7 @@ export class EventLog {
         { field: "limit" },
       );
     }
-    return this.statements.recent
-      .all(since, limit)
-      .map(rowToEvent)
-      .sort((a, b) => (a.timestamp === b.timestamp ? b.seq - a.seq : a.timestamp < b.timestamp ? 1 : -1));
+    return this.statements.recent.all(since, limit).map(rowToEvent).sort(newestFirst);
   }
 
   /**
@@ -639,8 +546,7 @@ export class EventLog {
   /** The rollup-backed steps of a summary over more than SUMMARY_SCAN_MINUTES; undefined below. */
   private summaryPlan(minutes: number, since: string): BuiltQuery[] | undefined {
     if (minutes <= SUMMARY_SCAN_MINUTES) return undefined;
-    const firstWholeHour =
-      hourOf(since) === since ? since : new Date(Date.parse(hourOf(since)) + HOUR_MS).toISOString();
+    const wholeHoursFrom = firstWholeHour(since);
     const step = (sql: string, params: string[], shape: string): BuiltQuery => ({
       sql,
       params,
@@ -648,8 +554,8 @@ export class EventLog {
       limited: false,
     });
     return [
-      step(SQL.summaryRolledHours, [firstWholeHour], "summary-rolled"),
-      step(SQL.summaryPartialHour, [since, firstWholeHour], "summary-partial"),
+      step(SQL.summaryRolledHours, [wholeHoursFrom], "summary-rolled"),
+      step(SQL.summaryPartialHour, [since, wholeHoursFrom], "summary-partial"),
       step(SQL.summaryUnrolled, [since], "summary-unrolled"),
     ];
   }
@@ -729,10 +635,7 @@ export class EventLog {
   }
 
   private windowStart(minutes: number): string {
-    if (typeof minutes !== "number" || !Number.isFinite(minutes) || minutes <= 0) {
-      throw new SwarmError("INVALID_FILTER", "minutes: must be a positive number", { field: "minutes" });
-    }
-    return new Date(this.clock().getTime() - minutes * 60_000).toISOString();
+    return windowStart(this.clock(), minutes);
   }
 
   // ---------------------------------------------------------------- retention
@@ -749,29 +652,8 @@ export class EventLog {
    */
   prune(options: PruneOptions): Promise<PruneReport> {
     const { olderThanDays } = options;
-    if (olderThanDays === undefined) {
-      // The Python module pruned 30 days when called bare; deleting history is not done on a guess.
-      return Promise.reject(
-        new SwarmError(
-          "RETENTION_TOO_SHORT",
-          `olderThanDays: is required: how many days of events to keep, at least ${MIN_RETENTION_DAYS} (SWARM_RETENTION_DAYS is the server's, 30 by default)`,
-          { field: "olderThanDays" },
-        ),
-      );
-    }
-    if (
-      typeof olderThanDays !== "number" ||
-      !Number.isFinite(olderThanDays) ||
-      olderThanDays < MIN_RETENTION_DAYS
-    ) {
-      return Promise.reject(
-        new SwarmError(
-          "RETENTION_TOO_SHORT",
-          `olderThanDays: must be at least ${MIN_RETENTION_DAYS} day, got ${String(olderThanDays)}`,
-          { field: "olderThanDays" },
-        ),
-      );
-    }
+    const refusal = retentionRefusal(olderThanDays);
+    if (refusal !== undefined) return Promise.reject(refusal);
     const run = this.pruning.then(() => this.runPrune(olderThanDays, options.targetChunkMs ?? 10));
     this.pruning = run.catch(() => undefined);
     return run;
@@ -840,7 +722,7 @@ export class EventLog {
       rows += changes;
       chunks += 1;
       if (changes < chunkSize) break;
-      chunkSize = resize(chunkSize, elapsed, targetChunkMs, bounds);
+      chunkSize = resizeChunk(chunkSize, elapsed, targetChunkMs, bounds);
       if (chunks % PRUNE_CHUNKS_PER_CHECKPOINT === 0) await this.drainWal();
       else await yieldToEventLoop();
     }
@@ -861,7 +743,7 @@ export class EventLog {
       const elapsed = performance.now() - started;
       longest = Math.max(longest, elapsed);
       pages += Math.min(step, free);
-      step = resize(step, elapsed, targetMs, VACUUM_STEP_BOUNDS);
+      step = resizeChunk(step, elapsed, targetMs, VACUUM_STEP_BOUNDS);
       if (steps % PRUNE_CHUNKS_PER_CHECKPOINT === 0) await this.drainWal();
       else await yieldToEventLoop();
     }
@@ -896,7 +778,7 @@ export class EventLog {
     this.draining = false;
     while (this.queue.length > 0) this.writeBatch(this.takeBatch());
     this.closed = true;
-    this.subscriptions.clear();
+    this.subscribers.clear();
     this.checkpointer?.stop();
     this.searchWorker?.stop();
     try {
@@ -920,18 +802,6 @@ export class EventLog {
   }
 }
 
-function resize(
-  current: number,
-  elapsedMs: number,
-  targetMs: number,
-  bounds: { min: number; max: number },
-): number {
-  // Aim for the target, growing by at most half and shrinking by at most half in one step, so
-  // that one slow chunk (a cold cache, a checkpoint) cannot push the next far past the budget.
-  const ratio = Math.min(1.5, Math.max(0.5, targetMs / Math.max(elapsedMs, 0.1)));
-  return Math.round(Math.min(bounds.max, Math.max(bounds.min, current * ratio)));
-}
-
-export function createEventLog(options: EventLogOptions): EventLog {
-  return new EventLog(options);
+export function createEventLog(options: EventLogOptions): SqliteEventLog {
+  return new SqliteEventLog(options);
 }

@@ -11,7 +11,7 @@
  *   came after from the log, and a batch already in flight skips what the replay covered.
  */
 import type { WebSocket } from "ws";
-import type { EventLog } from "../../storage/sqlite/event-log.js";
+import type { SqliteEventLog } from "../../storage/sqlite/event-log.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
 import { EVENT_LIMITS } from "../../event-log/validate.js";
 import type { FastifyBaseLogger as Logger } from "fastify";
@@ -94,7 +94,7 @@ export class LiveHub {
   messagesSent = 0;
 
   constructor(
-    private readonly eventLog: EventLog,
+    private readonly eventLog: SqliteEventLog,
     private readonly renderer: Renderer,
     private readonly options: LiveOptions,
     private readonly logger: Logger,

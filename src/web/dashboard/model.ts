@@ -12,7 +12,7 @@ import {
   type Task,
   type TaskStatus,
 } from "../../coordinator/types.js";
-import type { EventLog } from "../../storage/sqlite/event-log.js";
+import type { SqliteEventLog } from "../../storage/sqlite/event-log.js";
 import type { EventFilter, EventPage, MinuteCount, StoredEvent } from "../../event-log/types.js";
 import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
 import type { Reader, Visibility } from "../visibility.js";
@@ -160,7 +160,7 @@ function lowestBids(bids: readonly Bid[], count: number): Bid[] {
 export class DashboardModel {
   constructor(
     readonly coordinator: Coordinator,
-    readonly eventLog: EventLog,
+    readonly eventLog: SqliteEventLog,
     readonly clock: () => Date,
     /** Shared by the models of every audience: counted once as events commit. */
     readonly minuteCounts: MinuteCounter,
@@ -195,7 +195,7 @@ export class DashboardModel {
     );
   }
 
-  /** `listEvents` with a text search run off the event loop (see EventLog.listEventsAsync). */
+  /** `listEvents` with a text search run off the event loop (see SqliteEventLog.listEventsAsync). */
   listEventsAsync(filter: EventFilter): Promise<EventPage> {
     return this.audience.visibility.listEventsAsync(
       (page) => this.eventLog.listEventsAsync(page),

@@ -2,7 +2,7 @@ import { Readable } from "node:stream";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { EventLog } from "../../storage/sqlite/event-log.js";
+import type { SqliteEventLog } from "../../storage/sqlite/event-log.js";
 import type { Static } from "typebox";
 import { Type } from "typebox";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
@@ -66,7 +66,7 @@ const EXPORT_PAGE = 250;
  */
 export function sendExport(
   reply: FastifyReply,
-  eventLog: EventLog,
+  eventLog: SqliteEventLog,
   filter: EventFilter,
   format: "ndjson" | "csv",
   visible: (events: readonly StoredEvent[]) => readonly StoredEvent[],

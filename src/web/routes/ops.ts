@@ -36,7 +36,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         if (failure !== undefined) {
           return reply.code(503).send({
             status: "degraded" as const,
-            storage: `writes failing since ${failure.since} (${failure.sqlite_code}); the next write that succeeds clears this`,
+            storage: `writes failing since ${failure.since} (${failure.code}); the next write that succeeds clears this`,
           });
         }
         const search_indexed_through = eventLog.searchIndexedThrough();

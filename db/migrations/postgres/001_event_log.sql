@@ -1,0 +1,56 @@
+-- The event log on PostgreSQL: the same columns as on SQLite, with text timestamps (ISO-8601,
+-- UTC, milliseconds) so that text order is time order on both engines and an event reads back
+-- exactly as it was written, and `data` kept as the JSON text written (not jsonb, which would
+-- reorder keys and change what a text search matches).
+--
+-- `seq` is not a sequence: a sequence number is taken at insert and becomes visible at commit,
+-- so a reader tailing `seq > after` could pass over a row that commits late. Appenders take
+-- their numbers from the one row of event_log_head instead, in the statement that inserts the
+-- events: its row lock is held until commit, so numbers are handed out in commit order, and a
+-- rollback hands them back.
+CREATE TABLE event_log_head (
+  id       integer PRIMARY KEY CHECK (id = 1),
+  last_seq bigint  NOT NULL
+);
+INSERT INTO event_log_head (id, last_seq) VALUES (1, 0);
+
+CREATE TABLE event_log (
+  seq        bigint PRIMARY KEY,
+  id         text   NOT NULL UNIQUE,
+  event_type text   NOT NULL,
+  source     text   NOT NULL,
+  task_id    text,
+  agent_id   text,
+  data       text,
+  timestamp  text   NOT NULL
+);
+
+CREATE INDEX idx_event_log_task   ON event_log (task_id, seq);
+CREATE INDEX idx_event_log_agent  ON event_log (agent_id, seq);
+CREATE INDEX idx_event_log_type   ON event_log (event_type, seq);
+-- Agents' own events are found through the agent index; a read by source merges both halves.
+CREATE INDEX idx_event_log_source ON event_log (source, seq) WHERE agent_id IS NULL OR source <> agent_id;
+CREATE INDEX idx_event_log_time   ON event_log (timestamp, event_type);
+
+-- Text search (`q`): trigrams of the stored JSON text, for substring matches at any position.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX idx_event_log_text ON event_log USING gin (data gin_trgm_ops);
+
+-- ILIKE folds every letter; the product's search folds ASCII letters only (as SQLite's LIKE
+-- does). The index answers the ILIKE, this decides exactly.
+CREATE FUNCTION swarm_ascii_lower(value text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN translate(value, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
+
+CREATE TABLE event_counts_hourly (
+  hour       text   NOT NULL,
+  event_type text   NOT NULL,
+  count      bigint NOT NULL,
+  PRIMARY KEY (hour, event_type)
+);
+
+CREATE TABLE event_rollup_state (
+  id               integer PRIMARY KEY CHECK (id = 1),
+  rolled_up_to_seq bigint  NOT NULL
+);
+INSERT INTO event_rollup_state (id, rolled_up_to_seq) VALUES (1, 0);

@@ -1,0 +1,85 @@
+/**
+ * The storage port: what the rest of the product asks of a storage engine. Two adapters
+ * implement it, side by side in this folder: `sqlite/` (the embedded default, one process per
+ * file) and `postgres/` (one database that several replicas can share).
+ *
+ * Reads return `Awaitable<T>`: SQLite answers on the spot (a better-sqlite3 read is a function
+ * call), PostgreSQL answers with a promise (a read is a round trip). Code that must run on both
+ * awaits every call, which works on either; code written for SQLite alone may keep reading
+ * synchronously from the SQLite adapter's own type.
+ */
+import type {
+  EventFilter,
+  EventInput,
+  EventListener,
+  EventPage,
+  EventSummary,
+  HourlyCount,
+  MinuteCount,
+  PruneReport,
+  StoredEvent,
+  SubscriptionFilter,
+} from "../event-log/types.js";
+
+export type StorageEngine = "sqlite" | "postgres";
+
+export type Awaitable<T> = T | Promise<T>;
+
+/** Writes the storage refused (disk full, read-only, database unreachable), since the first one. */
+export interface StorageFailure {
+  /** The engine's own code: an SQLite result code, a PostgreSQL SQLSTATE, or a connection error's code. */
+  code: string;
+  since: string;
+}
+
+export interface PruneOptions {
+  olderThanDays: number;
+  /** How long one delete step may take; chunks are resized to fit. Default 10 ms. */
+  targetChunkMs?: number;
+}
+
+/** The event log as every engine offers it. */
+export interface EventLogPort {
+  readonly engine: StorageEngine;
+  /** The clock that stamps events; the dashboard reads "now" from it too, so tests can move it. */
+  readonly clock: () => Date;
+  readonly isClosed: boolean;
+  /** Set while writes are failing; cleared by the next commit that stores something. */
+  readonly storageFailure: StorageFailure | undefined;
+
+  /** Append one event; calls close together share one commit. Resolves once committed. */
+  logEvent(input: EventInput): Promise<StoredEvent>;
+  /** Append several events atomically, in order: all are stored or none. */
+  logEvents(inputs: readonly EventInput[]): Promise<StoredEvent[]>;
+  /** Hear of every committed event (or those matching `filter`), in seq order. Returns the unsubscribe. */
+  subscribe(listener: EventListener, filter?: SubscriptionFilter): () => void;
+
+  getEvent(id: string): Awaitable<StoredEvent | null>;
+  getTaskEvents(taskId: string): Awaitable<StoredEvent[]>;
+  getAgentEvents(agentId: string): Awaitable<StoredEvent[]>;
+  listEvents(filter?: EventFilter): Awaitable<EventPage>;
+  /** `listEvents` as a server should call it: a long search never holds the event loop. */
+  listEventsAsync(filter?: EventFilter): Promise<EventPage>;
+  getRecentEvents(minutes?: number, limit?: number): Awaitable<StoredEvent[]>;
+  getEventSummary(minutes?: number): Awaitable<EventSummary>;
+  /** `getEventSummary` as a server should call it, likewise. */
+  getEventSummaryAsync(minutes?: number): Promise<EventSummary>;
+  getMinuteCounts(minutes?: number): Awaitable<MinuteCount[]>;
+  getHourlyCounts(range?: { since?: string | Date; until?: string | Date }): Awaitable<HourlyCount[]>;
+  /** The newest seq, or 0 for an empty log. */
+  latestSeq(): Awaitable<number>;
+  /** The oldest seq retention kept, or null for an empty log. */
+  oldestSeq(): Awaitable<number | null>;
+  /** The newest seq the text-search index covers, where the engine indexes apart from the write. */
+  searchIndexedThrough(): number | undefined;
+
+  /** Fold every event not yet counted into the hourly rollup; resolves to the seq it reached. */
+  rollUp(): Promise<number>;
+  pruneEvents(olderThanDays: number): Promise<number>;
+  prune(options: PruneOptions): Promise<PruneReport>;
+  /** Counters since open, for metrics. */
+  writeStats(): { transactions: number; events: number; queued: number };
+
+  /** Write what is queued, then close. Later calls fail with EVENT_LOG_CLOSED. */
+  close(): Awaitable<void>;
+}

@@ -1,0 +1,77 @@
+/**
+ * A real PostgreSQL for the tests, found through SWARM_TEST_POSTGRES_URL (scripts/test-postgres.sh
+ * starts a private one; `.ci/run` does so for CI). Each test gets a database of its own, copied
+ * from a template this process migrates once, and dropped after the file. Under CI a missing
+ * server fails the tests instead of skipping them.
+ */
+import { afterAll } from "vitest";
+import pg from "pg";
+import { migratePostgres } from "../../src/storage/postgres/database.js";
+
+export const POSTGRES_URL = process.env.SWARM_TEST_POSTGRES_URL;
+export const havePostgres = POSTGRES_URL !== undefined && POSTGRES_URL !== "";
+if (!havePostgres && process.env.CI === "true") {
+  throw new Error(
+    'the PostgreSQL tests need SWARM_TEST_POSTGRES_URL; start a private server with: eval "$(scripts/test-postgres.sh start)"',
+  );
+}
+
+function urlFor(database: string): string {
+  const url = new URL(POSTGRES_URL as string);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+let admin: pg.Client | undefined;
+let template: Promise<string> | undefined;
+const created: string[] = [];
+let counter = 0;
+const prefix = `swarm_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+
+async function adminClient(): Promise<pg.Client> {
+  if (admin === undefined) {
+    admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+  }
+  return admin;
+}
+
+/** The migrated template, made once per test process (copying it is faster than migrating each). */
+function migratedTemplate(): Promise<string> {
+  template ??= (async () => {
+    const client = await adminClient();
+    const name = `${prefix}_template`;
+    await client.query(`CREATE DATABASE ${name}`);
+    created.push(name);
+    const pool = new pg.Pool({ connectionString: urlFor(name), max: 1 });
+    try {
+      await migratePostgres(pool);
+    } finally {
+      await pool.end();
+    }
+    return name;
+  })();
+  return template;
+}
+
+/** A fresh, migrated database of its own: its URL. `migrated: false` gives an empty one. */
+export async function createTestDatabase({ migrated = true } = {}): Promise<string> {
+  if (!havePostgres) throw new Error("SWARM_TEST_POSTGRES_URL is not set");
+  const client = await adminClient();
+  const name = `${prefix}_${(counter += 1)}`;
+  const from = migrated ? await migratedTemplate() : "template0";
+  await client.query(`CREATE DATABASE ${name} TEMPLATE ${from}`);
+  created.push(name);
+  return urlFor(name);
+}
+
+afterAll(async () => {
+  if (admin === undefined) return;
+  // Newest first: the template goes last, once no copy is being made of it.
+  for (const name of created.splice(0).reverse()) {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+  }
+  await admin.end();
+  admin = undefined;
+  template = undefined;
+});
