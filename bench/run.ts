@@ -2,7 +2,7 @@
  * `npm run bench`: runs every benchmark on this machine and prints the figures as Markdown,
  * also written to bench/last-run.md, for BENCHMARKS.md. Options: --quick (small sizes, to
  * check the script itself); --only api,dashboard (just those sections, printed and not written:
- * event-log, coordinator, api, dashboard, large-reads).
+ * event-log, coordinator, api, dashboard, large-reads, postgres).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +12,7 @@ import { benchCoordinator, benchFinishedWorkPrune } from "./coordinator.bench.js
 import { benchDashboard, MESSAGE_BOUND_PER_SECOND } from "./dashboard.bench.js";
 import { benchEventLog } from "./event-log.bench.js";
 import { benchLargeReads, cpuPerRead } from "./large-reads.js";
+import { benchPostgres } from "./postgres.bench.js";
 import { seedLarge } from "./seed-large.js";
 import { describeMachine, round } from "./machine.js";
 
@@ -19,7 +20,7 @@ const quick = process.argv.includes("--quick");
 const onlyAt = process.argv.indexOf("--only");
 /** Sections named after --only (comma-separated), or every section. */
 const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? "").split(","));
-const SECTIONS = ["event-log", "coordinator", "api", "dashboard", "large-reads"];
+const SECTIONS = ["event-log", "coordinator", "api", "dashboard", "large-reads", "postgres"];
 for (const name of only ?? []) {
   if (!SECTIONS.includes(name))
     throw new Error(`--only: no section ${name}; sections: ${SECTIONS.join(", ")}`);
@@ -298,6 +299,37 @@ if (wanted("large-reads")) {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+if (wanted("postgres")) {
+  const p = await benchPostgres(
+    quick ? { sequentialRows: 300, concurrentRows: 5000, tableRows: 50_000 } : {},
+  );
+  say("### The event log on PostgreSQL (events/s)");
+  say();
+  say(`Server: ${p.server}. Each measure on a fresh database with the product's schema and indexes.`);
+  say();
+  say("| measure | events/s | module API ÷ raw | goal |");
+  say("|---|---:|---:|---|");
+  say(`| raw INSERT, one row per statement (its own commit) | ${p.raw1} | | |`);
+  say(
+    `| \`logEvent\`, one caller awaiting each | ${p.sequential} | ${ratio(p.sequential, p.raw1)} | ≥ 0.8×: ${verdict(p.sequential / p.raw1 >= 0.8)} |`,
+  );
+  say(`| raw multi-row INSERT, 100 rows per statement | ${p.raw100} | | |`);
+  say(
+    `| \`logEvent\`, 100 concurrent callers (group commit, ${p.concurrent_events_per_commit} events per commit) | ${p.concurrent} | ${ratio(p.concurrent, p.raw100)} | ≥ 0.8×: ${verdict(p.concurrent / p.raw100 >= 0.8)} |`,
+  );
+  say();
+  say(
+    `Text search on ${p.search.table_rows.toLocaleString("en")} events (pg_trgm GIN index; table generated on the server in ${p.search.populate_seconds} s):`,
+  );
+  say();
+  say("| search | p50 ms | p99 ms |");
+  say("|---|---:|---:|");
+  say(`| rare term (${p.search.rare.matches} matches) | ${p.search.rare.p50} | ${p.search.rare.p99} |`);
+  say(`| a term no event holds | ${p.search.no_match.p50} | ${p.search.no_match.p99} |`);
+  say(`| a term every event holds, newest 100 | ${p.search.common_100.p50} | ${p.search.common_100.p99} |`);
+  say();
 }
 
 if (only === undefined) writeFileSync(new URL("./last-run.md", import.meta.url), `${lines.join("\n")}\n`);

@@ -6,6 +6,7 @@
 #   eval "$(scripts/test-postgres.sh start)"   # prints: export SWARM_TEST_POSTGRES_URL=… and its folder
 #   npm test                                   # the PostgreSQL tests now run
 #   scripts/test-postgres.sh stop              # stops the server and removes its folder
+#   scripts/test-postgres.sh halt|resume       # (tests) stop the server at once, keeping its data; start it again
 #
 # Needs Debian's `postgresql` package (initdb and pg_ctl under /usr/lib/postgresql/<n>/bin).
 set -euo pipefail
@@ -37,9 +38,11 @@ case "${1:-}" in
     as_server_user "$initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
       { cat "$dir/initdb.log" >&2; exit 1; }
     # Room for the tests' parallel workers, each with its own pool.
-    as_server_user "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400 -c shared_buffers=256MB" \
-      start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+    # Its settings live in the data folder, so that `resume` starts it as it was.
+    printf '%s\n' "listen_addresses = '127.0.0.1'" "port = $port" "unix_socket_directories = '$dir'" \
+      "max_connections = 400" "shared_buffers = 256MB" | as_server_user tee -a "$dir/data/postgresql.conf" >/dev/null
+    as_server_user "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+      { cat "$dir/server.log" >&2; exit 1; }
     url="postgres://postgres@127.0.0.1:$port/postgres"
     printf 'TEST_POSTGRES_DIR=%q\n' "$dir" >"$state_file"
     echo "export SWARM_TEST_POSTGRES_URL=$url"
@@ -59,8 +62,23 @@ case "${1:-}" in
     as_server_user "$(find_bin pg_ctl)" -D "$dir/data" -m fast -w stop >/dev/null || true
     rm -rf "$dir" "$state_file"
     ;;
+  halt | resume)
+    dir=${TEST_POSTGRES_DIR:-}
+    if [ -z "$dir" ] && [ -f "$state_file" ]; then
+      # shellcheck disable=SC1090
+      . "$state_file"
+      dir=${TEST_POSTGRES_DIR:-}
+    fi
+    [ -n "$dir" ] && [ -d "$dir/data" ] || { echo "test-postgres: no server" >&2; exit 1; }
+    if [ "$1" = halt ]; then
+      # As a crash would: connections cut, no shutdown checkpoint.
+      as_server_user "$(find_bin pg_ctl)" -D "$dir/data" -m immediate -w stop >/dev/null
+    else
+      as_server_user "$(find_bin pg_ctl)" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    fi
+    ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|stop|halt|resume" >&2
     exit 2
     ;;
 esac

@@ -4,6 +4,11 @@
  * from a template this process migrates once, and dropped after the file. Under CI a missing
  * server fails the tests instead of skipping them.
  */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll } from "vitest";
 import pg from "pg";
 import { migratePostgres } from "../../src/storage/postgres/database.js";
@@ -75,3 +80,34 @@ afterAll(async () => {
   admin = undefined;
   template = undefined;
 });
+
+const SCRIPT = fileURLToPath(new URL("../../scripts/test-postgres.sh", import.meta.url));
+
+export interface PrivatePostgres {
+  /** The server's maintenance database; create others from it. */
+  url: string;
+  /** Stop it at once, as a crash would, keeping its data. */
+  halt(): void;
+  /** Start it again, on the same port. */
+  resume(): void;
+  /** Stop it for good and remove its folder. */
+  remove(): void;
+}
+
+/**
+ * A PostgreSQL server of the test's own, for tests that stop and restart the database (the
+ * shared one must stay up for the others). Takes a few seconds to start.
+ */
+export function startPrivatePostgres(): PrivatePostgres {
+  const state = join(mkdtempSync(join(tmpdir(), "swarm-pg-state-")), "state.env");
+  const env = { ...process.env, TEST_POSTGRES_STATE: state };
+  const run = (command: string) => execFileSync("bash", [SCRIPT, command], { env, encoding: "utf8" });
+  const url = /SWARM_TEST_POSTGRES_URL=(\S+)/.exec(run("start"))?.[1];
+  if (url === undefined) throw new Error("scripts/test-postgres.sh start printed no URL");
+  return {
+    url,
+    halt: () => void run("halt"),
+    resume: () => void run("resume"),
+    remove: () => void run("stop"),
+  };
+}

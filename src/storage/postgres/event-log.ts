@@ -104,7 +104,12 @@ export async function appendPrepared(
   events: readonly PreparedEvent[],
 ): Promise<StoredEvent[]> {
   if (events.length === 0) return [];
-  const result = await client.query<{ last_seq: number }>(PG_SQL.append, insertParams(events));
+  // Named: prepared once per connection, not parsed and planned again for every commit.
+  const result = await client.query<{ last_seq: number }>({
+    name: "swarm_append_events",
+    text: PG_SQL.append,
+    values: insertParams(events),
+  });
   const last = result.rows[0]?.last_seq;
   if (last === undefined) throw new Error("the append returned no head");
   const first = last - events.length + 1;
