@@ -156,7 +156,9 @@ async function populate(url: string, total: number): Promise<number> {
     [total, rareEvery, RARE_TERM],
   );
   await pool.query("UPDATE event_log_head SET last_seq = $1", [total]);
-  await pool.query("CREATE INDEX idx_event_log_text ON event_log USING gin (data gin_trgm_ops)");
+  await pool.query(
+    "CREATE INDEX idx_event_log_text ON event_log USING gin (swarm_ascii_lower(data) gin_trgm_ops)",
+  );
   await pool.query("VACUUM ANALYZE event_log");
   await pool.end();
   return round((performance.now() - started) / 1000, 1);

@@ -3,7 +3,7 @@
 # folder, listening on loopback only. PostgreSQL refuses to run as root, so as root the server
 # runs as the `postgres` user.
 #
-#   eval "$(scripts/test-postgres.sh start)"   # prints: export SWARM_TEST_POSTGRES_URL=… and its folder
+#   eval "$(scripts/test-postgres.sh start)"   # prints: export SWARM_TEST_POSTGRES_URL=…
 #   npm test                                   # the PostgreSQL tests now run
 #   scripts/test-postgres.sh stop              # stops the server and removes its folder
 #   scripts/test-postgres.sh halt|resume       # (tests) stop the server at once, keeping its data; start it again
@@ -46,11 +46,11 @@ case "${1:-}" in
     url="postgres://postgres@127.0.0.1:$port/postgres"
     printf 'TEST_POSTGRES_DIR=%q\n' "$dir" >"$state_file"
     echo "export SWARM_TEST_POSTGRES_URL=$url"
-    echo "export TEST_POSTGRES_DIR=$dir"
     ;;
   stop)
-    dir=${TEST_POSTGRES_DIR:-}
-    if [ -z "$dir" ] && [ -f "$state_file" ]; then
+    # The state file names the server: a variable inherited from the caller could name another.
+    dir=""
+    if [ -f "$state_file" ]; then
       # shellcheck disable=SC1090
       . "$state_file"
       dir=${TEST_POSTGRES_DIR:-}
@@ -63,8 +63,8 @@ case "${1:-}" in
     rm -rf "$dir" "$state_file"
     ;;
   halt | resume)
-    dir=${TEST_POSTGRES_DIR:-}
-    if [ -z "$dir" ] && [ -f "$state_file" ]; then
+    dir=""
+    if [ -f "$state_file" ]; then
       # shellcheck disable=SC1090
       . "$state_file"
       dir=${TEST_POSTGRES_DIR:-}

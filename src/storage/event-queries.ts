@@ -117,16 +117,13 @@ export const SQLITE_TEXT: TextCondition = (prefix, text) => ({
 });
 
 /**
- * PostgreSQL: ILIKE for the trigram index to answer, then the exact test, ASCII letters folded
- * on both sides (ILIKE alone would also fold É and é together; SQLite does not).
+ * PostgreSQL: ASCII letters folded on both sides in SQL (the trigram index is on the folded
+ * text), so the answer is SQLite's whatever the database's locale: ILIKE would fold more.
  */
-export const POSTGRES_TEXT: TextCondition = (prefix, text) => {
-  const pattern = likePattern(text);
-  return {
-    where: [`${prefix}data ILIKE ? ESCAPE '\\'`, `swarm_ascii_lower(${prefix}data) LIKE ? ESCAPE '\\'`],
-    params: [pattern, lowerAscii(pattern)],
-  };
-};
+export const POSTGRES_TEXT: TextCondition = (prefix, text) => ({
+  where: [`swarm_ascii_lower(${prefix}data) LIKE ? ESCAPE '\\'`],
+  params: [lowerAscii(likePattern(text))],
+});
 
 export function buildListQuery(filter: NormalizedFilter, holdsText: TextCondition = SQLITE_TEXT): BuiltQuery {
   const { source } = filter;

@@ -7,7 +7,8 @@ import { buildSearchPlan } from "../../src/storage/sqlite/queries.js";
 import { searchIndexPath } from "../../src/storage/sqlite/search-index.js";
 import type { EventFilter } from "../../src/event-log/types.js";
 import { normalizeFilter } from "../../src/event-log/validate.js";
-import { eventMatches } from "../../src/storage/event-queries.js";
+import { eventMatches, POSTGRES_TEXT } from "../../src/storage/event-queries.js";
+import { numbered } from "../../src/storage/postgres/queries.js";
 import type { PostgresEventLog } from "../../src/storage/postgres/event-log.js";
 import { POSTGRES } from "../helpers/engines.js";
 import { fakeClock, openTestLog } from "../helpers/event-log.js";
@@ -296,9 +297,10 @@ describe.skipIf(!havePostgres)("text search and summaries on PostgreSQL", () => 
     const client = await (log as PostgresEventLog).pool.connect();
     try {
       await client.query("SET enable_seqscan = off");
+      const condition = POSTGRES_TEXT("", "Alpha");
       const forced = await client.query(
-        "EXPLAIN SELECT seq FROM event_log WHERE data ILIKE $1 AND swarm_ascii_lower(data) LIKE $2",
-        ["%alpha%", "%alpha%"],
+        numbered(`EXPLAIN SELECT seq FROM event_log WHERE ${condition.where.join(" AND ")}`),
+        condition.params,
       );
       expect(forced.rows.map((row: { "QUERY PLAN": string }) => row["QUERY PLAN"]).join("\n")).toMatch(
         /idx_event_log_text/,

@@ -5,8 +5,10 @@
  * no reopening. (SQLite's counterparts, a full disk and a read-only file, are in
  * test/reliability/faults.test.ts.)
  */
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StoredEvent } from "../../src/event-log/types.js";
+import { withClient } from "../../src/storage/postgres/database.js";
 import { PostgresEventLog } from "../../src/storage/postgres/event-log.js";
 import { silentLogger } from "../helpers/event-log.js";
 import { havePostgres, startPrivatePostgres, type PrivatePostgres } from "../helpers/postgres.js";
@@ -64,9 +66,50 @@ describe.skipIf(!havePostgres)("a PostgreSQL that goes away and comes back", () 
       expect(stored.some((event) => "during" in event.data)).toBe(false);
       // Subscribers hear of what committed after the outage, once.
       for (let waited = 0; heard.length === 0 && waited < 2000; waited += 50) await sleep(50);
+      await sleep(600); // a few more polls
       expect(heard).toEqual([after?.seq]);
     } finally {
       await log.close();
     }
   }, 60_000);
+
+  it("opens while the database is down and starts working once it is up, with no reopening", async () => {
+    server.halt();
+    const log = new PostgresEventLog({ url: server.url, logger: silentLogger, connectTimeoutMs: 1000 });
+    try {
+      await expect(log.logEvent({ event_type: "task.created", source: "test" })).rejects.toMatchObject({
+        code: "STORAGE_UNAVAILABLE",
+      });
+      await expect(log.listEvents()).rejects.toMatchObject({ code: "STORAGE_UNAVAILABLE" });
+      await expect(log.getEventSummary(600)).rejects.toMatchObject({ code: "STORAGE_UNAVAILABLE" });
+      server.resume();
+      const stored = await log.logEvent({ event_type: "task.created", source: "test", data: { n: 1 } });
+      expect((await log.getEvent(stored.id))?.data).toEqual({ n: 1 });
+    } finally {
+      await log.close();
+    }
+  }, 60_000);
+
+  it("survives the server ending a connection the log holds (a restart, a terminated backend)", async () => {
+    const pool = new pg.Pool({ connectionString: server.url, max: 2 });
+    const admin = new pg.Client({ connectionString: server.url });
+    await admin.connect();
+    try {
+      const outcome = await withClient(pool, async (client) => {
+        const pid = (await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]?.pid;
+        await admin.query("SELECT pg_terminate_backend($1)", [pid]);
+        await sleep(200); // the client hears of it while it is out of the pool
+        return client.query("SELECT 1").then(
+          () => "answered",
+          (error: unknown) => (error instanceof Error ? error.message : "failed"),
+        );
+      });
+      // The process is still here to say so, and the pool hands out a working connection next.
+      expect(outcome).not.toBe("answered");
+      expect((await pool.query<{ one: number }>("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await admin.end();
+      await pool.end();
+    }
+  });
 });

@@ -112,21 +112,43 @@ describe.skipIf(!havePostgres)("seq on PostgreSQL", () => {
     const url = await createTestDatabase();
     const listening = new PostgresEventLog({ url, logger: silentLogger, pollIntervalMs: 20 });
     const others = [0, 1, 2].map(() => new PostgresEventLog({ url, logger: silentLogger }));
+    // Another process's transaction that numbers its events and then waits before committing:
+    // the listening log's own commits queue behind it and follow its numbers, so its feed must
+    // read that gap from the table rather than announce its own events first.
+    const slowPool = new pg.Pool({ connectionString: url, max: 2 });
     try {
       await Promise.all([listening, ...others].map((log) => log.whenReady()));
       const heard: number[] = [];
       listening.subscribe((event) => heard.push(event.seq));
+      const held = (async () => {
+        const client = await slowPool.connect();
+        try {
+          await client.query("BEGIN");
+          const events = [0, 1, 2].map((k) =>
+            prepareEvent({ event_type: "task.created", source: "slow", data: { k } }, new Date()),
+          );
+          const stored = await appendPrepared(client, events);
+          await sleep(150);
+          await client.query("COMMIT");
+          return stored;
+        } finally {
+          client.release();
+        }
+      })();
+      await sleep(20); // the slow transaction holds the head now
       const writes = [listening, ...others].flatMap((log, w) =>
         Array.from({ length: 40 }, (_, i) =>
           log.logEvent({ event_type: "tool.called", source: `w${w}`, data: { i } }),
         ),
       );
-      const stored = await Promise.all(writes);
+      const stored = [...(await held), ...(await Promise.all(writes))];
       const last = Math.max(...stored.map((e) => e.seq));
       for (let waited = 0; heard.at(-1) !== last && waited < 5000; waited += 20) await sleep(20);
+      await sleep(100); // several more polls: nothing may be announced twice
       expect(heard).toEqual(Array.from({ length: stored.length }, (_, i) => i + 1));
     } finally {
       await Promise.all([listening, ...others].map((log) => log.close()));
+      await slowPool.end();
     }
   });
 });

@@ -32,15 +32,16 @@ CREATE INDEX idx_event_log_type   ON event_log (event_type, seq);
 CREATE INDEX idx_event_log_source ON event_log (source, seq) WHERE agent_id IS NULL OR source <> agent_id;
 CREATE INDEX idx_event_log_time   ON event_log (timestamp, event_type);
 
--- Text search (`q`): trigrams of the stored JSON text, for substring matches at any position.
+-- Text search (`q`) folds ASCII letters only, as SQLite's LIKE does, and matches the stored JSON
+-- text anywhere: trigrams of the folded text answer `swarm_ascii_lower(data) LIKE …`. Folding in
+-- SQL rather than with ILIKE keeps the answer the same in any locale or collation (ILIKE would
+-- also fold É and é, and Turkish I to ı); the index's own statistics let the planner tell a
+-- rare word (through the index) from a common one (the newest events first).
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
-CREATE INDEX idx_event_log_text ON event_log USING gin (data gin_trgm_ops);
-
--- ILIKE folds every letter; the product's search folds ASCII letters only (as SQLite's LIKE
--- does). The index answers the ILIKE, this decides exactly.
 CREATE FUNCTION swarm_ascii_lower(value text) RETURNS text
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   RETURN translate(value, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
+CREATE INDEX idx_event_log_text ON event_log USING gin (swarm_ascii_lower(data) gin_trgm_ops);
 
 CREATE TABLE event_counts_hourly (
   hour       text   NOT NULL,

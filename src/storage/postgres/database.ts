@@ -83,13 +83,62 @@ export function openPool({
     max: maxConnections,
     connectionTimeoutMillis: connectTimeoutMs,
     idleTimeoutMillis: 30_000,
+    // A peer that vanishes without closing the socket (a partition, a paused host) is noticed
+    // by keepalives and the statement timeout rather than after the kernel's quarter of an hour.
+    keepAlive: true,
     types: typeParsers,
     application_name: "swarm-coordinator",
+    // What the code relies on, whatever the database or role defaults to: READ COMMITTED (the
+    // head row and the rollup re-read the newest committed row after waiting for its lock),
+    // backslash as a plain character in literals (the LIKE escape), and no statement left
+    // running for ever.
+    options:
+      "-c default_transaction_isolation=read\\ committed -c standard_conforming_strings=on -c statement_timeout=60000",
   });
   // An idle connection the server drops (a restart, a failover) is reported here; without a
   // listener it would crash the process. The pool replaces it on the next checkout.
   pool.on("error", (error) => logger.warn({ err: error }, "an idle PostgreSQL connection failed"));
   return pool;
+}
+
+/**
+ * Run `body` on a connection of its own, taken from the pool and given back after, broken or not.
+ * While it is out of the pool, a connection that fails (the server restarts, the backend is
+ * terminated) reports it on the client, which without a listener would crash the process.
+ */
+export async function withClient<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (error: Error) => {
+    broken = error;
+  };
+  client.on("error", onError);
+  try {
+    return await body(client);
+  } finally {
+    client.off("error", onError);
+    // A broken connection is closed rather than handed to the next caller.
+    client.release(broken);
+  }
+}
+
+/** Run `body` in one transaction on a connection of its own: committed if it resolves, rolled back if not. */
+export async function inTransaction<T>(
+  pool: pg.Pool,
+  body: (client: pg.PoolClient) => Promise<T>,
+  begin = "BEGIN",
+): Promise<T> {
+  return withClient(pool, async (client) => {
+    await client.query(begin);
+    try {
+      const result = await body(client);
+      await client.query("COMMIT");
+      return result;
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    }
+  });
 }
 
 /** The schema version the database is at: the newest migration recorded, 0 for a new database. */
@@ -109,38 +158,42 @@ export async function migratePostgres(
   pool: pg.Pool,
   migrations: PostgresMigration[] = loadPostgresMigrations(),
 ): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
-    await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK_KEY]);
-    const current = await postgresSchemaVersion(client);
-    const known = migrations.length;
-    if (current > known) {
-      throw new SwarmError(
-        "SCHEMA_TOO_NEW",
-        `the database is at schema version ${current} but this code knows only up to ${known}; ` +
-          "upgrade the swarm coordinator or point SWARM_DB at another database",
-        { found: current, supported: known },
-      );
+  await withClient(pool, async (client) => {
+    // Taken before the transaction begins, so that a start which waited for another sees the
+    // schema that one left (a snapshot taken before the wait would not).
+    await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+    try {
+      await client.query("BEGIN");
+      try {
+        const current = await postgresSchemaVersion(client);
+        const known = migrations.length;
+        if (current > known) {
+          throw new SwarmError(
+            "SCHEMA_TOO_NEW",
+            `the database is at schema version ${current} but this code knows only up to ${known}; ` +
+              "upgrade the swarm coordinator or point SWARM_DB at another database",
+            { found: current, supported: known },
+          );
+        }
+        await client.query(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at text NOT NULL)",
+        );
+        for (const migration of migrations.slice(current)) {
+          await client.query(migration.sql);
+          await client.query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            [migration.version, migration.name, new Date().toISOString()],
+          );
+        }
+        await client.query("COMMIT");
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => undefined);
+        throw error;
+      }
+    } finally {
+      await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => undefined);
     }
-    await client.query(
-      "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at text NOT NULL)",
-    );
-    for (const migration of migrations.slice(current)) {
-      await client.query(migration.sql);
-      await client.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)", [
-        migration.version,
-        migration.name,
-        new Date().toISOString(),
-      ]);
-    }
-    await client.query("COMMIT");
-  } catch (error) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** The SQLSTATE or connection error code of a failure from the driver, if it has one. */
@@ -152,9 +205,39 @@ export function postgresErrorCode(error: unknown): string | undefined {
 
 const UNIQUE_VIOLATION = "23505";
 
+/** Socket-level failures: the server is not there (or not any more). */
+const CONNECTION_ERRORS = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+]);
+
 /**
- * A failure about the storage rather than the caller's input (unreachable, shut down, read-only,
- * disk full) becomes STORAGE_UNAVAILABLE, answered 503; a duplicate event id, DUPLICATE_EVENT_ID.
+ * Whether the failure is the database's state rather than the request: unreachable or dropped
+ * connections, and SQLSTATE classes 08 (connection), 53 (out of resources: disk full, too many
+ * connections), 57 (shut down, cancelled by the server), 58 (I/O) and 25006 (read-only).
+ */
+export function isStorageFault(error: unknown): boolean {
+  const code = postgresErrorCode(error);
+  if (code !== undefined) {
+    if (CONNECTION_ERRORS.has(code) || code === "25006") return true;
+    if (/^[0-9A-Z]{5}$/.test(code)) return ["08", "53", "57", "58"].includes(code.slice(0, 2));
+  }
+  const message = error instanceof Error ? error.message : "";
+  // The driver's own words for a socket it lost, or a connection it could not get in time.
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+    message,
+  );
+}
+
+/**
+ * A failure of the database (see isStorageFault) becomes STORAGE_UNAVAILABLE, answered 503; a
+ * duplicate event id, DUPLICATE_EVENT_ID. Anything else is a defect and passes as it is.
  */
 export function toPostgresStorageError(error: unknown): unknown {
   if (error instanceof SwarmError) return error;
@@ -167,11 +250,12 @@ export function toPostgresStorageError(error: unknown): unknown {
       { cause: error },
     );
   }
+  if (!isStorageFault(error)) return error;
   const message = error instanceof Error ? error.message : String(error);
   return new SwarmError(
     "STORAGE_UNAVAILABLE",
     `the database could not be reached or refused the request (${code ?? message}); it was not acknowledged, so try again`,
-    { postgres_code: code ?? "UNKNOWN" },
+    { postgres_code: code ?? "CONNECTION" },
     { cause: error },
   );
 }

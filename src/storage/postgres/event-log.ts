@@ -50,7 +50,13 @@ import {
 import { getLogger, type Logger } from "../../logger.js";
 import { buildListQuery, POSTGRES_TEXT } from "../event-queries.js";
 import type { EventLogPort, PruneOptions, StorageFailure } from "../port.js";
-import { migratePostgres, openPool, postgresErrorCode, toPostgresStorageError } from "./database.js";
+import {
+  inTransaction,
+  migratePostgres,
+  openPool,
+  postgresErrorCode,
+  toPostgresStorageError,
+} from "./database.js";
 import { numbered, PG_SQL } from "./queries.js";
 
 export interface PostgresEventLogOptions {
@@ -133,10 +139,13 @@ export class PostgresEventLog implements EventLogPort {
   private readonly logger: Logger;
   private readonly maxBatchEvents: number;
   private readonly subscribers: Subscribers;
-  private readonly ready: Promise<void>;
+  /** Migrating and reading the head; made again on the next call if the database was unreachable. */
+  private opening: Promise<void>;
   private readonly pollTimer: NodeJS.Timeout;
   private queue: QueuedWrite[] = [];
-  private flushing = false;
+  /** The flush in progress, if one is: one commit of appends in flight at a time. */
+  private flushing: Promise<void> | undefined;
+  private polling = false;
   private closed = false;
   private closing: Promise<void> | undefined;
   private failingSince: StorageFailure | undefined;
@@ -159,21 +168,48 @@ export class PostgresEventLog implements EventLogPort {
       connectTimeoutMs: options.connectTimeoutMs,
       logger: this.logger,
     });
-    this.ready = this.open();
-    // Until open() settles nothing else runs against the pool; a failed open rejects every call.
-    this.ready.catch(() => undefined);
-    this.pollTimer = setInterval(() => void this.feedSubscribers(), options.pollIntervalMs ?? 250);
+    this.opening = this.open();
+    this.pollTimer = setInterval(() => this.poll(), options.pollIntervalMs ?? 250);
     this.pollTimer.unref();
   }
 
-  private async open(): Promise<void> {
-    await migratePostgres(this.pool);
-    this.announcedThrough = await this.readLatestSeq();
+  private open(): Promise<void> {
+    const opening = (async () => {
+      try {
+        await migratePostgres(this.pool);
+        this.announcedThrough = await this.readLatestSeq();
+      } catch (error) {
+        throw this.noteFailure(error);
+      }
+    })();
+    // Nothing may run against the pool before the schema is there; a failed open is seen by the
+    // calls that wait for it.
+    opening.catch(() => undefined);
+    return opening;
   }
 
-  /** Resolves once the schema is migrated and the log is ready; rejects with why it is not. */
-  whenReady(): Promise<void> {
-    return this.ready;
+  /**
+   * Resolves once the schema is migrated and the log is ready. An open that failed because the
+   * database was unreachable is tried again here, so a log made while it was down recovers by
+   * itself; one refused for good (a newer schema) keeps its refusal.
+   */
+  async whenReady(): Promise<void> {
+    try {
+      await this.opening;
+    } catch (error) {
+      if (!(error instanceof SwarmError) || error.code !== "STORAGE_UNAVAILABLE" || this.closed) throw error;
+      this.opening = this.open();
+      await this.opening;
+    }
+  }
+
+  /** The poll for other processes' events: one at a time, so a slow database does not pile reads up. */
+  private poll(): void {
+    if (this.polling || this.closed || this.announcedThrough === undefined) return;
+    this.polling = true;
+    void this.feedSubscribers().finally(() => {
+      this.polling = false;
+    });
   }
 
   get isClosed(): boolean {
@@ -218,21 +254,17 @@ export class PostgresEventLog implements EventLogPort {
       this.assertOpen();
       const events = prepare();
       this.queue.push({ events, resolve, reject });
-      if (!this.flushing) {
-        this.flushing = true;
-        // Writes made in the same turn of the event loop share the first commit.
-        setImmediate(() => void this.flushQueue());
-      }
+      // Writes made in the same turn of the event loop share the first commit.
+      this.flushing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flushQueue());
     });
   }
 
   /** Commit what is queued, a batch at a time, one commit in flight: writes queue meanwhile and batch better. */
   private async flushQueue(): Promise<void> {
     try {
-      await this.ready.catch(() => undefined);
       while (this.queue.length > 0) await this.writeBatch(this.takeBatch());
     } finally {
-      this.flushing = false;
+      this.flushing = undefined;
     }
   }
 
@@ -252,7 +284,7 @@ export class PostgresEventLog implements EventLogPort {
     if (batch.length === 0) return;
     let stored: StoredEvent[];
     try {
-      await this.ready;
+      await this.whenReady();
       stored = await appendPrepared(
         this.pool,
         batch.flatMap((write) => write.events),
@@ -347,8 +379,8 @@ export class PostgresEventLog implements EventLogPort {
   /** Run a read, mapping the driver's failures onto the product's errors. */
   private async read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<R[]> {
     this.assertOpen();
-    await this.ready;
     try {
+      await this.whenReady();
       return (await this.pool.query<R>(sql, params)).rows;
     } catch (error) {
       throw toPostgresStorageError(error);
@@ -474,7 +506,11 @@ export class PostgresEventLog implements EventLogPort {
 
   async latestSeq(): Promise<number> {
     this.assertOpen();
-    await this.ready;
+    try {
+      await this.whenReady();
+    } catch (error) {
+      throw toPostgresStorageError(error);
+    }
     return this.readLatestSeq();
   }
 
@@ -492,23 +528,11 @@ export class PostgresEventLog implements EventLogPort {
 
   /** Run `body` in one REPEATABLE READ, read-only transaction: every statement sees the same snapshot. */
   private async inSnapshot<T>(body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    await this.ready;
-    let client: pg.PoolClient;
     try {
-      client = await this.pool.connect();
+      await this.whenReady();
+      return await inTransaction(this.pool, body, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     } catch (error) {
       throw toPostgresStorageError(error);
-    }
-    try {
-      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-      const result = await body(client);
-      await client.query("COMMIT");
-      return result;
-    } catch (error) {
-      await client.query("ROLLBACK").catch(() => undefined);
-      throw toPostgresStorageError(error);
-    } finally {
-      client.release();
     }
   }
 
@@ -519,30 +543,24 @@ export class PostgresEventLog implements EventLogPort {
    * The rollup's row is locked while a chunk is counted, so two processes never count one twice.
    */
   async rollUp(chunkRows = 20_000): Promise<number> {
+    this.assertOpen();
+    // Up to the newest event now, not one chased for ever under a steady stream of writes.
+    const target = await this.latestSeq();
     for (;;) {
       this.assertOpen();
-      await this.ready;
-      const client = await this.pool.connect().catch((error: unknown) => {
-        throw toPostgresStorageError(error);
-      });
       let step: { to: number; done: boolean };
       try {
-        await client.query("BEGIN");
-        const from = (await client.query<{ seq: number }>(PG_SQL.lockRollup)).rows[0]?.seq ?? 0;
-        // Any seq up to the newest visible one has committed: numbers are handed out in commit order.
-        const latest = (await client.query<{ seq: number | null }>(PG_SQL.latestSeq)).rows[0]?.seq ?? 0;
-        const to = Math.min(from + chunkRows, latest);
-        if (to > from) {
+        step = await inTransaction(this.pool, async (client) => {
+          const from = (await client.query<{ seq: number }>(PG_SQL.lockRollup)).rows[0]?.seq ?? 0;
+          // Any seq up to the newest visible one has committed: numbers are handed out in commit order.
+          const to = Math.min(from + chunkRows, target);
+          if (to <= from) return { to: from, done: true };
           await client.query(PG_SQL.rollUpRange, [from, to]);
           await client.query(PG_SQL.setRolledUpTo, [to]);
-        }
-        await client.query("COMMIT");
-        step = { to: Math.max(to, from), done: to <= from };
+          return { to, done: false };
+        });
       } catch (error) {
-        await client.query("ROLLBACK").catch(() => undefined);
-        throw toPostgresStorageError(error);
-      } finally {
-        client.release();
+        throw this.noteFailure(error);
       }
       if (step.done) return step.to;
     }
@@ -611,7 +629,8 @@ export class PostgresEventLog implements EventLogPort {
       longest = Math.max(longest, elapsed);
       rows += changes;
       chunks += 1;
-      if (changes < chunkSize) break;
+      // Not "fewer than asked": rows another process deleted meanwhile make a chunk short.
+      if (changes === 0) break;
       const ratio = Math.min(1.5, Math.max(0.5, targetChunkMs / Math.max(elapsed, 0.1)));
       chunkSize = Math.round(Math.min(bounds.max, Math.max(bounds.min, chunkSize * ratio)));
     }
@@ -635,8 +654,8 @@ export class PostgresEventLog implements EventLogPort {
   /** A write outside the event appends (retention, rollup steps): failures noted like an append's. */
   private async write(sql: string, params: unknown[]): Promise<pg.QueryResult> {
     this.assertOpen();
-    await this.ready;
     try {
+      await this.whenReady();
       return await this.pool.query(sql, params);
     } catch (error) {
       throw this.noteFailure(error);
@@ -653,11 +672,8 @@ export class PostgresEventLog implements EventLogPort {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.pollTimer);
-    await this.ready.catch(() => undefined);
-    while (this.flushing || this.queue.length > 0) {
-      if (!this.flushing) await this.flushQueue();
-      else await new Promise((resolve) => setImmediate(resolve));
-    }
+    // Queued writes are committed (or refused) before the pool goes.
+    while (this.flushing !== undefined || this.queue.length > 0) await (this.flushing ?? this.flushQueue());
     await this.feeding;
     await this.pruning;
     this.closed = true;
