@@ -78,7 +78,12 @@ describe("the server process", () => {
       expect(ready).toMatchObject({ db, retention_days: 30 });
       const health = await fetch(`${url}/healthz`);
       expect(health.status).toBe(200);
-      expect(await health.json()).toEqual({ status: "ok", latest_seq: 0, search_indexed_through: 0 });
+      expect(await health.json()).toEqual({
+        status: "ok",
+        storage: "sqlite",
+        latest_seq: 0,
+        search_indexed_through: 0,
+      });
       server.child.kill("SIGTERM");
       expect(await server.exited).toBe(0);
       expect(server.lines.map((l) => l.msg)).toContain("stopped");

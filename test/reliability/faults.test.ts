@@ -70,8 +70,8 @@ describe("faults", () => {
     expect(refused?.body.error.message).toContain("nothing from this write was kept");
     const health = await call(server.url, "GET", "/healthz");
     expect(health.status).toBe(503);
-    expect(health.body).toMatchObject({ status: "degraded" });
-    expect(health.body.storage).toMatch(/writes failing since .* \(SQLITE_/);
+    expect(health.body).toMatchObject({ status: "degraded", storage: "sqlite" });
+    expect(health.body.storage_error).toMatch(/writes failing since .* \(SQLITE_/);
     expect((await call(server.url, "GET", "/api/tasks?limit=1")).status).toBe(200);
 
     execFileSync("prlimit", ["--pid", String(server.child.pid), "--fsize=unlimited:unlimited"]);
@@ -103,7 +103,7 @@ describe("faults", () => {
     expect(refused.status).toBe(503);
     expect(refused.body.error.details).toMatchObject({ sqlite_code: "SQLITE_READONLY" });
     expect((await call(stack.base, "GET", "/api/events?limit=5", "")).status).toBe(200);
-    expect((await call(stack.base, "GET", "/healthz", "")).body.storage).toContain("SQLITE_READONLY");
+    expect((await call(stack.base, "GET", "/healthz", "")).body.storage_error).toContain("SQLITE_READONLY");
     expect(stack.eventLog.latestSeq()).toBe(before);
     stack.eventLog.db.pragma("query_only = OFF");
     expect((await call(stack.base, "POST", "/api/tasks", "", { description: "x" })).status).toBe(201);

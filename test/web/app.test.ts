@@ -9,7 +9,7 @@ describe("health check", () => {
     await eventLog.logEvent({ event_type: "system.info", source: "test" });
     const response = await app.inject({ method: "GET", url: "/healthz" });
     expect(response.statusCode).toBe(200);
-    expect(response.json()).toEqual({ status: "ok", latest_seq: 1 });
+    expect(response.json()).toEqual({ status: "ok", storage: "sqlite", latest_seq: 1 });
   });
 
   it("says how far the text-search index has come, so that a reader knows what searches scan", async () => {
@@ -21,7 +21,7 @@ describe("health check", () => {
       async () => (await app.inject({ method: "GET", url: "/healthz" })).json<Record<string, unknown>>(),
       (body) => body.search_indexed_through === 5,
     );
-    expect(health).toEqual({ status: "ok", latest_seq: 5, search_indexed_through: 5 });
+    expect(health).toEqual({ status: "ok", storage: "sqlite", latest_seq: 5, search_indexed_through: 5 });
   });
 
   it("answers 503 once the database is gone", async () => {
@@ -29,6 +29,6 @@ describe("health check", () => {
     eventLog.close();
     const response = await app.inject({ method: "GET", url: "/healthz" });
     expect(response.statusCode).toBe(503);
-    expect(response.json()).toEqual({ status: "unavailable" });
+    expect(response.json()).toEqual({ status: "unavailable", storage: "sqlite" });
   });
 });

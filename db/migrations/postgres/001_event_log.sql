@@ -16,13 +16,13 @@ INSERT INTO event_log_head (id, last_seq) VALUES (1, 0);
 
 CREATE TABLE event_log (
   seq        bigint PRIMARY KEY,
-  id         text   NOT NULL UNIQUE,
-  event_type text   NOT NULL,
-  source     text   NOT NULL,
-  task_id    text,
-  agent_id   text,
-  data       text,
-  timestamp  text   NOT NULL
+  id         text COLLATE "C"   NOT NULL UNIQUE,
+  event_type text COLLATE "C"   NOT NULL,
+  source     text COLLATE "C"   NOT NULL,
+  task_id    text COLLATE "C",
+  agent_id   text COLLATE "C",
+  data       text COLLATE "C",
+  timestamp  text COLLATE "C"   NOT NULL
 );
 
 CREATE INDEX idx_event_log_task   ON event_log (task_id, seq);
@@ -31,6 +31,9 @@ CREATE INDEX idx_event_log_type   ON event_log (event_type, seq);
 -- Agents' own events are found through the agent index; a read by source merges both halves.
 CREATE INDEX idx_event_log_source ON event_log (source, seq) WHERE agent_id IS NULL OR source <> agent_id;
 CREATE INDEX idx_event_log_time   ON event_log (timestamp, event_type);
+
+-- Every text column compares byte by byte (COLLATE "C"), as SQLite's do, whatever the
+-- database's own collation: ids, timestamps and names sort the same on both engines.
 
 -- Text search (`q`) folds ASCII letters only, as SQLite's LIKE does, and matches the stored JSON
 -- text anywhere: trigrams of the folded text answer `swarm_ascii_lower(data) LIKE …`. Folding in
@@ -44,8 +47,8 @@ CREATE FUNCTION swarm_ascii_lower(value text) RETURNS text
 CREATE INDEX idx_event_log_text ON event_log USING gin (swarm_ascii_lower(data) gin_trgm_ops);
 
 CREATE TABLE event_counts_hourly (
-  hour       text   NOT NULL,
-  event_type text   NOT NULL,
+  hour       text COLLATE "C"   NOT NULL,
+  event_type text COLLATE "C"   NOT NULL,
   count      bigint NOT NULL,
   PRIMARY KEY (hour, event_type)
 );

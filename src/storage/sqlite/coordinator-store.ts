@@ -5,69 +5,38 @@
  */
 import type { Statement } from "better-sqlite3";
 import type { SqliteDatabase } from "./database.js";
+import type { AgentStatus, Bid, StateChanges, Task, TaskStatus, Agent } from "../../coordinator/types.js";
 import {
-  TASK_STATUSES,
-  type Agent,
-  type AgentStatus,
-  type Bid,
-  type StateChanges,
-  type Task,
-  type TaskStatus,
-} from "../../coordinator/types.js";
+  AGENT_COLUMNS,
+  BID_COLUMNS,
+  BOARD_ORDER,
+  countsByStatus,
+  statsOf,
+  TASK_COLUMNS,
+  toAgent,
+  toTask,
+  type AgentRow,
+  type AgentStats,
+  type AgentStatsRow,
+  type AuctionSize,
+  type BidCursor,
+  type BoardCursor,
+  type SealedRound,
+  type TaskListFilter,
+  type TaskPruneChunk,
+  type TaskRow,
+} from "../coordinator-records.js";
 
-interface AgentRow extends Omit<Agent, "capabilities"> {
-  capabilities: string;
-}
-
-interface TaskRow extends Omit<Task, "required_capabilities"> {
-  required_capabilities: string;
-}
-
-export interface AgentStats {
-  bids: number;
-  wins: number;
-  tasks_completed: number;
-  tasks_failed: number;
-  earned_sats: number;
-  win_rate: number;
-  average_winning_bid_sats: number | null;
-}
-
-interface AgentStatsRow {
-  bids: number;
-  wins: number;
-  won_sats: number;
-  tasks_completed: number;
-  tasks_failed: number;
-  earned_sats: number;
-}
-
-const NO_STATS: AgentStatsRow = {
-  bids: 0,
-  wins: 0,
-  won_sats: 0,
-  tasks_completed: 0,
-  tasks_failed: 0,
-  earned_sats: 0,
-};
-
-/** The dashboard's agent list: those at work first, then those waiting for work, then the silent. */
-export const BOARD_ORDER: readonly AgentStatus[] = ["busy", "idle", "offline"];
-
-function toAgent(row: AgentRow): Agent {
-  return { ...row, capabilities: JSON.parse(row.capabilities) as string[] };
-}
-
-function toTask(row: TaskRow): Task {
-  return { ...row, required_capabilities: JSON.parse(row.required_capabilities) as string[] };
-}
-
-const TASK_COLUMNS =
-  "id, description, status, required_capabilities, auction_ms, max_bid_sats, attempt, releases, assigned_agent, " +
-  "winning_bid_sats, result, error, created_at, auction_closes_at, assigned_at, started_at, completed_at";
-const AGENT_COLUMNS =
-  "id, name, capabilities, max_concurrent, status, registered_at, last_seen, grace_until, left_at";
-const BID_COLUMNS = "task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome";
+export {
+  BOARD_ORDER,
+  type AgentStats,
+  type AuctionSize,
+  type BidCursor,
+  type BoardCursor,
+  type SealedRound,
+  type TaskListFilter,
+  type TaskPruneChunk,
+} from "../coordinator-records.js";
 
 /** Every statement the store runs, in one place so the query-plan test can check them all. */
 export const STORE_SQL = {
@@ -181,48 +150,6 @@ export function taskListSql(filter: { status: boolean; agent: boolean }): string
   if (filter.status) where.push("status = ?");
   if (filter.agent) where.push("assigned_agent = ?");
   return `SELECT rowid AS cursor, ${TASK_COLUMNS} FROM tasks WHERE ${where.join(" AND ")} ORDER BY rowid DESC LIMIT ?`;
-}
-
-/** What one chunk of the retention of finished tasks removed. */
-export interface TaskPruneChunk {
-  tasks: number;
-  bids: number;
-  idempotency_keys: number;
-}
-
-export interface AuctionSize {
-  task_id: string;
-  description: string;
-  status: TaskStatus;
-  attempt: number;
-  winning_bid_sats: number | null;
-  bids: number;
-}
-
-/** Where a walk of the dashboard's agent list stands: the last agent shown, by the list's order. */
-export interface BoardCursor {
-  status: AgentStatus;
-  name: string;
-  rowid: number;
-}
-
-/** Which of a task's bids a reader may not see: those of the open round, but for its own. */
-export interface SealedRound {
-  attempt: number;
-  ownAgent: string | null;
-}
-
-export interface BidCursor {
-  attempt: number;
-  agent_id: string;
-}
-
-export interface TaskListFilter {
-  status?: string;
-  agent_id?: string;
-  /** Only tasks older than this cursor (a task's `rowid`, newest first). */
-  before?: number;
-  limit: number;
 }
 
 export class CoordinatorStore {
@@ -540,12 +467,7 @@ export class CoordinatorStore {
 
   /** How many tasks are in each status (every status present, zero when none). */
   taskCounts(): Record<TaskStatus, number> {
-    const counts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0])) as Record<
-      TaskStatus,
-      number
-    >;
-    for (const { status, count } of this.statements.taskCounts.all()) counts[status] = count;
-    return counts;
+    return countsByStatus(this.statements.taskCounts.all());
   }
 
   /** The `limit` newest tasks' auctions, oldest first, with the number of bids in their current round. */
@@ -554,15 +476,6 @@ export class CoordinatorStore {
   }
 
   agentStats(agentId: string): AgentStats {
-    const row = this.statements.agentStats.get(agentId) ?? NO_STATS;
-    return {
-      bids: row.bids,
-      wins: row.wins,
-      tasks_completed: row.tasks_completed,
-      tasks_failed: row.tasks_failed,
-      earned_sats: row.earned_sats,
-      win_rate: row.bids === 0 ? 0 : Math.round((row.wins / row.bids) * 1000) / 1000,
-      average_winning_bid_sats: row.wins === 0 ? null : Math.round(row.won_sats / row.wins),
-    };
+    return statsOf(this.statements.agentStats.get(agentId));
   }
 }

@@ -1,8 +1,15 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
+import type { EventLogPort } from "../../storage/port.js";
+
+const StorageEngineSchema = Type.Union([Type.Literal("sqlite"), Type.Literal("postgres")], {
+  description: "The storage engine serving: the embedded SQLite file, or PostgreSQL.",
+});
 
 export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { eventLog, metrics } = app;
+  const { metrics } = app;
+  // Through the port: the answer is the same on either engine.
+  const eventLog: EventLogPort = app.eventLog;
 
   app.get(
     "/healthz",
@@ -13,6 +20,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: {
           200: Type.Object({
             status: Type.Literal("ok"),
+            storage: StorageEngineSchema,
             latest_seq: Type.Integer(),
             search_indexed_through: Type.Optional(
               Type.Integer({
@@ -23,31 +31,39 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
           }),
           503: Type.Object({
             status: Type.Union([Type.Literal("unavailable"), Type.Literal("degraded")]),
-            storage: Type.Optional(Type.String()),
+            storage: StorageEngineSchema,
+            storage_error: Type.Optional(
+              Type.String({
+                description: "Why writes fail, and since when: the next write that succeeds clears it.",
+              }),
+            ),
           }),
         },
       },
     },
     async (_request, reply) => {
+      const storage = eventLog.engine;
       try {
-        const latest_seq = eventLog.latestSeq();
+        const latest_seq = await eventLog.latestSeq();
         // Reads still work, but the coordinator cannot record anything: say so, and why.
         const failure = eventLog.storageFailure;
         if (failure !== undefined) {
           return reply.code(503).send({
             status: "degraded" as const,
-            storage: `writes failing since ${failure.since} (${failure.code}); the next write that succeeds clears this`,
+            storage,
+            storage_error: `writes failing since ${failure.since} (${failure.code}); the next write that succeeds clears this`,
           });
         }
         const search_indexed_through = eventLog.searchIndexedThrough();
         return {
           status: "ok" as const,
+          storage,
           latest_seq,
           ...(search_indexed_through === undefined ? {} : { search_indexed_through }),
         };
       } catch (error) {
         app.log.error({ err: error }, "health check: the database did not answer");
-        return reply.code(503).send({ status: "unavailable" as const });
+        return reply.code(503).send({ status: "unavailable" as const, storage });
       }
     },
   );

@@ -1,0 +1,131 @@
+/**
+ * The coordinator's records as both storage engines hand them over: the row shapes and their
+ * conversion, the columns, the cursors and result types of the store's reads, and the stats
+ * arithmetic. The engines differ in their SQL, not in what their answers look like.
+ */
+import {
+  TASK_STATUSES,
+  type Agent,
+  type AgentStatus,
+  type Task,
+  type TaskStatus,
+} from "../coordinator/types.js";
+
+export interface AgentRow extends Omit<Agent, "capabilities"> {
+  capabilities: string;
+}
+
+export interface TaskRow extends Omit<Task, "required_capabilities"> {
+  required_capabilities: string;
+}
+
+export interface AgentStats {
+  bids: number;
+  wins: number;
+  tasks_completed: number;
+  tasks_failed: number;
+  earned_sats: number;
+  win_rate: number;
+  average_winning_bid_sats: number | null;
+}
+
+export interface AgentStatsRow {
+  bids: number;
+  wins: number;
+  won_sats: number;
+  tasks_completed: number;
+  tasks_failed: number;
+  earned_sats: number;
+}
+
+export const NO_STATS: AgentStatsRow = {
+  bids: 0,
+  wins: 0,
+  won_sats: 0,
+  tasks_completed: 0,
+  tasks_failed: 0,
+  earned_sats: 0,
+};
+
+/** The dashboard's agent list: those at work first, then those waiting for work, then the silent. */
+export const BOARD_ORDER: readonly AgentStatus[] = ["busy", "idle", "offline"];
+
+export function toAgent(row: AgentRow): Agent {
+  return { ...row, capabilities: JSON.parse(row.capabilities) as string[] };
+}
+
+export function toTask(row: TaskRow): Task {
+  return { ...row, required_capabilities: JSON.parse(row.required_capabilities) as string[] };
+}
+
+export const TASK_COLUMNS =
+  "id, description, status, required_capabilities, auction_ms, max_bid_sats, attempt, releases, assigned_agent, " +
+  "winning_bid_sats, result, error, created_at, auction_closes_at, assigned_at, started_at, completed_at";
+export const AGENT_COLUMNS =
+  "id, name, capabilities, max_concurrent, status, registered_at, last_seen, grace_until, left_at";
+export const BID_COLUMNS = "task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome";
+
+/** What one chunk of the retention of finished tasks removed. */
+export interface TaskPruneChunk {
+  tasks: number;
+  bids: number;
+  idempotency_keys: number;
+}
+
+export interface AuctionSize {
+  task_id: string;
+  description: string;
+  status: TaskStatus;
+  attempt: number;
+  winning_bid_sats: number | null;
+  bids: number;
+}
+
+/** Where a walk of the dashboard's agent list stands: the last agent shown, by the list's order. */
+export interface BoardCursor {
+  status: AgentStatus;
+  name: string;
+  rowid: number;
+}
+
+/** Which of a task's bids a reader may not see: those of the open round, but for its own. */
+export interface SealedRound {
+  attempt: number;
+  ownAgent: string | null;
+}
+
+export interface BidCursor {
+  attempt: number;
+  agent_id: string;
+}
+
+export interface TaskListFilter {
+  status?: string;
+  agent_id?: string;
+  /** Only tasks older than this cursor (a task's `rowid`, newest first). */
+  before?: number;
+  limit: number;
+}
+
+/** An agent's record from its stats row (or none). */
+export function statsOf(row: AgentStatsRow | undefined): AgentStats {
+  const stats = row ?? NO_STATS;
+  return {
+    bids: stats.bids,
+    wins: stats.wins,
+    tasks_completed: stats.tasks_completed,
+    tasks_failed: stats.tasks_failed,
+    earned_sats: stats.earned_sats,
+    win_rate: stats.bids === 0 ? 0 : Math.round((stats.wins / stats.bids) * 1000) / 1000,
+    average_winning_bid_sats: stats.wins === 0 ? null : Math.round(stats.won_sats / stats.wins),
+  };
+}
+
+/** Every status with its count, zero when none. */
+export function countsByStatus(
+  rows: readonly { status: TaskStatus; count: number }[],
+): Record<TaskStatus, number> {
+  const counts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0])) as Record<TaskStatus, number>;
+  for (const { status, count } of rows) counts[status] = count;
+  return counts;
+}
