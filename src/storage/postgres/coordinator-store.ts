@@ -50,8 +50,9 @@ export const PG_STORE_SQL = {
     `INSERT INTO bids (${BID_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ` +
     "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
     "bid_order = excluded.bid_order, placed_at = excluded.placed_at, outcome = excluded.outcome",
-  allAgents: `SELECT ${AGENT_COLUMNS} FROM agents`,
-  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running')`,
+  // Registration order, so both engines hand decide the same working set.
+  allAgents: `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY pos`,
+  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running') ORDER BY pos`,
   openBids:
     `SELECT ${BID_COLUMNS.split(", ")
       .map((c) => `b.${c}`)
@@ -233,8 +234,8 @@ export class PostgresCoordinatorStore {
     };
   }
 
-  async getTask(id: string): Promise<Task | undefined> {
-    const row = (await rows<TaskRow>(this.pool, PG_STORE_SQL.taskById, [id]))[0];
+  async getTask(id: string, db: Queryable = this.pool): Promise<Task | undefined> {
+    const row = (await rows<TaskRow>(db, PG_STORE_SQL.taskById, [id]))[0];
     return row === undefined ? undefined : toTask(row);
   }
 

@@ -64,8 +64,9 @@ export const STORE_SQL = {
     `INSERT INTO bids (${BID_COLUMNS}) VALUES (@task_id, @attempt, @agent_id, @bid_sats, @bid_order, @placed_at, @outcome) ` +
     "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
     "bid_order = excluded.bid_order, placed_at = excluded.placed_at, outcome = excluded.outcome",
-  allAgents: `SELECT ${AGENT_COLUMNS} FROM agents`,
-  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running')`,
+  // Registration order, so both engines hand decide the same working set.
+  allAgents: `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY rowid`,
+  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running') ORDER BY rowid`,
   openBids:
     `SELECT ${BID_COLUMNS.split(", ")
       .map((c) => `b.${c}`)

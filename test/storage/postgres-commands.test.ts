@@ -1,0 +1,212 @@
+/**
+ * The coordinator's command path on PostgreSQL (PostgresCommandRunner) against the SQLite
+ * coordinator's: the same commands at the same times give the same events, records and
+ * refusals; a refused command in a batch leaves nothing behind; and two runners on one database
+ * (two processes) closing the same auction at once give it one winner.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { Coordinator } from "../../src/coordinator/coordinator.js";
+import { DEFAULT_RULES, type Command, type CoordinatorRules } from "../../src/coordinator/types.js";
+import { PostgresCommandRunner } from "../../src/storage/postgres/command-runner.js";
+import { PostgresCoordinatorStore } from "../../src/storage/postgres/coordinator-store.js";
+import { PostgresEventLog } from "../../src/storage/postgres/event-log.js";
+import { POSTGRES } from "../helpers/engines.js";
+import { fakeClock, openTestLog, silentLogger } from "../helpers/event-log.js";
+import { createTestDatabase, havePostgres } from "../helpers/postgres.js";
+
+function counter() {
+  let n = 0;
+  return () => `00000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`;
+}
+
+function runnerOn(
+  log: PostgresEventLog,
+  clock: () => Date,
+  rules: Partial<CoordinatorRules> = {},
+  newId = counter(),
+) {
+  return new PostgresCommandRunner({
+    eventLog: log,
+    store: new PostgresCoordinatorStore(log.pool),
+    rules: { ...DEFAULT_RULES, ...rules },
+    clock,
+    newId,
+  });
+}
+
+type Pick = { kind: number; a: number; t: number; n: number; ms: number };
+
+const AGENT_IDS = [1, 2, 3].map((n) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`);
+const REGISTER: Command[] = [0, 1, 2].map((i) => ({
+  type: "RegisterAgent",
+  name: `agent ${i}`,
+  capabilities: i === 2 ? [] : ["x"],
+  max_concurrent: 1,
+}));
+
+/** One command over a small swarm: the agents registered first (ids 1-3), the tasks posted so far. */
+function commandFor(p: Pick, tasks: readonly string[]): Command {
+  const task = tasks.length === 0 ? "no-task-yet" : (tasks[p.t % tasks.length] as string);
+  const agent = AGENT_IDS[p.a % 3] as string;
+  const kinds: Command[] = [
+    {
+      type: "PostTask",
+      description: `task ${p.n}`,
+      required_capabilities: p.n % 2 === 0 ? ["x"] : [],
+      auction_ms: 1000,
+    },
+    { type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 1 + (p.n % 50) },
+    { type: "StartTask", task_id: task, agent_id: agent },
+    {
+      type: "RecordToolCall",
+      task_id: task,
+      agent_id: agent,
+      tool: "search",
+      phase: "called",
+      call_id: `c${p.n}`,
+    },
+    { type: "CompleteTask", task_id: task, agent_id: agent, result: "ok" },
+    { type: "FailTask", task_id: task, agent_id: agent, reason: "broke" },
+    { type: "CancelTask", task_id: task },
+    { type: "Heartbeat", agent_id: agent },
+    { type: "Tick" },
+    { type: "ReleaseTask", task_id: task, agent_id: agent },
+  ];
+  return kinds[p.kind % kinds.length] as Command;
+}
+
+describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () => {
+  it("decide as on SQLite: the same events, records and refusals for any commands", async () => {
+    const pick = fc.record({
+      kind: fc.nat(9),
+      a: fc.nat(2),
+      t: fc.nat(5),
+      n: fc.nat(1000),
+      ms: fc.constantFrom(0, 300, 1200, 40_000),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.array(pick, { minLength: 1, maxLength: 40 }), async (picks) => {
+        const sqliteClock = fakeClock();
+        const pgClock = fakeClock();
+        const sqliteLog = openTestLog({ clock: sqliteClock.now });
+        const coordinator = new Coordinator({
+          eventLog: sqliteLog,
+          logger: silentLogger,
+          clock: sqliteClock.now,
+          newId: counter(),
+        });
+        const pgLog = (await POSTGRES.openLog({ clock: pgClock.now })) as PostgresEventLog;
+        const runner = runnerOn(pgLog, pgClock.now);
+        const taskIds: string[] = [];
+        const steps = [
+          ...REGISTER.map((command) => ({ command, ms: 0 })),
+          ...picks.map((p) => ({ p, ms: p.ms })),
+        ];
+        for (const step of steps) {
+          sqliteClock.advance(step.ms);
+          pgClock.advance(step.ms);
+          const command = "command" in step ? step.command : commandFor(step.p, taskIds);
+          let onSqlite: unknown;
+          try {
+            onSqlite = { ok: true, result: coordinator.execute(command) };
+          } catch (error) {
+            onSqlite = { ok: false, code: (error as { code?: string }).code };
+          }
+          const [outcome] = await runner.run([{ command }]);
+          const onPostgres = outcome?.ok
+            ? outcome
+            : { ok: false, code: (outcome?.error as { code?: string } | undefined)?.code };
+          expect(onPostgres, command.type).toEqual(onSqlite);
+          if (command.type === "PostTask" && outcome?.ok && outcome.result.task)
+            taskIds.push(outcome.result.task.id);
+        }
+        expect((await pgLog.listEvents({ limit: 1000 })).events).toEqual(
+          sqliteLog.listEvents({ limit: 1000 }).events,
+        );
+        const sqliteSet = coordinator.store.loadWorkingSet();
+        const pgSet = await runner.workingSet();
+        expect([...pgSet.agents()].sort((a, b) => (a.id < b.id ? -1 : 1))).toEqual(
+          [...sqliteSet.agents].sort((a, b) => (a.id < b.id ? -1 : 1)),
+        );
+        sqliteLog.close();
+      }),
+      { numRuns: 25 },
+    );
+  }, 120_000);
+
+  it("takes back a refused command's rows only, and the batch's other commands commit", async () => {
+    const clock = fakeClock();
+    const log = (await POSTGRES.openLog({ clock: clock.now })) as PostgresEventLog;
+    const runner = runnerOn(log, clock.now);
+    const outcomes = await runner.run([
+      { command: { type: "RegisterAgent", name: "one" } },
+      { command: { type: "SubmitBid", task_id: "no-such-task", agent_id: "nobody", bid_sats: 5 } },
+      { command: { type: "PostTask", description: "kept" } },
+    ]);
+    expect(outcomes.map((o) => o.ok)).toEqual([true, false, true]);
+    expect(outcomes[1]).toMatchObject({ ok: false, error: { code: "TASK_NOT_FOUND" } });
+    const events = (await log.listEvents()).events;
+    expect(events.map((e) => e.event_type)).toEqual(["agent.joined", "task.created", "task.bidding"]);
+    expect(events.map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+
+  it("gives an auction one winner when two processes close it at once", async () => {
+    const url = await createTestDatabase();
+    const clock = fakeClock();
+    const logs = [0, 1].map(() => new PostgresEventLog({ url, logger: silentLogger, clock: clock.now }));
+    try {
+      await Promise.all(logs.map((log) => log.whenReady()));
+      // Distinct id ranges, as two processes' own generators would give.
+      const runners = logs.map((log, i) => {
+        let n = 0;
+        return runnerOn(
+          log,
+          clock.now,
+          { closeWhenAllBid: true },
+          () => `${i}0000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`,
+        );
+      });
+      const [first, second] = runners as [PostgresCommandRunner, PostgresCommandRunner];
+      const agents = [];
+      for (const name of ["a", "b", "c", "d"]) {
+        const [o] = await first.run([{ command: { type: "RegisterAgent", name } }]);
+        if (o?.ok && o.result.agent) agents.push(o.result.agent.id);
+      }
+      const winners: string[] = [];
+      for (let round = 0; round < 10; round += 1) {
+        const [posted] = await second.run([
+          { command: { type: "PostTask", description: `t${round}`, auction_ms: 60_000 } },
+        ]);
+        const taskId = posted?.ok ? (posted.result.task?.id as string) : "";
+        await first.run([
+          { command: { type: "SubmitBid", task_id: taskId, agent_id: agents[0] as string, bid_sats: 10 } },
+        ]);
+        await first.run([
+          { command: { type: "SubmitBid", task_id: taskId, agent_id: agents[1] as string, bid_sats: 20 } },
+        ]);
+        // The last two bids, through different processes at once: whichever commits second closes it.
+        await Promise.all([
+          first.run([
+            { command: { type: "SubmitBid", task_id: taskId, agent_id: agents[2] as string, bid_sats: 5 } },
+          ]),
+          second.run([
+            { command: { type: "SubmitBid", task_id: taskId, agent_id: agents[3] as string, bid_sats: 5 } },
+          ]),
+        ]);
+        const events = await logs[0]!.getTaskEvents(taskId);
+        expect(events.filter((e) => e.event_type === "auction.closed")).toHaveLength(1);
+        const assigned = events.filter((e) => e.event_type === "task.assigned");
+        expect(assigned).toHaveLength(1);
+        // Lowest bid, the earlier of the two equal ones as the database ordered them.
+        const bids = events.filter((e) => e.event_type === "bid.submitted" && e.data.bid_sats === 5);
+        expect(assigned[0]?.agent_id).toBe(bids[0]?.agent_id);
+        winners.push(assigned[0]?.agent_id as string);
+        await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
+      }
+      expect(winners).toHaveLength(10);
+    } finally {
+      await Promise.all(logs.map((log) => log.close()));
+    }
+  });
+});
