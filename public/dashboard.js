@@ -60,6 +60,18 @@
   // last ones of a list that grows at its end (a task's timeline), whose "older" links then lead
   // to the events before the first row left.
   function trimLists() {
+    // A page reads its seq before its lists, so a row that committed in between arrives again
+    // with the catch-up (never missed, at worst twice): the copy goes.
+    var eventLists = document.querySelectorAll("ol.events");
+    for (var e = 0; e < eventLists.length; e++) {
+      var seen = {};
+      var all = eventLists[e].querySelectorAll(":scope > li[data-seq]");
+      for (var r = 0; r < all.length; r++) {
+        var key = all[r].getAttribute("data-seq");
+        if (seen[key]) all[r].remove();
+        else seen[key] = true;
+      }
+    }
     var lists = document.querySelectorAll("[data-cap]");
     for (var i = 0; i < lists.length; i++) {
       var cap = parseInt(lists[i].getAttribute("data-cap"), 10);

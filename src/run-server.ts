@@ -1,15 +1,18 @@
 /**
- * Start the whole product from a configuration: take the database file for this process (one
- * server per file), open the event log, recover and start the coordinator, schedule retention,
- * build the app and listen. `shutdown` stops it in order.
+ * Start the whole product from a configuration: on SQLite take the database file for this
+ * process (one server per file), on PostgreSQL connect; open the event log, recover and start the
+ * coordinator, schedule retention, build the app and listen. `shutdown` stops it in order.
  * `npm start` (server.ts) and `npm run demo` (demo.ts) both start it this way.
  */
 import { hostname, networkInterfaces } from "node:os";
 import type { Config } from "./config.js";
 import { Coordinator } from "./coordinator/coordinator.js";
+import type { CoordinatorPort } from "./coordinator/port.js";
+import { PostgresCoordinator } from "./coordinator/postgres-coordinator.js";
+import type { EventLogPort } from "./storage/port.js";
 import { lockDatabase } from "./storage/sqlite/database-lock.js";
 import { createEventLog, scheduleRetention, setDefaultEventLog } from "./event-log/index.js";
-import { SwarmError } from "./errors.js";
+import { isSwarmError, SwarmError } from "./errors.js";
 import { closeStdoutLog, type Logger } from "./logger.js";
 import { buildApp, type App } from "./web/app.js";
 
@@ -22,17 +25,25 @@ export interface RunningServer {
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   const { database } = config;
-  if (database.engine !== "sqlite") {
-    throw new SwarmError(
-      "INVALID_CONFIG",
-      "SWARM_DB names a PostgreSQL database: this version's server runs on an SQLite file (the module API, createEventLog({ url }), runs on PostgreSQL)",
-      { field: "SWARM_DB" },
-    );
+  if (database.engine === "postgres") {
+    // Many servers may share one PostgreSQL database: the database orders their writes.
+    try {
+      return await startOn(config, logger, openPostgres(config, database.url, logger), () => undefined);
+    } catch (error) {
+      if (!isSwarmError(error, "STORAGE_UNAVAILABLE")) throw error;
+      // Say which setting pointed there: the operator's next step is to check it.
+      throw new SwarmError(
+        "STORAGE_UNAVAILABLE",
+        `SWARM_DB ${redactedUrl(database.url)}: ${error.message}`,
+        { field: "SWARM_DB" },
+        { cause: error },
+      );
+    }
   }
   // Before anything opens the file: a second server must not even recover (Recover writes).
   const lock = lockDatabase(database.path);
   try {
-    return await startLocked(config, database.path, logger, () => lock.release());
+    return await startOn(config, logger, openSqlite(config, database.path, logger), () => lock.release());
   } catch (error) {
     // Whatever had started was stopped and the file closed: another server may have it now.
     lock.release();
@@ -40,24 +51,52 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 }
 
-async function startLocked(
-  config: Config,
-  dbPath: string,
-  logger: Logger,
-  releaseLock: () => void,
-): Promise<RunningServer> {
+/** The storage a server runs on: its event log and the coordinator shell over it. */
+interface Storage {
+  eventLog: EventLogPort;
+  coordinator: CoordinatorPort;
+  /** Where the data is, for the ready line (a URL without its password). */
+  location: string;
+}
+
+function coordinatorRules(config: Config) {
+  return {
+    defaultAuctionMs: config.auctionMs,
+    heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    maxEventsPerTask: config.maxEventsPerTask,
+    maxAgentBytesPerHour: config.maxAgentBytesPerHour,
+  };
+}
+
+function openSqlite(config: Config, dbPath: string, logger: Logger): Storage {
   const eventLog = createEventLog({ path: dbPath, synchronous: config.dbSynchronous, logger });
   setDefaultEventLog(eventLog);
-  const coordinator = new Coordinator({
-    eventLog,
-    logger,
-    rules: {
-      defaultAuctionMs: config.auctionMs,
-      heartbeatTimeoutMs: config.heartbeatTimeoutMs,
-      maxEventsPerTask: config.maxEventsPerTask,
-      maxAgentBytesPerHour: config.maxAgentBytesPerHour,
-    },
-  });
+  const coordinator = new Coordinator({ eventLog, logger, rules: coordinatorRules(config) });
+  return { eventLog, coordinator, location: dbPath };
+}
+
+function openPostgres(config: Config, url: string, logger: Logger): Storage {
+  const eventLog = createEventLog({ url, logger });
+  setDefaultEventLog(eventLog);
+  const coordinator = new PostgresCoordinator({ eventLog, logger, rules: coordinatorRules(config) });
+  return { eventLog, coordinator, location: redactedUrl(url) };
+}
+
+/** The URL with its password, if any, taken out: it goes to the log. */
+export function redactedUrl(url: string): string {
+  const parsed = URL.parse(url);
+  if (parsed === null) return "(a PostgreSQL URL)";
+  if (parsed.password !== "") parsed.password = "***";
+  return parsed.toString();
+}
+
+async function startOn(
+  config: Config,
+  logger: Logger,
+  storage: Storage,
+  releaseLock: () => void,
+): Promise<RunningServer> {
+  const { eventLog, coordinator } = storage;
   let retention;
   try {
     retention = scheduleRetention(eventLog, {
@@ -71,22 +110,22 @@ async function startLocked(
         }),
     });
   } catch (error) {
-    eventLog.close();
+    await eventLog.close();
     throw error;
   }
   let app: App | undefined;
   const stopParts = async () => {
     try {
       await app?.close(); // stops accepting, lets in-flight requests finish
-      coordinator.stop();
+      await coordinator.stop();
       await retention.stop();
     } finally {
-      eventLog.close(); // writes anything still queued, then closes the file
+      await eventLog.close(); // writes anything still queued, then closes
     }
   };
   let address;
   try {
-    coordinator.start();
+    await coordinator.start();
     app = await buildApp({
       eventLog,
       coordinator,
@@ -129,7 +168,8 @@ async function startLocked(
   logger.info(
     {
       url,
-      db: dbPath,
+      storage: eventLog.engine,
+      db: storage.location,
       next_prune: retention.nextRun()?.toISOString(),
       retention_days: config.retentionDays,
       task_retention_days: config.taskRetentionDays,

@@ -1,71 +1,13 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { openTestLog } from "./helpers/event-log.js";
+import { parseLine, SERVER, spawned, startServer, TSX } from "./helpers/server-process.js";
 import { eventually } from "./helpers/stack.js";
 import { tempDir } from "./helpers/temp-dir.js";
-
-const SERVER = fileURLToPath(new URL("../src/server.ts", import.meta.url));
-/** tsx's loader, found from here, so that the server may run in any folder. */
-const TSX = import.meta.resolve("tsx");
-
-interface LogLine {
-  msg?: string;
-  [key: string]: unknown;
-}
-
-/** Processes a test started, killed after it whatever happened. */
-const spawned: ChildProcess[] = [];
-afterEach(() => {
-  for (const started of spawned.splice(0)) started.kill("SIGKILL");
-});
-
-/** A JSON log line, or any other line (the start line, pretty logs) as its text in `msg`. */
-function parseLine(text: string): LogLine {
-  try {
-    return JSON.parse(text) as LogLine;
-  } catch {
-    return { msg: text };
-  }
-}
-
-/** The server as `npm start` runs it, in `cwd` (where relative paths land). */
-function startServer(env: Record<string, string>, cwd?: string) {
-  const child = spawn(process.execPath, ["--import", TSX, SERVER], {
-    cwd,
-    env: { ...process.env, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const lines: LogLine[] = [];
-  const waiters: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = [];
-  createInterface({ input: child.stdout }).on("line", (text) => {
-    const line = parseLine(text);
-    lines.push(line);
-    for (const waiter of waiters.filter((w) => w.match(line))) waiter.resolve(line);
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
-  return {
-    child,
-    lines,
-    exited,
-    stderr: () => stderr,
-    waitFor(match: (line: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
-      const seen = lines.find(match);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out; stderr: ${stderr}`)), timeoutMs);
-        waiters.push({ match, resolve: (line) => (clearTimeout(timer), resolve(line)) });
-      });
-    },
-  };
-}
 
 describe("the server process", () => {
   it("starts on its own database, answers /healthz, and stops cleanly on SIGTERM", async () => {
@@ -189,7 +131,12 @@ describe("the server process", () => {
   it.each([
     [{ SWARM_PRUNE_CRON: "whenever" }, "SWARM_PRUNE_CRON"],
     [{ HOST: "0.0.0.0" }, "SWARM_API_KEY"],
-    [{ SWARM_DB: "postgres://swarm:pw@127.0.0.1:5432/swarm" }, "SWARM_DB"],
+    [{ SWARM_DB: "mysql://swarm:pw@127.0.0.1:3306/swarm" }, "SWARM_DB"],
+    // Nothing listens on port 1: the server says which setting pointed there, without its password.
+    [
+      { SWARM_DB: "postgres://swarm:secret-pw@127.0.0.1:1/swarm" },
+      "SWARM_DB postgres://swarm:***@127.0.0.1:1/swarm",
+    ],
   ])("refuses to start on bad configuration %j, naming %s", async (env, variable) => {
     const dir = tempDir();
     const server = startServer({ SWARM_DB: join(dir, "x.db"), ...env }, dir);
@@ -197,7 +144,8 @@ describe("the server process", () => {
     expect(server.stderr()).toContain(variable);
     expect(server.stderr()).toMatch(/^swarm coordinator cannot start: /);
     // A URL is not taken for a path: no folder named after its scheme.
-    expect(readdirSync(dir)).not.toContain("postgres:");
+    expect(readdirSync(dir).filter((name) => name.includes(":"))).toEqual([]);
+    expect(server.stderr()).not.toContain("secret-pw");
   });
 
   it(

@@ -15,43 +15,27 @@ import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
 import { CoordinatorState, withTask } from "./state.js";
 import { agentReports, budgetHour, limitRefusal, reportingAgent, storedBytes } from "./limits.js";
-import { StallLedger } from "./stalls.js";
-import { CoordinatorStore, type AgentStats } from "../storage/sqlite/coordinator-store.js";
+import { TickTimer } from "./tick-timer.js";
+import { CoordinatorStore } from "../storage/sqlite/coordinator-store.js";
+import type { AgentStats } from "../storage/coordinator-records.js";
+import { writeExtra } from "../storage/sqlite/server-store.js";
+import type {
+  CommandResult,
+  CoordinatorPort,
+  Extras,
+  FinishedWorkReport,
+  FinishedWorkRetention,
+} from "./port.js";
+
+export type { CommandResult, Extras, FinishedWorkReport, FinishedWorkRetention } from "./port.js";
 import {
   DEFAULT_RULES,
-  type Accepted,
   type Agent,
   type Bid,
   type Command,
   type CoordinatorRules,
   type Task,
 } from "./types.js";
-
-export interface FinishedWorkRetention {
-  /** Tasks that ended (completed, failed, cancelled) this many days ago go, with their bids; so do agents that left as long ago. */
-  taskRetentionDays: number;
-  /** Idempotency-Keys go this many hours after their first use (and always with their task). */
-  idempotencyKeyHours: number;
-  /** How long one delete transaction may hold the event loop; chunks are resized to fit. Default 10 ms. */
-  targetChunkMs?: number;
-}
-
-/**
- * What one run of the retention of finished work removed, for its log line and its system.info
- * event (a type, not an interface, so that it passes as plain counts by name).
- */
-export type FinishedWorkReport = {
-  task_cutoff: string;
-  tasks_deleted: number;
-  bids_deleted: number;
-  agents_deleted: number;
-  idempotency_key_cutoff: string;
-  idempotency_keys_deleted: number;
-  chunks: number;
-  /** The longest single delete transaction: how long this pruning held the event loop at once. */
-  longest_delete_ms: number;
-  duration_ms: number;
-};
 
 const DAY_MS = 86_400_000;
 const HOUR_MS = 3_600_000;
@@ -68,22 +52,15 @@ export interface CoordinatorOptions {
   maxBatchCommands?: number;
 }
 
-/** Extra rows a caller writes in the same transaction as its command (a token, an idempotency key). */
-export type AlsoWrite = (result: CommandResult) => void;
-
 interface QueuedCommand {
   command: Command;
-  alsoWrite: AlsoWrite | undefined;
+  extras: Extras | undefined;
   resolve: (result: CommandResult) => void;
   reject: (error: unknown) => void;
 }
 
-export interface CommandResult extends Omit<Accepted["subject"], "tool_event_id"> {
-  /** The events the command wrote, as stored (with their seq). */
-  events: StoredEvent[];
-}
-
-export class Coordinator {
+export class Coordinator implements CoordinatorPort {
+  readonly engine = "sqlite" as const;
   readonly rules: CoordinatorRules;
   readonly store: CoordinatorStore;
   private readonly eventLog: SqliteEventLog;
@@ -92,16 +69,13 @@ export class Coordinator {
   private readonly newId: () => string;
   private readonly tickIntervalMs: number;
   private state: CoordinatorState;
-  private timer: NodeJS.Timeout | undefined;
   private queue: QueuedCommand[] = [];
   private flushScheduled = false;
   private readonly maxBatchCommands: number;
   /** Set once memory holds changes of a transaction that has not committed yet. */
   private memoryAhead = false;
-  /** Recent spans in which this process's event loop was stalled; every Tick carries them. */
-  private readonly stalls: StallLedger;
-  /** When the tick timer last ran, on the monotonic clock (a wall-clock jump is no stall). */
-  private lastTimerAt = 0;
+  /** Drives the Tick, and keeps the spans in which this process's event loop was stalled. */
+  private readonly ticks: TickTimer;
 
   constructor(options: CoordinatorOptions) {
     this.eventLog = options.eventLog;
@@ -111,7 +85,13 @@ export class Coordinator {
     this.newId = options.newId ?? timeOrderedUuid;
     this.tickIntervalMs = options.tickIntervalMs ?? 100;
     this.maxBatchCommands = options.maxBatchCommands ?? 500;
-    this.stalls = new StallLedger(this.rules.heartbeatTimeoutMs);
+    this.ticks = new TickTimer({
+      intervalMs: this.tickIntervalMs,
+      heartbeatTimeoutMs: this.rules.heartbeatTimeoutMs,
+      clock: this.clock,
+      logger: this.logger,
+      onTick: () => this.tick(),
+    });
     this.store = new CoordinatorStore(this.eventLog.db);
     this.state = CoordinatorState.from(this.store.loadWorkingSet());
   }
@@ -122,7 +102,7 @@ export class Coordinator {
    * the bids already recorded.
    */
   start(): void {
-    if (this.timer !== undefined) return;
+    if (this.ticks.running) return;
     const recovered = this.execute({ type: "Recover" });
     const caughtUp = this.tick();
     const { agents, activeTasks, openBids } = this.state.counts;
@@ -135,35 +115,17 @@ export class Coordinator {
       },
       "coordinator recovered its state",
     );
-    this.lastTimerAt = performance.now();
-    this.timer = setInterval(() => this.onTimer(), this.tickIntervalMs);
-    this.timer.unref();
-  }
-
-  /** A timer that runs late means the event loop was held: note the stall, then tick. */
-  private onTimer(): void {
-    const at = performance.now();
-    const lateMs = at - this.lastTimerAt - this.tickIntervalMs;
-    this.lastTimerAt = at;
-    const stall = this.stalls.note(lateMs, this.clock().getTime());
-    if (stall !== undefined) {
-      this.logger.warn(
-        { stalled_ms: Math.round(lateMs), from: stall.from, until: stall.until },
-        "the event loop was stalled; agents' silence during the stall is not held against them",
-      );
-    }
-    this.tick();
+    this.ticks.start();
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
+    this.ticks.stop();
   }
 
   /** Run the core's Tick now; storage failures are logged and retried on the next tick. */
   tick(): CommandResult | undefined {
     try {
-      return this.execute({ type: "Tick", stalls: this.stalls.stalls });
+      return this.execute({ type: "Tick", stalls: this.ticks.stalls.stalls });
     } catch (error) {
       this.logger.error({ err: error }, "tick failed; retrying on the next one");
       return undefined;
@@ -175,10 +137,10 @@ export class Coordinator {
    * refused, or STORAGE_UNAVAILABLE when the write fails; in both cases nothing was written and
    * the in-memory state is unchanged.
    */
-  execute(command: Command, alsoWrite?: AlsoWrite): CommandResult {
+  execute(command: Command, extras?: Extras): CommandResult {
     this.memoryAhead = false;
     try {
-      return this.eventLog.transaction((tx) => this.decideAndWrite(command, alsoWrite, tx));
+      return this.eventLog.transaction((tx) => this.decideAndWrite(command, extras, tx));
     } catch (error) {
       // The commit itself failed after memory took the change: start again from the tables.
       if (this.memoryAhead) this.reloadState();
@@ -197,9 +159,9 @@ export class Coordinator {
    * promise settles after the commit. One command's refusal or failed extra write rejects only
    * that command; a failed commit rejects the whole batch and reloads the state from the tables.
    */
-  submit(command: Command, alsoWrite?: AlsoWrite): Promise<CommandResult> {
+  submit(command: Command, extras?: Extras): Promise<CommandResult> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ command, alsoWrite, resolve, reject });
+      this.queue.push({ command, extras, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -224,7 +186,7 @@ export class Coordinator {
             // A savepoint per command: its own failure undoes only its own rows.
             return {
               ok: true as const,
-              result: this.eventLog.transaction(() => this.decideAndWrite(item.command, item.alsoWrite, tx)),
+              result: this.eventLog.transaction(() => this.decideAndWrite(item.command, item.extras, tx)),
             };
           } catch (error) {
             return { ok: false as const, error };
@@ -252,7 +214,7 @@ export class Coordinator {
    */
   private decideAndWrite(
     command: Command,
-    alsoWrite: AlsoWrite | undefined,
+    extras: Extras | undefined,
     tx: EventLogTransaction,
   ): CommandResult {
     const taskId = "task_id" in command ? command.task_id : undefined;
@@ -269,7 +231,7 @@ export class Coordinator {
     this.store.apply(decision.changes);
     const result = { ...subject, events: tx.appendMany(decision.events) };
     this.countReports(command, result.events, now);
-    alsoWrite?.(result);
+    for (const write of extras?.(subject) ?? []) writeExtra(this.eventLog.db, write);
     this.state.apply(decision.changes);
     this.memoryAhead = true;
     return result;
@@ -397,5 +359,23 @@ export class Coordinator {
   /** The bids of the task's open auction, if it has one. */
   openBids(taskId: string): readonly Bid[] {
     return this.state.bidsFor(taskId);
+  }
+
+  agentNames(ids: readonly string[]): Map<string, string> {
+    const names = new Map<string, string>();
+    for (const id of ids) {
+      const name = this.state.getAgent(id)?.name;
+      if (name !== undefined) names.set(id, name);
+    }
+    return names;
+  }
+
+  taskDescriptions(ids: readonly string[]): Map<string, string> {
+    const descriptions = new Map<string, string>();
+    for (const id of ids) {
+      const description = this.getTask(id)?.description;
+      if (description !== undefined) descriptions.set(id, description);
+    }
+    return descriptions;
   }
 }

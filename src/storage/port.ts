@@ -83,3 +83,52 @@ export interface EventLogPort {
   /** Write what is queued, then close. Later calls fail with EVENT_LOG_CLOSED. */
   close(): Awaitable<void>;
 }
+
+/**
+ * Rows the web layer writes in a command's own transaction, as data (not a callback), so each
+ * engine writes them its own way: a registered agent's token, a deregistered agent's tokens
+ * revoked, the Idempotency-Key of a posted task.
+ */
+export type ExtraWrite =
+  | { kind: "save_token"; token_hash: string; agent_id: string; created_at: string }
+  | { kind: "revoke_tokens"; agent_id: string }
+  | { kind: "idempotency_key"; key: string; task_id: string; request_digest: string; created_at: string };
+
+/** The task an Idempotency-Key made, and the digest of the body it came with (null from before digests were kept). */
+export interface IdempotencyRecord {
+  task_id: string;
+  request_digest: string | null;
+}
+
+/**
+ * What the web server keeps beside the coordinator's records: agents' tokens, Idempotency-Keys,
+ * dashboard sessions and the server's own secrets. Nothing here is cached in a way that could
+ * disagree with the database, so replicas sharing one database agree.
+ */
+export interface ServerStorePort {
+  agentForToken(tokenHash: string): Awaitable<string | undefined>;
+  /**
+   * Replace every token of the agent by one new token, and append the event that says so, in one
+   * transaction; resolves to the event as stored.
+   */
+  rotateToken(
+    agentId: string,
+    tokenHash: string,
+    event: EventInput & { timestamp: string },
+  ): Promise<StoredEvent>;
+  idempotencyKey(key: string): Awaitable<IdempotencyRecord | undefined>;
+  /** The id of the tool report (`tool.<phase>`) with this call_id the agent already made on the task, if any. */
+  toolReportId(
+    taskId: string,
+    agentId: string,
+    eventType: string,
+    callId: string,
+  ): Awaitable<string | undefined>;
+  /** Store a dashboard session (by the hash of its id), first dropping sessions expired by `now`. */
+  saveSession(idHash: string, createdAt: string, expiresAt: string, now: string): Awaitable<void>;
+  /** When the session ends, if it is still live at `now`. */
+  liveSession(idHash: string, now: string): Awaitable<string | undefined>;
+  removeSession(idHash: string): Awaitable<void>;
+  /** The secret called `name`, made now if it does not exist yet; every replica gets the same one. */
+  serverSecret(name: string, now: Date): Awaitable<string>;
+}

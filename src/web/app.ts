@@ -21,9 +21,10 @@ import Fastify, {
   type RawServerDefault,
 } from "fastify";
 import type { FastifyRouteSchemaDef } from "fastify/types/schema.js";
-import type { Coordinator } from "../coordinator/coordinator.js";
+import type { CoordinatorPort } from "../coordinator/port.js";
 import { isSwarmError, SwarmError } from "../errors.js";
-import type { SqliteEventLog } from "../storage/sqlite/event-log.js";
+import type { EventLogPort, ServerStorePort } from "../storage/port.js";
+import { serverStoreFor } from "../storage/server-store.js";
 import { EventType } from "../event-log/event-types.js";
 import type { Logger } from "../logger.js";
 import { AuthFailureLimiter } from "./auth-failures.js";
@@ -45,8 +46,8 @@ import type { DashboardSession } from "./dashboard/session.js";
 import { agentSockets, CREDENTIALS_REVOKED, sessionSockets } from "./socket-clients.js";
 
 export interface AppOptions {
-  eventLog: SqliteEventLog;
-  coordinator: Coordinator;
+  eventLog: EventLogPort;
+  coordinator: CoordinatorPort;
   logger: Logger;
   /** SWARM_API_KEY: the operator's key. Unset: operator actions are open (the server listens on loopback only). */
   apiKey?: string;
@@ -89,6 +90,12 @@ const AUTH_FAILURE_WINDOW_MS = 15 * 60_000;
 
 /** How long shutdown waits for websocket clients to answer the close frame. */
 const SOCKET_CLOSE_GRACE_MS = 1000;
+/**
+ * How long shutdown lets HTTP requests in flight finish before their connections are cut. Node
+ * closes only the keep-alive connections idle at the moment of close; one busy then (or one a
+ * browser opened ahead of its next request) would hold the close open until its client leaves.
+ */
+const HTTP_CLOSE_GRACE_MS = 3000;
 
 export type App = FastifyInstance<
   RawServerDefault,
@@ -100,8 +107,10 @@ export type App = FastifyInstance<
 
 declare module "fastify" {
   interface FastifyInstance {
-    eventLog: SqliteEventLog;
-    coordinator: Coordinator;
+    eventLog: EventLogPort;
+    coordinator: CoordinatorPort;
+    /** Tokens, Idempotency-Keys, dashboard sessions and secrets, on the event log's engine. */
+    serverStore: ServerStorePort;
     tokens: TokenStore;
     guard: ReturnType<typeof guards>;
     apiKey: string | undefined;
@@ -277,11 +286,15 @@ export async function buildApp(options: AppOptions): Promise<App> {
     );
   });
 
-  const tokens = new TokenStore(options.eventLog.db);
+  const serverStore = serverStoreFor(options.eventLog);
+  const tokens = new TokenStore(serverStore, options.eventLog.engine);
   const apiKeyHash = options.apiKey === undefined ? undefined : hashToken(options.apiKey);
-  const metrics = createMetrics(options.eventLog, { defaultMetrics: options.defaultMetrics ?? false });
+  const metrics = createMetrics(options.eventLog, options.coordinator.store, {
+    defaultMetrics: options.defaultMetrics ?? false,
+  });
   app.decorate("eventLog", options.eventLog);
   app.decorate("coordinator", options.coordinator);
+  app.decorate("serverStore", serverStore);
   app.decorate("tokens", tokens);
   app.decorate("guard", guards(options.apiKey));
   app.decorate("apiKey", options.apiKey);
@@ -291,6 +304,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
   app.decorate("readerOf", (request: FastifyRequest) => readerOf(request.caller, keyless));
   app.decorateRequest("caller", null as never);
   app.addHook("onClose", async () => metrics.stop());
+  // Bids are judged sealed or not by the open rounds: on PostgreSQL those follow the log, and
+  // must be following it before the first reader is served.
+  app.addHook("onReady", async () => options.coordinator.followLog?.());
 
   // Filled in when the dashboard registers: its HTML not-found page and its live hub.
   const pages: DashboardPages = {};
@@ -324,7 +340,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
       }
       let caller: Caller;
       try {
-        caller = resolveCaller(token, { apiKeyHash, tokens });
+        caller = await resolveCaller(token, { apiKeyHash, tokens });
       } catch (refused) {
         // Wrong credentials: counted per address, and refused with 429 once too many failed.
         // Not a request another site's page sent (it is refused anyway): a page must not be able
@@ -430,6 +446,15 @@ export async function buildApp(options: AppOptions): Promise<App> {
     // On shutdown every client hears 1001 with what to do, rather than a bare close.
     preClose: async () => {
       shuttingDown = true;
+      const server = app.server;
+      const sweep = setInterval(() => server.closeIdleConnections(), 100);
+      const cutOff = setTimeout(() => server.closeAllConnections(), HTTP_CLOSE_GRACE_MS);
+      sweep.unref();
+      cutOff.unref();
+      server.once("close", () => {
+        clearInterval(sweep);
+        clearTimeout(cutOff);
+      });
       // Dashboard pages hear "service restart", which makes them reconnect and catch up.
       pages.hub?.closeAll(LIVE_CLOSE.SERVICE_RESTART, "server restarting; reconnecting");
       for (const socket of app.websocketServer.clients) {

@@ -6,7 +6,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { SwarmError } from "../errors.js";
-import type { SqliteDatabase } from "../storage/sqlite/database.js";
+import type { ServerStorePort, StorageEngine } from "../storage/port.js";
 
 export type Caller =
   | { kind: "operator" }
@@ -29,49 +29,36 @@ export function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("hex");
 }
 
+/**
+ * Which agent a token belongs to. On SQLite (one process holds the file) answers are cached: a
+ * token stops working when its agent deregisters or rotates it, and the events that say so
+ * (`agent.left`, `agent.token_rotated`) drop its entries right after the commit that removed the
+ * rows (see app.ts). On PostgreSQL another replica may revoke a token at any moment, so every
+ * lookup asks the database (one primary-key read) and nothing can disagree with it.
+ */
 export class TokenStore {
-  private readonly insert;
-  private readonly lookup;
-  private readonly removeAll;
-  /**
-   * Token hash → agent id. A token stops working when its agent deregisters or rotates it; the
-   * events that say so (`agent.left`, `agent.token_rotated`) drop its entries after the commit
-   * that removed the rows (see app.ts).
-   */
-  private readonly cache = new Map<string, string>();
+  private readonly cache: Map<string, string> | undefined;
 
-  constructor(db: SqliteDatabase) {
-    this.insert = db.prepare<[string, string, string]>(
-      "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
-    );
-    this.lookup = db
-      .prepare<[string], string>("SELECT agent_id FROM agent_tokens WHERE token_hash = ?")
-      .pluck();
-    this.removeAll = db.prepare<[string]>("DELETE FROM agent_tokens WHERE agent_id = ?");
-  }
-
-  /** Store a new token's hash; call inside the transaction that registers the agent. */
-  save(tokenHash: string, agentId: string, now: string): void {
-    this.insert.run(tokenHash, agentId, now);
-  }
-
-  /** Remove every token of the agent; call inside the transaction that deregisters or rotates it. */
-  revokeAll(agentId: string): void {
-    this.removeAll.run(agentId);
+  constructor(
+    private readonly store: ServerStorePort,
+    engine: StorageEngine,
+  ) {
+    this.cache = engine === "sqlite" ? new Map() : undefined;
   }
 
   /** Forget cached tokens of the agent, so the next request looks them up again. */
   forget(agentId: string): void {
+    if (this.cache === undefined) return;
     for (const [tokenHash, cachedAgent] of this.cache) {
       if (cachedAgent === agentId) this.cache.delete(tokenHash);
     }
   }
 
-  agentFor(tokenHash: string): string | undefined {
-    const cached = this.cache.get(tokenHash);
+  async agentFor(tokenHash: string): Promise<string | undefined> {
+    const cached = this.cache?.get(tokenHash);
     if (cached !== undefined) return cached;
-    const agentId = this.lookup.get(tokenHash);
-    if (agentId !== undefined) this.cache.set(tokenHash, agentId);
+    const agentId = await this.store.agentForToken(tokenHash);
+    if (agentId !== undefined) this.cache?.set(tokenHash, agentId);
     return agentId;
   }
 }
@@ -98,12 +85,15 @@ export function isOperatorDigest(tokenHash: string, apiKeyHash: string | undefin
 }
 
 /** Who is calling: the operator, an agent, or nobody. A credential that matches neither is a 401. */
-export function resolveCaller(token: string | undefined, { apiKeyHash, tokens }: AuthOptions): Caller {
+export async function resolveCaller(
+  token: string | undefined,
+  { apiKeyHash, tokens }: AuthOptions,
+): Promise<Caller> {
   if (token === undefined) return { kind: "anonymous" };
   // One hash per request serves both checks.
   const tokenHash = hashToken(token);
   if (isOperatorDigest(tokenHash, apiKeyHash)) return { kind: "operator" };
-  const agentId = tokens.agentFor(tokenHash);
+  const agentId = await tokens.agentFor(tokenHash);
   if (agentId !== undefined) return { kind: "agent", agentId };
   throw new SwarmError("UNAUTHORIZED", "the bearer token is not a known agent token or the operator key");
 }

@@ -3,8 +3,8 @@
  * events written by type, HTTP latency, open websockets, auction durations, tasks by status.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { STORE_SQL } from "../storage/sqlite/coordinator-store.js";
-import type { SqliteEventLog } from "../storage/sqlite/event-log.js";
+import type { CoordinatorReads } from "../coordinator/port.js";
+import type { EventLogPort } from "../storage/port.js";
 
 export interface Metrics {
   registry: Registry;
@@ -15,7 +15,11 @@ export interface Metrics {
   stop(): void;
 }
 
-export function createMetrics(eventLog: SqliteEventLog, options: { defaultMetrics?: boolean } = {}): Metrics {
+export function createMetrics(
+  eventLog: EventLogPort,
+  store: Pick<CoordinatorReads, "taskCounts">,
+  options: { defaultMetrics?: boolean } = {},
+): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   const eventsWritten = new Counter({
@@ -43,17 +47,17 @@ export function createMetrics(eventLog: SqliteEventLog, options: { defaultMetric
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [registry],
   });
-  // Six rows kept by triggers beside the tasks (migration 006): a scrape costs the same with a
+  // Six rows kept by triggers beside the tasks (on both engines): a scrape costs the same with a
   // million tasks as with none, and is open to anyone.
-  const tasksByStatus = eventLog.db.prepare<[], { status: string; count: number }>(STORE_SQL.taskCounts);
   new Gauge({
     name: "swarm_tasks",
     help: "Tasks by status",
     labelNames: ["status"] as const,
     registers: [registry],
-    collect() {
+    async collect() {
+      const counts = await store.taskCounts();
       this.reset();
-      for (const { status, count } of tasksByStatus.all()) this.set({ status }, count);
+      for (const [status, count] of Object.entries(counts)) this.set({ status }, count);
     },
   });
   new Gauge({

@@ -1,9 +1,9 @@
 /** Records as the API shows them: an agent with its stats, without internal bookkeeping. */
-import type { Coordinator } from "../coordinator/coordinator.js";
+import type { CoordinatorPort } from "../coordinator/port.js";
 import type { Agent, Bid } from "../coordinator/types.js";
 import type { AgentView } from "./schemas.js";
 
-export function agentView(coordinator: Coordinator, agent: Agent): AgentView {
+export async function agentView(coordinator: CoordinatorPort, agent: Agent): Promise<AgentView> {
   return {
     id: agent.id,
     name: agent.name,
@@ -13,7 +13,7 @@ export function agentView(coordinator: Coordinator, agent: Agent): AgentView {
     registered_at: agent.registered_at,
     last_seen: agent.last_seen,
     left_at: agent.left_at,
-    stats: coordinator.agentStats(agent.id),
+    stats: await coordinator.agentStats(agent.id),
   };
 }
 

@@ -44,8 +44,18 @@ export type VisibleTask = Task & { withheld?: string[] };
 
 /** Where the auction of each task stands; the coordinator answers from memory. */
 export interface AuctionRounds {
-  /** The round (attempt) whose auction is open on this task, if one is. */
+  /** The round (attempt) whose auction is open on this task, if one is, as far as the log has been read. */
   openRound(taskId: string): number | undefined;
+  /**
+   * Resolves once `openRound` has read the log up to `seq` (where it is kept from the log, as on
+   * PostgreSQL); absent where it is always current.
+   */
+  caughtUp?(seq: number): Promise<void>;
+}
+
+/** The round a task's record says is open: for reads that have the record at hand. */
+function openRoundOf(task: Task): number | undefined {
+  return task.status === "bidding" ? task.attempt : undefined;
 }
 
 /** Data fields holding what an agent or its tools produced, by event type. */
@@ -101,9 +111,9 @@ export class Visibility {
   }
 
   /** The bids `reader` may see, and how many of the open round's bids are sealed from it. */
-  bids(taskId: string, bids: readonly Bid[], reader: Reader): { bids: Bid[]; sealed: number } {
+  bids(task: Task, bids: readonly Bid[], reader: Reader): { bids: Bid[]; sealed: number } {
     if (reader.kind === "operator") return { bids: [...bids], sealed: 0 };
-    const open = this.rounds.openRound(taskId);
+    const open = openRoundOf(task);
     const own = reader.kind === "agent" ? reader.agentId : undefined;
     const shown = bids.filter((bid) => bid.attempt !== open || bid.agent_id === own);
     return { bids: shown, sealed: bids.length - shown.length };
@@ -113,9 +123,9 @@ export class Visibility {
    * The round of the task's bids that `reader` may not see, when one is open: all of its bids
    * but the reader's own. Pages of bids read from the tables leave it out (see CoordinatorStore).
    */
-  sealedRound(taskId: string, reader: Reader): SealedRound | undefined {
+  sealedRound(task: Task, reader: Reader): SealedRound | undefined {
     if (reader.kind === "operator") return undefined;
-    const open = this.rounds.openRound(taskId);
+    const open = openRoundOf(task);
     if (open === undefined) return undefined;
     return { attempt: open, ownAgent: reader.kind === "agent" ? reader.agentId : null };
   }
@@ -143,8 +153,23 @@ export class Visibility {
     const pages = this.visiblePage(reader, filter);
     for (let step = pages.next(); ;) {
       if (step.done === true) return step.value;
-      step = pages.next(await list(step.value));
+      const page = await list(step.value);
+      if (reader.kind !== "operator") await this.ready(page.events);
+      step = pages.next(page);
     }
+  }
+
+  /**
+   * Wait until events read from the tables can be judged (sealed or not) as of their own seqs.
+   * Undefined when there is nothing to wait for (always on SQLite), so a caller can go on in the
+   * same tick: a stream's backfill then holds only one page in memory at a time.
+   */
+  ready(events: readonly StoredEvent[]): Promise<void> | undefined {
+    if (this.rounds.caughtUp === undefined) return undefined;
+    let newest = 0;
+    for (const event of events)
+      if (event.event_type === "bid.submitted") newest = Math.max(newest, event.seq);
+    return newest > 0 ? this.rounds.caughtUp(newest) : undefined;
   }
 
   /** The paging both forms share: yields the raw pages it needs, returns the visible one. */

@@ -11,7 +11,15 @@ import type { CoordinatorRules } from "../../src/coordinator/types.js";
 import { shortId } from "../../src/ids.js";
 import { adaptiveStrategy, matchStrategy } from "../../src/agent/strategies.js";
 import { silentLogger } from "../helpers/event-log.js";
-import { eventually, startStack, type Stack } from "../helpers/stack.js";
+import { ENGINES } from "../helpers/engines.js";
+import {
+  eventually,
+  startStack,
+  startStackOn,
+  type PortStack,
+  type Stack,
+  type StackEngine,
+} from "../helpers/stack.js";
 import { tempDbPath, tempDir } from "../helpers/temp-dir.js";
 
 const KEY = "operator-key-for-agent-tests-0123";
@@ -26,7 +34,14 @@ async function stack(path = tempDbPath(), port = 0, rules: Partial<CoordinatorRu
   return started;
 }
 
-function agent(server: Stack, options: Partial<SwarmAgentOptions> & Pick<SwarmAgentOptions, "handler">) {
+/** A stack on `engine` (on the storage `where` names, to restart on it), as `stack` makes. */
+async function stackOn(engine: StackEngine, where?: string, port = 0) {
+  const started = await startStackOn(engine, port, { apiKey: KEY, rules: { defaultAuctionMs: 400 } }, where);
+  running.push(started);
+  return started;
+}
+
+function agent(server: PortStack, options: Partial<SwarmAgentOptions> & Pick<SwarmAgentOptions, "handler">) {
   const created = new SwarmAgent({
     server: server.base,
     name: "worker",
@@ -41,20 +56,20 @@ function agent(server: Stack, options: Partial<SwarmAgentOptions> & Pick<SwarmAg
   return created;
 }
 
-const operator = (server: Stack) => new SwarmClient(server.base, { token: KEY });
+const operator = (server: PortStack) => new SwarmClient(server.base, { token: KEY });
 
-async function postTask(server: Stack, body: Record<string, unknown>): Promise<string> {
+async function postTask(server: PortStack, body: Record<string, unknown>): Promise<string> {
   const { task } = await operator(server).request<{ task: { id: string } }>("POST", "/api/tasks", body);
   return task.id;
 }
 
-const taskStatus = (server: Stack, id: string) => server.coordinator.getTask(id)?.status;
-const typesOf = (server: Stack, id: string) =>
-  server.eventLog.getTaskEvents(id).map((event) => event.event_type);
+const taskStatus = async (server: PortStack, id: string) => (await server.coordinator.getTask(id))?.status;
+const typesOf = async (server: PortStack, id: string) =>
+  (await server.eventLog.getTaskEvents(id)).map((event) => event.event_type);
 
-describe("SwarmAgent against a real server", () => {
+describe.each(ENGINES)("SwarmAgent against a real server on $name", ({ name: engine }) => {
   it("registers, bids, wins, runs, reports its tool calls and completes, with the events in order", async () => {
-    const server = await stack();
+    const server = await stackOn(engine);
     const worker = agent(server, {
       capabilities: ["search"],
       handler: async ({ task, tool }) => {
@@ -68,7 +83,7 @@ describe("SwarmAgent against a real server", () => {
       () => taskStatus(server, taskId),
       (status) => status === "completed",
     );
-    expect(typesOf(server, taskId)).toEqual([
+    expect(await typesOf(server, taskId)).toEqual([
       "task.created",
       "task.bidding",
       "bid.submitted",
@@ -79,7 +94,7 @@ describe("SwarmAgent against a real server", () => {
       "tool.completed",
       "task.completed",
     ]);
-    expect(server.coordinator.getTask(taskId)).toMatchObject({
+    expect(await server.coordinator.getTask(taskId)).toMatchObject({
       assigned_agent: worker.id,
       result: "found 2 for look it up",
     });
@@ -92,7 +107,7 @@ describe("SwarmAgent against a real server", () => {
   });
 
   it("fails the task with the handler's error, and a failing tool call is reported as failed", async () => {
-    const server = await stack();
+    const server = await stackOn(engine);
     const worker = agent(server, {
       handler: async ({ tool }) => {
         await tool("db.query", {}, () => {
@@ -106,12 +121,12 @@ describe("SwarmAgent against a real server", () => {
       () => taskStatus(server, taskId),
       (status) => status === "failed",
     );
-    expect(server.coordinator.getTask(taskId)?.error).toBe("connection refused");
-    expect(typesOf(server, taskId)).toContain("tool.failed");
+    expect((await server.coordinator.getTask(taskId))?.error).toBe("connection refused");
+    expect(await typesOf(server, taskId)).toContain("tool.failed");
   });
 
   it("lets strategies compete: the cheaper fit wins, an off-profile agent stays out", async () => {
-    const server = await stack();
+    const server = await stackOn(engine);
     const handler = async () => "done";
     const cheap = agent(server, {
       name: "cheap",
@@ -134,7 +149,7 @@ describe("SwarmAgent against a real server", () => {
       () => taskStatus(server, taskId),
       (status) => status === "completed",
     );
-    const bids = server.coordinator.getBids(taskId);
+    const bids = await server.coordinator.getBids(taskId);
     expect(bids.map((bid) => [bid.agent_id, bid.bid_sats, bid.outcome]).sort()).toEqual(
       [
         [cheap.id, 50, "won"],
@@ -148,8 +163,7 @@ describe("SwarmAgent against a real server", () => {
   });
 
   it("keeps working through a server restart: the task in hand completes and new auctions are followed", async () => {
-    const path = tempDbPath();
-    let server = await stack(path);
+    let server = await stackOn(engine);
     let release: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const worker = agent(server, {
@@ -167,7 +181,7 @@ describe("SwarmAgent against a real server", () => {
 
     const { port } = server;
     await server.stop();
-    server = await stack(path, port);
+    server = await stackOn(engine, server.where, port);
     release(); // the handler finishes while the agent's stream is still reconnecting
     await eventually(
       () => taskStatus(server, longJob),
@@ -180,11 +194,11 @@ describe("SwarmAgent against a real server", () => {
       (status) => status === "completed",
       20_000,
     );
-    expect(server.coordinator.getAgent(worker.id ?? "")?.status).not.toBe("offline");
+    expect((await server.coordinator.getAgent(worker.id ?? ""))?.status).not.toBe("offline");
   });
 
   it("considers every auction open when it joins, following the task list's cursor past its first page", async () => {
-    const server = await stack();
+    const server = await stackOn(engine);
     // An agent that never bids keeps each auction open after the worker's bid (an auction closes
     // early only once every eligible agent has bid).
     await operator(server).register({ name: "bystander", capabilities: [], max_concurrent: 1 });
@@ -193,17 +207,17 @@ describe("SwarmAgent against a real server", () => {
       await postTask(server, { description: `auction ${i}`, auction_ms: 60_000 });
     const worker = agent(server, { handler: async () => "done" });
     await worker.start();
-    const bidOn = () =>
+    const bidOn = async () =>
       new Set(
-        server.eventLog
-          .listEvents({ types: "bid.submitted", agent_id: worker.id, limit: 1000 })
-          .events.map((event) => event.task_id),
+        (
+          await server.eventLog.listEvents({ types: "bid.submitted", agent_id: worker.id, limit: 1000 })
+        ).events.map((event) => event.task_id),
       ).size;
     await eventually(bidOn, (count) => count === open, 20_000);
   });
 
   it("reuses a saved identity instead of registering again, and leaves cleanly on stop", async () => {
-    const server = await stack();
+    const server = await stackOn(engine);
     const identityFile = join(tempDir(), "agent.json");
     const first = agent(server, { identityFile, handler: async () => "ok" });
     await first.start();
@@ -216,10 +230,12 @@ describe("SwarmAgent against a real server", () => {
     });
     await again.start();
     expect(again.id).toBe(first.id);
-    expect(server.coordinator.listAgents().filter((a) => a.left_at === null)).toHaveLength(1);
+    expect((await server.coordinator.listAgents()).filter((a) => a.left_at === null)).toHaveLength(1);
     await again.stop();
-    expect(server.coordinator.getAgent(first.id ?? "")?.left_at).not.toBeNull();
-    expect(server.eventLog.getAgentEvents(first.id ?? "").map((e) => e.event_type)).toContain("agent.left");
+    expect((await server.coordinator.getAgent(first.id ?? ""))?.left_at).not.toBeNull();
+    expect((await server.eventLog.getAgentEvents(first.id ?? "")).map((e) => e.event_type)).toContain(
+      "agent.left",
+    );
   });
 });
 
@@ -257,7 +273,7 @@ describe("the caps on what an agent may store", () => {
     // Every step ran; the reports the cap refused were dropped, with one warning for the task.
     expect(calls).toBe(10);
     expect(server.coordinator.getTask(taskId)?.result).toBe("all ten steps done");
-    const tools = typesOf(server, taskId).filter((type) => type.startsWith("tool."));
+    const tools = (await typesOf(server, taskId)).filter((type) => type.startsWith("tool."));
     expect(tools.length).toBeGreaterThan(0);
     expect(tools.length).toBeLessThan(20);
     expect(said.filter((line) => line.includes("tool reports of task"))).toHaveLength(1);
@@ -282,7 +298,7 @@ describe("the caps on what an agent may store", () => {
       await delay(400);
     }
     await eventually(
-      () => tasks.map((id) => taskStatus(server, id)),
+      () => Promise.all(tasks.map((id) => taskStatus(server, id))),
       (statuses) => statuses.every((status) => status === "failed"),
     );
     const paused = said.filter((line) => line.startsWith("bidding paused until"));
@@ -397,7 +413,7 @@ describe("--exec", () => {
     );
     expect(server.coordinator.getTask(taskId)?.result).toBe(`got: ${description}`);
     expect(existsSync(marker)).toBe(false);
-    expect(typesOf(server, taskId)).toEqual(expect.arrayContaining(["tool.called", "tool.completed"]));
+    expect(await typesOf(server, taskId)).toEqual(expect.arrayContaining(["tool.called", "tool.completed"]));
   });
 
   it("fails the task with the exit code and stderr of a failing command", async () => {
@@ -410,7 +426,7 @@ describe("--exec", () => {
       (status) => status === "failed",
     );
     expect(server.coordinator.getTask(taskId)?.error).toBe("exit code 3: disk full");
-    expect(typesOf(server, taskId)).toContain("tool.failed");
+    expect(await typesOf(server, taskId)).toContain("tool.failed");
   });
 
   it("works as a command: swarm-agent joins, runs tasks with --exec, naming each apart, and leaves on SIGTERM", async () => {
@@ -756,7 +772,7 @@ describe("stopping with tasks in hand", () => {
       (yes) => yes,
     );
     await delay(200); // time for a report that must not come
-    expect(typesOf(server, taskId)).not.toContain("task.completed");
+    expect(await typesOf(server, taskId)).not.toContain("task.completed");
     expect(worker.stats).toMatchObject({ handedBack: 1, completed: 0, failed: 0 });
   });
 });

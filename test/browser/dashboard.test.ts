@@ -36,6 +36,19 @@ async function shot(page: Page, name: string) {
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
 
+/** `promise`, or a failure naming `what` once `ms` have passed. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took more than ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const XSS = `<img src=x onerror="window.__xss=1">"><script>window.__xss=2</script>`;
 
 describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
@@ -125,7 +138,7 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
 
   it(
     "says it is stale while the server is away, then reconnects after a restart and shows the events it missed, each once",
-    { timeout: 60_000 },
+    { timeout: 90_000 },
     async () => {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       await page.goto(stack.base + "/");
@@ -134,8 +147,9 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       const seqBefore = Number(await page.locator("#live-seq").getAttribute("data-seq"));
 
       const { port, eventLog } = stack;
-      await stack.app.close();
-      await page.locator("#live-badge.reconnecting").waitFor();
+      // Each step bounded on its own, so a slow one is named rather than the whole test timing out.
+      await within(20_000, "the server's shutdown", stack.app.close());
+      await page.locator("#live-badge.reconnecting").waitFor({ timeout: 10_000 });
       // While the page is away, the log moves on.
       await eventLog.logEvents(
         [1, 2, 3].map((n) => ({
@@ -151,7 +165,7 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       );
       stack.coordinator.stop();
       eventLog.close();
-      stack = await startStack(dbPath, port);
+      stack = await within(20_000, "the restart", startStack(dbPath, port));
 
       await page.locator("#live-badge.live").waitFor({ timeout: 20_000 });
       await expect.poll(() => page.locator("#feed").innerText()).toContain("missed-3");

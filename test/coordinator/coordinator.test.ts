@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { Coordinator, type CoordinatorOptions } from "../../src/coordinator/coordinator.js";
+import type { CommandSubject } from "../../src/coordinator/port.js";
 import type { SqliteEventLog } from "../../src/storage/sqlite/event-log.js";
 import { fakeClock, openTestLog, silentLogger } from "../helpers/event-log.js";
 import { tempDir } from "../helpers/temp-dir.js";
@@ -318,12 +319,19 @@ describe("group-committed commands", () => {
 
   it("rejects only the command whose extra write fails", async () => {
     const { coordinator, eventLog } = setup();
-    eventLog.db.exec("CREATE TABLE extras (name TEXT PRIMARY KEY)");
-    const insert = eventLog.db.prepare("INSERT INTO extras (name) VALUES (?)");
+    // Two of the three claim one token hash: the second to write it is refused, with its agent.
+    const token = (hash: string) => (subject: CommandSubject) => [
+      {
+        kind: "save_token" as const,
+        token_hash: hash,
+        agent_id: subject.agent!.id,
+        created_at: subject.agent!.registered_at,
+      },
+    ];
     const results = await Promise.allSettled([
-      coordinator.submit({ type: "RegisterAgent", name: "first" }, () => insert.run("same")),
-      coordinator.submit({ type: "RegisterAgent", name: "second" }, () => insert.run("same")),
-      coordinator.submit({ type: "RegisterAgent", name: "third" }, () => insert.run("other")),
+      coordinator.submit({ type: "RegisterAgent", name: "first" }, token("same")),
+      coordinator.submit({ type: "RegisterAgent", name: "second" }, token("same")),
+      coordinator.submit({ type: "RegisterAgent", name: "third" }, token("other")),
     ]);
     expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
     expect(

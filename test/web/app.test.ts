@@ -1,3 +1,5 @@
+import type { AddressInfo } from "node:net";
+import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import { buildTestApp } from "../helpers/app.js";
 import { eventually } from "../helpers/stack.js";
@@ -31,4 +33,23 @@ describe("health check", () => {
     expect(response.statusCode).toBe(503);
     expect(response.json()).toEqual({ status: "unavailable", storage: "sqlite" });
   });
+});
+
+describe("shutdown", () => {
+  it("is not held open by a connection whose request never finishes arriving", async () => {
+    const { app } = await buildTestApp();
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const { port } = app.server.address() as AddressInfo;
+    const client = connect(port, "127.0.0.1");
+    await new Promise((resolve) => client.once("connect", resolve));
+    // Headers begun and never ended: the connection is busy, not idle, until Node's 60 s header timeout.
+    client.write("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    const clientGone = new Promise((resolve) => client.once("close", resolve));
+    client.on("error", () => undefined);
+    // Without the cut-off after the grace for requests in flight, this waits for Node's header
+    // timeout (60 s), beyond the test's own timeout.
+    await app.close();
+    await clientGone;
+    expect(client.destroyed).toBe(true);
+  }, 30_000);
 });

@@ -1,12 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { newId, shortId } from "../../src/ids.js";
-import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
+import { buildTestApp, OPERATOR_KEY, type EngineName, type TestApp } from "../helpers/app.js";
+import { ENGINES } from "../helpers/engines.js";
 
 const HTML = { accept: "text/html" };
 const XSS = `<script>alert("x")</script>"><img src=x onerror=alert(1)>`;
 
 /** The CSRF cookie and a token for it, as a browser gets them from any page with a form. */
-async function formCredentials(app: Awaited<ReturnType<typeof buildTestApp>>["app"], cookie = "") {
+async function formCredentials(app: TestApp<EngineName>["app"], cookie = "") {
   const page = await app.inject({ url: "/tasks", headers: { ...HTML, cookie } });
   const token = /name="_csrf" value="([^"]+)"/.exec(page.body)?.[1];
   const csrfCookie = page.cookies.find((c) => c.name === "_csrf");
@@ -16,7 +17,7 @@ async function formCredentials(app: Awaited<ReturnType<typeof buildTestApp>>["ap
 
 /** The login form's CSRF token and the cookie it goes with. */
 async function loginFormCredentials(
-  app: Awaited<ReturnType<typeof buildTestApp>>["app"],
+  app: TestApp<EngineName>["app"],
   headers: Record<string, string> = {},
   remoteAddress?: string,
 ) {
@@ -31,9 +32,19 @@ function form(fields: Record<string, string>) {
 
 const FORM = { "content-type": "application/x-www-form-urlencoded" };
 
-describe("dashboard pages", () => {
+type BuildOptions = Omit<NonNullable<Parameters<typeof buildTestApp<EngineName>>[0]>, "engine">;
+
+/** Builds test apps on `engine`. */
+const builder =
+  (engine: EngineName) =>
+  (options: BuildOptions = {}) =>
+    buildTestApp<EngineName>({ ...options, engine });
+
+describe.each(ENGINES)("dashboard pages on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   it("render every page with its components' ids, and the empty states say what to do", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const expectations: [string, string[], string[]][] = [
       [
         "/",
@@ -61,7 +72,7 @@ describe("dashboard pages", () => {
   });
 
   it("show a task with its bids, winner, tool calls and result, and an agent with its stats", async () => {
-    const t = await buildTestApp({ apiKey: undefined, rules: { closeWhenAllBid: true } });
+    const t = await build({ apiKey: undefined, rules: { closeWhenAllBid: true } });
     const cheap = await t.agent("cheap", { capabilities: ["summarize"] });
     const dear = await t.agent("dear", { capabilities: ["summarize"] });
     const taskId = await t.task({ required_capabilities: ["summarize"] });
@@ -125,7 +136,7 @@ describe("dashboard pages", () => {
   });
 
   it("list the first 15 agents on the overview, busy first, with a link to the rest", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     for (let i = 0; i < 17; i++) await t.agent(`worker-${String(i).padStart(2, "0")}`);
     const busy = await t.agent("zz-busy");
     const taskId = await t.task();
@@ -136,7 +147,7 @@ describe("dashboard pages", () => {
       payload: { bid_sats: 3 },
     });
     t.clock.advance(6000);
-    t.coordinator.tick();
+    await t.tick();
     const page = await t.app.inject({ url: "/", headers: HTML });
     const listed = [
       ...page.body.matchAll(/<li id="agent-[^"]+">[\s\S]*?class="agent-link" title="[^"]+">([^<]+)</g),
@@ -147,7 +158,7 @@ describe("dashboard pages", () => {
   });
 
   it("answer unknown pages and records with an HTML 404, and the API with its JSON error", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const page = await t.app.inject({ url: "/no/such/page", headers: HTML });
     expect(page.statusCode).toBe(404);
     expect(page.headers["content-type"]).toMatch(/^text\/html/);
@@ -161,7 +172,7 @@ describe("dashboard pages", () => {
   });
 
   it("serve htmx and its websocket extension from the installed packages, and no inline script or style", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const htmx = await t.app.inject({ url: "/vendor/htmx.min.js" });
     expect(htmx.statusCode).toBe(200);
     expect(htmx.body).toContain("2.0.11");
@@ -180,7 +191,7 @@ describe("dashboard pages", () => {
   });
 
   it("send helmet's full set of security headers on every answer: pages, API, refusals and 404s", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const answers = [
       await t.app.inject({ url: "/", headers: HTML }),
       await t.app.inject({ url: "/api/tasks", headers: { authorization: `Bearer ${OPERATOR_KEY}` } }),
@@ -208,15 +219,15 @@ describe("dashboard pages", () => {
   });
 
   it("ask browsers to upgrade insecure requests only when the page came over TLS", async () => {
-    const csp = async (app: Awaited<ReturnType<typeof buildTestApp>>["app"], url: string, https: boolean) => {
+    const csp = async (app: TestApp<EngineName>["app"], url: string, https: boolean) => {
       const answer = await app.inject({
         url,
         headers: { ...HTML, ...(https ? { "x-forwarded-proto": "https" } : {}) },
       });
       return String(answer.headers["content-security-policy"]);
     };
-    const behindProxy = await buildTestApp({ apiKey: undefined, trustProxy: ["127.0.0.1"] });
-    const direct = await buildTestApp({ apiKey: undefined });
+    const behindProxy = await build({ apiKey: undefined, trustProxy: ["127.0.0.1"] });
+    const direct = await build({ apiKey: undefined });
     for (const url of ["/", "/tasks", "/api/agents", "/docs/"]) {
       expect(await csp(behindProxy.app, url, false), url).not.toContain("upgrade-insecure-requests");
       // Said by a client rather than a trusted proxy, https changes nothing.
@@ -233,7 +244,7 @@ describe("dashboard pages", () => {
   it.each(["__proto__", "constructor", "toString", "hasOwnProperty"])(
     "answer /vendor/%s with 404: a name inherited by every object is no asset",
     async (name) => {
-      const t = await buildTestApp({ apiKey: undefined });
+      const t = await build({ apiKey: undefined });
       const asset = await t.app.inject({ url: `/vendor/${name}` });
       expect(asset.statusCode).toBe(404);
       expect(asset.body).toContain(`no asset ${name}`);
@@ -241,7 +252,7 @@ describe("dashboard pages", () => {
   );
 
   it("escape agent, task and event text everywhere it is shown", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const agent = await t.agent(XSS, { capabilities: ["summarize"] });
     const taskId = await t.task({ description: XSS });
     await t.app.inject({
@@ -255,7 +266,7 @@ describe("dashboard pages", () => {
       source: "ci-<b>bot</b>",
       data: { message: XSS },
     });
-    t.coordinator.tick();
+    await t.tick();
     await t.app.inject({ method: "POST", url: `/api/tasks/${taskId}/start`, headers: agent.auth });
     await t.app.inject({
       method: "POST",
@@ -289,7 +300,9 @@ describe("dashboard pages", () => {
   });
 });
 
-describe("ids on the dashboard", () => {
+describe.each(ENGINES)("ids on the dashboard on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   /** The text and title of every task or agent link in `html`. */
   const links = (html: string, kind: "task" | "agent") =>
     [...html.matchAll(new RegExp(`class="${kind}-link" title="([^"]+)">([^<]*)<`, "g"))].map((m) => ({
@@ -298,7 +311,7 @@ describe("ids on the dashboard", () => {
     }));
 
   it("name tasks by description and agents by name in event rows, with the full id on hover", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const agent = await t.agent("researcher");
     const tasks = [];
     for (let i = 0; i < 5; i += 1) tasks.push(await t.task({ description: `Summarise report number ${i}` }));
@@ -318,7 +331,7 @@ describe("ids on the dashboard", () => {
   });
 
   it("tell apart tasks that share a description by the short id beside it, on lists and in the feed", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const tasks = [];
     for (let i = 0; i < 5; i += 1) tasks.push(await t.task({ description: "Refactor the CSV exporter" }));
     for (const url of ["/tasks", "/"]) {
@@ -335,7 +348,7 @@ describe("ids on the dashboard", () => {
   });
 
   it("tell apart ids made in one burst where there is no name: 50 rows, 50 short forms", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const ids = Array.from({ length: 50 }, () => newId());
     await t.eventLog.logEvents(
       ids.map((id) => ({ event_type: "deploy.finished", source: "ci", task_id: id, agent_id: id })),
@@ -350,9 +363,11 @@ describe("ids on the dashboard", () => {
   });
 });
 
-describe("a task handed back", () => {
+describe.each(ENGINES)("a task handed back on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   it("reads as a hand-back, not a failure, in the feed and the timeline, and the task card counts it", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const holder = await t.agent("holder");
     const taskId = await t.task();
     await t.bid(holder, taskId, 5);
@@ -383,9 +398,11 @@ describe("a task handed back", () => {
   });
 });
 
-describe("dashboard query strings", () => {
+describe.each(ENGINES)("dashboard query strings on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   it("ignore parameters a page without filters does not take, however often they repeat", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     // Found by the property test: a repeated unknown parameter reached the task query as an array.
     for (const url of ["/agents?x=1&x=2", "/?q=1&q=2"]) {
       expect((await t.app.inject({ url, headers: HTML })).statusCode, url).toBe(200);
@@ -394,7 +411,7 @@ describe("dashboard query strings", () => {
   });
 
   it("refuse a parameter a filtered page does not take with a 400 page naming it, keeping htmx's own", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     for (const [url, key] of [
       ["/tasks?agent_id=a&agent_id=b&status=bidding", "agent_id"],
       ["/tasks?agent_id=&agent_id=", "agent_id"],
@@ -416,9 +433,11 @@ describe("dashboard query strings", () => {
   });
 });
 
-describe("dashboard forms", () => {
+describe.each(ENGINES)("dashboard forms on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   it("post a task from the form with a CSRF token, and refuse a form without one, writing nothing", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const noToken = await t.app.inject({
       method: "POST",
       url: "/tasks",
@@ -435,7 +454,7 @@ describe("dashboard forms", () => {
       payload: form({ _csrf: "forged", description: "x" }),
     });
     expect(wrongToken.statusCode).toBe(403);
-    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    expect((await t.coordinator.store.listTasks({ limit: 10 })).tasks).toHaveLength(0);
 
     const { token, cookie } = await formCredentials(t.app);
     const posted = await t.app.inject({
@@ -451,7 +470,7 @@ describe("dashboard forms", () => {
       }),
     });
     expect(posted.statusCode).toBe(303);
-    const [task] = t.coordinator.store.listTasks({ limit: 10 }).tasks;
+    const [task] = (await t.coordinator.store.listTasks({ limit: 10 })).tasks;
     expect(posted.headers.location).toBe(`/tasks/${task?.id}`);
     expect(task).toMatchObject({
       description: "label the images",
@@ -472,7 +491,7 @@ describe("dashboard forms", () => {
   });
 
   it("take url-encoded forms while the same fields as text/plain are refused with 415", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const { token, cookie } = await formCredentials(t.app);
     const asText = await t.app.inject({
       method: "POST",
@@ -482,7 +501,7 @@ describe("dashboard forms", () => {
     });
     expect(asText.statusCode).toBe(415);
     expect(asText.body).toContain("Content-Type text/plain is not accepted");
-    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    expect((await t.coordinator.store.listTasks({ limit: 10 })).tasks).toHaveLength(0);
     const asForm = await t.app.inject({
       method: "POST",
       url: "/tasks",
@@ -490,13 +509,13 @@ describe("dashboard forms", () => {
       payload: form({ _csrf: token, description: "sent as a form" }),
     });
     expect(asForm.statusCode).toBe(303);
-    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks.map((task) => task.description)).toEqual([
-      "sent as a form",
-    ]);
+    expect(
+      (await t.coordinator.store.listTasks({ limit: 10 })).tasks.map((task) => task.description),
+    ).toEqual(["sent as a form"]);
   });
 
   it("keeps what was typed and names each bad field, without creating a task", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const { token, cookie } = await formCredentials(t.app);
     const cases: [Record<string, string>, string][] = [
       [{ description: "   " }, "Say what the task is."],
@@ -516,11 +535,11 @@ describe("dashboard forms", () => {
       expect(response.body).toContain('aria-invalid="true"');
       if (fields.auction_seconds !== undefined) expect(response.body).toContain('value="9999"');
     }
-    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    expect((await t.coordinator.store.listTasks({ limit: 10 })).tasks).toHaveLength(0);
   });
 
   it("cancels a task from its page", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const taskId = await t.task();
     const { token, cookie } = await formCredentials(t.app);
     const response = await t.app.inject({
@@ -530,13 +549,15 @@ describe("dashboard forms", () => {
       payload: form({ _csrf: token }),
     });
     expect(response.statusCode).toBe(303);
-    expect(t.coordinator.getTask(taskId)?.status).toBe("cancelled");
+    expect((await t.coordinator.getTask(taskId))?.status).toBe("cancelled");
   });
 });
 
-describe("dashboard login", () => {
+describe.each(ENGINES)("dashboard login on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   it("with a key set, needs a login to view and act; a wrong key is refused", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const anonymous = await t.app.inject({ url: "/tasks?status=bidding", headers: HTML });
     expect(anonymous.statusCode).toBe(303);
     expect(anonymous.headers.location).toBe("/login?next=%2Ftasks%3Fstatus%3Dbidding");
@@ -582,7 +603,7 @@ describe("dashboard login", () => {
 
   it("makes the session cookie a Secure __Host- cookie behind a trusted proxy that says https, and believes no one else", async () => {
     const sessionCookie = async (
-      app: Awaited<ReturnType<typeof buildTestApp>>["app"],
+      app: TestApp<EngineName>["app"],
       headers: Record<string, string>,
       remoteAddress = "127.0.0.1",
     ) => {
@@ -599,7 +620,7 @@ describe("dashboard login", () => {
     };
     const viaTls = { "x-forwarded-proto": "https" };
 
-    const behindProxy = await buildTestApp({ trustProxy: ["127.0.0.1"] });
+    const behindProxy = await build({ trustProxy: ["127.0.0.1"] });
     // Over TLS it is a __Host- cookie: the browser keeps it to this exact origin.
     expect(await sessionCookie(behindProxy.app, viaTls)).toMatchObject({
       name: "__Host-swarm_session",
@@ -610,12 +631,12 @@ describe("dashboard login", () => {
     // A client that reaches the server directly, not through the proxy, cannot claim TLS.
     expect((await sessionCookie(behindProxy.app, viaTls, "203.0.113.7"))?.secure).toBeFalsy();
 
-    const noProxy = await buildTestApp();
+    const noProxy = await build();
     expect((await sessionCookie(noProxy.app, viaTls))?.secure).toBeFalsy();
   });
 
   it("with SWARM_DASHBOARD_PUBLIC, anyone may view but acting still needs the login", async () => {
-    const t = await buildTestApp({ dashboardPublic: true });
+    const t = await build({ dashboardPublic: true });
     const page = await t.app.inject({ url: "/tasks", headers: HTML });
     expect(page.statusCode).toBe(200);
     expect(page.body).toContain("Posting needs the operator key");
@@ -628,11 +649,13 @@ describe("dashboard login", () => {
     });
     expect(posted.statusCode).toBe(401);
     expect(posted.body).toContain("needs the operator key");
-    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    expect((await t.coordinator.store.listTasks({ limit: 10 })).tasks).toHaveLength(0);
   });
 });
 
-describe("login next", () => {
+describe.each(ENGINES)("login next on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   const SITE = "http://swarm.example:3000";
   /** [what it is, `next`, where the login sends the browser]. */
   const NEXT_VALUES: [string, string, string][] = [
@@ -671,7 +694,7 @@ describe("login next", () => {
   ];
 
   it("after logging in, every next sends the browser to a path on the site, or to /", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { token, csrfCookie } = await loginFormCredentials(t.app);
     for (const [what, next, expected] of NEXT_VALUES) {
       const answer = await t.app.inject({
@@ -689,7 +712,7 @@ describe("login next", () => {
   });
 
   it("the login form carries next on only as a path on the site, or as /", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     for (const [what, next, expected] of NEXT_VALUES) {
       const page = await t.app.inject({ url: `/login?next=${encodeURIComponent(next)}`, headers: HTML });
       expect(page.statusCode, what).toBe(200);
@@ -699,16 +722,18 @@ describe("login next", () => {
   });
 
   it("refuses a next longer than 2000 characters with 400, naming the field", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const page = await t.app.inject({ url: `/login?next=/${"a".repeat(2000)}`, headers: HTML });
     expect(page.statusCode).toBe(400);
     expect(page.body).toContain("querystring.next");
   });
 });
 
-describe("events page", () => {
+describe.each(ENGINES)("events page on $name", ({ name: engine }) => {
+  const build = builder(engine);
+
   it("keeps the filter in the URL, pages older and newer by cursor, and exports the same filter", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     await t.eventLog.logEvents(
       Array.from({ length: 120 }, (_, i) => ({
         event_type: i % 2 === 0 ? "deploy.finished" : "deploy.started",
@@ -752,7 +777,7 @@ describe("events page", () => {
   });
 
   it("takes event_type as the Python-era name of type, keeping it in the form, the pager and the export", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     await t.eventLog.logEvents(
       Array.from({ length: 60 }, (_, i) => ({
         event_type: i % 2 === 0 ? "deploy.finished" : "deploy.started",
@@ -775,7 +800,7 @@ describe("events page", () => {
   });
 
   it("says what is wrong with a bad filter", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const response = await t.app.inject({ url: "/events?since=yesterday", headers: HTML });
     expect(response.statusCode).toBe(400);
     expect(response.body).toMatch(/role="alert">[^<]*since/);

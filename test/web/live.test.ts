@@ -1,12 +1,14 @@
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
+import { buildTestApp, OPERATOR_KEY, type EngineName } from "../helpers/app.js";
+import { ENGINES } from "../helpers/engines.js";
 
-type Options = Parameters<typeof buildTestApp>[0];
+type Options = Omit<NonNullable<Parameters<typeof buildTestApp<EngineName>>[0]>, "engine">;
 
-async function listening(options: Options = {}) {
-  const t = await buildTestApp({ apiKey: undefined, ...options });
+/** The app under test on `engine` (open mode unless told otherwise), listening on a free port. */
+async function listening(engine: EngineName, options: Options = {}) {
+  const t = await buildTestApp<EngineName>({ apiKey: undefined, ...options, engine });
   await t.app.listen({ host: "127.0.0.1", port: 0 });
   const { port } = t.app.server.address() as AddressInfo;
   return { ...t, port };
@@ -57,14 +59,14 @@ function openLive(
 
 const seqMarker = (message: string) => Number(/id="live-seq" data-seq="(\d+)"/.exec(message)?.[1]);
 
-describe("live dashboard pushes", () => {
+describe.each(ENGINES)("live dashboard pushes on $name", ({ name: engine }) => {
   it("send a page its state on connect, then new feed rows and summaries as out-of-band swaps", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const live = openLive(t.port, "view=overview");
     const first = await live.until(() => true);
     expect(first).toContain('id="counters" class="counters" hx-swap-oob="true"');
     expect(first).toContain('id="charts" class="charts" hx-swap-oob="true"');
-    expect(seqMarker(first)).toBe(t.eventLog.latestSeq());
+    expect(seqMarker(first)).toBe(await t.eventLog.latestSeq());
 
     const taskId = await t.task({ description: "watch <me>" });
     const update = await live.until((m) => m.includes("afterbegin:#feed"));
@@ -73,12 +75,12 @@ describe("live dashboard pushes", () => {
     expect(update).not.toContain("watch <me>");
     const summary = await live.until((m) => m.includes('id="auctions"') && m.includes(taskId));
     expect(summary).toContain("No bids yet.");
-    expect(seqMarker(live.messages.at(-1) ?? "")).toBe(t.eventLog.latestSeq());
+    expect(seqMarker(live.messages.at(-1) ?? "")).toBe(await t.eventLog.latestSeq());
     live.socket.close();
   });
 
   it("render every page's components alone, as out-of-band swaps with their ids, escaping agent and task text", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const xss = `<script>alert(1)</script>"><img src=x onerror=alert(2)>`;
     const agent = await t.agent(xss, { capabilities: [] });
     const taskId = await t.task({ description: xss });
@@ -117,14 +119,14 @@ describe("live dashboard pushes", () => {
 
   it("replay exactly what a reconnecting page missed, even events still waiting for a batch", async () => {
     // A long batch interval keeps the events below in flight while the page connects.
-    const t = await listening({ live: { flushIntervalMs: 400 } });
+    const t = await listening(engine, { live: { flushIntervalMs: 400 } });
     // One flush now, so the next cannot come for 400 ms.
     await t.eventLog.logEvent({ event_type: "deploy.started", source: "ci" });
     await new Promise((resolve) => setTimeout(resolve, 50));
     await t.eventLog.logEvents(
       [1, 2, 3].map((n) => ({ event_type: "deploy.finished", source: "ci", data: { n } })),
     );
-    const seen = t.eventLog.latestSeq();
+    const seen = await t.eventLog.latestSeq();
     await t.eventLog.logEvents(
       [4, 5].map((n) => ({ event_type: "deploy.finished", source: "ci", data: { n } })),
     );
@@ -141,7 +143,7 @@ describe("live dashboard pushes", () => {
   });
 
   it("re-renders the whole feed when a page missed more than it keeps", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     await t.eventLog.logEvents(
       Array.from({ length: 80 }, (_, n) => ({ event_type: "deploy.finished", source: "ci", data: { n } })),
     );
@@ -149,12 +151,12 @@ describe("live dashboard pushes", () => {
     const first = await live.until(() => true);
     expect(first).toContain('<ol id="feed" class="events feed" data-cap="50" hx-swap-oob="true"');
     expect([...first.matchAll(/<li id="ev-(\d+)"/g)]).toHaveLength(50);
-    expect(first).toContain(`id="ev-${t.eventLog.latestSeq()}"`);
+    expect(first).toContain(`id="ev-${await t.eventLog.latestSeq()}"`);
     live.socket.close();
   });
 
   it("pushes at a bounded rate however fast events arrive", async () => {
-    const t = await listening({ live: { flushIntervalMs: 50, summaryIntervalMs: 500 } });
+    const t = await listening(engine, { live: { flushIntervalMs: 50, summaryIntervalMs: 500 } });
     const live = openLive(t.port, "view=overview");
     await live.until(() => true);
     const started = Date.now();
@@ -172,12 +174,12 @@ describe("live dashboard pushes", () => {
     expect(updates).toBeGreaterThan(0);
     expect(updates).toBeLessThanOrEqual(Math.ceil(elapsed / 50) + 1);
     expect(summaries).toBeLessThanOrEqual(Math.ceil(elapsed / 500) + 1);
-    expect(live.messages.at(-1)).toContain(`data-seq="${t.eventLog.latestSeq()}"`);
+    expect(live.messages.at(-1)).toContain(`data-seq="${await t.eventLog.latestSeq()}"`);
     live.socket.close();
   });
 
   it("update a task page: timeline rows appended, card and bids replaced", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const agent = await t.agent("solo", { capabilities: [] });
     const taskId = await t.task();
     const live = openLive(t.port, `view=task&task_id=${taskId}`);
@@ -198,7 +200,7 @@ describe("live dashboard pushes", () => {
   });
 
   it("keep a window paged to and a later page of agents as they are, while their records stay live", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const agent = await t.agent("solo", { capabilities: [] });
     await t.agent("second");
     const taskId = await t.task();
@@ -220,7 +222,7 @@ describe("live dashboard pushes", () => {
   });
 
   it("prepend new tasks and agents to their lists and replace the rows that changed", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const tasks = openLive(t.port, "view=tasks");
     const agents = openLive(t.port, "view=agents");
     await tasks.until(() => true);
@@ -246,7 +248,7 @@ describe("live dashboard pushes", () => {
   });
 
   it("tail the events page with its own filter", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const live = openLive(t.port, "view=events&type=deploy.finished&q=needle");
     await live.until(() => true);
     await t.eventLog.logEvents([
@@ -256,12 +258,12 @@ describe("live dashboard pushes", () => {
     ]);
     const update = await live.until((m) => m.includes("afterbegin:#event-rows"));
     const rows = [...update.matchAll(/<li id="ev-(\d+)"/g)].map((m) => Number(m[1]));
-    expect(rows).toEqual([t.eventLog.latestSeq()]);
+    expect(rows).toEqual([await t.eventLog.latestSeq()]);
     live.socket.close();
   });
 
   it("tail by event_type, the Python-era name of type, and refuse a filter the tail does not take", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const live = openLive(t.port, "view=events&event_type=deploy.finished");
     await live.until(() => true);
     await t.eventLog.logEvents([
@@ -270,7 +272,7 @@ describe("live dashboard pushes", () => {
     ]);
     const update = await live.until((m) => m.includes("afterbegin:#event-rows"));
     expect([...update.matchAll(/<li id="ev-(\d+)"/g)].map((m) => Number(m[1]))).toEqual([
-      t.eventLog.latestSeq(),
+      await t.eventLog.latestSeq(),
     ]);
     live.socket.close();
     const refused = openLive(t.port, "view=events&event_typ=deploy.finished");
@@ -285,7 +287,7 @@ describe("live dashboard pushes", () => {
   });
 
   it("tell pages to reconnect (1012) when the server shuts down", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const live = openLive(t.port, "view=overview");
     await live.until(() => true);
     await t.app.close();
@@ -293,7 +295,7 @@ describe("live dashboard pushes", () => {
   });
 
   it("shuts down even when a page never answers the close frame", { timeout: 10_000 }, async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const live = openLive(t.port, "view=overview");
     await live.until(() => true);
     // The page stops reading: the close frame sits unread and no answer comes back.
@@ -306,7 +308,7 @@ describe("live dashboard pushes", () => {
     "shuts down even when a page tries to reconnect while it is shutting down",
     { timeout: 10_000 },
     async () => {
-      const t = await listening();
+      const t = await listening(engine);
       const live = openLive(t.port, "view=overview");
       await live.until(() => true);
       // One page never answers the close frame, which keeps shutdown in its grace period...
@@ -324,7 +326,7 @@ describe("live dashboard pushes", () => {
   );
 
   it("counts a live tail of a text search as an expensive read, refusing it with 429 once the budget is spent", async () => {
-    const t = await listening({ expensiveRateLimitPerMinute: 1 });
+    const t = await listening(engine, { expensiveRateLimitPerMinute: 1 });
     const overview = openLive(t.port, "view=overview&q=report"); // q means nothing here: not a search
     await overview.until(() => true);
     const tail = openLive(t.port, "view=events&q=report");
@@ -340,13 +342,13 @@ describe("live dashboard pushes", () => {
   });
 
   it("refuses pages from another origin, and viewers without a login when a key is set", async () => {
-    const open = await listening();
+    const open = await listening(engine);
     const foreign = openLive(open.port, "view=overview", { origin: "http://evil.example" });
     const refusal = await new Promise<number>((resolve) =>
       foreign.socket.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
     );
     expect(refusal).toBe(403);
-    const keyed = await listening({ apiKey: "operator-key-for-tests-0123456789" });
+    const keyed = await listening(engine, { apiKey: "operator-key-for-tests-0123456789" });
     const anonymous = openLive(keyed.port, "view=overview");
     const status = await new Promise<number>((resolve) =>
       anonymous.socket.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
@@ -356,7 +358,11 @@ describe("live dashboard pushes", () => {
 
   it("cap anonymous pages by IP address: one address's pages beyond the cap are refused while another address and a logged-in operator still get theirs", async () => {
     const cap = 3;
-    const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true, maxSocketsPerClient: cap });
+    const t = await listening(engine, {
+      apiKey: OPERATOR_KEY,
+      dashboardPublic: true,
+      maxSocketsPerClient: cap,
+    });
     const login = await t.app.inject({ url: "/login", headers: { accept: "text/html" } });
     const csrf = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
     const loggedIn = await t.app.inject({
@@ -399,17 +405,20 @@ describe("live dashboard pushes", () => {
   });
 });
 
-describe("catching up", () => {
+describe.each(ENGINES)("catching up on $name", ({ name: engine }) => {
   it("serves a task page that missed a few events (its catch-up once asked for more than a page)", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const taskId = await t.task();
     for (let n = 0; n < 6; n++) {
       await t.eventLog.logEvent({ event_type: "ops.note", source: "ops", task_id: taskId, data: { n } });
     }
-    const live = openLive(t.port, `view=task&task_id=${taskId}&after_seq=${t.eventLog.latestSeq() - 5}`);
+    const live = openLive(
+      t.port,
+      `view=task&task_id=${taskId}&after_seq=${(await t.eventLog.latestSeq()) - 5}`,
+    );
     const first = await live.until(() => true);
     expect(first).toContain(`id="task-${taskId}"`);
-    expect(seqMarker(first)).toBe(t.eventLog.latestSeq());
+    expect(seqMarker(first)).toBe(await t.eventLog.latestSeq());
     // The five it missed, as rows added to its timeline.
     expect(live.count(/ops\.note/g)).toBeGreaterThanOrEqual(5);
     live.socket.close();
@@ -417,9 +426,9 @@ describe("catching up", () => {
   });
 });
 
-describe("live pushes to a public dashboard", () => {
+describe.each(ENGINES)("live pushes to a public dashboard on $name", ({ name: engine }) => {
   it("do not move an agent's page when it places a sealed bid", async () => {
-    const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true });
+    const t = await listening(engine, { apiKey: OPERATOR_KEY, dashboardPublic: true });
     const bidder = await t.agent("bidder");
     await t.agent("other"); // eligible and silent, so the auction stays open
     const taskId = await t.task({ auction_ms: 60_000 });
@@ -438,7 +447,11 @@ describe("live pushes to a public dashboard", () => {
 
   it("never carry a sealed bid's amount to an anonymous viewer, only how many bids there are", async () => {
     // Summaries are refreshed every 200 ms: a sealed bid itself moves no page (see below).
-    const t = await listening({ apiKey: OPERATOR_KEY, dashboardPublic: true, live: { idleRefreshMs: 200 } });
+    const t = await listening(engine, {
+      apiKey: OPERATOR_KEY,
+      dashboardPublic: true,
+      live: { idleRefreshMs: 200 },
+    });
     const [first, second] = [await t.agent("first"), await t.agent("second")];
     await t.agent("third"); // eligible but silent, so the auction stays open
     const taskId = await t.task({ auction_ms: 60_000 });
@@ -450,7 +463,7 @@ describe("live pushes to a public dashboard", () => {
     await t.bid(second, taskId, 5299);
     await pages[0]!.until((message) => message.includes("2 sealed bids"));
     await pages[1]!.until((message) => message.includes("2 sealed bids"));
-    const latest = t.eventLog.latestSeq();
+    const latest = await t.eventLog.latestSeq();
     for (const page of pages) {
       await page.until((message) => seqMarker(message) >= latest);
       const everything = page.messages.join("");

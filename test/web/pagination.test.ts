@@ -4,21 +4,24 @@
  * Pages of the dashboard are bounded the same way, with links to the next.
  */
 import { describe, expect, it } from "vitest";
-import { buildTestApp } from "../helpers/app.js";
+import { buildTestApp, type EngineName, type TestApp } from "../helpers/app.js";
+import { ENGINES } from "../helpers/engines.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
-type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
 
 const HTML = { accept: "text/html" };
 
-async function getJson(t: TestApp, url: string, headers: Record<string, string> = t.operator): Promise<Json> {
+type Options = Omit<NonNullable<Parameters<typeof buildTestApp<EngineName>>[0]>, "engine">;
+type AnyApp = TestApp<EngineName>;
+
+async function getJson(t: AnyApp, url: string, headers: Record<string, string> = t.operator): Promise<Json> {
   const response = await t.app.inject({ method: "GET", url, headers });
   expect(response.statusCode, `${url}: ${response.body}`).toBe(200);
   return response.json<Json>();
 }
 
 /** A 400 that names the query parameter at fault. */
-async function expectRefused(t: TestApp, url: string, field: string) {
+async function expectRefused(t: AnyApp, url: string, field: string) {
   const response = await t.app.inject({ method: "GET", url, headers: t.operator });
   expect(response.statusCode, url).toBe(400);
   expect(response.json<Json>().error, url).toMatchObject({
@@ -54,9 +57,10 @@ async function walk(
   return { items, pages };
 }
 
-describe("GET /api/agents", () => {
+describe.each(ENGINES)("GET /api/agents on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
   it("answers a client that sends no limit with the first 50 and a cursor, and refuses bad limits and cursors by name", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     for (let i = 0; i < 52; i += 1) await t.agent(`agent-${i}`);
     const first = await getJson(t, "/api/agents");
     expect(first.agents).toHaveLength(50);
@@ -73,7 +77,7 @@ describe("GET /api/agents", () => {
   });
 
   it("walks every agent exactly once in the order they registered, agents registering meanwhile included", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const names: string[] = [];
     const register = async (name: string) => {
       await t.agent(name);
@@ -95,7 +99,7 @@ describe("GET /api/agents", () => {
   });
 
   it("filters by status, paging within it", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const agents = [];
     for (let i = 0; i < 5; i += 1) agents.push(await t.agent(`agent-${i}`));
     // All but two go silent past the heartbeat timeout.
@@ -103,7 +107,7 @@ describe("GET /api/agents", () => {
     for (const agent of [agents[1]!, agents[3]!]) {
       await t.app.inject({ method: "POST", url: `/api/agents/${agent.id}/heartbeat`, headers: agent.auth });
     }
-    t.coordinator.tick();
+    await t.tick();
     const { items } = await walk(
       "/api/agents?status=offline&limit=2",
       (cursor) => `/api/agents?status=offline&limit=2&cursor=${cursor}`,
@@ -118,9 +122,10 @@ describe("GET /api/agents", () => {
   });
 });
 
-describe("GET /api/tasks", () => {
+describe.each(ENGINES)("GET /api/tasks on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
   it("walks every task once, newest first, while tasks are posted between pages, and ends with a null cursor", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const ids: string[] = [];
     for (let i = 0; i < 6; i += 1) ids.push(await t.task({ description: `task ${i}` }));
     const { items, pages } = await walk(
@@ -140,8 +145,9 @@ describe("GET /api/tasks", () => {
   });
 });
 
-describe("GET /api/tasks/:id/events", () => {
-  async function longTask(t: TestApp, events: number) {
+describe.each(ENGINES)("GET /api/tasks/:id/events on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
+  async function longTask(t: AnyApp, events: number) {
     const taskId = await t.task();
     await t.eventLog.logEvents(
       Array.from({ length: events }, (_, i) => ({
@@ -155,7 +161,7 @@ describe("GET /api/tasks/:id/events", () => {
   }
 
   it("answers a client that sends no limit with the first 100, oldest first, and a cursor", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const taskId = await longTask(t, 250);
     const page = await getJson(t, `/api/tasks/${taskId}/events`);
     expect(page.events).toHaveLength(100);
@@ -168,7 +174,7 @@ describe("GET /api/tasks/:id/events", () => {
   });
 
   it("walks the whole timeline exactly once, in order, events arriving meanwhile included", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const taskId = await longTask(t, 95);
     const { items, pages } = await walk(
       `/api/tasks/${taskId}/events?limit=40`,
@@ -180,14 +186,14 @@ describe("GET /api/tasks/:id/events", () => {
           await t.eventLog.logEvent({ event_type: "tool.completed", source: "worker", task_id: taskId });
       },
     );
-    const expected = t.eventLog.getTaskEvents(taskId).map((event) => event.seq);
+    const expected = (await t.eventLog.getTaskEvents(taskId)).map((event) => event.seq);
     expect(expected).toHaveLength(98); // created, bidding, 95 tool calls, 1 meanwhile
     expect(items.map((event) => event.seq)).toEqual(expected);
     expect(pages).toBe(3);
   });
 
   it("ends a page with a null cursor when only a sealed bid follows it, as if there were none", async () => {
-    const t = await buildTestApp({ rules: { closeWhenAllBid: false } });
+    const t = await build({ rules: { closeWhenAllBid: false } });
     const reader = await t.agent("reader");
     const rival = await t.agent("rival");
     const taskId = await t.task();
@@ -202,10 +208,11 @@ describe("GET /api/tasks/:id/events", () => {
   });
 });
 
-describe("a task's bids", () => {
+describe.each(ENGINES)("a task's bids on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
   it("walk by round then agent, each agent's bid once even when it is replaced between pages; the open round sealed from other agents", async () => {
-    const t = await buildTestApp({ rules: { closeWhenAllBid: false } });
-    const bidders: Awaited<ReturnType<TestApp["agent"]>>[] = [];
+    const t = await build({ rules: { closeWhenAllBid: false } });
+    const bidders: Awaited<ReturnType<AnyApp["agent"]>>[] = [];
     for (let i = 0; i < 5; i += 1) bidders.push(await t.agent(`bidder-${i}`));
     const taskId = await t.task();
     for (const [i, bidder] of bidders.entries()) await t.bid(bidder, taskId, 100 + i);
@@ -239,22 +246,27 @@ describe("a task's bids", () => {
   });
 
   it("GET /api/tasks/:id shows the first 100 and a cursor to the rest", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const taskId = await t.task();
     const now = t.clock.now().toISOString();
-    const addAgent = t.eventLog.db.prepare(
-      "INSERT INTO agents (id, name, capabilities, max_concurrent, status, registered_at, last_seen) VALUES (?, ?, '[]', 1, 'idle', ?, ?)",
-    );
-    const addBid = t.eventLog.db.prepare(
-      "INSERT INTO bids (task_id, attempt, agent_id, bid_sats, bid_order, placed_at) VALUES (?, 1, ?, ?, ?, ?)",
-    );
-    t.eventLog.db.transaction(() => {
-      for (let i = 0; i < 130; i += 1) {
-        const id = `bidder-${String(i).padStart(3, "0")}`;
-        addAgent.run(id, id, now, now);
-        addBid.run(taskId, id, 10 + i, i + 1, now);
-      }
-    })();
+    for (let i = 0; i < 130; i += 1) {
+      const id = `bidder-${String(i).padStart(3, "0")}`;
+      await t.sql(
+        "INSERT INTO agents (id, name, capabilities, max_concurrent, status, registered_at, last_seen) VALUES (?, ?, '[]', 1, 'idle', ?, ?)",
+        id,
+        id,
+        now,
+        now,
+      );
+      await t.sql(
+        "INSERT INTO bids (task_id, attempt, agent_id, bid_sats, bid_order, placed_at) VALUES (?, 1, ?, ?, ?, ?)",
+        taskId,
+        id,
+        10 + i,
+        i + 1,
+        now,
+      );
+    }
     const detail = await getJson(t, `/api/tasks/${taskId}`);
     expect(detail.bids).toHaveLength(100);
     expect(detail.bids_next_cursor).toBe(`1.bidder-099`);
@@ -266,14 +278,15 @@ describe("a task's bids", () => {
   });
 });
 
-describe("dashboard pages", () => {
+describe.each(ENGINES)("dashboard pages on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
   const agentRows = (body: string) =>
     [...body.matchAll(/<li id="agent-([^"]+)" class="agent-row"/g)].map((m) => m[1]!);
   const nextLink = (body: string) =>
     /<a href="([^"]+)" rel="next">/.exec(body)?.[1]?.replaceAll("&amp;", "&");
 
   it("list agents 50 a page, busy, then idle, then offline, by name, with a next link that walks every one once", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const names = new Map<string, string>();
     let busy = "";
     // Names out of order, and in mixed case: the list goes by name, ignoring case.
@@ -287,7 +300,7 @@ describe("dashboard pages", () => {
         await t.bid(agent, await t.task({ required_capabilities: ["rare"] }), 5);
       }
     }
-    expect(t.coordinator.getAgent(busy)?.status).toBe("busy");
+    expect((await t.coordinator.getAgent(busy))?.status).toBe("busy");
 
     const seen: string[] = [];
     let url: string | undefined = "/agents";
@@ -312,7 +325,7 @@ describe("dashboard pages", () => {
   });
 
   it("show a task's newest 100 events, with links back through older windows to the first, each event once", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const taskId = await t.task();
     await t.eventLog.logEvents(
       Array.from({ length: 248 }, (_, i) => ({
@@ -322,7 +335,7 @@ describe("dashboard pages", () => {
         data: { tool: `step-${i}` },
       })),
     );
-    const all = t.eventLog.getTaskEvents(taskId).map((event) => event.seq);
+    const all = (await t.eventLog.getTaskEvents(taskId)).map((event) => event.seq);
     expect(all).toHaveLength(250);
     const timelineSeqs = (body: string) => {
       const list = /<ol id="timeline"[\s\S]*?<\/ol>/.exec(body)?.[0] ?? "";
@@ -360,7 +373,7 @@ describe("dashboard pages", () => {
   });
 
   it("show the lowest bids of a crowded auction and of each round, and count the rest", async () => {
-    const t = await buildTestApp({ apiKey: undefined, rules: { closeWhenAllBid: false } });
+    const t = await build({ apiKey: undefined, rules: { closeWhenAllBid: false } });
     const taskId = await t.task({ description: "crowded auction" });
     for (let i = 0; i < 24; i += 1) await t.bid(await t.agent(`bidder-${i}`), taskId, 500 - i);
     const overview = await t.app.inject({ url: "/", headers: HTML });

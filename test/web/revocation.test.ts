@@ -5,13 +5,13 @@
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
+import { buildTestApp, OPERATOR_KEY, type EngineName, type TestApp } from "../helpers/app.js";
+import { ENGINES } from "../helpers/engines.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
-type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
 
-async function listening() {
-  const t = await buildTestApp();
+async function listening(engine: EngineName) {
+  const t = await buildTestApp({ engine });
   await t.app.listen({ host: "127.0.0.1", port: 0 });
   return { ...t, port: (t.app.server.address() as AddressInfo).port };
 }
@@ -31,12 +31,12 @@ async function openStream(port: number, token: string) {
   return { socket, messages, closed };
 }
 
-const readEvents = (t: TestApp, headers: Record<string, string>) =>
+const readEvents = (t: TestApp<EngineName>, headers: Record<string, string>) =>
   t.app.inject({ url: "/api/events", headers });
 
-describe("revoking agent tokens", () => {
+describe.each(ENGINES)("revoking agent tokens on $name", ({ name: engine }) => {
   it("refuses a deregistered agent's token at once, for reads and streams alike", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const worker = await t.agent("worker");
     expect((await readEvents(t, worker.auth)).statusCode).toBe(200); // now cached
     const left = await t.app.inject({
@@ -57,7 +57,7 @@ describe("revoking agent tokens", () => {
   });
 
   it("closes a deregistered agent's open stream, whoever deregistered it", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const worker = await t.agent("worker");
     const stream = await openStream(t.port, worker.token);
     await t.app.inject({ method: "DELETE", url: `/api/agents/${worker.id}`, headers: worker.auth });
@@ -70,7 +70,7 @@ describe("revoking agent tokens", () => {
   });
 
   it("rotates a token: the new one works, the old one is refused and its streams closed, and the log says so", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const worker = await t.agent("worker");
     const stream = await openStream(t.port, worker.token);
     const rotated = await t.app.inject({
@@ -85,7 +85,7 @@ describe("revoking agent tokens", () => {
     expect((await readEvents(t, worker.auth)).statusCode).toBe(401);
     expect((await readEvents(t, { authorization: `Bearer ${token}` })).statusCode).toBe(200);
     expect((await stream.closed).code).toBe(4401);
-    const events = t.eventLog.listEvents({ types: ["agent.token_rotated"] }).events;
+    const { events } = await t.eventLog.listEvents({ types: ["agent.token_rotated"] });
     expect(events).toMatchObject([{ agent_id: worker.id, data: { by: "agent" } }]);
     expect(JSON.stringify(events)).not.toContain(token);
     // The operator may rotate it too.
@@ -99,7 +99,7 @@ describe("revoking agent tokens", () => {
   });
 
   it("refuses to rotate another agent's token, an unknown agent's, or a departed one's", async () => {
-    const t = await buildTestApp();
+    const t = await buildTestApp({ engine });
     const [worker, other] = [await t.agent("worker"), await t.agent("other")];
     const rotate = (id: string, headers: Record<string, string>) =>
       t.app.inject({ method: "POST", url: `/api/agents/${id}/token`, headers });
@@ -112,7 +112,7 @@ describe("revoking agent tokens", () => {
 });
 
 /** Log in through the form; returns the session and CSRF cookies. */
-async function logIn(t: TestApp) {
+async function logIn(t: TestApp<EngineName>) {
   const login = await t.app.inject({ url: "/login", headers: { accept: "text/html" } });
   const token = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
   const csrf = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value}`;
@@ -136,9 +136,9 @@ async function livePage(port: number, cookie: string) {
   return { closed };
 }
 
-describe("logging out", () => {
+describe.each(ENGINES)("logging out on $name", ({ name: engine }) => {
   it("closes the live pages of that login at once", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const { session, csrf } = await logIn(t);
     const { closed } = await livePage(t.port, session);
     const overview = await t.app.inject({
@@ -157,7 +157,7 @@ describe("logging out", () => {
   });
 
   it("closes a login's live pages when the login expires", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const { session } = await logIn(t);
     // A moment before the twelve hours are up.
     t.clock.advance(12 * 3600_000 - 200);

@@ -7,16 +7,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { buildTestApp, OPERATOR_KEY } from "../helpers/app.js";
-
-type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
+import { buildTestApp, OPERATOR_KEY, type EngineName, type TestApp } from "../helpers/app.js";
+import { ENGINES } from "../helpers/engines.js";
 
 const HTML = { accept: "text/html" };
 const FORM = { "content-type": "application/x-www-form-urlencoded" };
 const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
 
 /** A page's CSRF token and the _csrf cookie it came with, as seen with `cookie`. */
-async function formCredentials(t: TestApp, cookie = "") {
+async function formCredentials(t: TestApp<EngineName>, cookie = "") {
   const page = await t.app.inject({ url: "/login", headers: { ...HTML, cookie } });
   const token = /name="_csrf" value="([^"]+)"/.exec(page.body)?.[1];
   const secret = page.cookies.find((c) => c.name === "_csrf")?.value;
@@ -25,7 +24,7 @@ async function formCredentials(t: TestApp, cookie = "") {
 }
 
 /** Log in with the operator key; returns the session cookie as a Cookie header part. */
-async function logIn(t: TestApp): Promise<string> {
+async function logIn(t: TestApp<EngineName>): Promise<string> {
   const { token, secret } = await formCredentials(t);
   const response = await t.app.inject({
     method: "POST",
@@ -40,7 +39,7 @@ async function logIn(t: TestApp): Promise<string> {
 }
 
 /** The overview as `cookie` sees it: 200 when logged in, a redirect to the login otherwise. */
-async function overviewStatus(t: TestApp, cookie: string): Promise<number> {
+async function overviewStatus(t: TestApp<EngineName>, cookie: string): Promise<number> {
   return (await t.app.inject({ url: "/", headers: { ...HTML, cookie } })).statusCode;
 }
 
@@ -49,9 +48,9 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-describe("dashboard sessions", () => {
+describe.each(ENGINES)("dashboard sessions on $name", ({ name: engine }) => {
   it("logging out ends the session on the server: a copy of the cookie stops working", async () => {
-    const t = await buildTestApp();
+    const t = await buildTestApp({ engine });
     const session = await logIn(t);
     const copied = session;
     expect(await overviewStatus(t, session)).toBe(200);
@@ -69,20 +68,24 @@ describe("dashboard sessions", () => {
   });
 
   it("keeps sessions across a restart of the server, on its database", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "swarm-sessions-"));
-    dirs.push(dir);
-    const path = join(dir, "swarm.db");
-    const first = await buildTestApp({ path });
+    // SQLite: a file that the second app opens again; PostgreSQL: the first app's database.
+    let path: string | undefined;
+    if (engine === "sqlite") {
+      const dir = mkdtempSync(join(tmpdir(), "swarm-sessions-"));
+      dirs.push(dir);
+      path = join(dir, "swarm.db");
+    }
+    const first = await buildTestApp({ engine, path });
     const session = await logIn(first);
     await first.app.close();
-    first.coordinator.stop();
-    first.eventLog.close();
-    const second = await buildTestApp({ path });
+    await first.coordinator.stop();
+    await first.eventLog.close();
+    const second = await buildTestApp({ engine, path, url: first.url });
     expect(await overviewStatus(second, session)).toBe(200);
   });
 
   it("refuses a form whose CSRF token and cookie were planted by a sibling origin, writing nothing", async () => {
-    const t = await buildTestApp();
+    const t = await buildTestApp({ engine });
     const victim = await logIn(t);
     // The attacker fetched a page of its own (a valid token and _csrf secret, for no login) and
     // plants that secret as the victim's _csrf cookie; the victim's browser adds the session.
@@ -95,7 +98,7 @@ describe("dashboard sessions", () => {
     });
     expect(forged.statusCode).toBe(403);
     expect(forged.body).toContain("This form has expired");
-    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    expect((await t.coordinator.store.listTasks({ limit: 10 })).tasks).toHaveLength(0);
 
     // The attacker's own login makes a token for its own session, not the victim's.
     const attacker = await logIn(t);
@@ -107,7 +110,7 @@ describe("dashboard sessions", () => {
       payload: form({ _csrf: attackers.token, description: "posted with another login's token" }),
     });
     expect(crossed.statusCode).toBe(403);
-    expect(t.coordinator.store.listTasks({ limit: 10 }).tasks).toHaveLength(0);
+    expect((await t.coordinator.store.listTasks({ limit: 10 })).tasks).toHaveLength(0);
 
     // The victim's own page's token still works.
     const own = await formCredentials(t, victim);

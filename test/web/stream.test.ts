@@ -1,12 +1,17 @@
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { StoredEvent } from "../../src/event-log/types.js";
-import { buildTestApp } from "../helpers/app.js";
+import type { EventLogPort } from "../../src/storage/port.js";
+import { buildTestApp, type EngineName } from "../helpers/app.js";
+import { ENGINES } from "../helpers/engines.js";
 
 type Message = { type: "event"; event: StoredEvent } | { type: "resync"; oldest_seq: number };
 
-async function listening(options: Parameters<typeof buildTestApp>[0] = {}) {
-  const t = await buildTestApp(options);
+type Options = Omit<NonNullable<Parameters<typeof buildTestApp<EngineName>>[0]>, "engine">;
+
+/** The app under test on `engine`, listening on a free port. */
+async function listening(engine: EngineName, options: Options = {}) {
+  const t = await buildTestApp<EngineName>({ ...options, engine });
   await t.app.listen({ host: "127.0.0.1", port: 0 });
   const address = t.app.server.address();
   if (address === null || typeof address === "string") throw new Error("no port");
@@ -50,9 +55,9 @@ function connect(url: string, headers: Record<string, string> = {}) {
 const info = (n: number) =>
   Array.from({ length: n }, (_, i) => ({ event_type: "system.info", source: "test", data: { i } }));
 
-describe("the live stream", () => {
+describe.each(ENGINES)("the live stream on $name", ({ name: engine }) => {
   it("sends the backfill after after_seq, then live events, filtered", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     await t.eventLog.logEvents([
       ...info(3),
       { event_type: "task.created", source: "c", task_id: "t1" },
@@ -77,7 +82,7 @@ describe("the live stream", () => {
   });
 
   it("starts from now without after_seq", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     await t.eventLog.logEvents(info(4));
     const live = connect(t.base, t.operator);
     await live.opened;
@@ -88,7 +93,7 @@ describe("the live stream", () => {
   });
 
   it("delivers every event exactly once across reconnects while events keep flowing", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     let writing = true;
     const writer = (async () => {
       while (writing) {
@@ -111,7 +116,7 @@ describe("the live stream", () => {
     await writer;
     const final = connect(`${t.base}?after_seq=${lastSeq}`, t.operator);
     await final.opened;
-    const latest = t.eventLog.latestSeq();
+    const latest = await t.eventLog.latestSeq();
     await final.waitFor(() => (final.seqs().at(-1) ?? lastSeq) >= latest);
     received.push(...final.seqs());
     final.socket.close();
@@ -119,7 +124,7 @@ describe("the live stream", () => {
   });
 
   it("says resync first when retention removed events after after_seq", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const old = new Date(t.clock.now().getTime() - 10 * 86_400_000).toISOString();
     await t.eventLog.logEvents(info(5).map((e) => ({ ...e, timestamp: old })));
     await t.eventLog.logEvents(info(2));
@@ -133,7 +138,7 @@ describe("the live stream", () => {
   });
 
   it("closes a consumer that stops reading, with a code that says to reconnect", async () => {
-    const t = await listening({ stream: { maxBufferedBytes: 256 * 1024 } });
+    const t = await listening(engine, { stream: { maxBufferedBytes: 256 * 1024 } });
     const client = connect(`${t.base}?after_seq=0`, t.operator);
     await client.opened;
     // Stop reading at the TCP level, as a stuck client would.
@@ -157,7 +162,7 @@ describe("the live stream", () => {
   });
 
   it("drops a connection that stops answering pings", async () => {
-    const t = await listening({ stream: { pingIntervalMs: 50 } });
+    const t = await listening(engine, { stream: { pingIntervalMs: 50 } });
     const client = connect(t.base, t.operator);
     await client.opened;
     (client.socket as unknown as { _socket: { pause(): void } })._socket.pause();
@@ -173,7 +178,7 @@ describe("the live stream", () => {
   });
 
   it("needs credentials when a key is set: a header or ?token=", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const anonymous = connect(t.base);
     await expect(anonymous.opened).rejects.toThrow("HTTP 401");
     const agent = await t.agent("a");
@@ -185,7 +190,7 @@ describe("the live stream", () => {
   });
 
   it("closes with 4400 and the reason when the filter cannot be used, however long the bad value", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const tooLong = `bad.${"é".repeat(150)}`;
     for (const type of ["0", tooLong]) {
       const client = connect(`${t.base}?type=${encodeURIComponent(type)}`, t.operator);
@@ -197,7 +202,7 @@ describe("the live stream", () => {
   });
 
   it("filters by event_type, the Python-era name of type, and refuses a parameter it does not take before upgrading", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     await t.eventLog.logEvents([...info(2), { event_type: "task.created", source: "c", task_id: "t1" }]);
     const tasks = connect(`${t.base}?after_seq=0&event_type=task.created`, t.operator);
     await tasks.opened;
@@ -215,7 +220,7 @@ describe("the live stream", () => {
   });
 
   it("refuses an after_seq too large to be exact, by name, instead of failing its backfill", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     const client = connect(`${t.base}?after_seq=${"9".repeat(40)}`, t.operator);
     await expect(client.opened).rejects.toThrow("HTTP 400"); // before the fix: opened, then 1011
   });
@@ -249,10 +254,10 @@ async function until(check: () => boolean | Promise<boolean>, what: string) {
   }
 }
 
-describe("backfill paced by the socket", () => {
+describe.each(ENGINES)("backfill paced by the socket on $name", ({ name: engine }) => {
   it("holds at most its bound of unsent bytes for a reader that stalls, then resumes with every event once, in order, and goes live", async () => {
     const bound = 64 * 1024;
-    const t = await listening({ stream: { backfillBufferBytes: bound } });
+    const t = await listening(engine, { stream: { backfillBufferBytes: bound } });
     await seedLarge(t, 5000);
     const client = connect(`${t.base}?after_seq=0`, t.operator);
     await client.opened;
@@ -273,7 +278,7 @@ describe("backfill paced by the socket", () => {
   });
 
   it("stops reading the log at once when a stalled reader's connection is reset mid-backfill", async () => {
-    const t = await listening();
+    const t = await listening(engine);
     await seedLarge(t, 5000);
     const client = connect(`${t.base}?after_seq=0`, t.operator);
     await client.opened;
@@ -281,8 +286,9 @@ describe("backfill paced by the socket", () => {
     const server = [...t.app.websocketServer.clients][0];
     await until(() => (server?.bufferedAmount ?? 0) > 0, "the backfill waits on the socket");
     let pagesRead = 0;
-    const listEvents = t.eventLog.listEvents.bind(t.eventLog);
-    t.eventLog.listEvents = (filter) => {
+    const log: EventLogPort = t.eventLog;
+    const listEvents = log.listEvents.bind(log);
+    log.listEvents = (filter) => {
       pagesRead += 1;
       return listEvents(filter);
     };
@@ -293,10 +299,10 @@ describe("backfill paced by the socket", () => {
   });
 });
 
-describe("websocket caps per client", () => {
+describe.each(ENGINES)("websocket caps per client on $name", ({ name: engine }) => {
   it("refuses exactly the sockets one agent opens beyond its cap, while another agent's and the operator's streams open and hear events", async () => {
     const cap = 3;
-    const t = await listening({ maxSocketsPerClient: cap });
+    const t = await listening(engine, { maxSocketsPerClient: cap });
     const greedy = await t.agent("greedy");
     const honest = await t.agent("honest");
     // A refused socket completes its handshake, then is closed on arrival.

@@ -6,11 +6,11 @@
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { buildTestApp } from "../helpers/app.js";
+import { buildTestApp, type EngineName, type TestApp } from "../helpers/app.js";
+import { ENGINES } from "../helpers/engines.js";
 import { eventually } from "../helpers/stack.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
-type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
 
 const HTML = { accept: "text/html" };
 /** A bid amount, and whether a body shows it: as JSON's bid_sats (plain or CSV-quoted) or as a page prints sats. */
@@ -18,12 +18,15 @@ const RIVAL_BID = 4817;
 // Not the bare digits: they turn up inside ids (UUIDs are hex).
 const showsRivalBid = (body: string) => /bid_sats\W{1,6}4817\b/.test(body) || body.includes("4,817");
 
-async function get(t: TestApp, url: string, headers: Record<string, string> = {}) {
+type Options = Omit<NonNullable<Parameters<typeof buildTestApp<EngineName>>[0]>, "engine">;
+type AnyApp = TestApp<EngineName>;
+
+async function get(t: AnyApp, url: string, headers: Record<string, string> = {}) {
   return t.app.inject({ method: "GET", url, headers });
 }
 
 /** Three agents on a task; `honest` and `rival` have bid, `late` not, so the auction is still open. */
-async function openAuction(t: TestApp) {
+async function openAuction(t: AnyApp) {
   const honest = await t.agent("honest");
   const rival = await t.agent("rival");
   const late = await t.agent("late");
@@ -34,7 +37,7 @@ async function openAuction(t: TestApp) {
 }
 
 /** Every place an agent or an API reader could read a bid from. */
-async function apiReads(t: TestApp, taskId: string, headers: Record<string, string>) {
+async function apiReads(t: AnyApp, taskId: string, headers: Record<string, string>) {
   return [
     await get(t, `/api/tasks/${taskId}`, headers),
     await get(t, `/api/tasks/${taskId}/events`, headers),
@@ -45,9 +48,10 @@ async function apiReads(t: TestApp, taskId: string, headers: Record<string, stri
   ];
 }
 
-describe("sealed bids", () => {
+describe.each(ENGINES)("sealed bids on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
   it("an agent sees only its own bid while the auction is open, through every API read and export", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { honest, rival, taskId } = await openAuction(t);
     for (const response of await apiReads(t, taskId, honest.auth)) {
       expect(response.statusCode).toBe(200);
@@ -65,18 +69,18 @@ describe("sealed bids", () => {
   });
 
   it("does not count a bid in an agent's stats until its round has closed", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { honest, rival } = await openAuction(t);
     const statsOf = async () =>
       (await get(t, `/api/agents/${rival.id}`, honest.auth)).json<Json>().agent.stats as Json;
     expect(await statsOf()).toMatchObject({ bids: 0, wins: 0 });
     t.clock.advance(10_000);
-    t.coordinator.tick();
+    await t.tick();
     expect(await statsOf()).toMatchObject({ bids: 1, wins: 0 });
   });
 
   it("answers 'did B bid?' the same whether B bid or not: no cursor or page link gives a sealed bid away", async () => {
-    const t = await buildTestApp({ dashboardPublic: true });
+    const t = await build({ dashboardPublic: true });
     const { honest, rival, late, taskId } = await openAuction(t);
     const probe = async (agentId: string) =>
       (
@@ -103,7 +107,7 @@ describe("sealed bids", () => {
   });
 
   it("refuses text search to readers who may not see every event's contents, so it cannot test what is sealed or withheld", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { honest, taskId } = await openAuction(t);
     for (const url of [`/api/events?task_id=${taskId}&q=4817`, "/api/events/export?q=4817"]) {
       const response = await get(t, url, honest.auth);
@@ -117,7 +121,7 @@ describe("sealed bids", () => {
   });
 
   it("the operator sees every bid while the auction is open", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { rival, taskId } = await openAuction(t);
     const task = (await get(t, `/api/tasks/${taskId}`, t.operator)).json<Json>();
     expect(task.bids.map((bid: Json) => bid.bid_sats).sort()).toEqual([4817, 900]);
@@ -127,11 +131,11 @@ describe("sealed bids", () => {
   });
 
   it("reveals every bid to every reader once the auction has closed", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { honest, late, taskId } = await openAuction(t);
     t.clock.advance(10_000);
-    t.coordinator.tick();
-    expect(t.coordinator.getTask(taskId)?.status).toBe("assigned");
+    await t.tick();
+    expect((await t.coordinator.getTask(taskId))?.status).toBe("assigned");
     for (const reader of [honest, late]) {
       const task = (await get(t, `/api/tasks/${taskId}`, reader.auth)).json<Json>();
       expect(task.bids.map((bid: Json) => bid.bid_sats).sort()).toEqual([4817, 900]);
@@ -142,10 +146,10 @@ describe("sealed bids", () => {
   });
 
   it("keeps the next round's bids sealed while the first round's stay revealed", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { honest, rival, late, taskId } = await openAuction(t);
     t.clock.advance(10_000);
-    t.coordinator.tick();
+    await t.tick();
     // The winner (honest, the lowest bid) leaves: the task goes to a second round.
     const left = await t.app.inject({
       method: "DELETE",
@@ -153,7 +157,7 @@ describe("sealed bids", () => {
       headers: t.operator,
     });
     expect(left.statusCode).toBe(200);
-    expect(t.coordinator.getTask(taskId)).toMatchObject({ status: "bidding", attempt: 2 });
+    expect(await t.coordinator.getTask(taskId)).toMatchObject({ status: "bidding", attempt: 2 });
     expect((await t.bid(rival, taskId, 3131)).statusCode).toBe(201);
     const seen = (await get(t, `/api/tasks/${taskId}`, late.auth)).json<Json>();
     expect(seen.bids.map((bid: Json) => [bid.attempt, bid.bid_sats]).sort()).toEqual([
@@ -164,7 +168,7 @@ describe("sealed bids", () => {
   });
 
   it("an anonymous viewer of a public dashboard sees how many bids there are, never who or how much", async () => {
-    const t = await buildTestApp({ dashboardPublic: true });
+    const t = await build({ dashboardPublic: true });
     const { taskId } = await openAuction(t);
     const pages = [
       "/",
@@ -186,7 +190,7 @@ describe("sealed bids", () => {
   });
 
   it("the logged-in operator's dashboard shows the open auction's bids", async () => {
-    const t = await buildTestApp({ apiKey: undefined });
+    const t = await build({ apiKey: undefined });
     const { taskId } = await openAuction(t);
     const page = await get(t, `/tasks/${taskId}`, HTML);
     expect(page.body).toContain("4,817");
@@ -194,20 +198,21 @@ describe("sealed bids", () => {
   });
 });
 
-describe("least privilege for agents and public viewers", () => {
+describe.each(ENGINES)("least privilege for agents and public viewers on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
   const SECRET_INPUT = "vault-token-7f3c9a";
   const SECRET_OUTPUT = "ssn-123-45-6789";
   const SECRET_RESULT = "the launch code is 0000";
 
   /** `owner` wins a task, reports a tool call with secrets in it, and completes with a secret result. */
-  async function finishedTask(t: TestApp) {
+  async function finishedTask(t: AnyApp) {
     const owner = await t.agent("owner");
     const other = await t.agent("other", { capabilities: ["unrelated"] });
     const taskId = await t.task({ auction_ms: 1000 });
     await t.bid(owner, taskId, 10);
     t.clock.advance(1000);
-    t.coordinator.tick();
-    expect(t.coordinator.getTask(taskId)?.assigned_agent).toBe(owner.id);
+    await t.tick();
+    expect((await t.coordinator.getTask(taskId))?.assigned_agent).toBe(owner.id);
     const steps = [
       ["start", {}],
       ["tools", { tool: "vault.read", phase: "completed", input: SECRET_INPUT, output: SECRET_OUTPUT }],
@@ -228,7 +233,7 @@ describe("least privilege for agents and public viewers", () => {
   const secrets = [SECRET_INPUT, SECRET_OUTPUT, SECRET_RESULT];
 
   it("another agent sees that the task ran and finished, but none of its tool data or result", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { other, taskId } = await finishedTask(t);
     const reads = [...(await apiReads(t, taskId, other.auth)), await get(t, "/api/tasks", other.auth)];
     for (const response of reads) {
@@ -244,7 +249,7 @@ describe("least privilege for agents and public viewers", () => {
   });
 
   it("the agent that ran the task and the operator see all of it", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     const { owner, taskId } = await finishedTask(t);
     for (const headers of [owner.auth, t.operator]) {
       const events = await get(t, `/api/tasks/${taskId}/events`, headers);
@@ -255,7 +260,7 @@ describe("least privilege for agents and public viewers", () => {
   });
 
   it("a public dashboard hides tool data and results from anonymous viewers", async () => {
-    const t = await buildTestApp({ dashboardPublic: true });
+    const t = await build({ dashboardPublic: true });
     const { taskId } = await finishedTask(t);
     for (const url of ["/", `/tasks/${taskId}`, "/events", "/events/export"]) {
       const response = await get(t, url, HTML);
@@ -270,16 +275,17 @@ describe("least privilege for agents and public viewers", () => {
   });
 
   it("SWARM_DASHBOARD_PUBLIC_DETAILS lets anonymous viewers see them", async () => {
-    const t = await buildTestApp({ dashboardPublic: true, dashboardPublicDetails: true });
+    const t = await build({ dashboardPublic: true, dashboardPublicDetails: true });
     const { taskId } = await finishedTask(t);
     expect((await get(t, `/tasks/${taskId}`, HTML)).body).toContain(SECRET_RESULT);
     expect((await get(t, "/events/export", HTML)).body).toContain(SECRET_INPUT);
   });
 });
 
-describe("the stream", () => {
+describe.each(ENGINES)("the stream on $name", ({ name: engine }) => {
+  const build = (options: Options = {}) => buildTestApp<EngineName>({ ...options, engine });
   it("carries an agent its own bid but not another's while the auction is open, and both once it has closed", async () => {
-    const t = await buildTestApp();
+    const t = await build();
     await t.app.listen({ host: "127.0.0.1", port: 0 });
     const { port } = t.app.server.address() as AddressInfo;
     const honest = await t.agent("honest");
@@ -305,7 +311,7 @@ describe("the stream", () => {
     expect(showsRivalBid(messages.join(""))).toBe(false);
     // A reconnect after the close replays the revealed bid, in seq order.
     t.clock.advance(10_000);
-    t.coordinator.tick();
+    await t.tick();
     socket.close();
     const replay = new WebSocket(`ws://127.0.0.1:${port}/api/stream?after_seq=0`, { headers: honest.auth });
     const replayed: Json[] = [];

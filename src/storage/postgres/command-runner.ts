@@ -21,25 +21,20 @@ import {
   storedBytes,
 } from "../../coordinator/limits.js";
 import { CoordinatorState, withTask } from "../../coordinator/state.js";
-import type { Accepted, Command, CoordinatorRules } from "../../coordinator/types.js";
+import type { CommandResult, CommandSubject, Extras } from "../../coordinator/port.js";
+import type { Command, CoordinatorRules } from "../../coordinator/types.js";
 import { SwarmError } from "../../errors.js";
 import type { StoredEvent } from "../../event-log/types.js";
 import { prepareEvent, type PreparedEvent } from "../../event-log/validate.js";
 import { inTransaction, withClient } from "./database.js";
 import type { PostgresCoordinatorStore } from "./coordinator-store.js";
 import { appendPrepared, type PostgresEventLog } from "./event-log.js";
+import { writeExtra } from "./server-store.js";
 
 /** Any two processes' batches on one database run one after the other. */
 const COMMAND_LOCK_KEY = 0x5377_436d; // "SwCm"
 
-export interface PostgresCommandResult extends Omit<Accepted["subject"], "tool_event_id"> {
-  events: StoredEvent[];
-}
-
-/** Extra rows a caller writes in the command's transaction (a token, an Idempotency-Key). */
-export type PostgresAlsoWrite = (result: PostgresCommandResult, client: pg.PoolClient) => Promise<void>;
-
-export type CommandOutcome = { ok: true; result: PostgresCommandResult } | { ok: false; error: unknown };
+export type CommandOutcome = { ok: true; result: CommandResult } | { ok: false; error: unknown };
 
 export interface CommandRunnerOptions {
   eventLog: PostgresEventLog;
@@ -50,7 +45,7 @@ export interface CommandRunnerOptions {
 }
 
 interface Decided {
-  subject: Omit<Accepted["subject"], "tool_event_id">;
+  subject: CommandSubject;
   prepared: PreparedEvent[];
 }
 
@@ -62,9 +57,7 @@ export class PostgresCommandRunner {
    * result or its own refusal; a transaction that does not commit rejects the whole batch, with
    * nothing of it written.
    */
-  async run(
-    batch: readonly { command: Command; alsoWrite?: PostgresAlsoWrite }[],
-  ): Promise<CommandOutcome[]> {
+  async run(batch: readonly { command: Command; extras?: Extras | undefined }[]): Promise<CommandOutcome[]> {
     const { eventLog, store } = this.options;
     await eventLog.whenReady();
     let stored: StoredEvent[] = [];
@@ -77,7 +70,7 @@ export class PostgresCommandRunner {
         for (const item of batch) {
           await client.query("SAVEPOINT command");
           try {
-            decided.push(await this.decideAndWrite(client, state, item.command));
+            decided.push(await this.decideAndWrite(client, state, item.command, item.extras));
             await client.query("RELEASE SAVEPOINT command");
           } catch (error) {
             await client.query("ROLLBACK TO SAVEPOINT command");
@@ -87,7 +80,6 @@ export class PostgresCommandRunner {
         // The events last: the head row's lock is then held from numbering to commit only.
         const all = decided.flatMap((d) => ("prepared" in d ? d.prepared : []));
         stored = await appendPrepared(client, all);
-        // Extra rows go in once the events have their seqs; a failure here sinks the batch.
         let offset = 0;
         const results = decided.map((d): CommandOutcome | Decided => {
           if (!("prepared" in d)) return d;
@@ -95,12 +87,6 @@ export class PostgresCommandRunner {
           offset += d.prepared.length;
           return { ok: true, result: { ...d.subject, events } };
         });
-        for (const [index, item] of batch.entries()) {
-          const outcome = results[index];
-          if (item.alsoWrite !== undefined && outcome !== undefined && "ok" in outcome && outcome.ok) {
-            await item.alsoWrite(outcome.result, client);
-          }
-        }
         return results;
       });
     } catch (error) {
@@ -115,6 +101,7 @@ export class PostgresCommandRunner {
     client: pg.PoolClient,
     state: CoordinatorState,
     command: Command,
+    extras: Extras | undefined,
   ): Promise<Decided> {
     const { store, rules, clock, newId } = this.options;
     const taskId = "task_id" in command ? command.task_id : undefined;
@@ -131,6 +118,7 @@ export class PostgresCommandRunner {
     await store.apply(client, decision.changes);
     const prepared = decision.events.map((event) => prepareEvent(event, now));
     await this.countReports(client, command, prepared, now);
+    for (const write of extras?.(subject) ?? []) await writeExtra(client, write);
     state.apply(decision.changes);
     return { subject, prepared };
   }

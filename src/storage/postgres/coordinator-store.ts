@@ -26,6 +26,7 @@ import {
   type TaskPruneChunk,
   type TaskRow,
 } from "../coordinator-records.js";
+import { inTransaction } from "./database.js";
 
 type Queryable = pg.Pool | pg.PoolClient;
 
@@ -223,6 +224,32 @@ export class PostgresCoordinatorStore {
 
   async deleteExpiredKeys(client: Queryable, cutoff: string, limit: number): Promise<number> {
     return (await client.query(PG_STORE_SQL.expiredKeys, [cutoff, limit])).rowCount ?? 0;
+  }
+
+  /**
+   * The open auction rounds and the newest seq, from one snapshot: the rounds are exactly those
+   * the log up to that seq leaves open (see OpenRounds).
+   */
+  async openRoundSnapshot(
+    pool: pg.Pool,
+  ): Promise<{ seq: number; rounds: { task_id: string; attempt: number }[] }> {
+    return inTransaction(
+      pool,
+      async (client) => {
+        const head = await rows<{ last_seq: number }>(
+          client,
+          "SELECT last_seq FROM event_log_head WHERE id = 1",
+          [],
+        );
+        const open = await rows<{ task_id: string; attempt: number }>(
+          client,
+          "SELECT id AS task_id, attempt FROM tasks WHERE status = 'bidding'",
+          [],
+        );
+        return { seq: head[0]?.last_seq ?? 0, rounds: open };
+      },
+      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    );
   }
 
   /** Everything the core needs in memory: all agents, the live tasks, the bids of open auctions. */

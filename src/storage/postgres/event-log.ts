@@ -377,6 +377,20 @@ export class PostgresEventLog implements EventLogPort {
   // ---------------------------------------------------------------- reads
 
   /** Run a read, mapping the driver's failures onto the product's errors. */
+  /**
+   * Run a read of other tables on the log's pool: it waits for the open (and retries one that found
+   * the database down), and a failure of the database is answered as STORAGE_UNAVAILABLE.
+   */
+  async readWith<T>(body: (pool: pg.Pool) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    try {
+      await this.whenReady();
+      return await body(this.pool);
+    } catch (error) {
+      throw toPostgresStorageError(error);
+    }
+  }
+
   private async read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<R[]> {
     this.assertOpen();
     try {

@@ -22,7 +22,6 @@ import { DashboardModel, MinuteCounter } from "./model.js";
 import { configureTemplates, Renderer, VIEWS_DIR, type DashboardRenderers } from "./render.js";
 import { LiveHub, type LiveOptions } from "./live.js";
 import { pageRoutes } from "./pages.js";
-import { serverSecret } from "../server-secrets.js";
 import { csrfUserInfo, SessionKeeper, type DashboardSession } from "./session.js";
 
 export interface DashboardOptions {
@@ -68,8 +67,8 @@ function templateNames(root: string): string[] {
 }
 
 export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app, options) => {
-  const { eventLog, coordinator } = app;
-  const sessions = new SessionKeeper(app.apiKey, options.viewOpen, eventLog.db, eventLog.clock);
+  const { eventLog, coordinator, serverStore } = app;
+  const sessions = new SessionKeeper(app.apiKey, options.viewOpen, serverStore, eventLog.clock);
   let env: Environment | undefined;
 
   await app.register(cookie);
@@ -79,7 +78,7 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
     // A token is good only for the login it was made for: a sibling origin (another port, a
     // subdomain) can plant the _csrf cookie, but it cannot know the session id inside the token.
     getUserInfo: (request) => csrfUserInfo(request.dashboardSession),
-    csrfOpts: { hmacKey: serverSecret(eventLog.db, "csrf-hmac-key") },
+    csrfOpts: { hmacKey: await serverStore.serverSecret("csrf-hmac-key", eventLog.clock()) },
   });
   await app.register(view, {
     engine: { nunjucks },
@@ -98,7 +97,7 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
   // Compile every template now: otherwise the first page of each kind compiles its templates on
   // the event loop while its request waits (the overview's first answer held it for 110 ms).
   for (const name of templateNames(VIEWS_DIR)) templates.getTemplate(name, true);
-  const minuteCounts = new MinuteCounter(eventLog.getMinuteCounts(60), eventLog.clock);
+  const minuteCounts = new MinuteCounter(await eventLog.getMinuteCounts(60), eventLog.clock);
   const rendererFor = (reader: DashboardReader) =>
     new Renderer(
       templates,
@@ -114,7 +113,7 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
     public: rendererFor({ kind: "public", details: options.publicDetails }),
   };
   const hub = new LiveHub(eventLog, renderers.operator, options.live, app.log, app.metrics);
-  hub.start();
+  await hub.start();
   options.pages.hub = hub;
   app.addHook("onClose", async () => hub.stop());
 
@@ -132,7 +131,7 @@ export const dashboard: FastifyPluginAsyncTypebox<DashboardOptions> = async (app
 
   app.decorateRequest("dashboardSession", null as never);
   app.addHook("onRequest", async (request) => {
-    request.dashboardSession = sessions.sessionOf(request);
+    request.dashboardSession = await sessions.sessionOf(request);
   });
   // Filter forms send empty fields for filters left blank; blank means "no filter".
   app.addHook("preValidation", async (request) => {

@@ -7,7 +7,7 @@ import { eventMatches } from "../../storage/sqlite/queries.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import type { LiveView } from "./live.js";
-import type { BoardCursor } from "../../storage/sqlite/coordinator-store.js";
+import type { BoardCursor } from "../../storage/coordinator-records.js";
 import { FEED_CAP, PAGE_SIZE, TIMELINE_WINDOW } from "./model.js";
 import type { Renderer } from "./render.js";
 
@@ -52,8 +52,7 @@ export function liveView(spec: LiveSpec, renderer: Renderer): LiveView {
     // An event this viewer may not see (a sealed bid) must not move its page at all: even a
     // re-rendered agent card would say who bid. Only the overview and the task page, which show
     // how many bids are sealed and never whose, re-render for it.
-    matches: (event) =>
-      view.matches(event) && (SHOWS_SEALED_COUNTS.has(spec.view) || model.visibleEvents([event]).length > 0),
+    matches: (event) => view.matches(event) && (SHOWS_SEALED_COUNTS.has(spec.view) || model.isVisible(event)),
   };
 }
 
@@ -66,8 +65,9 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
         key: "overview",
         matches: () => true,
         update: (events) => renderer.newestFirst(events, FEED_CAP, "feed"),
-        snapshot: (lists) =>
-          renderer.overviewSummary() + (lists ? renderer.feed(model.recentEvents({}, FEED_CAP), true) : ""),
+        snapshot: async (lists) =>
+          (await renderer.overviewSummary()) +
+          (lists ? renderer.feed(await model.recentEvents({}, FEED_CAP), true) : ""),
         summary: () => renderer.overviewSummary(),
         catchUp: { filter: {}, limit: FEED_CAP },
       };
@@ -79,28 +79,24 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
       return {
         key: `tasks|${status ?? ""}|${before ?? ""}`,
         matches: (event) => event.task_id !== null,
-        update: (events) => {
+        update: async (events) => {
           const created = new Set(
             showsNewTasks
               ? events.filter((e) => e.event_type === "task.created").map((e) => e.task_id ?? "")
               : [],
           );
-          const names = model.agentNames();
-          const fresh = [...created]
-            .reverse()
-            .map((id) => coordinator.getTask(id))
-            .filter((task) => task !== undefined)
-            .map((task) => model.taskRow(task, names));
+          const tasksOf = async (ids: string[]) =>
+            (await Promise.all(ids.map(async (id) => coordinator.getTask(id)))).filter(
+              (task) => task !== undefined,
+            );
+          const fresh = await model.taskRows(await tasksOf([...created].reverse()));
           const prepend = fresh.length > 0 ? renderer.render("task-rows", { rows: fresh }) : "";
-          const changed = distinct(events, "task_id", created)
-            .map((id) => coordinator.getTask(id))
-            .filter((task) => task !== undefined)
-            .map((task) => renderer.taskRow(task, names));
-          return prepend + changed.join("");
+          const changed = await model.taskRows(await tasksOf(distinct(events, "task_id", created)));
+          return prepend + changed.map((row) => renderer.taskRow(row)).join("");
         },
-        snapshot: () =>
+        snapshot: async () =>
           renderer.render("task-list", {
-            ...model.tasks({ status, before }),
+            ...(await model.tasks({ status, before })),
             filter: { status, before },
             statuses: TASK_STATUSES,
             oob: true,
@@ -111,8 +107,8 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
 
     case "task": {
       const taskId = spec.task_id;
-      const state = () => {
-        const task = coordinator.getTask(taskId);
+      const state = async () => {
+        const task = await coordinator.getTask(taskId);
         return task === undefined ? "" : renderer.taskState(task);
       };
       // A window paged back to stays as it was; its card, bids and tool calls stay live.
@@ -128,10 +124,10 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
       return {
         key: `task|${taskId}`,
         matches: (event) => event.task_id === taskId,
-        update: (events) =>
-          renderer.eventRows(model.eventRows(events.slice(-TIMELINE_WINDOW)), "beforeend", "timeline") +
-          state(),
-        snapshot: (lists) => state() + (lists ? renderer.timeline(taskId, true) : ""),
+        update: async (events) =>
+          renderer.eventRows(await model.eventRows(events.slice(-TIMELINE_WINDOW)), "beforeend", "timeline") +
+          (await state()),
+        snapshot: async (lists) => (await state()) + (lists ? await renderer.timeline(taskId, true) : ""),
         catchUp: { filter: { task_id: taskId }, limit: TIMELINE_WINDOW },
       };
     }
@@ -141,31 +137,29 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
       return {
         key: `agents|${after === undefined ? "" : JSON.stringify(after)}`,
         matches: (event) => event.agent_id !== null,
-        update: (events) => {
+        update: async (events) => {
           // New agents join the top of the first page only; a later page is a place in the order.
           const joined = new Set(
             after !== undefined
               ? []
               : events.filter((e) => e.event_type === "agent.joined").map((e) => e.agent_id ?? ""),
           );
-          const rowOf = (id: string) => {
-            const agent = coordinator.getAgent(id);
-            return agent === undefined ? undefined : model.agentRow(agent);
+          const rowsOf = async (ids: string[]) => {
+            const agents = await Promise.all(ids.map(async (id) => coordinator.getAgent(id)));
+            return Promise.all(
+              agents.filter((agent) => agent !== undefined).map((agent) => model.agentRow(agent)),
+            );
           };
-          const fresh = [...joined]
-            .reverse()
-            .map(rowOf)
-            .filter((row) => row !== undefined);
+          const fresh = await rowsOf([...joined].reverse());
           const prepend = fresh.length > 0 ? renderer.render("agent-rows", { rows: fresh }) : "";
-          const changed = distinct(events, "agent_id", joined)
-            .map(rowOf)
-            .filter((row) => row !== undefined)
-            .map((agent) => renderer.render("agent-row", { agent, rowOob: true }));
+          const changed = (await rowsOf(distinct(events, "agent_id", joined))).map((agent) =>
+            renderer.render("agent-row", { agent, rowOob: true }),
+          );
           return prepend + changed.join("");
         },
-        snapshot: () =>
+        snapshot: async () =>
           renderer.render("agent-table", {
-            ...model.agents({ after, includeStats: true }),
+            ...(await model.agents({ after, includeStats: true })),
             after,
             oob: true,
           }),
@@ -175,10 +169,10 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
 
     case "agent": {
       const agentId = spec.agent_id;
-      const state = (withTasks: boolean) => {
-        const agent = coordinator.getAgent(agentId);
+      const state = async (withTasks: boolean) => {
+        const agent = await coordinator.getAgent(agentId);
         if (agent === undefined) return "";
-        const context = { detail: model.agentDetail(agent), oob: true };
+        const context = { detail: await model.agentDetail(agent), oob: true };
         return (
           renderer.render("agent-card", context) + (withTasks ? renderer.render("agent-tasks", context) : "")
         );
@@ -186,14 +180,14 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
       return {
         key: `agent|${agentId}`,
         matches: (event) => event.agent_id === agentId,
-        update: (events) =>
-          renderer.newestFirst(events, TAIL_CAP, "event-rows") +
-          state(events.some((e) => e.task_id !== null)),
-        snapshot: (lists) =>
-          state(true) +
+        update: async (events) =>
+          (await renderer.newestFirst(events, TAIL_CAP, "event-rows")) +
+          (await state(events.some((e) => e.task_id !== null))),
+        snapshot: async (lists) =>
+          (await state(true)) +
           (lists
             ? renderer.render("event-list", {
-                rows: model.recentEvents({ agent_id: agentId }, PAGE_SIZE),
+                rows: await model.recentEvents({ agent_id: agentId }, PAGE_SIZE),
                 cap: TAIL_CAP,
                 oob: true,
               })
@@ -205,13 +199,13 @@ function viewFor(spec: LiveSpec, renderer: Renderer): LiveView {
     case "events": {
       const filter = spec.filter;
       const normalized = normalizeFilter(filter);
-      const counts = () => renderer.render("event-counts", { summary: model.typeCounts(), oob: true });
+      const counts = async () => renderer.render("event-counts", { summary: model.typeCounts(), oob: true });
       return {
         key: `events|${JSON.stringify(filter)}`,
         matches: (event) => eventMatches(event, normalized),
         update: (events) => renderer.newestFirst(events, TAIL_CAP, "event-rows"),
         snapshot: async (lists) =>
-          counts() +
+          (await counts()) +
           (lists
             ? renderer.render("event-list", {
                 rows: await model.recentEventsAsync(filter, PAGE_SIZE),

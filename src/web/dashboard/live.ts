@@ -11,8 +11,9 @@
  *   came after from the log, and a batch already in flight skips what the replay covered.
  */
 import type { WebSocket } from "ws";
-import type { SqliteEventLog } from "../../storage/sqlite/event-log.js";
+import type { EventLogPort } from "../../storage/port.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
+import { EventType } from "../../event-log/event-types.js";
 import { EVENT_LIMITS } from "../../event-log/validate.js";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Metrics } from "../metrics.js";
@@ -23,14 +24,14 @@ export interface LiveView {
   key: string;
   matches(event: StoredEvent): boolean;
   /** Fragments for events that match, oldest first. */
-  update(events: StoredEvent[]): string;
+  update(events: StoredEvent[]): Promise<string>;
   /**
    * The page's state components, whole; with `lists`, its event lists too (rendered afresh).
    * A view whose lists come from a text search renders them later, off the event loop.
    */
   snapshot(lists: boolean): string | Promise<string>;
   /** Summaries that change with every event but are pushed at a bounded rate. */
-  summary?: () => string;
+  summary?: () => Promise<string>;
   /**
    * How a reconnecting page catches up: the events to replay and how many are worth replaying
    * before re-rendering its lists is cheaper. Null: it always re-renders (its lists are state).
@@ -88,26 +89,38 @@ export class LiveHub {
   private flushAt = 0;
   /** The last seq a flush has taken in; every message tells its page this seq. */
   private flushedSeq = 0;
+  /**
+   * The highest seq heard from the log. A page that connects replays up to here: what commits
+   * after it is heard later and pushed (on PostgreSQL the log's head can be ahead of what this
+   * process has heard, so the head would be the wrong line to draw).
+   */
+  private heardSeq = 0;
+  /** Flushes run one after another: a batch renders (awaiting reads) before the next one starts. */
+  private flushing: Promise<void> = Promise.resolve();
   private unsubscribe: (() => void) | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   /** Messages sent, for /metrics and the benchmark. */
   messagesSent = 0;
 
   constructor(
-    private readonly eventLog: SqliteEventLog,
+    private readonly eventLog: EventLogPort,
     private readonly renderer: Renderer,
     private readonly options: LiveOptions,
     private readonly logger: Logger,
     private readonly metrics?: Metrics,
   ) {}
 
-  start(): void {
-    this.flushedSeq = this.eventLog.latestSeq();
+  async start(): Promise<void> {
+    // Subscribe before reading the head, so nothing commits between the two unheard.
     this.unsubscribe = this.eventLog.subscribe((event) => {
       this.renderer.model.minuteCounts.add(event);
       this.pending.push(event);
+      if (event.seq > this.heardSeq) this.heardSeq = event.seq;
       this.schedule(this.lastFlushAt + this.options.flushIntervalMs);
     });
+    const head = await this.eventLog.latestSeq();
+    this.heardSeq = Math.max(this.heardSeq, head);
+    this.flushedSeq = Math.max(this.flushedSeq, head);
     const refresh = setInterval(() => {
       for (const channel of this.channels.values()) if (channel.view.summary) channel.summaryDirty = true;
       this.schedule(0);
@@ -118,11 +131,12 @@ export class LiveHub {
     this.timers.push(refresh, ping);
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.unsubscribe?.();
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
+    await this.flushing;
   }
 
   get clientCount(): number {
@@ -144,7 +158,7 @@ export class LiveHub {
    * the worker) is missed: those pushes are held and sent after the replay.
    */
   async connect(socket: WebSocket, view: LiveView, afterSeq: number | undefined): Promise<void> {
-    const latest = this.eventLog.latestSeq();
+    const latest = this.heardSeq;
     let channel = this.channels.get(view.key);
     if (channel === undefined) {
       channel = { view, clients: new Set(), summaryDirty: false, lastSummaryAt: 0 };
@@ -214,7 +228,7 @@ export class LiveHub {
     });
     if (page.next_cursor !== null) return view.snapshot(true);
     const missed = page.events;
-    return (await view.snapshot(false)) + (missed.length > 0 ? view.update(missed) : "");
+    return (await view.snapshot(false)) + (missed.length > 0 ? await view.update(missed) : "");
   }
 
   /** Flush at `at` (ms since epoch), or sooner if a flush is already due sooner. */
@@ -224,21 +238,36 @@ export class LiveHub {
       clearTimeout(this.flushTimer);
     }
     this.flushAt = at;
-    this.flushTimer = setTimeout(() => this.flush(), Math.max(0, at - Date.now()));
+    this.flushTimer = setTimeout(() => void this.flush(), Math.max(0, at - Date.now()));
   }
 
-  /** Push one message per channel for everything that committed since the last flush. */
-  flush(): void {
+  /** Push one message per channel for everything heard since the last flush (after any flush still rendering). */
+  flush(): Promise<void> {
     this.flushTimer = undefined;
+    this.flushing = this.flushing.then(() => this.flushPending());
+    return this.flushing;
+  }
+
+  private async flushPending(): Promise<void> {
     const now = Date.now();
     this.lastFlushAt = now;
     const events = this.pending;
     this.pending = [];
     this.flushedSeq = events.at(-1)?.seq ?? this.flushedSeq;
+    // A sealed bid must not move a page: wait until the batch can be judged before matching it.
+    let batch = events;
+    try {
+      await this.renderer.model.visibilityReady(events);
+    } catch (error) {
+      // The open rounds could not read this far (the database is away): leave the bids out of
+      // this batch rather than risk showing a sealed one. Pages have them again when they reload.
+      batch = events.filter((event) => event.event_type !== EventType.BID_SUBMITTED);
+      this.logger.warn({ err: error }, "live batch sent without its bids: open rounds not caught up");
+    }
     let summaryWaiting = false;
     for (const channel of this.channels.values()) {
       try {
-        if (this.flushChannel(channel, events, now)) summaryWaiting = true;
+        if (await this.flushChannel(channel, batch, now)) summaryWaiting = true;
       } catch (error) {
         this.logger.error({ err: error, view: channel.view.key }, "live update failed to render");
       }
@@ -247,7 +276,7 @@ export class LiveHub {
   }
 
   /** Returns whether a summary is still owed (it was sent too recently to send again). */
-  private flushChannel(channel: Channel, events: StoredEvent[], now: number): boolean {
+  private async flushChannel(channel: Channel, events: StoredEvent[], now: number): Promise<boolean> {
     const { view } = channel;
     const matching = events.filter((event) => view.matches(event));
     if (matching.length > 0 && view.summary) channel.summaryDirty = true;
@@ -256,36 +285,39 @@ export class LiveHub {
       if (now - channel.lastSummaryAt < this.options.summaryIntervalMs) {
         if (matching.length === 0) return true;
       } else {
-        summary = view.summary();
+        summary = await view.summary();
         channel.summaryDirty = false;
         channel.lastSummaryAt = now;
       }
     }
     const owed = channel.summaryDirty;
     if (matching.length === 0 && summary === "") return owed;
-    const marker = this.renderer.liveSeq(this.flushedSeq);
+    const flushedSeq = this.flushedSeq;
+    const marker = this.renderer.liveSeq(flushedSeq);
     const first = matching[0]?.seq ?? Number.POSITIVE_INFINITY;
-    let shared: string | undefined;
-    // Clients that connected during this batch already replayed part of it: render theirs apart.
-    const partial = new Map<number, string>();
-    for (const client of channel.clients) {
-      let update: string;
-      if (client.seenThrough < first) {
-        update = shared ??= view.update(matching);
-      } else {
-        const cached = partial.get(client.seenThrough);
-        if (cached !== undefined) update = cached;
-        else {
-          const unseen = matching.filter((event) => event.seq > client.seenThrough);
-          update = unseen.length > 0 ? view.update(unseen) : "";
-          partial.set(client.seenThrough, update);
-        }
+    // The clients as they stand now: one that connects while this batch renders replays past
+    // it, so it is rightly left out.
+    const clients = [...channel.clients];
+    const updates = new Map<number, Promise<string>>();
+    const updateFor = (seenThrough: number): Promise<string> => {
+      // Clients that connected during this batch already replayed part of it: render theirs apart.
+      const key = seenThrough < first ? -1 : seenThrough;
+      let update = updates.get(key);
+      if (update === undefined) {
+        const unseen = key === -1 ? matching : matching.filter((event) => event.seq > seenThrough);
+        update = unseen.length > 0 ? view.update(unseen) : Promise.resolve("");
+        updates.set(key, update);
       }
-      if (update === "" && summary === "") continue;
+      return update;
+    };
+    const rendered = await Promise.all(clients.map((client) => updateFor(client.seenThrough)));
+    clients.forEach((client, index) => {
+      const update = rendered[index] ?? "";
+      if (update === "" && summary === "") return;
       // A page that connected after this batch was taken in has replayed further than it.
-      const mark = client.seenThrough > this.flushedSeq ? this.renderer.liveSeq(client.seenThrough) : marker;
+      const mark = client.seenThrough > flushedSeq ? this.renderer.liveSeq(client.seenThrough) : marker;
       this.send(client, update + summary + mark);
-    }
+    });
     return owed;
   }
 

@@ -2,8 +2,8 @@
  * What each dashboard component shows, read from the coordinator and the event log. Pages and
  * live pushes both build their components from here, so a page and its update cannot drift.
  */
-import type { Coordinator } from "../../coordinator/coordinator.js";
-import type { BoardCursor } from "../../storage/sqlite/coordinator-store.js";
+import type { CoordinatorPort } from "../../coordinator/port.js";
+import type { BoardCursor } from "../../storage/coordinator-records.js";
 import {
   TASK_STATUSES,
   type Agent,
@@ -12,7 +12,7 @@ import {
   type Task,
   type TaskStatus,
 } from "../../coordinator/types.js";
-import type { SqliteEventLog } from "../../storage/sqlite/event-log.js";
+import type { EventLogPort } from "../../storage/port.js";
 import type { EventFilter, EventPage, MinuteCount, StoredEvent } from "../../event-log/types.js";
 import { bidsPerAuctionChart, eventsPerMinuteChart, familyOf, taskOutcomeChart } from "./charts.js";
 import type { Reader, Visibility } from "../visibility.js";
@@ -157,10 +157,17 @@ function lowestBids(bids: readonly Bid[], count: number): Bid[] {
   return lowest;
 }
 
+/** Agent ids an event names: its agent, and the winner an auction.closed records. */
+function namedAgents(event: StoredEvent): string[] {
+  const ids = event.agent_id === null ? [] : [event.agent_id];
+  if (typeof event.data.winner === "string") ids.push(event.data.winner);
+  return ids;
+}
+
 export class DashboardModel {
   constructor(
-    readonly coordinator: Coordinator,
-    readonly eventLog: SqliteEventLog,
+    readonly coordinator: CoordinatorPort,
+    readonly eventLog: EventLogPort,
     readonly clock: () => Date,
     /** Shared by the models of every audience: counted once as events commit. */
     readonly minuteCounts: MinuteCounter,
@@ -174,22 +181,42 @@ export class DashboardModel {
   }
 
   /**
-   * Agent id → name, for every agent the coordinator knows (including those that left), looked up
-   * one at a time: copying ten thousand names into a Map for every fragment cost more than the fragment.
+   * The names of the agents a fragment shows, read in one go for those ids only: copying ten
+   * thousand names for every fragment cost more than the fragment.
    */
-  agentNames(): AgentNames {
-    return { get: (id) => this.coordinator.getAgent(id)?.name };
+  async agentNames(ids: Iterable<string | null | undefined>): Promise<AgentNames> {
+    const wanted = new Set<string>();
+    for (const id of ids) if (id !== null && id !== undefined) wanted.add(id);
+    return this.coordinator.agentNames([...wanted]);
   }
 
   /** The events this viewer may see: sealed bids left out, private contents withheld. */
-  visibleEvents(events: readonly StoredEvent[]): StoredEvent[] {
+  async visibleEvents(events: readonly StoredEvent[]): Promise<StoredEvent[]> {
+    await this.audience.visibility.ready(events);
     return this.audience.visibility.events(events, this.audience.reader);
   }
 
+  /**
+   * Resolves once `isVisible` can judge these events (on PostgreSQL the open rounds follow the
+   * log on their own and may not have read as far as events just heard); undefined when it
+   * already can.
+   */
+  visibilityReady(events: readonly StoredEvent[]): Promise<void> | undefined {
+    return this.audience.visibility.ready(events);
+  }
+
+  /**
+   * Whether this viewer may see the event at all (a sealed bid of another agent is not). Await
+   * `visibilityReady` for events just heard first.
+   */
+  isVisible(event: StoredEvent): boolean {
+    return this.audience.visibility.event(event, this.audience.reader) !== null;
+  }
+
   /** A page of the events this viewer may see (see Visibility.listEvents). */
-  listEvents(filter: EventFilter): EventPage {
-    return this.audience.visibility.listEvents(
-      (page) => this.eventLog.listEvents(page),
+  listEvents(filter: EventFilter): Promise<EventPage> {
+    return this.audience.visibility.listEventsAsync(
+      async (page) => this.eventLog.listEvents(page),
       this.audience.reader,
       filter,
     );
@@ -209,19 +236,18 @@ export class DashboardModel {
     this.audience.visibility.checkFilter(this.audience.reader, filter);
   }
 
-  eventRows(events: readonly StoredEvent[], names = this.agentNames()): EventRow[] {
+  async eventRows(events: readonly StoredEvent[]): Promise<EventRow[]> {
+    const visible = await this.visibleEvents(events);
+    const names = await this.agentNames(visible.flatMap(namedAgents));
     // Looked up once per task however many of its events are shown (a timeline is one task).
-    const labels = new Map<string, string | null>();
+    const descriptions = await this.coordinator.taskDescriptions([
+      ...new Set(visible.flatMap((event) => (event.task_id === null ? [] : [event.task_id]))),
+    ]);
     const labelOf = (taskId: string) => {
-      let label = labels.get(taskId);
-      if (label === undefined) {
-        const description = this.coordinator.getTask(taskId)?.description;
-        label = description === undefined ? null : truncate(description, TASK_LABEL_LENGTH);
-        labels.set(taskId, label);
-      }
-      return label;
+      const description = descriptions.get(taskId);
+      return description === undefined ? null : truncate(description, TASK_LABEL_LENGTH);
     };
-    return this.visibleEvents(events).map((event) => ({
+    return visible.map((event) => ({
       seq: event.seq,
       id: event.id,
       event_type: event.event_type,
@@ -238,7 +264,13 @@ export class DashboardModel {
     }));
   }
 
-  taskRow(task: Task, names = this.agentNames()): TaskRow {
+  /** Rows for these tasks, with the names of the agents they are assigned to. */
+  async taskRows(tasks: readonly Task[]): Promise<TaskRow[]> {
+    const names = await this.agentNames(tasks.map((task) => task.assigned_agent));
+    return tasks.map((task) => this.taskRow(task, names));
+  }
+
+  taskRow(task: Task, names: AgentNames): TaskRow {
     return {
       ...this.audience.visibility.task(task, this.audience.reader),
       agent_name: task.assigned_agent === null ? null : (names.get(task.assigned_agent) ?? null),
@@ -246,14 +278,14 @@ export class DashboardModel {
   }
 
   /** Tasks in each status; the overview reads it once and hands it to its counters and charts. */
-  taskCounts(): Record<TaskStatus, number> {
+  async taskCounts(): Promise<Record<TaskStatus, number>> {
     return this.coordinator.store.taskCounts();
   }
 
-  /** Tasks by status from their counts table, agents by status from memory: no read grows with history. */
-  counters(tasks: Record<TaskStatus, number>) {
+  /** Tasks by status from their counts table, agents by status from the working set: no read grows with history. */
+  async counters(tasks: Record<TaskStatus, number>) {
     const agents = { idle: 0, busy: 0, offline: 0, online: 0, left: 0 };
-    for (const agent of this.coordinator.listAgents()) {
+    for (const agent of await this.coordinator.listAgents()) {
       if (agent.left_at !== null) agents.left += 1;
       else agents[agent.status] += 1;
     }
@@ -271,25 +303,29 @@ export class DashboardModel {
    * Open auctions, soonest to close first, each with its lowest bids (the leading one marked) and
    * how many more it has.
    */
-  auctions(limit = 12): { auctions: AuctionView[]; more: number } {
-    const names = this.agentNames();
-    const { tasks } = this.coordinator.store.listTasks({ status: "bidding", limit: 200 });
+  async auctions(limit = 12): Promise<{ auctions: AuctionView[]; more: number }> {
+    const { tasks } = await this.coordinator.store.listTasks({ status: "bidding", limit: 200 });
     tasks.sort((a, b) => ((a.auction_closes_at ?? "") < (b.auction_closes_at ?? "") ? -1 : 1));
-    const auctions = tasks.slice(0, limit).map((task) => {
-      const { bids, sealed } = this.visibleBids(task.id, this.coordinator.openBids(task.id));
-      const shown = lowestBids(bids, AUCTION_BIDS_SHOWN);
-      return {
-        task: this.taskRow(task, names),
-        bids: shown.map((bid, i) => ({
-          ...bid,
-          agent_name: names.get(bid.agent_id) ?? bid.agent_id,
-          // Who leads is known only to those who see every bid.
-          leading: i === 0 && sealed === 0,
-        })),
-        moreBids: bids.length - shown.length,
-        sealed,
-      };
-    });
+    const open = await Promise.all(
+      tasks.slice(0, limit).map(async (task) => {
+        const { bids, sealed } = this.visibleBids(task, await this.coordinator.openBids(task.id));
+        return { task, bids, sealed, shown: lowestBids(bids, AUCTION_BIDS_SHOWN) };
+      }),
+    );
+    const names = await this.agentNames(
+      open.flatMap(({ task, shown }) => [task.assigned_agent, ...shown.map((bid) => bid.agent_id)]),
+    );
+    const auctions = open.map(({ task, bids, sealed, shown }) => ({
+      task: this.taskRow(task, names),
+      bids: shown.map((bid, i) => ({
+        ...bid,
+        agent_name: names.get(bid.agent_id) ?? bid.agent_id,
+        // Who leads is known only to those who see every bid.
+        leading: i === 0 && sealed === 0,
+      })),
+      moreBids: bids.length - shown.length,
+      sealed,
+    }));
     return { auctions, more: Math.max(0, tasks.length - limit) };
   }
 
@@ -297,19 +333,21 @@ export class DashboardModel {
    * A page of the agents still registered, busy first, then idle, then offline; by name (ignoring
    * case) within each; from `after` (a cursor from boardCursorText) on.
    */
-  agents(options: { after?: BoardCursor; limit?: number; includeStats?: boolean } = {}) {
-    const page = this.coordinator.store.boardAgents({
+  async agents(options: { after?: BoardCursor; limit?: number; includeStats?: boolean } = {}) {
+    const page = await this.coordinator.store.boardAgents({
       after: options.after,
       limit: options.limit ?? PAGE_SIZE,
     });
     return {
-      agents: page.agents.map((agent) => this.agentRow(agent, options.includeStats ?? false)),
+      agents: await Promise.all(
+        page.agents.map((agent) => this.agentRow(agent, options.includeStats ?? false)),
+      ),
       next_cursor: page.next_cursor === null ? null : boardCursorText(page.next_cursor),
     };
   }
 
-  agentRow(agent: Agent, includeStats = true) {
-    return { ...agent, stats: includeStats ? this.coordinator.agentStats(agent.id) : null };
+  async agentRow(agent: Agent, includeStats = true) {
+    return { ...agent, stats: includeStats ? await this.coordinator.agentStats(agent.id) : null };
   }
 
   /** Events of the last hour by type, most frequent first. */
@@ -324,18 +362,18 @@ export class DashboardModel {
     return { total: items.reduce((sum, item) => sum + item.count, 0), items };
   }
 
-  charts(taskCounts: Record<TaskStatus, number>) {
+  async charts(taskCounts: Record<TaskStatus, number>) {
     const now = this.clock();
     return {
       perMinute: eventsPerMinuteChart(this.minuteCounts.counts(), now),
       outcomes: taskOutcomeChart(taskCounts),
-      bidsPerAuction: bidsPerAuctionChart(this.coordinator.store.recentAuctions(20)),
+      bidsPerAuction: bidsPerAuctionChart(await this.coordinator.store.recentAuctions(20)),
     };
   }
 
   /** The newest events matching `filter`, newest first. */
-  recentEvents(filter: EventFilter, limit: number): EventRow[] {
-    return this.eventRows(this.listEvents({ ...filter, order: "desc", limit }).events);
+  async recentEvents(filter: EventFilter, limit: number): Promise<EventRow[]> {
+    return this.eventRows((await this.listEvents({ ...filter, order: "desc", limit })).events);
   }
 
   /** `recentEvents` for a filter that may search text: read off the event loop. */
@@ -343,49 +381,59 @@ export class DashboardModel {
     return this.eventRows((await this.listEventsAsync({ ...filter, order: "desc", limit })).events);
   }
 
-  tasks(filter: { status?: TaskStatus; before?: number }) {
-    const names = this.agentNames();
-    const page = this.coordinator.store.listTasks({ ...filter, limit: PAGE_SIZE });
-    return { tasks: page.tasks.map((task) => this.taskRow(task, names)), next_cursor: page.next_cursor };
+  async tasks(filter: { status?: TaskStatus; before?: number }) {
+    const page = await this.coordinator.store.listTasks({ ...filter, limit: PAGE_SIZE });
+    return { tasks: await this.taskRows(page.tasks), next_cursor: page.next_cursor };
   }
 
   /**
    * Everything the task page shows: the task, its bids by round (newest round first, each with its
    * winner and lowest bids, and how many more), and its tool calls.
    */
-  taskDetail(task: Task) {
-    const names = this.agentNames();
+  async taskDetail(task: Task) {
     const { visibility, reader } = this.audience;
-    const sealedRound = visibility.sealedRound(task.id, reader);
-    const { sealed } = this.visibleBids(task.id, this.coordinator.openBids(task.id));
-    const bidRounds = this.coordinator.store
-      .bidRounds(task.id, ROUND_BIDS_SHOWN, sealedRound)
-      .filter((round) => round.bids.length > 0)
-      .map((round) => ({
-        attempt: round.attempt,
-        bids: round.bids.map((bid) => ({ ...bid, agent_name: names.get(bid.agent_id) ?? bid.agent_id })),
-        // Of a sealed round only the reader's own bid shows, and the sealed count says the rest.
-        more: round.attempt === sealedRound?.attempt ? 0 : round.count - round.bids.length,
-      }));
+    const sealedRound = visibility.sealedRound(task, reader);
+    const { sealed } =
+      task.status === "bidding"
+        ? this.visibleBids(task, await this.coordinator.openBids(task.id))
+        : { sealed: 0 };
+    const rounds = (await this.coordinator.store.bidRounds(task.id, ROUND_BIDS_SHOWN, sealedRound)).filter(
+      (round) => round.bids.length > 0,
+    );
+    const calls = await this.toolCallEvents(task.id);
+    const names = await this.agentNames([
+      task.assigned_agent,
+      ...rounds.flatMap((round) => round.bids.map((bid) => bid.agent_id)),
+      ...calls.map((event) => event.agent_id),
+    ]);
+    const bidRounds = rounds.map((round) => ({
+      attempt: round.attempt,
+      bids: round.bids.map((bid) => ({ ...bid, agent_name: names.get(bid.agent_id) ?? bid.agent_id })),
+      // Of a sealed round only the reader's own bid shows, and the sealed count says the rest.
+      more: round.attempt === sealedRound?.attempt ? 0 : round.count - round.bids.length,
+    }));
     return {
       task: this.taskRow(task, names),
       bidRounds,
       sealedBids: sealed,
-      toolCalls: this.toolCalls(task.id, names),
+      toolCalls: toolCalls(calls, names),
     };
   }
 
-  private visibleBids(taskId: string, bids: readonly Bid[]) {
-    return this.audience.visibility.bids(taskId, bids, this.audience.reader);
+  private visibleBids(task: Task, bids: readonly Bid[]) {
+    return this.audience.visibility.bids(task, bids, this.audience.reader);
   }
 
   /**
    * A window of at most TIMELINE_WINDOW of the task's events, oldest first: the newest, those
    * before `before_seq`, or those after `after_seq`; and whether there are more either side.
    */
-  timeline(taskId: string, at: { before_seq?: number; after_seq?: number } = {}): TimelineWindow {
+  async timeline(
+    taskId: string,
+    at: { before_seq?: number; after_seq?: number } = {},
+  ): Promise<TimelineWindow> {
     const forward = at.after_seq !== undefined;
-    const page = this.listEvents(
+    const page = await this.listEvents(
       forward
         ? { task_id: taskId, after_seq: at.after_seq, order: "asc", limit: TIMELINE_WINDOW }
         : { task_id: taskId, before_seq: at.before_seq, order: "desc", limit: TIMELINE_WINDOW },
@@ -394,72 +442,70 @@ export class DashboardModel {
     const first = events[0]?.seq;
     const last = events.at(-1)?.seq;
     // One event either side, as this viewer may see them, says whether a link leads anywhere.
-    const exists = (filter: EventFilter) =>
-      this.listEvents({ task_id: taskId, ...filter, limit: 1 }).events.length > 0;
+    const exists = async (filter: EventFilter) =>
+      (await this.listEvents({ task_id: taskId, ...filter, limit: 1 })).events.length > 0;
     return {
-      rows: this.eventRows(events),
-      olderThan: first !== undefined && exists({ before_seq: first, order: "desc" }) ? first : null,
-      newerThan: last !== undefined && exists({ after_seq: last, order: "asc" }) ? last : null,
+      rows: await this.eventRows(events),
+      olderThan: first !== undefined && (await exists({ before_seq: first, order: "desc" })) ? first : null,
+      newerThan: last !== undefined && (await exists({ after_seq: last, order: "asc" })) ? last : null,
       paged: at.before_seq !== undefined || at.after_seq !== undefined,
       size: TIMELINE_WINDOW,
     };
   }
 
-  /** Tool calls of a task, one row per call id, with the latest phase. */
-  toolCalls(taskId: string, names = this.agentNames()) {
-    const calls = new Map<
-      string,
-      {
-        call_id: string;
-        tool: string;
-        agent_name: string;
-        phase: string;
-        started: string;
-        finished: string | null;
-        error: string | null;
-      }
-    >();
-    const { visibility, reader } = this.audience;
-    const events = visibility.events(
-      this.eventLog
-        .listEvents({
-          task_id: taskId,
-          types: ["tool.called", "tool.completed", "tool.failed"],
-          order: "desc",
-          limit: 200,
-        })
-        .events.reverse(),
-      reader,
-    );
-    for (const event of events) {
-      const callId = typeof event.data.call_id === "string" ? event.data.call_id : event.id;
-      const phase = event.event_type.slice("tool.".length);
-      const known = calls.get(callId);
-      if (known === undefined) {
-        calls.set(callId, {
-          call_id: callId,
-          tool: typeof event.data.tool === "string" ? event.data.tool : "?",
-          agent_name: event.agent_id === null ? "" : (names.get(event.agent_id) ?? event.agent_id),
-          phase,
-          started: event.timestamp,
-          finished: phase === "called" ? null : event.timestamp,
-          error: typeof event.data.error === "string" ? event.data.error : null,
-        });
-      } else {
-        known.phase = phase;
-        if (phase !== "called") known.finished = event.timestamp;
-        if (typeof event.data.error === "string") known.error = event.data.error;
-      }
-    }
-    return [...calls.values()].reverse();
+  /** The newest tool-call events of a task that this viewer may see, oldest first. */
+  private async toolCallEvents(taskId: string): Promise<StoredEvent[]> {
+    const page = await this.eventLog.listEvents({
+      task_id: taskId,
+      types: ["tool.called", "tool.completed", "tool.failed"],
+      order: "desc",
+      limit: 200,
+    });
+    return this.visibleEvents([...page.events].reverse());
   }
 
-  agentDetail(agent: Agent) {
-    const names = this.agentNames();
-    const tasks = this.coordinator.store.listTasks({ agent_id: agent.id, limit: 20 }).tasks;
+  async agentDetail(agent: Agent) {
+    const { tasks } = await this.coordinator.store.listTasks({ agent_id: agent.id, limit: 20 });
     return {
-      agent: this.agentRow(agent),
-      tasks: tasks.map((task) => this.taskRow(task, names)),
+      agent: await this.agentRow(agent),
+      tasks: await this.taskRows(tasks),
     };
   }
+}
+
+/** Tool calls of a task, one row per call id, with the latest phase. */
+function toolCalls(events: readonly StoredEvent[], names: AgentNames) {
+  const calls = new Map<
+    string,
+    {
+      call_id: string;
+      tool: string;
+      agent_name: string;
+      phase: string;
+      started: string;
+      finished: string | null;
+      error: string | null;
+    }
+  >();
+  for (const event of events) {
+    const callId = typeof event.data.call_id === "string" ? event.data.call_id : event.id;
+    const phase = event.event_type.slice("tool.".length);
+    const known = calls.get(callId);
+    if (known === undefined) {
+      calls.set(callId, {
+        call_id: callId,
+        tool: typeof event.data.tool === "string" ? event.data.tool : "?",
+        agent_name: event.agent_id === null ? "" : (names.get(event.agent_id) ?? event.agent_id),
+        phase,
+        started: event.timestamp,
+        finished: phase === "called" ? null : event.timestamp,
+        error: typeof event.data.error === "string" ? event.data.error : null,
+      });
+    } else {
+      known.phase = phase;
+      if (phase !== "called") known.finished = event.timestamp;
+      if (typeof event.data.error === "string") known.error = event.data.error;
+    }
+  }
+  return [...calls.values()].reverse();
 }

@@ -170,8 +170,12 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     }
   };
 
-  /** What every page's layout needs. `live` is the page's websocket, if it shows live data. */
-  const page = (
+  /**
+   * What every page's layout needs. `live` is the page's websocket, if it shows live data. Await
+   * it before reading what the page shows: its seq is where the live catch-up starts, so it must
+   * not be newer than anything the page read.
+   */
+  const page = async (
     request: FastifyRequest,
     reply: FastifyReply,
     nav: string,
@@ -184,7 +188,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     session: request.dashboardSession,
     csrf: reply.generateCsrf({ userInfo: csrfUserInfo(request.dashboardSession) }),
     live: live === undefined ? undefined : liveUrl(live),
-    seq: eventLog.latestSeq(),
+    seq: await eventLog.latestSeq(),
   });
 
   const taskForm = (form: Partial<FormState> = {}): FormState => ({
@@ -194,28 +198,32 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     ...(form.posted !== undefined ? { posted: form.posted } : {}),
   });
 
-  const overview = (request: FastifyRequest, reply: FastifyReply, form: FormState) =>
-    reply.view("pages/overview.njk", {
-      ...page(request, reply, "overview", "Overview", { view: "overview" }),
-      ...rendererOf(request).overviewSummaryContext(),
-      rows: modelOf(request).recentEvents({}, FEED_CAP),
+  const overview = async (request: FastifyRequest, reply: FastifyReply, form: FormState) => {
+    const layout = await page(request, reply, "overview", "Overview", { view: "overview" });
+    return reply.view("pages/overview.njk", {
+      ...layout,
+      ...(await rendererOf(request).overviewSummaryContext()),
+      rows: await modelOf(request).recentEvents({}, FEED_CAP),
       cap: FEED_CAP,
       form,
     });
+  };
 
-  const tasksPage = (
+  const tasksPage = async (
     request: FastifyRequest,
     reply: FastifyReply,
     filter: { status?: (typeof TASK_STATUSES)[number]; before?: number },
     form: FormState,
-  ) =>
-    reply.view("pages/tasks.njk", {
-      ...page(request, reply, "tasks", "Tasks", { view: "tasks", ...filter }),
-      ...modelOf(request).tasks(filter),
+  ) => {
+    const layout = await page(request, reply, "tasks", "Tasks", { view: "tasks", ...filter });
+    return reply.view("pages/tasks.njk", {
+      ...layout,
+      ...(await modelOf(request).tasks(filter)),
       filter,
       statuses: TASK_STATUSES,
       form,
     });
+  };
 
   app.get("/", { preHandler: canView, schema: { hide: true } }, async (request, reply) =>
     overview(request, reply, taskForm()),
@@ -243,11 +251,11 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     async (request, reply) => {
       const isHtmx = request.headers["hx-request"] === "true";
       const { values, errors, command } = readTaskForm(request.body);
-      const refuse = (form: FormState) => {
+      const refuse = async (form: FormState) => {
         reply.code(422);
         if (isHtmx)
           return reply.view("partials/post-task-form.njk", {
-            ...page(request, reply, "tasks", "Tasks"),
+            ...(await page(request, reply, "tasks", "Tasks")),
             form,
           });
         return tasksPage(request, reply, {}, form);
@@ -258,7 +266,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         if (task === undefined) throw new Error("PostTask returned no task");
         if (!isHtmx) return reply.redirect(`/tasks/${encodeURIComponent(task.id)}`, 303);
         return reply.code(201).view("partials/post-task-form.njk", {
-          ...page(request, reply, "tasks", "Tasks"),
+          ...(await page(request, reply, "tasks", "Tasks")),
           form: taskForm({ posted: { id: task.id, description: task.description } }),
         });
       } catch (error) {
@@ -268,8 +276,8 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     },
   );
 
-  const requireTask = (id: string) => {
-    const task = coordinator.getTask(id);
+  const requireTask = async (id: string) => {
+    const task = await coordinator.getTask(id);
     if (task === undefined) throw new SwarmError("TASK_NOT_FOUND", `There is no task ${id}.`);
     return task;
   };
@@ -286,16 +294,20 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request, reply) => {
-      const task = requireTask(request.params.id);
       const { before_seq, after_seq } = request.query;
-      const timeline = modelOf(request).timeline(
+      // As the model decides it (model.ts, timeline): a window reached by a cursor does not grow live.
+      const paged = before_seq !== undefined || after_seq !== undefined;
+      const live: LiveSpec = { view: "task", task_id: request.params.id, ...(paged ? { paged: true } : {}) };
+      const layout = await page(request, reply, "tasks", "", live);
+      const task = await requireTask(request.params.id);
+      const timeline = await modelOf(request).timeline(
         task.id,
         after_seq !== undefined ? { after_seq } : { before_seq },
       );
-      const live: LiveSpec = { view: "task", task_id: task.id, ...(timeline.paged ? { paged: true } : {}) };
       return reply.view("pages/task.njk", {
-        ...page(request, reply, "tasks", truncate(task.description, 60), live),
-        ...rendererOf(request).taskDetailContext(task),
+        ...layout,
+        title: truncate(task.description, 60),
+        ...(await rendererOf(request).taskDetailContext(task)),
         timeline,
         taskId: task.id,
       });
@@ -306,7 +318,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     "/tasks/:id/cancel",
     { preHandler: [checkCsrf, canAct], schema: { hide: true, params: IdParams } },
     async (request, reply) => {
-      const task = requireTask(request.params.id);
+      const task = await requireTask(request.params.id);
       await coordinator.submit({
         type: "CancelTask",
         task_id: task.id,
@@ -324,9 +336,13 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const after = request.query.after === undefined ? undefined : parseBoardCursor(request.query.after);
+      const layout = await page(request, reply, "agents", "Agents", {
+        view: "agents",
+        ...(after ? { after } : {}),
+      });
       return reply.view("pages/agents.njk", {
-        ...page(request, reply, "agents", "Agents", { view: "agents", ...(after ? { after } : {}) }),
-        ...modelOf(request).agents({ after, includeStats: true }),
+        ...layout,
+        ...(await modelOf(request).agents({ after, includeStats: true })),
         after,
         pageSize: PAGE_SIZE,
       });
@@ -337,13 +353,15 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     "/agents/:id",
     { preHandler: canView, schema: { hide: true, params: IdParams } },
     async (request, reply) => {
-      const agent = coordinator.getAgent(request.params.id);
+      const layout = await page(request, reply, "agents", "", { view: "agent", agent_id: request.params.id });
+      const agent = await coordinator.getAgent(request.params.id);
       if (agent === undefined)
         throw new SwarmError("AGENT_NOT_FOUND", `There is no agent ${request.params.id}.`);
       return reply.view("pages/agent.njk", {
-        ...page(request, reply, "agents", agent.name, { view: "agent", agent_id: agent.id }),
-        detail: modelOf(request).agentDetail(agent),
-        events: modelOf(request).recentEvents({ agent_id: agent.id }, PAGE_SIZE),
+        ...layout,
+        title: agent.name,
+        detail: await modelOf(request).agentDetail(agent),
+        events: await modelOf(request).recentEvents({ agent_id: agent.id }, PAGE_SIZE),
         cap: TAIL_CAP,
       });
     },
@@ -374,6 +392,14 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       let problem: string | undefined;
       let result: EventPage = { events: [], next_cursor: null };
       const model = modelOf(request);
+      const tailing = query.live === "1" && canTail;
+      const layout = await page(
+        request,
+        reply,
+        "events",
+        "Events",
+        tailing ? { view: "events", filter } : undefined,
+      );
       try {
         result =
           query.after_seq !== undefined
@@ -401,16 +427,16 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         query.after_seq !== undefined ? oldest !== undefined && oldest > 1 : result.next_cursor !== null;
       const hasNewer =
         query.after_seq !== undefined ? result.next_cursor !== null : query.before_seq !== undefined;
-      const tailing = query.live === "1" && canTail && problem === undefined;
       return reply.view("pages/events.njk", {
-        ...page(request, reply, "events", "Events", tailing ? { view: "events", filter } : undefined),
+        ...layout,
+        ...(problem !== undefined ? { live: undefined } : {}),
         query,
         filtered: filterParams.size > 0,
         knownTypes: KNOWN_EVENT_TYPES,
         problem,
-        rows: modelOf(request).eventRows(events),
-        cap: tailing ? TAIL_CAP : PAGE_SIZE,
-        summary: modelOf(request).typeCounts(),
+        rows: await model.eventRows(events),
+        cap: tailing && problem === undefined ? TAIL_CAP : PAGE_SIZE,
+        summary: model.typeCounts(),
         canTail,
         links: {
           liveOn: link({ live: "1" }),
@@ -458,7 +484,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
     async (request, reply) => {
       if (!request.dashboardSession.loginRequired) return reply.redirect("/", 303);
       return reply.view("pages/login.njk", {
-        ...page(request, reply, "", "Log in"),
+        ...(await page(request, reply, "", "Log in")),
         next: safeNext(request.query.next),
       });
     },
@@ -484,19 +510,19 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       if (!sessions.isOperatorKey(request.body.key)) {
         app.authFailures.fail(request.ip);
         return reply.code(401).view("pages/login.njk", {
-          ...page(request, reply, "", "Log in"),
+          ...(await page(request, reply, "", "Log in")),
           next,
           problem: "That is not the operator key.",
         });
       }
-      sessions.logIn(request, reply);
+      await sessions.logIn(request, reply);
       return reply.redirect(next, 303);
     },
   );
 
   app.post("/logout", { preHandler: checkCsrf, schema: { hide: true } }, async (request, reply) => {
     const { sessionId } = request.dashboardSession;
-    sessions.logOut(request, reply);
+    await sessions.logOut(request, reply);
     // Its open pages stop hearing anything at once.
     if (sessionId !== undefined) app.closeSockets(sessionSockets(sessionId), "logged out");
     return reply.redirect("/", 303);

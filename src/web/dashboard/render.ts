@@ -9,7 +9,7 @@ import type { Task } from "../../coordinator/types.js";
 import type { StoredEvent } from "../../event-log/types.js";
 import { shortId } from "../../ids.js";
 import { exactUtc, groupDigits, relativeTime } from "./format.js";
-import { FEED_CAP, type DashboardModel, type EventRow } from "./model.js";
+import { FEED_CAP, type DashboardModel, type EventRow, type TaskRow } from "./model.js";
 
 const OVERVIEW_AGENTS = 15;
 
@@ -54,24 +54,24 @@ export class Renderer {
     return this.env.render(`partials/${partial}.njk`, context);
   }
 
-  overviewSummaryContext() {
-    const taskCounts = this.model.taskCounts();
-    const counters = this.model.counters(taskCounts);
+  async overviewSummaryContext() {
+    const taskCounts = await this.model.taskCounts();
+    const counters = await this.model.counters(taskCounts);
     // The first agents (busy, then idle, then offline) and how many more the agents page pages through.
-    const { agents } = this.model.agents({ limit: OVERVIEW_AGENTS });
+    const { agents } = await this.model.agents({ limit: OVERVIEW_AGENTS });
     const registered = counters.agents.online + counters.agents.offline;
     return {
       counters,
-      auctions: this.model.auctions(),
+      auctions: await this.model.auctions(),
       agents,
       agentsMore: Math.max(0, registered - agents.length),
-      charts: this.model.charts(taskCounts),
+      charts: await this.model.charts(taskCounts),
     };
   }
 
   /** Counters, auctions, agents and charts: the overview's summaries, replaced whole. */
-  overviewSummary(): string {
-    const context = { ...this.overviewSummaryContext(), oob: true };
+  async overviewSummary(): Promise<string> {
+    const context = { ...(await this.overviewSummaryContext()), oob: true };
     return ["counters", "auctions", "agents-compact", "charts"]
       .map((name) => this.render(name, context))
       .join("");
@@ -87,28 +87,28 @@ export class Renderer {
   }
 
   /** New events, newest first, as rows for the front of a newest-first list (at most `cap`). */
-  newestFirst(events: readonly StoredEvent[], cap: number, target: string): string {
-    const rows = this.model.eventRows(events.slice(-cap).reverse());
+  async newestFirst(events: readonly StoredEvent[], cap: number, target: string): Promise<string> {
+    const rows = await this.model.eventRows(events.slice(-cap).reverse());
     return this.eventRows(rows, "afterbegin", target);
   }
 
-  taskRow(task: Task, names = this.model.agentNames()): string {
-    return this.render("task-row", { task: this.model.taskRow(task, names), rowOob: true });
+  taskRow(row: TaskRow): string {
+    return this.render("task-row", { task: row, rowOob: true });
   }
 
-  taskDetailContext(task: Task) {
-    return { detail: this.model.taskDetail(task) };
+  async taskDetailContext(task: Task) {
+    return { detail: await this.model.taskDetail(task) };
   }
 
   /** The task page's state: its card, its bids, its tool calls. */
-  taskState(task: Task): string {
-    const context = { ...this.taskDetailContext(task), oob: true };
+  async taskState(task: Task): Promise<string> {
+    const context = { ...(await this.taskDetailContext(task)), oob: true };
     return ["task-card", "bids", "tool-calls"].map((name) => this.render(name, context)).join("");
   }
 
   /** The newest window of the task's timeline, with the link to older events. */
-  timeline(taskId: string, oob: boolean): string {
-    return this.render("timeline", { timeline: this.model.timeline(taskId), taskId, oob });
+  async timeline(taskId: string, oob: boolean): Promise<string> {
+    return this.render("timeline", { timeline: await this.model.timeline(taskId), taskId, oob });
   }
 
   liveSeq(seq: number): string {

@@ -11,7 +11,7 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { SqliteDatabase } from "../../storage/sqlite/database.js";
+import type { ServerStorePort } from "../../storage/port.js";
 import { hashToken, isOperatorDigest } from "../auth.js";
 
 export const SESSION_COOKIE = "swarm_session";
@@ -47,12 +47,11 @@ const sha256 = (text: string) => createHash("sha256").update(text).digest("hex")
 export class SessionKeeper {
   private readonly signingKey: Buffer | undefined;
   private readonly apiKeyHash: string | undefined;
-  private readonly statements;
 
   constructor(
     apiKey: string | undefined,
     private readonly viewOpen: boolean,
-    db: SqliteDatabase,
+    private readonly store: ServerStorePort,
     private readonly clock: () => Date = () => new Date(),
   ) {
     this.signingKey =
@@ -60,21 +59,9 @@ export class SessionKeeper {
         ? undefined
         : createHmac("sha256", apiKey).update("swarm dashboard session v2").digest();
     this.apiKeyHash = apiKey === undefined ? undefined : hashToken(apiKey);
-    this.statements = {
-      insert: db.prepare<[string, string, string]>(
-        "INSERT INTO dashboard_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
-      ),
-      live: db
-        .prepare<[string, string], string>(
-          "SELECT expires_at FROM dashboard_sessions WHERE id_hash = ? AND expires_at > ?",
-        )
-        .pluck(),
-      remove: db.prepare<[string]>("DELETE FROM dashboard_sessions WHERE id_hash = ?"),
-      removeExpired: db.prepare<[string]>("DELETE FROM dashboard_sessions WHERE expires_at <= ?"),
-    };
   }
 
-  sessionOf(request: FastifyRequest): DashboardSession {
+  async sessionOf(request: FastifyRequest): Promise<DashboardSession> {
     if (this.signingKey === undefined) {
       return {
         loginRequired: false,
@@ -88,7 +75,7 @@ export class SessionKeeper {
     }
     // Cookies are not parsed yet when a request was refused before the dashboard saw it.
     const cookies: Partial<Record<string, string>> = request.cookies ?? {};
-    const login = this.verify(cookies[SECURE_SESSION_COOKIE] ?? cookies[SESSION_COOKIE]);
+    const login = await this.verify(cookies[SECURE_SESSION_COOKIE] ?? cookies[SESSION_COOKIE]);
     const operator = login !== undefined;
     return {
       loginRequired: true,
@@ -107,12 +94,11 @@ export class SessionKeeper {
   }
 
   /** Start a session and hand its cookie to the browser; returns the new session id. */
-  logIn(request: FastifyRequest, reply: FastifyReply): string {
+  async logIn(request: FastifyRequest, reply: FastifyReply): Promise<string> {
     const now = this.clock();
     const id = randomBytes(32).toString("base64url");
     const expires = new Date(now.getTime() + SESSION_LIFETIME_MS);
-    this.statements.removeExpired.run(now.toISOString());
-    this.statements.insert.run(sha256(id), now.toISOString(), expires.toISOString());
+    await this.store.saveSession(sha256(id), now.toISOString(), expires.toISOString(), now.toISOString());
     const tls = request.protocol === "https";
     reply.setCookie(tls ? SECURE_SESSION_COOKIE : SESSION_COOKIE, `${id}.${this.sign(id)}`, {
       path: "/",
@@ -125,9 +111,9 @@ export class SessionKeeper {
   }
 
   /** End the session on the server, so that no copy of its cookie works any more, and drop the cookie. */
-  logOut(request: FastifyRequest, reply: FastifyReply): void {
+  async logOut(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const { sessionId } = request.dashboardSession;
-    if (sessionId !== undefined) this.statements.remove.run(sha256(sessionId));
+    if (sessionId !== undefined) await this.store.removeSession(sha256(sessionId));
     reply.clearCookie(SESSION_COOKIE, { path: "/" });
     if (request.protocol === "https") reply.clearCookie(SECURE_SESSION_COOKIE, { path: "/", secure: true });
   }
@@ -139,13 +125,13 @@ export class SessionKeeper {
   }
 
   /** The session a cookie names, if it is signed with the current key and still live on the server. */
-  private verify(cookie: string | undefined): { id: string; expiresAt: Date } | undefined {
+  private async verify(cookie: string | undefined): Promise<{ id: string; expiresAt: Date } | undefined> {
     if (cookie === undefined || this.signingKey === undefined) return undefined;
     const match = /^([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})$/.exec(cookie);
     if (match === null) return undefined;
     const [, id = "", signature = ""] = match;
     if (!timingSafeEqual(Buffer.from(signature), Buffer.from(this.sign(id)))) return undefined;
-    const expiresAt = this.statements.live.get(sha256(id), this.clock().toISOString());
+    const expiresAt = await this.store.liveSession(sha256(id), this.clock().toISOString());
     return expiresAt === undefined ? undefined : { id, expiresAt: new Date(expiresAt) };
   }
 }

@@ -14,7 +14,7 @@ import {
 import { agentView } from "../views.js";
 
 export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { coordinator, tokens, guard, eventLog } = app;
+  const { coordinator, guard, eventLog, serverStore } = app;
 
   app.post(
     "/api/agents",
@@ -32,10 +32,19 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const token = newAgentToken();
-      const result = await coordinator.submit({ type: "RegisterAgent", ...request.body }, ({ agent }) => {
-        if (agent !== undefined) tokens.save(hashToken(token), agent.id, agent.registered_at);
-      });
-      return reply.code(201).send({ agent: agentView(coordinator, result.agent!), token });
+      const result = await coordinator.submit({ type: "RegisterAgent", ...request.body }, ({ agent }) =>
+        agent === undefined
+          ? []
+          : [
+              {
+                kind: "save_token",
+                token_hash: hashToken(token),
+                agent_id: agent.id,
+                created_at: agent.registered_at,
+              },
+            ],
+      );
+      return reply.code(201).send({ agent: await agentView(coordinator, result.agent!), token });
     },
   );
 
@@ -60,13 +69,13 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const { status, limit, cursor } = request.query;
-      const page = coordinator.store.listAgents({
+      const page = await coordinator.store.listAgents({
         status,
         limit: limit ?? 50,
         after: cursor === undefined ? undefined : Number(cursor),
       });
       return {
-        agents: page.agents.map((agent) => agentView(coordinator, agent)),
+        agents: await Promise.all(page.agents.map((agent) => agentView(coordinator, agent))),
         next_cursor: page.next_cursor,
       };
     },
@@ -84,9 +93,9 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const agent = coordinator.getAgent(request.params.id);
+      const agent = await coordinator.getAgent(request.params.id);
       if (agent === undefined) throw new SwarmError("AGENT_NOT_FOUND", `no agent ${request.params.id}`);
-      return { agent: agentView(coordinator, agent) };
+      return { agent: await agentView(coordinator, agent) };
     },
   );
 
@@ -103,7 +112,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const result = await coordinator.submit({ type: "Heartbeat", agent_id: request.params.id });
-      return { agent: agentView(coordinator, result.agent!) };
+      return { agent: await agentView(coordinator, result.agent!) };
     },
   );
 
@@ -123,11 +132,9 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // its open streams are closed (app.ts, on agent.left).
       const result = await coordinator.submit(
         { type: "DeregisterAgent", agent_id: request.params.id },
-        ({ agent }) => {
-          if (agent !== undefined) tokens.revokeAll(agent.id);
-        },
+        ({ agent }) => (agent === undefined ? [] : [{ kind: "revoke_tokens", agent_id: agent.id }]),
       );
-      return { agent: agentView(coordinator, result.agent!) };
+      return { agent: await agentView(coordinator, result.agent!) };
     },
   );
 
@@ -147,24 +154,20 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const agent = coordinator.getAgent(request.params.id);
+      const agent = await coordinator.getAgent(request.params.id);
       if (agent === undefined) throw new SwarmError("AGENT_NOT_FOUND", `no agent ${request.params.id}`);
       if (agent.left_at !== null)
         throw new SwarmError("AGENT_LEFT", `agent ${agent.id} has deregistered; register a new one`);
       const token = newAgentToken();
       const now = eventLog.clock().toISOString();
-      eventLog.transaction((tx) => {
-        tokens.revokeAll(agent.id);
-        tokens.save(hashToken(token), agent.id, now);
-        tx.append({
-          event_type: EventType.AGENT_TOKEN_ROTATED,
-          source: request.caller.kind === "agent" ? agent.id : "operator",
-          agent_id: agent.id,
-          data: { by: request.caller.kind === "agent" ? "agent" : "operator" },
-          timestamp: now,
-        });
+      await serverStore.rotateToken(agent.id, hashToken(token), {
+        event_type: EventType.AGENT_TOKEN_ROTATED,
+        source: request.caller.kind === "agent" ? agent.id : "operator",
+        agent_id: agent.id,
+        data: { by: request.caller.kind === "agent" ? "agent" : "operator" },
+        timestamp: now,
       });
-      return { agent: agentView(coordinator, agent), token };
+      return { agent: await agentView(coordinator, agent), token };
     },
   );
 };

@@ -2,7 +2,8 @@ import { Readable } from "node:stream";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { SqliteEventLog } from "../../storage/sqlite/event-log.js";
+import type { EventLogPort } from "../../storage/port.js";
+import { normalizeFilter } from "../../event-log/validate.js";
 import type { Static } from "typebox";
 import { Type } from "typebox";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
@@ -66,12 +67,12 @@ const EXPORT_PAGE = 250;
  */
 export function sendExport(
   reply: FastifyReply,
-  eventLog: SqliteEventLog,
+  eventLog: EventLogPort,
   filter: EventFilter,
   format: "ndjson" | "csv",
-  visible: (events: readonly StoredEvent[]) => readonly StoredEvent[],
+  visible: (events: readonly StoredEvent[]) => Promise<readonly StoredEvent[]>,
 ): FastifyReply {
-  eventLog.listEvents({ ...filter, limit: 1 }); // refuse a bad filter with a 400 before streaming starts
+  normalizeFilter({ ...filter, limit: 1 }); // refuse a bad filter with a 400 before streaming starts
   const csv = format === "csv";
   async function* lines() {
     if (csv) yield `${CSV_COLUMNS.join(",")}\r\n`;
@@ -80,7 +81,7 @@ export function sendExport(
       // One page at a time, pulled only as fast as the client reads: memory stays flat. Pages of
       // EXPORT_PAGE rows: reading and serializing 1,000 of them held the event loop for up to 75 ms.
       const page = await eventLog.listEventsAsync({ ...filter, after_seq: cursor, limit: EXPORT_PAGE });
-      yield visible(page.events)
+      yield (await visible(page.events))
         .map((event) => (csv ? csvLine(event) : `${JSON.stringify(event)}\n`))
         .join("");
       if (page.next_cursor === null) return;
@@ -168,9 +169,10 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const reader = app.readerOf(request);
       const filter = toFilter(request.query);
       visibility.checkFilter(reader, filter);
-      return sendExport(reply, eventLog, filter, request.query.format ?? "ndjson", (events) =>
-        visibility.events(events, reader),
-      );
+      return sendExport(reply, eventLog, filter, request.query.format ?? "ndjson", async (events) => {
+        await visibility.ready(events);
+        return visibility.events(events, reader);
+      });
     },
   );
 };

@@ -46,6 +46,8 @@ export const STREAM_CLOSE = {
 
 /** Events per backfill read, sent while the socket has room; the rest are let go and read again. */
 const BACKFILL_PAGE = 100;
+/** Live events kept aside while a backfill reads; past it, the backfill reads once more instead. */
+const MAX_HEARD_DURING_BACKFILL = 10_000;
 /**
  * A tick's corked frames are handed to the kernel once they reach this size, so that the
  * socket's unsent bytes measure what the client has not taken, not the size of a commit.
@@ -104,9 +106,12 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       }
       // What this caller may see: sealed bids of others are left out, their contents withheld.
       const reader = app.readerOf(request);
-      // Without after_seq the client wants what happens from now on.
-      let lastSent = query.after_seq ?? eventLog.latestSeq();
+      // Set before anything is sent: after_seq, or (without it: from now on) the newest seq.
+      let lastSent = query.after_seq ?? 0;
       let backfilling = true;
+      // Live events heard while the backfill reads, sent once it has caught up (see backfill).
+      let heardMeanwhile: StoredEvent[] = [];
+      let heardTooMany = false;
       let closed = false;
       let alive = true;
       metrics.openWebsockets.inc({ kind: "api" });
@@ -154,10 +159,13 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
           tcp.cork();
         }
       };
-      // While the backfill runs it reads live events from the log itself, at the client's pace,
-      // and it switches to live in the same tick as a read that left nothing behind.
+      // Listening starts before the first read. While the backfill runs, live events are kept
+      // aside (up to a bound): every event committed after a read's snapshot is heard after
+      // this subscription, so the last read plus what was heard covers everything exactly once.
       const unsubscribe = eventLog.subscribe((event) => {
         if (!backfilling) send(event);
+        else if (heardMeanwhile.length < MAX_HEARD_DURING_BACKFILL) heardMeanwhile.push(event);
+        else heardTooMany = true;
       }, filter);
       const ping = setInterval(() => {
         if (!alive) {
@@ -182,37 +190,58 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       // Clients have nothing to say; whatever they send is ignored, never parsed.
       socket.on("message", () => undefined);
 
-      const oldest = eventLog.oldestSeq();
-      if (query.after_seq !== undefined && oldest !== null && query.after_seq + 1 < oldest) {
-        socket.send(JSON.stringify({ type: "resync", oldest_seq: oldest }));
-      }
-
       /**
        * Backfill paced by the socket: send the next page from the log while the socket has
-       * room (backfillBufferBytes). The promise settles once the last event sent has gone to
-       * the kernel; the rest of the page is read again after it, so no page waits in memory
-       * for a client that has stopped reading. Undefined: the client has caught up, and no
-       * commit can have fallen since the read, so it goes live now.
+       * room (backfillBufferBytes). `drained` settles once the last event sent has gone to the
+       * kernel; the rest of the page is read again after it, so no page waits in memory for a
+       * client that has stopped reading (which is why the wait is handed out rather than
+       * awaited here: this function's frame would keep the page). Undefined: caught up.
        */
-      const sendPage = (): Promise<void> | undefined => {
+      const sendPage = async (): Promise<{ drained: Promise<void> } | undefined> => {
         if (!open()) return undefined;
-        const page = eventLog.listEvents({ ...filter, after_seq: lastSent, limit: BACKFILL_PAGE });
+        // Awaited only when the engine answers with a promise: on SQLite the read and the sends
+        // run in one go, so many backfilling streams never hold their pages at the same time.
+        const read = eventLog.listEvents({ ...filter, after_seq: lastSent, limit: BACKFILL_PAGE });
+        const page = read instanceof Promise ? await read : read;
+        const ready = visibility.ready(page.events);
+        if (ready !== undefined) await ready;
         for (const [index, event] of page.events.entries()) {
           const full = socket.bufferedAmount >= options.backfillBufferBytes;
           // A page that is not the last one ends with a wait too: the next read waits for it.
           if (full || (index === page.events.length - 1 && page.next_cursor !== null)) {
-            return new Promise((resolve) => send(event, resolve));
+            return { drained: new Promise<void>((resolve) => send(event, resolve)) };
           }
           send(event);
         }
         return undefined;
       };
       const backfill = async () => {
-        for (let sent = sendPage(); sent !== undefined; sent = sendPage()) {
-          await sent;
-          if (!open()) return;
+        if (query.after_seq === undefined) lastSent = await eventLog.latestSeq();
+        const oldest = await eventLog.oldestSeq();
+        if (query.after_seq !== undefined && oldest !== null && query.after_seq + 1 < oldest) {
+          socket.send(JSON.stringify({ type: "resync", oldest_seq: oldest }));
         }
-        backfilling = false;
+        for (;;) {
+          const more = await sendPage();
+          if (more !== undefined) {
+            await more.drained;
+            if (!open()) return;
+            continue;
+          }
+          if (!open()) return;
+          // Caught up. Too much was heard meanwhile to keep: read again from where it got to.
+          if (heardTooMany) {
+            heardTooMany = false;
+            heardMeanwhile = [];
+            continue;
+          }
+          // Live from here, in the same tick: what was heard and not yet sent goes first.
+          backfilling = false;
+          const heard = heardMeanwhile;
+          heardMeanwhile = [];
+          for (const event of heard) send(event);
+          return;
+        }
       };
       backfill().catch((error: unknown) => {
         request.log.error({ err: error }, "stream backfill failed");

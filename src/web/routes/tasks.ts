@@ -69,33 +69,20 @@ function keyReused(key: string): SwarmError {
 }
 
 export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { coordinator, guard, eventLog, visibility } = app;
-  const keys = {
-    find: eventLog.db.prepare<[string], { task_id: string; request_digest: string | null }>(
-      "SELECT task_id, request_digest FROM idempotency_keys WHERE key = ?",
-    ),
-    save: eventLog.db.prepare<[string, string, string, string]>(
-      "INSERT INTO idempotency_keys (key, task_id, created_at, request_digest) VALUES (?, ?, ?, ?)",
-    ),
-  };
+  const { coordinator, guard, eventLog, visibility, serverStore } = app;
   /** The task a key already made, if the body is that first one's; a key from before digests were kept matches any. */
-  const taskForKey = (key: string, digest: string) => {
-    const earlier = keys.find.get(key);
+  const taskForKey = async (key: string, digest: string) => {
+    const earlier = await serverStore.idempotencyKey(key);
     if (earlier === undefined) return undefined;
     if (earlier.request_digest !== null && earlier.request_digest !== digest) throw keyReused(key);
     return requireTask(earlier.task_id);
   };
-  const toolReportsInFlight = new Map<string, Promise<StoredEvent>>();
-  const findToolReport = eventLog.db
-    .prepare<[string, string, string, string], string>(
-      `SELECT id FROM event_log WHERE task_id = ? AND agent_id = ? AND event_type = ?
-       AND json_extract(data, '$.call_id') = ? LIMIT 1`,
-    )
-    .pluck();
-  const storedToolReport = (taskId: string, agentId: string, phase: string, callId: string) => {
-    const id = findToolReport.get(taskId, agentId, `tool.${phase}`, callId);
-    const event = id === undefined ? null : eventLog.getEvent(id);
-    return event === null ? undefined : Promise.resolve(event);
+  /** Reports by call_id being checked or stored right now: a repeat waits for the first. */
+  const toolReportsInFlight = new Map<string, Promise<{ event: StoredEvent; repeat: boolean }>>();
+  const storedToolReport = async (taskId: string, agentId: string, phase: string, callId: string) => {
+    const id = await serverStore.toolReportId(taskId, agentId, `tool.${phase}`, callId);
+    const event = id === undefined ? null : await eventLog.getEvent(id);
+    return event ?? undefined;
   };
   /** A repeat of a report is the same report when the event would record the same of it. */
   const sameToolReport = (stored: StoredEvent, body: Parameters<typeof toolReportData>[0]) => {
@@ -104,8 +91,8 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       (field) => stored.data[field] === recorded[field],
     );
   };
-  const requireTask = (id: string) => {
-    const task = coordinator.getTask(id);
+  const requireTask = async (id: string) => {
+    const task = await coordinator.getTask(id);
     if (task === undefined) throw new SwarmError("TASK_NOT_FOUND", `no task ${id}`);
     return task;
   };
@@ -136,18 +123,30 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         );
       }
       const digest = requestDigest(request.body);
-      const earlier = key === undefined ? undefined : taskForKey(key, digest);
+      const earlier = key === undefined ? undefined : await taskForKey(key, digest);
       if (earlier !== undefined) return reply.code(200).send({ task: earlier });
       try {
-        const result = await coordinator.submit({ type: "PostTask", ...request.body }, ({ task }) => {
-          if (key !== undefined && task !== undefined) keys.save.run(key, task.id, task.created_at, digest);
-        });
+        const result = await coordinator.submit({ type: "PostTask", ...request.body }, ({ task }) =>
+          key === undefined || task === undefined
+            ? []
+            : [
+                {
+                  kind: "idempotency_key",
+                  key,
+                  task_id: task.id,
+                  request_digest: digest,
+                  created_at: task.created_at,
+                },
+              ],
+        );
         return reply.code(201).send({ task: result.task! });
       } catch (error) {
         // Two posts with one key in flight together: the second lost the race to the first, and
         // answers the first's task if it carried the same body, or 422 if not.
         const winner =
-          key === undefined || isSwarmError(error, "VALIDATION_FAILED") ? undefined : taskForKey(key, digest);
+          key === undefined || isSwarmError(error, "VALIDATION_FAILED")
+            ? undefined
+            : await taskForKey(key, digest);
         if (winner !== undefined) return reply.code(200).send({ task: winner });
         throw error;
       }
@@ -173,7 +172,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const { status, agent_id, limit, cursor } = request.query;
-      const page = coordinator.store.listTasks({
+      const page = await coordinator.store.listTasks({
         status,
         agent_id,
         limit: limit ?? 50,
@@ -195,15 +194,18 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       "Where the next page of bids starts (GET /api/tasks/{id}/bids?cursor=); null when none follow",
   });
   /** A page of the task's bids as `reader` may see them, and how many of the open round's are sealed. */
-  const bidPage = (task: Task, reader: Reader, limit: number, cursor?: string) => {
-    const page = coordinator.store.listBids({
+  const bidPage = async (task: Task, reader: Reader, limit: number, cursor?: string) => {
+    const page = await coordinator.store.listBids({
       task_id: task.id,
       after: cursor === undefined ? undefined : parseBidCursor(cursor),
-      sealed: visibility.sealedRound(task.id, reader),
+      sealed: visibility.sealedRound(task, reader),
       limit,
     });
-    // The open round's bids are in memory; the sealed count is of them.
-    const { sealed } = visibility.bids(task.id, coordinator.openBids(task.id), reader);
+    // The sealed count is of the open round's bids.
+    const { sealed } =
+      task.status === "bidding" && reader.kind !== "operator"
+        ? visibility.bids(task, await coordinator.openBids(task.id), reader)
+        : { sealed: 0 };
     return {
       bids: page.bids.map(bidView),
       bids_sealed: sealed,
@@ -232,9 +234,9 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const task = requireTask(request.params.id);
+      const task = await requireTask(request.params.id);
       const reader = app.readerOf(request);
-      const { bids, bids_sealed, next_cursor } = bidPage(task, reader, TASK_BIDS_SHOWN);
+      const { bids, bids_sealed, next_cursor } = await bidPage(task, reader, TASK_BIDS_SHOWN);
       return { task: visibility.task(task, reader), bids, bids_sealed, bids_next_cursor: next_cursor };
     },
   );
@@ -261,7 +263,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const task = requireTask(request.params.id);
+      const task = await requireTask(request.params.id);
       return bidPage(task, app.readerOf(request), request.query.limit ?? 100, request.query.cursor);
     },
   );
@@ -287,19 +289,20 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const task = requireTask(request.params.id);
+      const task = await requireTask(request.params.id);
       const reader = app.readerOf(request);
       const { after_seq, limit = 100 } = request.query;
       const list = (filter: EventFilter) =>
-        visibility.listEvents((page) => eventLog.listEvents(page), reader, {
+        visibility.listEventsAsync(async (page) => eventLog.listEvents(page), reader, {
           task_id: task.id,
           order: "asc",
           ...filter,
         });
-      const page = list({ after_seq, limit });
+      const page = await list({ after_seq, limit });
       // A full page may be the last: one more event this reader may see says whether it is.
       const more =
-        page.next_cursor !== null && list({ after_seq: page.next_cursor, limit: 1 }).events.length > 0;
+        page.next_cursor !== null &&
+        (await list({ after_seq: page.next_cursor, limit: 1 })).events.length > 0;
       return { events: page.events, next_cursor: more ? page.next_cursor : null };
     },
   );
@@ -463,23 +466,13 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // again; with a call_id it is recognised, stored or still in flight, and not stored twice.
       const replayKey =
         call_id === undefined ? undefined : JSON.stringify([request.params.id, agentId, phase, call_id]);
-      if (replayKey !== undefined) {
+      const report = async (): Promise<{ event: StoredEvent; repeat: boolean }> => {
         const earlier =
-          toolReportsInFlight.get(replayKey) ?? storedToolReport(request.params.id, agentId, phase, call_id!);
-        if (earlier !== undefined) {
-          const first = await earlier;
-          if (!sameToolReport(first, request.body)) {
-            throw new SwarmError(
-              "IDEMPOTENCY_KEY_REUSED",
-              `call_id ${call_id!} was already reported for phase ${phase} with a different body; use a new call_id for a new call`,
-              { field: "body.call_id", call_id },
-            );
-          }
-          return reply.code(200).send({ event: first });
-        }
-      }
-      const stored = coordinator
-        .submit({
+          call_id === undefined
+            ? undefined
+            : await storedToolReport(request.params.id, agentId, phase, call_id);
+        if (earlier !== undefined) return { event: earlier, repeat: true };
+        const result = await coordinator.submit({
           type: "RecordToolCall",
           task_id: request.params.id,
           agent_id: agentId,
@@ -489,14 +482,30 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
           input,
           output,
           error,
-        })
-        .then((result) => result.events.find((e) => e.event_type.startsWith("tool.")) as StoredEvent);
-      if (replayKey !== undefined) {
-        toolReportsInFlight.set(replayKey, stored);
+        });
+        return {
+          event: result.events.find((e) => e.event_type.startsWith("tool.")) as StoredEvent,
+          repeat: false,
+        };
+      };
+      // Checked and stored under one entry, so that a repeat arriving meanwhile waits for it.
+      const inFlight = replayKey === undefined ? undefined : toolReportsInFlight.get(replayKey);
+      const pending = inFlight ?? report();
+      if (replayKey !== undefined && inFlight === undefined) {
+        toolReportsInFlight.set(replayKey, pending);
         const settled = () => toolReportsInFlight.delete(replayKey);
-        stored.then(settled, settled);
+        pending.then(settled, settled);
       }
-      return reply.code(201).send({ event: await stored });
+      const { event, repeat } = await pending;
+      if (inFlight === undefined && !repeat) return reply.code(201).send({ event });
+      if (!sameToolReport(event, request.body)) {
+        throw new SwarmError(
+          "IDEMPOTENCY_KEY_REUSED",
+          `call_id ${call_id!} was already reported for phase ${phase} with a different body; use a new call_id for a new call`,
+          { field: "body.call_id", call_id },
+        );
+      }
+      return reply.code(200).send({ event });
     },
   );
 };

@@ -1,0 +1,339 @@
+/**
+ * The coordinator shell on PostgreSQL. It keeps no state between commands that could disagree
+ * with the database: every batch of commands is decided by PostgresCommandRunner over the working
+ * set read inside its own transaction, and every read goes to the tables. What it does keep:
+ * the queue of commands waiting for the next batch (group commit: one batch in flight, the next
+ * one gathers meanwhile), the tick timer with this process's own stalls, and which auction round
+ * is open on each task as the event log says (OpenRounds, for sealing bids from other readers).
+ */
+import { performance } from "node:perf_hooks";
+import { SwarmError } from "../errors.js";
+import { MIN_RETENTION_DAYS } from "../event-log/rows.js";
+import { newId as timeOrderedUuid } from "../ids.js";
+import { getLogger, type Logger } from "../logger.js";
+import type { AgentStats } from "../storage/coordinator-records.js";
+import { PostgresCommandRunner } from "../storage/postgres/command-runner.js";
+import { PostgresCoordinatorStore } from "../storage/postgres/coordinator-store.js";
+import { inTransaction } from "../storage/postgres/database.js";
+import type { PostgresEventLog } from "../storage/postgres/event-log.js";
+import { OpenRounds } from "./open-rounds.js";
+import type {
+  CommandResult,
+  CoordinatorPort,
+  CoordinatorReads,
+  Extras,
+  FinishedWorkReport,
+  FinishedWorkRetention,
+} from "./port.js";
+import { TickTimer } from "./tick-timer.js";
+import {
+  DEFAULT_RULES,
+  type Agent,
+  type Bid,
+  type Command,
+  type CoordinatorRules,
+  type Task,
+} from "./types.js";
+
+const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
+/** Rows one retention transaction deletes: small enough that no lock is held for long. */
+const RETENTION_CHUNK = 200;
+
+export interface PostgresCoordinatorOptions {
+  eventLog: PostgresEventLog;
+  rules?: Partial<CoordinatorRules>;
+  logger?: Logger;
+  clock?: () => Date;
+  newId?: () => string;
+  /** How often the Tick runs: auctions close at most this late. Default 100 ms. */
+  tickIntervalMs?: number;
+  /** Most commands one transaction carries. Default 500. */
+  maxBatchCommands?: number;
+}
+
+interface Queued {
+  command: Command;
+  extras: Extras | undefined;
+  resolve: (result: CommandResult) => void;
+  reject: (error: unknown) => void;
+}
+
+export class PostgresCoordinator implements CoordinatorPort {
+  readonly engine = "postgres" as const;
+  readonly rules: CoordinatorRules;
+  readonly store: CoordinatorReads;
+  private readonly eventLog: PostgresEventLog;
+  private readonly tables: PostgresCoordinatorStore;
+  private readonly runner: PostgresCommandRunner;
+  private readonly logger: Logger;
+  private readonly clock: () => Date;
+  private readonly ticks: TickTimer;
+  private readonly rounds: OpenRounds;
+  private readonly maxBatchCommands: number;
+  private queue: Queued[] = [];
+  private inFlight: Promise<void> | undefined;
+  private ticking = false;
+  private started = false;
+
+  constructor(options: PostgresCoordinatorOptions) {
+    this.eventLog = options.eventLog;
+    this.rules = { ...DEFAULT_RULES, ...options.rules };
+    this.logger = (options.logger ?? getLogger()).child({ component: "coordinator" });
+    this.clock = options.clock ?? (() => new Date());
+    this.maxBatchCommands = options.maxBatchCommands ?? 500;
+    this.tables = new PostgresCoordinatorStore(this.eventLog.pool);
+    this.runner = new PostgresCommandRunner({
+      eventLog: this.eventLog,
+      store: this.tables,
+      rules: this.rules,
+      clock: this.clock,
+      newId: options.newId ?? timeOrderedUuid,
+    });
+    this.ticks = new TickTimer({
+      intervalMs: options.tickIntervalMs ?? 100,
+      heartbeatTimeoutMs: this.rules.heartbeatTimeoutMs,
+      clock: this.clock,
+      logger: this.logger,
+      onTick: () => void this.tick(),
+    });
+    this.rounds = new OpenRounds(this.eventLog, () =>
+      this.eventLog.readWith((pool) => this.tables.openRoundSnapshot(pool)),
+    );
+    this.store = this.guardedReads();
+  }
+
+  /** Every read of the tables, answered 503 (STORAGE_UNAVAILABLE) while the database is down. */
+  private guardedReads(): CoordinatorReads {
+    const tables = this.tables;
+    const read = <T>(body: () => Promise<T>) => this.eventLog.readWith(body);
+    return {
+      getTask: (id) => read(() => tables.getTask(id)),
+      listTasks: (filter) => read(() => tables.listTasks(filter)),
+      listBids: (filter) => read(() => tables.listBids(filter)),
+      bidRounds: (taskId, limit, sealed) => read(() => tables.bidRounds(taskId, limit, sealed)),
+      listAgents: (filter) => read(() => tables.listAgents(filter)),
+      boardAgents: (filter) => read(() => tables.boardAgents(filter)),
+      taskCounts: () => read(() => tables.taskCounts()),
+      recentAuctions: (limit) => read(() => tables.recentAuctions(limit)),
+      agentStats: (agentId) => read(() => tables.agentStats(agentId)),
+    };
+  }
+
+  /**
+   * Recover, then keep time: agents that were online get a grace period to reconnect, auctions
+   * whose deadline passed while no coordinator ran close at once among the bids recorded.
+   */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.eventLog.whenReady();
+    await this.rounds.start();
+    const recovered = await this.submit({ type: "Recover" });
+    const caughtUp = await this.tick();
+    const set = await this.runner.workingSet();
+    this.logger.info(
+      {
+        ...set.counts,
+        events: recovered.events.length + (caughtUp?.events.length ?? 0),
+      },
+      "coordinator recovered its state",
+    );
+    this.ticks.start();
+  }
+
+  async stop(): Promise<void> {
+    this.ticks.stop();
+    this.rounds.stop();
+    this.started = false;
+    while (this.inFlight !== undefined) await this.inFlight;
+  }
+
+  /** Run the core's Tick now, unless one is still running; failures are logged and retried on the next. */
+  async tick(): Promise<CommandResult | undefined> {
+    if (this.ticking) return undefined;
+    this.ticking = true;
+    try {
+      return await this.submit({ type: "Tick", stalls: this.ticks.stalls.stalls });
+    } catch (error) {
+      this.logger.error({ err: error }, "tick failed; retrying on the next one");
+      return undefined;
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  submit(command: Command, extras?: Extras): Promise<CommandResult> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ command, extras, resolve, reject });
+      if (this.inFlight === undefined) this.inFlight = this.drain();
+    });
+  }
+
+  /** One batch at a time: while it is in the database, the next one gathers in the queue. */
+  private async drain(): Promise<void> {
+    // Let the commands of this turn of the event loop join the first batch.
+    await new Promise((resolve) => setImmediate(resolve));
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatchCommands);
+      try {
+        const outcomes = await this.runner.run(batch);
+        outcomes.forEach((outcome, index) => {
+          const item = batch[index] as Queued;
+          if (outcome.ok) item.resolve(outcome.result);
+          else item.reject(outcome.error);
+        });
+      } catch (error) {
+        this.logger.error({ err: error, commands: batch.length }, "a command batch failed to commit");
+        for (const item of batch) item.reject(error);
+      }
+    }
+    this.inFlight = undefined;
+  }
+
+  // ------------------------------------------------------------ reads
+
+  getTask(id: string): Promise<Task | undefined> {
+    return this.store.getTask(id) as Promise<Task | undefined>;
+  }
+
+  getAgent(id: string): Promise<Agent | undefined> {
+    return this.eventLog.readWith(() => this.tables.getAgent(id));
+  }
+
+  async listAgents(): Promise<Agent[]> {
+    return (await this.eventLog.readWith(() => this.tables.loadWorkingSet())).agents;
+  }
+
+  getBids(taskId: string): Promise<Bid[]> {
+    return this.eventLog.readWith(() => this.tables.getBids(taskId));
+  }
+
+  agentStats(agentId: string): Promise<AgentStats> {
+    return this.store.agentStats(agentId) as Promise<AgentStats>;
+  }
+
+  async openBids(taskId: string): Promise<readonly Bid[]> {
+    const task = await this.getTask(taskId);
+    if (task?.status !== "bidding") return [];
+    return (await this.getBids(taskId)).filter((bid) => bid.attempt === task.attempt);
+  }
+
+  async agentNames(ids: readonly string[]): Promise<Map<string, string>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.eventLog.readWith(
+      async (pool) =>
+        (
+          await pool.query<{ id: string; name: string }>("SELECT id, name FROM agents WHERE id = ANY($1)", [
+            ids,
+          ])
+        ).rows,
+    );
+    return new Map(rows.map((row) => [row.id, row.name]));
+  }
+
+  async taskDescriptions(ids: readonly string[]): Promise<Map<string, string>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.eventLog.readWith(
+      async (pool) =>
+        (
+          await pool.query<{ id: string; description: string }>(
+            "SELECT id, description FROM tasks WHERE id = ANY($1)",
+            [ids],
+          )
+        ).rows,
+    );
+    return new Map(rows.map((row) => [row.id, row.description]));
+  }
+
+  /** The round open on the task as far as this process has read the log (see OpenRounds). */
+  openRound(taskId: string): number | undefined {
+    return this.rounds.openRound(taskId);
+  }
+
+  /** Start the open rounds' feed (start() does; a shell driven without it needs it to serve reads). */
+  followLog(): Promise<void> {
+    return this.rounds.start();
+  }
+
+  /** Resolves once `openRound` answers for every event up to `seq`. */
+  async caughtUp(seq: number): Promise<void> {
+    await this.followLog();
+    return this.rounds.caughtUp(seq);
+  }
+
+  // ------------------------------------------------------------ retention
+
+  /**
+   * As on SQLite: finished tasks past their retention with their bids and keys, then agents that
+   * left and that nothing kept names, then expired Idempotency-Keys; each in transactions of at
+   * most RETENTION_CHUNK rows, passing over rows another process is deleting.
+   */
+  async pruneFinished(options: FinishedWorkRetention): Promise<FinishedWorkReport> {
+    const { taskRetentionDays, idempotencyKeyHours } = options;
+    if (!Number.isFinite(taskRetentionDays) || taskRetentionDays < MIN_RETENTION_DAYS) {
+      throw new SwarmError(
+        "RETENTION_TOO_SHORT",
+        `taskRetentionDays: must be at least ${MIN_RETENTION_DAYS} day, got ${String(taskRetentionDays)}`,
+        { field: "taskRetentionDays" },
+      );
+    }
+    if (!Number.isFinite(idempotencyKeyHours) || idempotencyKeyHours < 1) {
+      throw new SwarmError(
+        "RETENTION_TOO_SHORT",
+        `idempotencyKeyHours: must be at least 1 hour, got ${String(idempotencyKeyHours)}`,
+        { field: "idempotencyKeyHours" },
+      );
+    }
+    const started = performance.now();
+    const nowMs = this.clock().getTime();
+    const taskCutoff = new Date(nowMs - taskRetentionDays * DAY_MS).toISOString();
+    const keyCutoff = new Date(nowMs - idempotencyKeyHours * HOUR_MS).toISOString();
+    const removed = { tasks: 0, bids: 0, idempotency_keys: 0, agents: 0, chunks: 0, longest_ms: 0 };
+    const chunk = async <T>(
+      body: (client: Parameters<Parameters<typeof inTransaction>[1]>[0]) => Promise<T>,
+    ) => {
+      const at = performance.now();
+      const result = await this.eventLog.readWith((pool) => inTransaction(pool, body));
+      removed.chunks += 1;
+      removed.longest_ms = Math.max(removed.longest_ms, performance.now() - at);
+      return result;
+    };
+    for (;;) {
+      const done = await chunk((client) =>
+        this.tables.deleteFinishedTasks(client, taskCutoff, RETENTION_CHUNK),
+      );
+      removed.tasks += done.tasks;
+      removed.bids += done.bids;
+      removed.idempotency_keys += done.idempotency_keys;
+      if (done.tasks < RETENTION_CHUNK) break;
+    }
+    let cursor = { left_at: "", id: "" };
+    for (;;) {
+      const done = await chunk((client) =>
+        this.tables.deleteLeftAgents(client, taskCutoff, cursor, RETENTION_CHUNK),
+      );
+      removed.agents += done.deleted.length;
+      cursor = done.next;
+      if (done.examined < RETENTION_CHUNK) break;
+    }
+    for (;;) {
+      const deleted = await chunk((client) =>
+        this.tables.deleteExpiredKeys(client, keyCutoff, RETENTION_CHUNK),
+      );
+      removed.idempotency_keys += deleted;
+      if (deleted < RETENTION_CHUNK) break;
+    }
+    return {
+      task_cutoff: taskCutoff,
+      tasks_deleted: removed.tasks,
+      bids_deleted: removed.bids,
+      agents_deleted: removed.agents,
+      idempotency_key_cutoff: keyCutoff,
+      idempotency_keys_deleted: removed.idempotency_keys,
+      chunks: removed.chunks,
+      longest_delete_ms: Math.round(removed.longest_ms),
+      duration_ms: Math.round(performance.now() - started),
+    };
+  }
+}
