@@ -6,6 +6,10 @@
  * row), and commits. Nothing is kept in memory from one batch to the next, so two processes on
  * one database never decide on different states.
  *
+ * A batch reads only the part of the working set its commands can read: every agent, the tasks
+ * agents hold, the auctions it names or finds due, and the bids of the rounds it bids on or
+ * closes (bidsReadBy); a read outside that fails the batch rather than deciding on less.
+ *
  * Batches are serialised across every process on the database by a transaction-scoped advisory
  * lock taken first: the working set is read after it, so each batch sees every earlier one's
  * commit. That is the simple, always-correct form; row locks per command (FOR UPDATE, SKIP LOCKED
@@ -20,9 +24,18 @@ import {
   reportingAgent,
   storedBytes,
 } from "../../coordinator/limits.js";
-import { CoordinatorState, withTask } from "../../coordinator/state.js";
+import { CoordinatorState, withTask, type StateView } from "../../coordinator/state.js";
 import type { CommandResult, CommandSubject, Extras } from "../../coordinator/port.js";
-import type { Command, CoordinatorRules } from "../../coordinator/types.js";
+import type { ReportTotals } from "../../coordinator/limits.js";
+import type {
+  Accepted,
+  Agent,
+  Bid,
+  Command,
+  CoordinatorRules,
+  StateChanges,
+  Task,
+} from "../../coordinator/types.js";
 import { SwarmError } from "../../errors.js";
 import type { StoredEvent } from "../../event-log/types.js";
 import { prepareEvent, type PreparedEvent } from "../../event-log/validate.js";
@@ -65,18 +78,58 @@ export class PostgresCommandRunner {
     try {
       outcomes = await inTransaction(eventLog.pool, async (client) => {
         await client.query("SELECT pg_advisory_xact_lock($1)", [COMMAND_LOCK_KEY]);
-        const state = CoordinatorState.from(await store.loadWorkingSet(client));
+        // One instant for the whole batch: the auctions a Tick finds due are those whose bids
+        // were read for it.
+        const now = this.options.clock();
+        const commands = batch.map((item) => item.command);
+        let scope = new Set<string>();
+        const named = commands.flatMap((command) => ("task_id" in command ? [command.task_id] : []));
+        const ticks = commands.some((command) => command.type === "Tick");
+        const records = await store.loadWorkingSetScoped(
+          client,
+          { taskIds: named, dueBy: ticks ? now.toISOString() : null },
+          (tasks) => {
+            scope = bidsReadBy(commands, tasks, now.getTime());
+            return [...scope];
+          },
+        );
+        const state = CoordinatorState.from(records);
+        const view = guardBids(state, records.tasks, scope);
+        const ledger = await ReportLedger.load(client, store, commands, budgetHour(now));
+        const pending = new PendingWrites();
         const decided: (CommandOutcome | Decided)[] = [];
         for (const item of batch) {
+          if (item.extras === undefined) {
+            // No rows but its own records, counted reports checked in memory: nothing of it is
+            // written until the batch's flush, so a refusal has nothing to take back.
+            try {
+              decided.push(
+                await this.decideInMemory(client, state, view, now, item.command, ledger, pending),
+              );
+            } catch (error) {
+              decided.push({ ok: false, error: eventLog.noteFailure(error) });
+            }
+            continue;
+          }
+          // Rows of its own besides (a token, a key): written now, under a savepoint, after
+          // everything decided before it.
+          await pending.flush(client, store);
           await client.query("SAVEPOINT command");
           try {
-            decided.push(await this.decideAndWrite(client, state, item.command, item.extras));
+            decided.push(
+              await this.decideAndWrite(client, state, view, now, item.command, item.extras, ledger),
+            );
             await client.query("RELEASE SAVEPOINT command");
           } catch (error) {
             await client.query("ROLLBACK TO SAVEPOINT command");
-            decided.push({ ok: false, error });
+            // A write the database itself refused (read-only, disk full, a statement timeout)
+            // is STORAGE_UNAVAILABLE, and noted as the log's failure, as on SQLite; a refusal
+            // of the core passes as it is.
+            decided.push({ ok: false, error: eventLog.noteFailure(error) });
           }
         }
+        await pending.flush(client, store);
+        await ledger.flush(client, store);
         // The events last: the head row's lock is then held from numbering to commit only.
         const all = decided.flatMap((d) => ("prepared" in d ? d.prepared : []));
         stored = await appendPrepared(client, all);
@@ -96,57 +149,90 @@ export class PostgresCommandRunner {
     return outcomes as CommandOutcome[];
   }
 
-  /** Decide one command against the batch's state, write its records, and fold them into that state. */
-  private async decideAndWrite(
+  /** Decide one command against the batch's state; its records and counted reports are checked, not yet written. */
+  private async decide(
     client: pg.PoolClient,
     state: CoordinatorState,
+    batchView: StateView,
+    now: Date,
     command: Command,
-    extras: Extras | undefined,
-  ): Promise<Decided> {
-    const { store, rules, clock, newId } = this.options;
+    ledger: ReportLedger,
+  ): Promise<{
+    decision: Accepted;
+    subject: CommandSubject;
+    prepared: PreparedEvent[];
+    report: Report | undefined;
+  }> {
+    const { store, rules, newId } = this.options;
     const taskId = "task_id" in command ? command.task_id : undefined;
     // A final task is not in the working set: read it so the core can say why it refuses.
     const view =
       taskId !== undefined && state.getTask(taskId) === undefined
-        ? withTask(state, await store.getTask(taskId, client))
-        : state;
-    const now = clock();
+        ? withTask(batchView, await store.getTask(taskId, client))
+        : batchView;
     const decision = decide(view, command, { now, newId, rules });
     if (!decision.ok) throw new SwarmError(decision.code, decision.message, decision.details);
     const { tool_event_id: _toolEventId, ...subject } = decision.subject;
+    const prepared = isEmpty(decision) ? [] : decision.events.map((event) => prepareEvent(event, now));
+    const report = reportOf(command, prepared);
+    if (report !== undefined) {
+      const totals = ledger.totals(report, state);
+      const refusal = limitRefusal(command, report, totals, rules, now);
+      if (refusal !== undefined) throw new SwarmError(refusal.code, refusal.message, refusal.details);
+    }
+    return { decision, subject, prepared, report };
+  }
+
+  /** Decide one command, and fold its records into the batch's state and its pending writes. */
+  private async decideInMemory(
+    client: pg.PoolClient,
+    state: CoordinatorState,
+    view: StateView,
+    now: Date,
+    command: Command,
+    ledger: ReportLedger,
+    pending: PendingWrites,
+  ): Promise<Decided> {
+    const { decision, subject, prepared, report } = await this.decide(
+      client,
+      state,
+      view,
+      now,
+      command,
+      ledger,
+    );
     if (isEmpty(decision)) return { subject, prepared: [] };
-    await store.apply(client, decision.changes);
-    const prepared = decision.events.map((event) => prepareEvent(event, now));
-    await this.countReports(client, command, prepared, now);
-    for (const write of extras?.(subject) ?? []) await writeExtra(client, write);
+    pending.add(decision.changes);
+    if (report !== undefined) ledger.add(report);
     state.apply(decision.changes);
     return { subject, prepared };
   }
 
-  /** The caps on what agents report (limits.ts), counted in the command's savepoint. */
-  private async countReports(
+  /** Decide one command, and write its records and its extra rows now (inside its savepoint). */
+  private async decideAndWrite(
     client: pg.PoolClient,
-    command: Command,
-    prepared: readonly PreparedEvent[],
+    state: CoordinatorState,
+    view: StateView,
     now: Date,
-  ): Promise<void> {
-    const agentId = reportingAgent(command);
-    if (agentId === undefined) return;
-    const events: StoredEvent[] = prepared.map((event) => ({ ...event, seq: 0 }));
-    const reports = agentReports(events, agentId);
-    if (reports.length === 0) return;
-    const report = { events: reports.length, bytes: reports.reduce((sum, e) => sum + storedBytes(e), 0) };
-    const taskId = "task_id" in command ? command.task_id : undefined;
-    const totals = await this.options.store.countReports(
+    command: Command,
+    extras: Extras,
+    ledger: ReportLedger,
+  ): Promise<Decided> {
+    const { decision, subject, prepared, report } = await this.decide(
       client,
-      taskId,
-      agentId,
-      budgetHour(now),
-      report.events,
-      report.bytes,
+      state,
+      view,
+      now,
+      command,
+      ledger,
     );
-    const refusal = limitRefusal(command, report, totals, this.options.rules, now);
-    if (refusal !== undefined) throw new SwarmError(refusal.code, refusal.message, refusal.details);
+    if (isEmpty(decision)) return { subject, prepared: [] };
+    await this.options.store.apply(client, decision.changes);
+    for (const write of extras(subject)) await writeExtra(client, write);
+    // Only once every row of it is written: a refused extra takes back nothing counted.
+    if (report !== undefined) ledger.add(report);
+    state.apply(decision.changes);
+    return { subject, prepared };
   }
 
   /** The working set as a fresh read would give it: for tests and tools, not for deciding. */
@@ -154,5 +240,172 @@ export class PostgresCommandRunner {
     return withClient(this.options.eventLog.pool, async (client) =>
       CoordinatorState.from(await this.options.store.loadWorkingSet(client)),
     );
+  }
+}
+
+/**
+ * The tasks whose open-round bids the batch's commands read (decide reads bids only to place
+ * one, and to close an auction): those bid on or closed by name, and for a Tick every auction
+ * due at `nowMs`. A task that opens a round within the batch has no bids but the batch's own.
+ */
+function bidsReadBy(commands: readonly Command[], tasks: readonly Task[], nowMs: number): Set<string> {
+  const scope = new Set<string>();
+  for (const command of commands) {
+    if (command.type === "SubmitBid" || command.type === "CloseAuction") scope.add(command.task_id);
+    else if (command.type === "Tick") {
+      for (const task of tasks) {
+        if (
+          task.status === "bidding" &&
+          task.auction_closes_at !== null &&
+          Date.parse(task.auction_closes_at) <= nowMs
+        )
+          scope.add(task.id);
+      }
+    }
+  }
+  return scope;
+}
+
+/**
+ * The batch's state as decide sees it, refusing to answer for bids it did not read: a round
+ * open at the load whose bids are out of scope would look empty, and an auction closed on it
+ * would go to the wrong winner. That is a bug in `bidsReadBy`, and fails the batch instead.
+ */
+function guardBids(state: CoordinatorState, loaded: readonly Task[], scope: ReadonlySet<string>): StateView {
+  const unread = new Map<string, number>();
+  for (const task of loaded)
+    if (task.status === "bidding" && !scope.has(task.id)) unread.set(task.id, task.attempt);
+  return {
+    getAgent: (id) => state.getAgent(id),
+    getTask: (id) => state.getTask(id),
+    bidsFor: (id) => {
+      const round = unread.get(id);
+      if (round !== undefined && state.getTask(id)?.attempt === round)
+        throw new Error(`the bids of task ${id} were not read for this batch`);
+      return state.bidsFor(id);
+    },
+    tasksHeldBy: (id) => state.tasksHeldBy(id),
+    agents: () => state.agents(),
+    dueAuctions: (nowMs) => state.dueAuctions(nowMs),
+  };
+}
+
+/** What a command reports as its agent (limits.ts): the events it stores, their bytes. */
+interface Report {
+  taskId: string | undefined;
+  agentId: string;
+  events: number;
+  bytes: number;
+}
+
+function reportOf(command: Command, prepared: readonly PreparedEvent[]): Report | undefined {
+  const agentId = reportingAgent(command);
+  if (agentId === undefined) return undefined;
+  const reports = agentReports(
+    prepared.map((event) => ({ ...event, seq: 0 })),
+    agentId,
+  );
+  if (reports.length === 0) return undefined;
+  return {
+    taskId: "task_id" in command ? command.task_id : undefined,
+    agentId,
+    events: reports.length,
+    bytes: reports.reduce((sum, event) => sum + storedBytes(event), 0),
+  };
+}
+
+/**
+ * The report counters of a batch (events per task, bytes per agent this hour): read once for the
+ * batch's tasks and agents, counted in memory command by command (the batch holds the command
+ * lock, so nothing else moves them), written once at its end.
+ */
+class ReportLedger {
+  private readonly added = { tasks: new Map<string, number>(), agents: new Map<string, number>() };
+
+  private constructor(
+    private readonly hour: string,
+    private readonly taskEvents: Map<string, number>,
+    private readonly agentBytes: Map<string, number>,
+  ) {}
+
+  static async load(
+    client: pg.PoolClient,
+    store: PostgresCoordinatorStore,
+    commands: readonly Command[],
+    hour: string,
+  ): Promise<ReportLedger> {
+    const taskIds = new Set<string>();
+    const agentIds = new Set<string>();
+    for (const command of commands) {
+      const agentId = reportingAgent(command);
+      if (agentId === undefined) continue;
+      agentIds.add(agentId);
+      if ("task_id" in command) taskIds.add(command.task_id);
+    }
+    if (agentIds.size === 0) return new ReportLedger(hour, new Map(), new Map());
+    const { tasks, agents } = await store.reportCounters(client, [...taskIds], [...agentIds], hour);
+    return new ReportLedger(hour, tasks, agents);
+  }
+
+  /** The counters as they would stand with `report` counted (as the stored counters do on SQLite). */
+  totals(report: Report, state: CoordinatorState): ReportTotals {
+    const { taskId } = report;
+    // A task posted earlier in this batch is not in the table yet: it starts from nothing.
+    const stored =
+      taskId === undefined
+        ? undefined
+        : (this.taskEvents.get(taskId) ?? (state.getTask(taskId) !== undefined ? 0 : undefined));
+    return {
+      taskEvents:
+        stored === undefined || taskId === undefined
+          ? undefined
+          : stored + (this.added.tasks.get(taskId) ?? 0) + report.events,
+      agentBytes:
+        (this.agentBytes.get(report.agentId) ?? 0) +
+        (this.added.agents.get(report.agentId) ?? 0) +
+        report.bytes,
+    };
+  }
+
+  add(report: Report): void {
+    if (report.taskId !== undefined)
+      this.added.tasks.set(report.taskId, (this.added.tasks.get(report.taskId) ?? 0) + report.events);
+    this.added.agents.set(report.agentId, (this.added.agents.get(report.agentId) ?? 0) + report.bytes);
+  }
+
+  /** Write the batch's counts, after its rows (a task posted in the batch exists by then). */
+  async flush(client: pg.PoolClient, store: PostgresCoordinatorStore): Promise<void> {
+    await store.addReports(client, this.added.tasks, this.added.agents, this.hour);
+    this.added.tasks.clear();
+    this.added.agents.clear();
+  }
+}
+
+/**
+ * Records decided but not yet written, the newest version of each row: written at once before
+ * anything that writes rows of its own, and at the batch's end, the bids in one statement.
+ */
+class PendingWrites {
+  private agents = new Map<string, Agent>();
+  private tasks = new Map<string, Task>();
+  private bids = new Map<string, Bid>();
+
+  add(changes: StateChanges): void {
+    for (const agent of changes.agents) this.agents.set(agent.id, agent);
+    for (const task of changes.tasks) this.tasks.set(task.id, task);
+    for (const bid of changes.bids) this.bids.set(`${bid.task_id}|${bid.attempt}|${bid.agent_id}`, bid);
+  }
+
+  async flush(client: pg.PoolClient, store: PostgresCoordinatorStore): Promise<void> {
+    if (this.agents.size + this.tasks.size + this.bids.size === 0) return;
+    const changes: StateChanges = {
+      agents: [...this.agents.values()],
+      tasks: [...this.tasks.values()],
+      bids: [...this.bids.values()],
+    };
+    this.agents = new Map();
+    this.tasks = new Map();
+    this.bids = new Map();
+    await store.applyMany(client, changes);
   }
 }

@@ -51,6 +51,11 @@ export const PG_STORE_SQL = {
     `INSERT INTO bids (${BID_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ` +
     "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
     "bid_order = excluded.bid_order, placed_at = excluded.placed_at, outcome = excluded.outcome",
+  upsertBids:
+    `INSERT INTO bids (${BID_COLUMNS}) SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], ` +
+    "$5::int[], $6::text[], $7::text[]) " +
+    "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
+    "bid_order = excluded.bid_order, placed_at = excluded.placed_at, outcome = excluded.outcome",
   // Registration order, so both engines hand decide the same working set.
   allAgents: `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY pos`,
   activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running') ORDER BY pos`,
@@ -59,6 +64,15 @@ export const PG_STORE_SQL = {
       .map((c) => `b.${c}`)
       .join(", ")} FROM tasks t ` +
     "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status = 'bidding' ORDER BY b.task_id, b.bid_order",
+  tasksInScope:
+    `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('assigned', 'running') ` +
+    "OR (status = 'bidding' AND (id = ANY($1) OR auction_closes_at <= $2)) ORDER BY pos",
+  openBidsOf:
+    `SELECT ${BID_COLUMNS.split(", ")
+      .map((c) => `b.${c}`)
+      .join(", ")} FROM tasks t ` +
+    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status = 'bidding' AND t.id = ANY($1) " +
+    "ORDER BY b.task_id, b.bid_order",
   taskById: `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = $1`,
   agentById: `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = $1`,
   bidsOfTask: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = $1 ORDER BY attempt, bid_order`,
@@ -100,12 +114,17 @@ export const PG_STORE_SQL = {
   deleteAgent: "DELETE FROM agents WHERE id = $1",
   expiredKeys:
     "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
-  countTaskReports:
-    "UPDATE tasks SET reported_events = reported_events + $1 WHERE id = $2 RETURNING reported_events",
-  countAgentBytes:
-    "INSERT INTO agent_report_usage (agent_id, hour, bytes) VALUES ($1, $2, $3) " +
-    "ON CONFLICT (agent_id) DO UPDATE SET bytes = CASE WHEN agent_report_usage.hour = excluded.hour " +
-    "THEN agent_report_usage.bytes + excluded.bytes ELSE excluded.bytes END, hour = excluded.hour RETURNING bytes",
+  taskReports: "SELECT id, reported_events FROM tasks WHERE id = ANY($1)",
+  agentBytes:
+    "SELECT agent_id, CASE WHEN hour = $2 THEN bytes ELSE 0 END AS bytes FROM agent_report_usage WHERE agent_id = ANY($1)",
+  addTaskReports:
+    "UPDATE tasks t SET reported_events = t.reported_events + d.n " +
+    "FROM unnest($1::text[], $2::int[]) AS d (id, n) WHERE t.id = d.id",
+  addAgentBytes:
+    "INSERT INTO agent_report_usage (agent_id, hour, bytes) SELECT d.agent_id, $3, d.bytes " +
+    "FROM unnest($1::text[], $2::bigint[]) AS d (agent_id, bytes) ON CONFLICT (agent_id) DO UPDATE SET " +
+    "bytes = CASE WHEN agent_report_usage.hour = excluded.hour THEN agent_report_usage.bytes + excluded.bytes " +
+    "ELSE excluded.bytes END, hour = excluded.hour",
 } as const;
 
 /** The task list's SQL for a filter shape: newest first from a cursor, by status, agent, both or neither. */
@@ -160,25 +179,54 @@ export class PostgresCoordinatorStore {
     }
   }
 
-  /** Count reports against the caps (see limits.ts), inside the command's transaction; the totals as they now stand. */
-  async countReports(
+  /** As `apply`, the bids in one statement: a batch's flush (command-runner.ts). */
+  async applyMany(client: Queryable, changes: StateChanges): Promise<void> {
+    await this.apply(client, { ...changes, bids: [] });
+    const { bids } = changes;
+    if (bids.length === 0) return;
+    await client.query(PG_STORE_SQL.upsertBids, [
+      bids.map((bid) => bid.task_id),
+      bids.map((bid) => bid.attempt),
+      bids.map((bid) => bid.agent_id),
+      bids.map((bid) => bid.bid_sats),
+      bids.map((bid) => bid.bid_order),
+      bids.map((bid) => bid.placed_at),
+      bids.map((bid) => bid.outcome),
+    ]);
+  }
+
+  /** The report counters of these tasks and agents, this hour's bytes (see ReportLedger in command-runner.ts). */
+  async reportCounters(
     client: Queryable,
-    taskId: string | undefined,
-    agentId: string,
+    taskIds: readonly string[],
+    agentIds: readonly string[],
     hour: string,
-    events: number,
-    bytes: number,
-  ): Promise<{ taskEvents: number | undefined; agentBytes: number }> {
-    const taskEvents =
-      taskId === undefined
-        ? undefined
-        : (
-            await rows<{ reported_events: number }>(client, PG_STORE_SQL.countTaskReports, [events, taskId])
-          )[0]?.reported_events;
-    const agentBytes =
-      (await rows<{ bytes: number }>(client, PG_STORE_SQL.countAgentBytes, [agentId, hour, bytes]))[0]
-        ?.bytes ?? bytes;
-    return { taskEvents, agentBytes };
+  ): Promise<{ tasks: Map<string, number>; agents: Map<string, number> }> {
+    const tasks = new Map<string, number>();
+    const agents = new Map<string, number>();
+    for (const row of await rows<{ id: string; reported_events: number }>(client, PG_STORE_SQL.taskReports, [
+      taskIds,
+    ]))
+      tasks.set(row.id, row.reported_events);
+    for (const row of await rows<{ agent_id: string; bytes: string }>(client, PG_STORE_SQL.agentBytes, [
+      agentIds,
+      hour,
+    ]))
+      agents.set(row.agent_id, Number(row.bytes)); // bigint arrives as a string
+    return { tasks, agents };
+  }
+
+  /** Add to the report counters: events per task, bytes per agent in `hour`. */
+  async addReports(
+    client: Queryable,
+    tasks: ReadonlyMap<string, number>,
+    agents: ReadonlyMap<string, number>,
+    hour: string,
+  ): Promise<void> {
+    if (tasks.size > 0)
+      await client.query(PG_STORE_SQL.addTaskReports, [[...tasks.keys()], [...tasks.values()]]);
+    if (agents.size > 0)
+      await client.query(PG_STORE_SQL.addAgentBytes, [[...agents.keys()], [...agents.values()], hour]);
   }
 
   /**
@@ -259,6 +307,27 @@ export class PostgresCoordinatorStore {
       tasks: (await rows<TaskRow>(db, PG_STORE_SQL.activeTasks)).map(toTask),
       bids: await rows<Bid>(db, PG_STORE_SQL.openBids),
     };
+  }
+
+  /**
+   * The part of the working set a batch of commands can read (see bidsReadBy in
+   * command-runner.ts): every agent, every task an agent holds (its load), the open auctions the
+   * batch names and those due by `dueBy` (a Tick's), and the bids of only the rounds `bidsOf`
+   * picks from them. Reading every open auction and its bids per batch cost tens of thousands of
+   * rows with a few thousand auctions open.
+   */
+  async loadWorkingSetScoped(
+    db: Queryable,
+    scope: { taskIds: readonly string[]; dueBy: string | null },
+    bidsOf: (tasks: readonly Task[]) => readonly string[],
+  ): Promise<StateChanges> {
+    const agents = (await rows<AgentRow>(db, PG_STORE_SQL.allAgents)).map(toAgent);
+    const tasks = (await rows<TaskRow>(db, PG_STORE_SQL.tasksInScope, [scope.taskIds, scope.dueBy])).map(
+      toTask,
+    );
+    const ids = bidsOf(tasks);
+    const bids = ids.length === 0 ? [] : await rows<Bid>(db, PG_STORE_SQL.openBidsOf, [ids]);
+    return { agents, tasks, bids };
   }
 
   async getTask(id: string, db: Queryable = this.pool): Promise<Task | undefined> {
