@@ -24,17 +24,7 @@ const TIMESTAMP = /"timestamp":"([^"]+)"/;
 const BARE = fileURLToPath(new URL("./bare-server.ts", import.meta.url));
 
 export interface ApiBenchResult {
-  bids: {
-    /** `bid.submitted` events the log gained during the run, per second. */
-    written_per_second: number;
-    /** 2xx answers per second: above written_per_second only if some requests changed nothing. */
-    answered_per_second: number;
-    refused: number;
-    p50_ms: number;
-    p99_ms: number;
-    errors: number;
-    events_per_commit: number;
-  };
+  bids: BidsResult;
   bare: { per_second: number; p50_ms: number; p99_ms: number };
   stream: {
     clients: number;
@@ -56,6 +46,82 @@ async function submittedBids(url: string): Promise<number> {
   return summary.counts["bid.submitted"] ?? 0;
 }
 
+export interface BidsResult {
+  /** `bid.submitted` events the log gained during the run, per second. */
+  written_per_second: number;
+  /** 2xx answers per second: above written_per_second only if some requests changed nothing. */
+  answered_per_second: number;
+  refused: number;
+  p50_ms: number;
+  p99_ms: number;
+  errors: number;
+  events_per_commit: number;
+}
+
+/**
+ * Bids per second on a running product: 50 agents, 2,000 open auctions, 50 connections, each
+ * request replacing a bid; counted as the `bid.submitted` events the log gained.
+ */
+export async function measureBids(url: string, seconds: number) {
+  const agents = await registerAgents(url, 50, (i) => ({
+    name: `bidder-${i}`,
+    max_concurrent: 100,
+  }));
+  const tasks: string[] = [];
+  for (let i = 0; i < 2000; i += 1) {
+    tasks.push(
+      (
+        await api<{ task: { id: string } }>(`${url}/api/tasks`, "POST", KEY, {
+          description: `auction ${i}`,
+        })
+      ).task.id,
+    );
+  }
+
+  // (agent, task) pairs spread over the open auctions. A pair comes round again every 2,000
+  // requests (agents and tasks both cycle through n mod 2,000), and its amount then differs
+  // from the one it stands at, so every request replaces a bid.
+  const submittedBefore = await submittedBids(url);
+  const commitsBefore = await readMetrics(url);
+  let n = 0;
+  const bids = await run({
+    url,
+    connections: 50,
+    duration: seconds,
+    requests: [
+      {
+        method: "POST",
+        setupRequest: (request) => {
+          n += 1;
+          const agent = agents[n % agents.length]!;
+          const task = tasks[(n * 7919) % tasks.length]!;
+          return {
+            ...request,
+            path: `/api/tasks/${task}/bids`,
+            headers: { authorization: `Bearer ${agent.token}`, "content-type": "application/json" },
+            body: JSON.stringify({ bid_sats: 1 + ((n + Math.floor(n / tasks.length)) % 100_000) }),
+          };
+        },
+      },
+    ],
+  });
+  const written = (await submittedBids(url)) - submittedBefore;
+  const gauge = await readMetrics(url);
+  const events =
+    gauge("swarm_event_log_events_committed") - commitsBefore("swarm_event_log_events_committed");
+  const commits = gauge("swarm_event_log_commits") - commitsBefore("swarm_event_log_commits");
+  const result: BidsResult = {
+    written_per_second: Math.round(written / seconds),
+    answered_per_second: Math.round(bids["2xx"] / seconds),
+    refused: bids.non2xx,
+    p50_ms: bids.latency.p50,
+    p99_ms: bids.latency.p99,
+    errors: bids.errors,
+    events_per_commit: round(events / Math.max(1, commits), 1),
+  };
+  return { result, agents };
+}
+
 export async function benchApi(options: { seconds?: number } = {}): Promise<ApiBenchResult> {
   const seconds = options.seconds ?? 10;
   // No agent may time out while the bids and the bare ceiling are measured before the stream part.
@@ -64,51 +130,7 @@ export async function benchApi(options: { seconds?: number } = {}): Promise<ApiB
     SWARM_HEARTBEAT_TIMEOUT_MS: "3600000",
   });
   try {
-    const agents = await registerAgents(server.url, 50, (i) => ({
-      name: `bidder-${i}`,
-      max_concurrent: 100,
-    }));
-    const tasks: string[] = [];
-    for (let i = 0; i < 2000; i += 1) {
-      tasks.push(
-        (
-          await api<{ task: { id: string } }>(`${server.url}/api/tasks`, "POST", KEY, {
-            description: `auction ${i}`,
-          })
-        ).task.id,
-      );
-    }
-
-    // Bids per second: (agent, task) pairs spread over the open auctions. A pair comes round
-    // again every 2,000 requests (agents and tasks both cycle through n mod 2,000), and its
-    // amount then differs from the one it stands at, so every request replaces a bid.
-    const submittedBefore = await submittedBids(server.url);
-    let n = 0;
-    const bids = await run({
-      url: server.url,
-      connections: 50,
-      duration: seconds,
-      requests: [
-        {
-          method: "POST",
-          setupRequest: (request) => {
-            n += 1;
-            const agent = agents[n % agents.length]!;
-            const task = tasks[(n * 7919) % tasks.length]!;
-            return {
-              ...request,
-              path: `/api/tasks/${task}/bids`,
-              headers: { authorization: `Bearer ${agent.token}`, "content-type": "application/json" },
-              body: JSON.stringify({ bid_sats: 1 + ((n + Math.floor(n / tasks.length)) % 100_000) }),
-            };
-          },
-        },
-      ],
-    });
-
-    const written = (await submittedBids(server.url)) - submittedBefore;
-    const gauge = await readMetrics(server.url);
-    const eventsPerCommit = gauge("swarm_event_log_events_committed") / gauge("swarm_event_log_commits");
+    const { result: bids, agents } = await measureBids(server.url, seconds);
 
     const bare = await start(BARE, {});
     const ceiling = await run({
@@ -178,15 +200,7 @@ export async function benchApi(options: { seconds?: number } = {}): Promise<ApiB
     for (const client of clients) client.close();
     const sorted = [...latencies].sort((a, b) => a - b);
     return {
-      bids: {
-        written_per_second: Math.round(written / seconds),
-        answered_per_second: Math.round(bids["2xx"] / seconds),
-        refused: bids.non2xx,
-        p50_ms: bids.latency.p50,
-        p99_ms: bids.latency.p99,
-        errors: bids.errors,
-        events_per_commit: round(eventsPerCommit, 1),
-      },
+      bids,
       bare: {
         per_second: Math.round(ceiling.requests.average),
         p50_ms: ceiling.latency.p50,

@@ -15,7 +15,9 @@ import { pino } from "pino";
 import type { EventInput } from "../src/event-log/types.js";
 import { migratePostgres } from "../src/storage/postgres/database.js";
 import { PostgresEventLog } from "../src/storage/postgres/event-log.js";
+import { measureBids, type BidsResult } from "./api.bench.js";
 import { makeRow, type Row } from "./event-log.bench.js";
+import { startProduct } from "./harness.js";
 import { percentile, round } from "./machine.js";
 
 const logger = pino({ level: "silent" });
@@ -25,6 +27,8 @@ const SCRIPT = fileURLToPath(new URL("../scripts/test-postgres.sh", import.meta.
 
 export interface PostgresBenchResult {
   server: string;
+  /** The whole server's bids per second on each engine, measured one after the other in this run. */
+  bids: { sqlite: BidsResult; postgres: BidsResult };
   raw1: number;
   sequential: number;
   raw100: number;
@@ -63,6 +67,20 @@ export function benchPostgresServer(): { url: string; stop: () => void } {
   const url = /SWARM_TEST_POSTGRES_URL=(\S+)/.exec(out)?.[1];
   if (url === undefined) throw new Error("scripts/test-postgres.sh start printed no URL");
   return { url, stop: () => void execFileSync("bash", [SCRIPT, "stop"], { env }) };
+}
+
+/** Bids per second through the server started with `env` (SQLite in a temp folder unless SWARM_DB says otherwise). */
+async function bidsOn(env: Record<string, string>, seconds: number): Promise<BidsResult> {
+  const product = await startProduct("bids", {
+    SWARM_AUCTION_MS: "600000",
+    SWARM_HEARTBEAT_TIMEOUT_MS: "3600000",
+    ...env,
+  });
+  try {
+    return (await measureBids(product.url, seconds)).result;
+  } finally {
+    await product.close();
+  }
 }
 
 let databases = 0;
@@ -176,7 +194,7 @@ async function timeEach(samples: number, run: () => Promise<unknown>): Promise<{
 }
 
 export async function benchPostgres(
-  options: { sequentialRows?: number; concurrentRows?: number; tableRows?: number } = {},
+  options: { sequentialRows?: number; concurrentRows?: number; tableRows?: number; bidSeconds?: number } = {},
 ): Promise<PostgresBenchResult> {
   const server = benchPostgresServer();
   try {
@@ -196,6 +214,13 @@ export async function benchPostgres(
     const raw100 = await rawInserts(await freshDatabase(server.url), concurrentRows, CALLERS);
     const many = await concurrent(await freshDatabase(server.url), concurrentRows);
 
+    // The server on each engine, the same load (api.bench.ts, measureBids), one after the other.
+    const bidSeconds = options.bidSeconds ?? 10;
+    const bids = {
+      sqlite: await bidsOn({}, bidSeconds),
+      postgres: await bidsOn({ SWARM_DB: await freshDatabase(server.url) }, bidSeconds),
+    };
+
     const tableRows = options.tableRows ?? 1_000_000;
     const searchUrl = await freshDatabase(server.url);
     const populateSeconds = await populate(searchUrl, tableRows);
@@ -210,6 +235,7 @@ export async function benchPostgres(
     await log.close();
     return {
       server: `PostgreSQL ${version ?? "?"} on this machine (loopback), default durability (fsync on, synchronous_commit on)`,
+      bids,
       raw1,
       sequential: one,
       raw100,
