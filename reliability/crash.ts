@@ -1,15 +1,22 @@
 /**
  * Scenario 1, kill -9 under load: the product (`npm start`) runs in its own process while
  * agents and operators drive its API at full speed; it is killed with SIGKILL at random
- * moments and restarted on the same file. After each kill, before the restart, the file is
+ * moments and restarted on the same database. After each kill, before the restart, the store is
  * checked (integrity, gapless seq, nothing twice, every acknowledged request's events kept);
  * after each restart, nothing may be stuck and every auction the crash interrupted must close
  * with the bids it had.
+ *
+ * The database is a new SQLite file in a temporary folder, or the PostgreSQL database `db`
+ * names (SWARM_DB=postgres://…): there the product is killed and the database server is not,
+ * so what is tested is that no transaction the product had acknowledged is lost and none it
+ * had not finished leaves anything behind.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BENCH_KEY, freePort, PRODUCT, start, stop, type Running } from "../bench/harness.js";
+import { redactedUrl } from "../src/run-server.js";
+import { isPostgresUrl } from "../src/storage/postgres/database.js";
 import { inspect, type Inspector, type OpenAuction } from "./invariants.js";
 import { Load, seededRandom } from "./load.js";
 
@@ -20,6 +27,11 @@ export interface CrashOptions {
   /** How long the server runs between restarts and kills: a random time in this range, ms. */
   upMs?: readonly [number, number];
   seed?: number;
+  /**
+   * A postgres:// URL: run on that database (one of its own: the checks read every row in it).
+   * Default: a new SQLite file in a temporary folder, removed after a run that passed.
+   */
+  db?: string;
   progress?: (line: string) => void;
 }
 
@@ -45,11 +57,13 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
   const random = seededRandom(seed);
   const say = options.progress ?? (() => {});
   const [minUp, maxUp] = options.upMs ?? [50, 2500];
-  const dir = mkdtempSync(join(tmpdir(), "swarm-crash-"));
-  const path = join(dir, "swarm.db");
+  if (options.db !== undefined && !isPostgresUrl(options.db))
+    throw new Error("db must be a postgres:// URL; without it the run makes an SQLite file of its own");
+  const dir = options.db === undefined ? mkdtempSync(join(tmpdir(), "swarm-crash-")) : undefined;
+  const db = options.db ?? join(dir as string, "swarm.db");
   const port = await freePort();
   const env = {
-    SWARM_DB: path,
+    SWARM_DB: db,
     SWARM_API_KEY: BENCH_KEY,
     SWARM_RATE_LIMIT: "0",
     SWARM_HEARTBEAT_TIMEOUT_MS: String(HEARTBEAT_TIMEOUT_MS),
@@ -66,7 +80,7 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
     operators: options.operators ?? 2,
     random,
   });
-  const check = <T>(use: (inspector: Inspector) => T): T => inspect(path, use);
+  const check = <T>(use: (inspector: Inspector) => Promise<T>): Promise<T> => inspect(db, use);
 
   try {
     await load.start();
@@ -79,11 +93,11 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
       // Answers already on their way have arrived by now; none can come after the kill.
       await new Promise((resolve) => setTimeout(resolve, 50));
       const acked = [...load.acked];
-      const atCrash = check((inspector) => {
-        violations.push(...inspector.checkStore(), ...inspector.checkAcknowledged(acked));
+      const atCrash = await check(async (inspector) => {
+        violations.push(...(await inspector.checkStore()), ...(await inspector.checkAcknowledged(acked)));
         return {
-          auctions: inspector.openAuctions(),
-          events: inspector.count("SELECT COUNT(*) FROM event_log"),
+          auctions: await inspector.openAuctions(),
+          events: await inspector.count("SELECT COUNT(*) FROM event_log"),
         };
       });
       interrupted += atCrash.auctions.length;
@@ -91,11 +105,11 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
       server = await start(PRODUCT, env, port);
       await new Promise((resolve) => setTimeout(resolve, 300));
       const restartedAt = Date.now();
-      check((inspector) => {
-        violations.push(...inspector.checkNothingStuck(HEARTBEAT_TIMEOUT_MS, TICK_SLACK_MS));
+      await check(async (inspector) => {
+        violations.push(...(await inspector.checkNothingStuck(HEARTBEAT_TIMEOUT_MS, TICK_SLACK_MS)));
         for (const auction of atCrash.auctions) {
           if (auction.closes_at <= restartedAt - TICK_SLACK_MS)
-            violations.push(...inspector.checkClosed(auction));
+            violations.push(...(await inspector.checkClosed(auction)));
           else pending.push(auction);
         }
       });
@@ -108,22 +122,22 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
     await load.stop();
     // Every auction still open at a crash has come due by now.
     await new Promise((resolve) => setTimeout(resolve, MAX_AUCTION_MS + TICK_SLACK_MS));
-    check((inspector) => {
-      violations.push(...inspector.checkNothingStuck(HEARTBEAT_TIMEOUT_MS, TICK_SLACK_MS));
-      for (const auction of pending) violations.push(...inspector.checkClosed(auction));
+    await check(async (inspector) => {
+      violations.push(...(await inspector.checkNothingStuck(HEARTBEAT_TIMEOUT_MS, TICK_SLACK_MS)));
+      for (const auction of pending) violations.push(...(await inspector.checkClosed(auction)));
     });
     await stop(server);
     violations.push(...load.serverErrors.map((error) => `server error: ${error}`));
-    return check((inspector) => {
-      violations.push(...inspector.checkStore(), ...inspector.checkAcknowledged(load.acked));
+    return await check(async (inspector) => {
+      violations.push(...(await inspector.checkStore()), ...(await inspector.checkAcknowledged(load.acked)));
       return {
         seed,
         kills: options.kills,
         durationMs: Date.now() - began,
         requests: load.requests,
         acknowledged: load.acked.length,
-        events: inspector.count("SELECT COUNT(*) FROM event_log"),
-        tasks: inspector.count("SELECT COUNT(*) FROM tasks"),
+        events: await inspector.count("SELECT COUNT(*) FROM event_log"),
+        tasks: await inspector.count("SELECT COUNT(*) FROM tasks"),
         interruptedAuctions: interrupted,
         violations,
       };
@@ -131,7 +145,8 @@ export async function runCrashScenario(options: CrashOptions): Promise<CrashRepo
   } finally {
     await load.stop();
     if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill("SIGKILL");
-    if (violations.length === 0) rmSync(dir, { recursive: true, force: true });
-    else say(`the database is kept for inspection: ${path}`);
+    if (violations.length > 0)
+      say(`the database is kept for inspection: ${dir === undefined ? redactedUrl(db) : db}`);
+    else if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   }
 }

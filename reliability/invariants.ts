@@ -1,9 +1,19 @@
 /**
- * What must hold in a database the product wrote, read straight from the file with a
+ * What must hold in a database the product wrote, read straight from the store with a
  * connection of our own: after a kill -9 (the server is dead) or beside the running server
- * (WAL lets a reader in). Each check returns the violations it found, as sentences.
+ * (WAL lets a reader in on SQLite; MVCC on PostgreSQL). Each check returns the violations it
+ * found, as sentences.
+ *
+ * The checks are written once, over a small connection (`?` placeholders, plain rows) with one
+ * implementation per engine: better-sqlite3 on a file path, `pg` on a postgres:// URL. What the
+ * engines spell differently (a field of the JSON text in `data`; the store's own soundness) is
+ * the connection's to say.
  */
 import Database from "better-sqlite3";
+import type pg from "pg";
+import { pino } from "pino";
+import { isPostgresUrl, openPool } from "../src/storage/postgres/database.js";
+import { numbered } from "../src/storage/postgres/queries.js";
 import type { Ack } from "./load.js";
 
 export interface OpenAuction {
@@ -13,7 +23,22 @@ export interface OpenAuction {
   bids: { agent_id: string; bid_sats: number }[];
 }
 
-export class Inspector {
+type Row = Record<string, unknown>;
+
+/** One engine's connection, as the checks need it. */
+interface Connection {
+  /** The rows of one statement with `?` placeholders; numbers as numbers on both engines. */
+  all<T extends Row>(sql: string, ...params: unknown[]): Promise<T[]>;
+  /** The field `field` of the JSON text in `data`, as text (for keys and grouping). */
+  jsonText(field: string): string;
+  /** The field `field` of the JSON text in `data`, as a number (to compare with a number). */
+  jsonNumber(field: string): string;
+  /** What this engine can check of the store's own soundness, beyond what the checks share. */
+  checkEngine(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+class SqliteConnection implements Connection {
   private readonly db: Database.Database;
 
   constructor(path: string) {
@@ -21,138 +46,257 @@ export class Inspector {
     this.db = new Database(path, { timeout: 5000 });
   }
 
-  close(): void {
-    this.db.close();
+  async all<T extends Row>(sql: string, ...params: unknown[]): Promise<T[]> {
+    return this.db.prepare(sql).all(...params) as T[];
   }
 
-  /** The file is sound, `seq` is gapless and no event says the same thing twice. */
-  checkStore(): string[] {
-    const violations: string[] = [];
+  jsonText(field: string): string {
+    return `json_extract(data, '$.${field}')`;
+  }
+
+  jsonNumber(field: string): string {
+    return `json_extract(data, '$.${field}')`;
+  }
+
+  /** The file is sound: its pages, indexes and free list, as SQLite itself checks them. */
+  async checkEngine(): Promise<string[]> {
     const integrity = this.db.pragma("integrity_check", { simple: true });
-    if (integrity !== "ok") violations.push(`integrity_check: ${String(integrity)}`);
-    const { n, lo, hi } = this.db
-      .prepare("SELECT COUNT(*) n, MIN(seq) lo, MAX(seq) hi FROM event_log")
-      .get() as {
-      n: number;
-      lo: number | null;
-      hi: number | null;
-    };
+    return integrity === "ok" ? [] : [`integrity_check: ${String(integrity)}`];
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+}
+
+/**
+ * One inspection reads one snapshot (a read-only REPEATABLE READ transaction): a backend of the
+ * killed server may still be finishing a COMMIT it was sent before the kill, and checks that
+ * compare two reads (tasks and their events, the head and the newest seq) must not see it land
+ * between them. The next inspection sees it.
+ */
+class PostgresConnection implements Connection {
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly client: pg.PoolClient,
+  ) {}
+
+  static async open(url: string): Promise<PostgresConnection> {
+    // The product's own pool settings: bigint and numeric (seq, COUNT(*), SUM) read as numbers,
+    // a statement timeout.
+    const pool = openPool({ url, maxConnections: 1, logger: pino({ level: "silent" }) });
+    try {
+      const client = await pool.connect();
+      try {
+        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      } catch (error) {
+        client.release(true);
+        throw error;
+      }
+      return new PostgresConnection(pool, client);
+    } catch (error) {
+      await pool.end();
+      throw error;
+    }
+  }
+
+  async all<T extends Row>(sql: string, ...params: unknown[]): Promise<T[]> {
+    return (await this.client.query<T>(numbered(sql), params)).rows;
+  }
+
+  // `data` is the JSON text as written (text, not jsonb: see db/migrations/postgres/001).
+  jsonText(field: string): string {
+    return `(data::jsonb ->> '${field}')`;
+  }
+
+  jsonNumber(field: string): string {
+    return `(data::jsonb ->> '${field}')::numeric`;
+  }
+
+  /**
+   * PostgreSQL has no integrity_check, and needs none here: the scenario kills the product, a
+   * client, not the database server, so the server's pages never see a crash (its own WAL
+   * recovery is PostgreSQL's to test; amcheck would also need an extension installed in the
+   * product's database). What a client's death can break is a transaction cut short, and
+   * PostgreSQL rolls those back whole; what the product could still get wrong is a number kept
+   * beside the rows in its own row: the head that hands out `seq` must stand at the newest event,
+   * neither behind (the next append would take a seq already used) nor ahead (a numbering kept
+   * without its events: a gap at the next append). Prunes take the oldest events only, so the
+   * newest is always there while the log is not empty.
+   */
+  async checkEngine(): Promise<string[]> {
+    const [head] = await this.all<{ last_seq: number; newest: number | null }>(
+      "SELECT last_seq, (SELECT MAX(seq) FROM event_log) AS newest FROM event_log_head WHERE id = 1",
+    );
+    if (head === undefined) return ["event_log_head has no row"];
+    if (head.newest !== null && head.last_seq !== head.newest)
+      return [`event_log_head stands at ${head.last_seq} but the newest event is ${head.newest}`];
+    return [];
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.client.query("ROLLBACK");
+    } finally {
+      this.client.release();
+      await this.pool.end();
+    }
+  }
+}
+
+export class Inspector {
+  private constructor(private readonly db: Connection) {}
+
+  /** A file path opens an SQLite file; a postgres:// URL a PostgreSQL database. */
+  static async open(db: string): Promise<Inspector> {
+    return new Inspector(isPostgresUrl(db) ? await PostgresConnection.open(db) : new SqliteConnection(db));
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+
+  /** The store is sound, `seq` is gapless and no event says the same thing twice. */
+  async checkStore(): Promise<string[]> {
+    const violations: string[] = await this.db.checkEngine();
+    const [{ n, lo, hi }] = (await this.db.all<{ n: number; lo: number | null; hi: number | null }>(
+      "SELECT COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM event_log",
+    )) as [{ n: number; lo: number | null; hi: number | null }];
     if (n > 0 && (hi as number) - (lo as number) + 1 !== n)
       violations.push(`seq has gaps: ${n} rows between ${lo} and ${hi}`);
+    const json = (field: string) => this.db.jsonText(field);
+    // HAVING repeats COUNT(*): PostgreSQL cannot name an output column there.
     const twice: [string, string][] = [
       [
         "a task created twice",
-        "SELECT task_id k, COUNT(*) c FROM event_log WHERE event_type = 'task.created' GROUP BY task_id HAVING c > 1",
+        "SELECT task_id AS k, COUNT(*) AS c FROM event_log WHERE event_type = 'task.created' GROUP BY task_id HAVING COUNT(*) > 1",
       ],
       [
         "a task ended twice",
-        `SELECT task_id k, COUNT(*) c FROM event_log
-         WHERE event_type IN ('task.completed', 'task.failed', 'task.cancelled') GROUP BY task_id HAVING c > 1`,
+        `SELECT task_id AS k, COUNT(*) AS c FROM event_log
+         WHERE event_type IN ('task.completed', 'task.failed', 'task.cancelled') GROUP BY task_id HAVING COUNT(*) > 1`,
       ],
       [
         "an agent joined twice",
-        "SELECT agent_id k, COUNT(*) c FROM event_log WHERE event_type = 'agent.joined' GROUP BY agent_id HAVING c > 1",
+        "SELECT agent_id AS k, COUNT(*) AS c FROM event_log WHERE event_type = 'agent.joined' GROUP BY agent_id HAVING COUNT(*) > 1",
       ],
       [
         "an auction round closed twice",
-        `SELECT task_id || ' round ' || json_extract(data, '$.attempt') k, COUNT(*) c FROM event_log
-         WHERE event_type = 'auction.closed' GROUP BY task_id, json_extract(data, '$.attempt') HAVING c > 1`,
+        `SELECT task_id || ' round ' || ${json("attempt")} AS k, COUNT(*) AS c FROM event_log
+         WHERE event_type = 'auction.closed' GROUP BY task_id, ${json("attempt")} HAVING COUNT(*) > 1`,
       ],
       [
         "a tool report stored twice",
-        `SELECT task_id || ' ' || event_type || ' ' || json_extract(data, '$.call_id') k, COUNT(*) c FROM event_log
-         WHERE event_type LIKE 'tool.%' GROUP BY task_id, agent_id, event_type, json_extract(data, '$.call_id')
-         HAVING c > 1`,
+        `SELECT task_id || ' ' || event_type || ' ' || ${json("call_id")} AS k, COUNT(*) AS c FROM event_log
+         WHERE event_type LIKE 'tool.%' GROUP BY task_id, agent_id, event_type, ${json("call_id")}
+         HAVING COUNT(*) > 1`,
       ],
       [
         "a bid stored twice unchanged",
-        `SELECT task_id || ' ' || agent_id k, COUNT(*) c FROM event_log
-         WHERE event_type = 'bid.submitted' AND json_extract(data, '$.replaced_bid_sats') = json_extract(data, '$.bid_sats')
-         GROUP BY task_id, agent_id HAVING c > 0`,
+        `SELECT task_id || ' ' || agent_id AS k, COUNT(*) AS c FROM event_log
+         WHERE event_type = 'bid.submitted'
+         AND ${this.db.jsonNumber("replaced_bid_sats")} = ${this.db.jsonNumber("bid_sats")}
+         GROUP BY task_id, agent_id HAVING COUNT(*) > 0`,
       ],
     ];
     for (const [what, sql] of twice) {
-      for (const row of this.db.prepare(sql).all() as { k: string; c: number }[])
+      for (const row of await this.db.all<{ k: string; c: number }>(sql))
         violations.push(`${what}: ${row.k} (${row.c}×)`);
     }
     // The state tables and the log tell one story.
-    const tasks = this.db.prepare("SELECT COUNT(*) FROM tasks").pluck().get() as number;
-    const created = this.db
-      .prepare("SELECT COUNT(*) FROM event_log WHERE event_type = 'task.created'")
-      .pluck()
-      .get() as number;
+    const tasks = await this.count("SELECT COUNT(*) FROM tasks");
+    const created = await this.count("SELECT COUNT(*) FROM event_log WHERE event_type = 'task.created'");
     if (tasks !== created) violations.push(`${tasks} tasks but ${created} task.created events`);
-    const unexplained = this.db
-      .prepare(
-        `SELECT id, status FROM tasks t WHERE status IN ('completed', 'failed', 'cancelled')
-         AND NOT EXISTS (SELECT 1 FROM event_log e WHERE e.task_id = t.id AND e.event_type = 'task.' || t.status)`,
-      )
-      .all() as { id: string; status: string }[];
+    const unexplained = await this.db.all<{ id: string; status: string }>(
+      `SELECT id, status FROM tasks t WHERE status IN ('completed', 'failed', 'cancelled')
+       AND NOT EXISTS (SELECT 1 FROM event_log e WHERE e.task_id = t.id AND e.event_type = 'task.' || t.status)`,
+    );
     for (const task of unexplained) violations.push(`task ${task.id} is ${task.status} without its event`);
+    // The counts the triggers keep beside the tasks, in the same transaction, agree with them.
+    const miscounted = await this.db.all<{ status: string; kept: number; actual: number }>(
+      `SELECT status, SUM(kept) AS kept, SUM(actual) AS actual FROM (
+         SELECT status, count AS kept, 0 AS actual FROM task_status_counts
+         UNION ALL SELECT status, 0 AS kept, COUNT(*) AS actual FROM tasks GROUP BY status
+       ) AS counted GROUP BY status HAVING SUM(kept) <> SUM(actual)`,
+    );
+    for (const row of miscounted)
+      violations.push(`task_status_counts keeps ${row.kept} ${row.status} tasks, there are ${row.actual}`);
     return violations;
   }
 
   /** Every acknowledged request's events are stored. */
-  checkAcknowledged(acked: readonly Ack[]): string[] {
-    const byId = this.db.prepare("SELECT seq FROM event_log WHERE id = ?").pluck();
-    const forTask = this.db
-      .prepare("SELECT 1 FROM event_log WHERE task_id = ? AND event_type = ? LIMIT 1")
-      .pluck();
-    const forAgent = this.db
-      .prepare("SELECT 1 FROM event_log WHERE agent_id = ? AND event_type = ? LIMIT 1")
-      .pluck();
-    const bid = this.db
-      .prepare(
-        `SELECT 1 FROM event_log WHERE task_id = ? AND agent_id = ? AND event_type = 'bid.submitted'
-         AND json_extract(data, '$.bid_sats') = ? AND json_extract(data, '$.attempt') = ? LIMIT 1`,
-      )
-      .pluck();
+  async checkAcknowledged(acked: readonly Ack[]): Promise<string[]> {
+    const exists = async (sql: string, ...params: unknown[]) =>
+      (await this.db.all(`${sql} LIMIT 1`, ...params)).length > 0;
     const lost: string[] = [];
     for (const ack of acked) {
       const kept =
         ack.kind === "event"
-          ? byId.get(ack.id) === ack.seq
+          ? (await this.db.all<{ seq: number }>("SELECT seq FROM event_log WHERE id = ?", ack.id))[0]?.seq ===
+            ack.seq
           : ack.kind === "task"
-            ? forTask.get(ack.task_id, ack.event_type) !== undefined
+            ? await exists(
+                "SELECT 1 FROM event_log WHERE task_id = ? AND event_type = ?",
+                ack.task_id,
+                ack.event_type,
+              )
             : ack.kind === "agent"
-              ? forAgent.get(ack.agent_id, ack.event_type) !== undefined
-              : bid.get(ack.task_id, ack.agent_id, ack.bid_sats, ack.attempt) !== undefined;
+              ? await exists(
+                  "SELECT 1 FROM event_log WHERE agent_id = ? AND event_type = ?",
+                  ack.agent_id,
+                  ack.event_type,
+                )
+              : await exists(
+                  `SELECT 1 FROM event_log WHERE task_id = ? AND agent_id = ? AND event_type = 'bid.submitted'
+                   AND ${this.db.jsonNumber("bid_sats")} = ? AND ${this.db.jsonNumber("attempt")} = ?`,
+                  ack.task_id,
+                  ack.agent_id,
+                  ack.bid_sats,
+                  ack.attempt,
+                );
       if (!kept) lost.push(`acknowledged but not stored: ${JSON.stringify(ack)}`);
     }
     return lost;
   }
 
-  /** The auctions open in the file, with the bids recorded for their round. */
-  openAuctions(): OpenAuction[] {
-    const bids = this.db.prepare("SELECT agent_id, bid_sats FROM bids WHERE task_id = ? AND attempt = ?");
-    return (
-      this.db.prepare("SELECT id, attempt, auction_closes_at FROM tasks WHERE status = 'bidding'").all() as {
-        id: string;
-        attempt: number;
-        auction_closes_at: string;
-      }[]
-    ).map((task) => ({
-      task_id: task.id,
-      attempt: task.attempt,
-      closes_at: Date.parse(task.auction_closes_at),
-      bids: bids.all(task.id, task.attempt) as { agent_id: string; bid_sats: number }[],
-    }));
+  /** The auctions open in the store, with the bids recorded for their round. */
+  async openAuctions(): Promise<OpenAuction[]> {
+    const open = await this.db.all<{ id: string; attempt: number; auction_closes_at: string }>(
+      "SELECT id, attempt, auction_closes_at FROM tasks WHERE status = 'bidding'",
+    );
+    const auctions: OpenAuction[] = [];
+    for (const task of open) {
+      auctions.push({
+        task_id: task.id,
+        attempt: task.attempt,
+        closes_at: Date.parse(task.auction_closes_at),
+        bids: await this.db.all<{ agent_id: string; bid_sats: number }>(
+          "SELECT agent_id, bid_sats FROM bids WHERE task_id = ? AND attempt = ?",
+          task.id,
+          task.attempt,
+        ),
+      });
+    }
+    return auctions;
   }
 
   /** An auction the crash interrupted was closed among (at least) the bids it had, and settled them. */
-  checkClosed(auction: OpenAuction): string[] {
-    const status = this.db.prepare("SELECT status FROM tasks WHERE id = ?").pluck().get(auction.task_id);
+  async checkClosed(auction: OpenAuction): Promise<string[]> {
+    const [task] = await this.db.all<{ status: string }>(
+      "SELECT status FROM tasks WHERE id = ?",
+      auction.task_id,
+    );
+    const status = task?.status;
     if (status === "cancelled") return [];
-    const closed = this.db
-      .prepare(
-        `SELECT data FROM event_log WHERE task_id = ? AND event_type = 'auction.closed'
-         AND json_extract(data, '$.attempt') = ?`,
-      )
-      .pluck()
-      .get(auction.task_id, auction.attempt) as string | undefined;
+    const [closed] = await this.db.all<{ data: string }>(
+      `SELECT data FROM event_log WHERE task_id = ? AND event_type = 'auction.closed'
+       AND ${this.db.jsonNumber("attempt")} = ?`,
+      auction.task_id,
+      auction.attempt,
+    );
     const round = `${auction.task_id} round ${auction.attempt}`;
     if (closed === undefined) return [`interrupted auction ${round} never closed (status ${String(status)})`];
-    const data = JSON.parse(closed) as {
+    const data = JSON.parse(closed.data) as {
       bids: number;
       winner: string | null;
       winning_bid_sats: number | null;
@@ -164,13 +308,11 @@ export class Inspector {
       );
     const settled = new Map(
       (
-        this.db
-          .prepare("SELECT agent_id, bid_sats, outcome FROM bids WHERE task_id = ? AND attempt = ?")
-          .all(auction.task_id, auction.attempt) as {
-          agent_id: string;
-          bid_sats: number;
-          outcome: string | null;
-        }[]
+        await this.db.all<{ agent_id: string; bid_sats: number; outcome: string | null }>(
+          "SELECT agent_id, bid_sats, outcome FROM bids WHERE task_id = ? AND attempt = ?",
+          auction.task_id,
+          auction.attempt,
+        )
       ).map((row) => [row.agent_id, row]),
     );
     for (const bid of auction.bids) {
@@ -187,30 +329,28 @@ export class Inspector {
    * No task is stuck: each open one has an auction with a deadline still ahead (give or take
    * `slackMs` for the tick), or an agent that is online or still within its timeout or grace.
    */
-  checkNothingStuck(heartbeatTimeoutMs: number, slackMs: number): string[] {
+  async checkNothingStuck(heartbeatTimeoutMs: number, slackMs: number): Promise<string[]> {
     const now = Date.now();
     const agents = new Map(
       (
-        this.db.prepare("SELECT id, status, last_seen, grace_until, left_at FROM agents").all() as {
+        await this.db.all<{
           id: string;
           status: string;
           last_seen: string;
           grace_until: string | null;
           left_at: string | null;
-        }[]
+        }>("SELECT id, status, last_seen, grace_until, left_at FROM agents")
       ).map((agent) => [agent.id, agent]),
     );
     const violations: string[] = [];
-    const open = this.db
-      .prepare(
-        "SELECT id, status, auction_closes_at, assigned_agent FROM tasks WHERE status IN ('bidding', 'assigned', 'running')",
-      )
-      .all() as {
+    const open = await this.db.all<{
       id: string;
       status: string;
       auction_closes_at: string | null;
       assigned_agent: string | null;
-    }[];
+    }>(
+      "SELECT id, status, auction_closes_at, assigned_agent FROM tasks WHERE status IN ('bidding', 'assigned', 'running')",
+    );
     for (const task of open) {
       if (task.status === "bidding") {
         if (task.auction_closes_at === null || Date.parse(task.auction_closes_at) < now - slackMs)
@@ -229,17 +369,19 @@ export class Inspector {
     return violations;
   }
 
-  count(sql: string): number {
-    return this.db.prepare(sql).pluck().get() as number;
+  /** The single number a `SELECT COUNT(*) …` answers. */
+  async count(sql: string, ...params: unknown[]): Promise<number> {
+    const [row] = await this.db.all(sql, ...params);
+    return Number(row === undefined ? Number.NaN : Object.values(row)[0]);
   }
 }
 
-/** Open the file, run `use` on it, and close it again whatever happens. */
-export function inspect<T>(path: string, use: (inspector: Inspector) => T): T {
-  const inspector = new Inspector(path);
+/** Open the store (an SQLite file or a postgres:// URL), run `use` on it, and close it again whatever happens. */
+export async function inspect<T>(db: string, use: (inspector: Inspector) => Promise<T>): Promise<T> {
+  const inspector = await Inspector.open(db);
   try {
-    return use(inspector);
+    return await use(inspector);
   } finally {
-    inspector.close();
+    await inspector.close();
   }
 }

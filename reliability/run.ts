@@ -3,13 +3,18 @@
  * verdict (exit code 0 when every check held, 1 when any failed) and a Markdown section of
  * figures written to reliability/last-run.md (which the README's "Reliability" section quotes).
  *
- *   npm run crash -- [--kills 25] [--seed N]
+ *   npm run crash -- [--kills 25] [--seed N] [--db postgres://…]
  *   npm run fuzz  -- [--cases 100000] [--seed N]
  *   npm run soak  -- [--minutes 30] [--tasks-per-minute 240]
+ *
+ * `--db postgres://…` runs the crash scenario on that PostgreSQL database (the product gets it as
+ * SWARM_DB and migrates it) instead of a new SQLite file; give it a database of its own, since
+ * the checks read every row in it. Its figures have their own section of last-run.md.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import pg from "pg";
 import { describeMachine, round } from "../bench/machine.js";
 import { runCrashScenario } from "./crash.js";
 import { FUZZ_PROPERTIES } from "./fuzz.js";
@@ -19,27 +24,51 @@ const REPORT = fileURLToPath(new URL("./last-run.md", import.meta.url));
 const say = (line: string) => console.log(line);
 
 interface Outcome {
+  /** The section of last-run.md it replaces; default the scenario's name. */
+  section?: string;
   title: string;
   /** Markdown lines of figures. */
   figures: string[];
   violations: string[];
 }
 
+/** The server's version as it names itself, for the figures (the machine line names SQLite's). */
+async function postgresVersion(url: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ server_version: string }>("SHOW server_version");
+    return `PostgreSQL ${rows[0]?.server_version ?? "(version unknown)"}`;
+  } finally {
+    await client.end();
+  }
+}
+
 async function crash(values: Record<string, string | undefined>): Promise<Outcome> {
   const kills = Number(values.kills ?? 25);
+  const onPostgres = values.db !== undefined;
   const report = await runCrashScenario({
     kills,
     seed: values.seed === undefined ? undefined : Number(values.seed),
+    db: values.db,
     progress: say,
   });
+  const store = onPostgres ? "database" : "file";
+  const engine = onPostgres
+    ? [`- on ${await postgresVersion(values.db as string)}, the database server left running`]
+    : [];
   return {
-    title: "Kill -9 under load (`npm run crash`)",
+    section: onPostgres ? "crash-postgres" : "crash",
+    title: onPostgres
+      ? "Kill -9 under load on PostgreSQL (`npm run crash -- --db postgres://…`)"
+      : "Kill -9 under load (`npm run crash`)",
     violations: report.violations,
     figures: [
-      `- ${report.kills} kills with SIGKILL at random moments (seed ${report.seed}), each followed by a restart on the same file, in ${round(report.durationMs / 1000, 0)} s`,
+      ...engine,
+      `- ${report.kills} kills with SIGKILL at random moments (seed ${report.seed}), each followed by a restart on the same ${store}, in ${round(report.durationMs / 1000, 0)} s`,
       `- ${report.requests} requests sent, ${report.acknowledged} acknowledged with a 2xx; every acknowledged request's events found after every kill`,
-      `- ${report.events} events and ${report.tasks} tasks in the final file; ${report.interruptedAuctions} auctions were open at a kill, each closed afterwards with the bids it had`,
-      "- after each kill: `PRAGMA integrity_check` ok, `seq` gapless, no event twice, tables and log in agreement; after each restart: no task stuck",
+      `- ${report.events} events and ${report.tasks} tasks in the final ${store}; ${report.interruptedAuctions} auctions were open at a kill, each closed afterwards with the bids it had`,
+      `- after each kill: ${onPostgres ? "the seq head at the newest event" : "`PRAGMA integrity_check` ok"}, \`seq\` gapless, no event twice, tables, status counts and log in agreement; after each restart: no task stuck`,
     ],
   };
 }
@@ -108,7 +137,7 @@ function record(name: string, outcome: Outcome): void {
   const sections = new Map<string, string>();
   if (existsSync(REPORT)) {
     for (const section of readFileSync(REPORT, "utf8").split(/^(?=## )/m)) {
-      const key = /<!-- (\w+) -->/.exec(section)?.[1];
+      const key = /<!-- ([\w-]+) -->/.exec(section)?.[1];
       if (key !== undefined) sections.set(key, section.trimEnd());
     }
   }
@@ -125,7 +154,7 @@ function record(name: string, outcome: Outcome): void {
       ...outcome.violations.slice(0, 20).map((violation) => `- violation: ${violation}`),
     ].join("\n"),
   );
-  const order = ["crash", "faults", "fuzz", "soak"];
+  const order = ["crash", "crash-postgres", "faults", "fuzz", "soak"];
   const body = [...sections.entries()]
     .sort(([a], [b]) => order.indexOf(a) - order.indexOf(b))
     .map(([, text]) => text)
@@ -137,6 +166,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     kills: { type: "string" },
+    db: { type: "string" },
     seed: { type: "string" },
     cases: { type: "string" },
     minutes: { type: "string" },
@@ -150,7 +180,7 @@ if (scenario === undefined) {
   process.exit(2);
 }
 const outcome = await scenario(values);
-record(name, outcome);
+record(outcome.section ?? name, outcome);
 say("");
 for (const line of outcome.figures) say(line);
 for (const violation of outcome.violations) say(`VIOLATION: ${violation}`);

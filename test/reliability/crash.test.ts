@@ -1,13 +1,17 @@
 /**
  * Kill -9 under load, a short run of the scenario `npm run crash` runs at length: the product
- * in its own process, killed three times while agents and operators drive it.
+ * in its own process, killed three times while agents and operators drive it, on each engine
+ * (on PostgreSQL, a fresh database of its own, with SWARM_DB=postgres://…).
  */
 import { describe, expect, it } from "vitest";
 import { runCrashScenario } from "../../reliability/crash.js";
+import { ENGINES } from "../helpers/engines.js";
+import { createTestDatabase } from "../helpers/postgres.js";
 
-describe("kill -9 under load", () => {
+describe.each(ENGINES)("kill -9 under load on $name", (engine) => {
   it("keeps every acknowledged event, no duplicates or gaps, nothing stuck, interrupted auctions closed", async () => {
-    const report = await runCrashScenario({ kills: 3, agents: 4, upMs: [400, 1200] });
+    const db = engine.name === "postgres" ? await createTestDatabase() : undefined;
+    const report = await runCrashScenario({ kills: 3, agents: 4, upMs: [400, 1200], db });
     expect(report.violations, `seed ${report.seed}`).toEqual([]);
     expect(report.kills).toBe(3);
     // The run did real work across the kills: acknowledged writes and auctions cut off mid-way.
