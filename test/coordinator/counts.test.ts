@@ -1,41 +1,117 @@
 /**
  * The counts that /metrics, the overview and every agent's stats read are kept by triggers in
- * the same transaction as the rows (migration 006), so that reading them costs one row whatever
- * the size of the tables. They must say exactly what counting the rows would.
+ * the same transaction as the rows (SQLite's migration 008, PostgreSQL's 002), so that reading
+ * them costs one row whatever the size of the tables. They must say exactly what counting the
+ * rows would.
  */
 import fc from "fast-check";
+import type pg from "pg";
 import { describe, expect, it } from "vitest";
 import { CoordinatorStore, STORE_SQL, type AgentStats } from "../../src/storage/sqlite/coordinator-store.js";
-import { TASK_STATUSES, type Bid, type Task, type TaskStatus } from "../../src/coordinator/types.js";
-import { loadMigrations, openDatabase, type SqliteDatabase } from "../../src/storage/sqlite/database.js";
-import { openTestLog } from "../helpers/event-log.js";
+import {
+  TASK_STATUSES,
+  type Bid,
+  type StateChanges,
+  type Task,
+  type TaskStatus,
+} from "../../src/coordinator/types.js";
+import { PostgresCoordinatorStore } from "../../src/storage/postgres/coordinator-store.js";
+import { openPool } from "../../src/storage/postgres/database.js";
+import { numbered } from "../../src/storage/postgres/queries.js";
+import { loadMigrations, openDatabase } from "../../src/storage/sqlite/database.js";
+import type { SqliteEventLog } from "../../src/storage/sqlite/event-log.js";
+import { ENGINES, SQLITE } from "../helpers/engines.js";
+import { openTestLog, silentLogger } from "../helpers/event-log.js";
+import { createTestDatabase } from "../helpers/postgres.js";
 import { tempDbPath } from "../helpers/temp-dir.js";
 
 const NOW = "2026-01-01T00:00:00.000Z";
 const AGENTS = ["a1", "a2", "a3"];
 const TASKS = ["t1", "t2", "t3", "t4"];
 
-function addAgents(db: SqliteDatabase): void {
-  const insert = db.prepare(
-    "INSERT INTO agents (id, name, capabilities, max_concurrent, status, registered_at, last_seen) VALUES (?, ?, '[]', 1, 'idle', ?, ?)",
-  );
-  for (const id of AGENTS) insert.run(id, `agent ${id}`, NOW, NOW);
+/** A coordinator store on one engine, as much of it as the counts need. */
+interface CountedStore {
+  sql(statement: string, ...params: unknown[]): Promise<Record<string, unknown>[]>;
+  /** Apply the changes in order, in one transaction. */
+  write(changes: readonly StateChanges[]): Promise<void>;
+  taskCounts(): Promise<Record<TaskStatus, number>>;
+  agentStats(agentId: string): Promise<AgentStats>;
+  close(): Promise<void>;
 }
 
-/** What counting the rows says: the queries store.ts ran on every read before migration 006. */
-function countedStats(db: SqliteDatabase, agentId: string): AgentStats {
-  const bids = db
-    .prepare<[string], { bids: number; wins: number; won_sats: number | null }>(
-      "SELECT COUNT(outcome) AS bids, COALESCE(SUM(outcome = 'won'), 0) AS wins, " +
-        "SUM(CASE WHEN outcome = 'won' THEN bid_sats END) AS won_sats FROM bids WHERE agent_id = ?",
-    )
-    .get(agentId)!;
-  const tasks = db
-    .prepare<[string], { completed: number; failed: number; earned: number | null }>(
-      "SELECT COALESCE(SUM(status = 'completed'), 0) AS completed, COALESCE(SUM(status = 'failed'), 0) AS failed, " +
-        "SUM(CASE WHEN status = 'completed' THEN winning_bid_sats END) AS earned FROM tasks WHERE assigned_agent = ?",
-    )
-    .get(agentId)!;
+function sqliteStore(log: SqliteEventLog): CountedStore {
+  const store = new CoordinatorStore(log.db);
+  return {
+    sql: (statement, ...params) => SQLITE.sql(log, statement, ...params),
+    write: async (changes) => log.transaction(() => changes.forEach((change) => store.apply(change))),
+    taskCounts: async () => store.taskCounts(),
+    agentStats: async (agentId) => store.agentStats(agentId),
+    close: async () => log.close(),
+  };
+}
+
+/**
+ * PostgreSQL: stores on one database, each run of a property inside one transaction rolled back
+ * at its end, so that every run starts from the migrated, empty tables (a database of its own
+ * for each of a hundred runs would take longer to make and drop than the runs themselves). The
+ * triggers fire on each statement, so counts inside the transaction are what commits would give.
+ */
+async function postgresStores(): Promise<{ open(): Promise<CountedStore>; end(): Promise<void> }> {
+  const pool = openPool({ url: await createTestDatabase(), maxConnections: 1, logger: silentLogger });
+  return {
+    async open() {
+      const client = await pool.connect();
+      await client.query("BEGIN");
+      // The store reads through what it is given; given the run's connection, its reads see the
+      // run's uncommitted writes. It calls nothing but `query`, which a client has as a pool does.
+      const store = new PostgresCoordinatorStore(client as unknown as pg.Pool);
+      const sql = async (statement: string, ...params: unknown[]) =>
+        (await client.query(numbered(statement), params)).rows;
+      return {
+        sql,
+        async write(changes) {
+          await client.query("SAVEPOINT write");
+          for (const change of changes) await store.apply(client, change);
+          await client.query("RELEASE SAVEPOINT write");
+        },
+        taskCounts: () => store.taskCounts(),
+        agentStats: (agentId) => store.agentStats(agentId),
+        async close() {
+          await client.query("ROLLBACK");
+          client.release();
+        },
+      };
+    },
+    end: () => pool.end(),
+  };
+}
+
+async function addAgents(store: CountedStore): Promise<void> {
+  for (const id of AGENTS)
+    await store.sql(
+      "INSERT INTO agents (id, name, capabilities, max_concurrent, status, registered_at, last_seen) VALUES (?, ?, '[]', 1, 'idle', ?, ?)",
+      id,
+      `agent ${id}`,
+      NOW,
+      NOW,
+    );
+}
+
+/**
+ * What counting the rows says: the queries SQLite's store ran on every read before migration
+ * 008, with the booleans summed as CASE so that PostgreSQL runs them too.
+ */
+async function countedStats(store: CountedStore, agentId: string): Promise<AgentStats> {
+  const [bids] = (await store.sql(
+    "SELECT COUNT(outcome) AS bids, COUNT(CASE WHEN outcome = 'won' THEN 1 END) AS wins, " +
+      "SUM(CASE WHEN outcome = 'won' THEN bid_sats END) AS won_sats FROM bids WHERE agent_id = ?",
+    agentId,
+  )) as [{ bids: number; wins: number; won_sats: number | null }];
+  const [tasks] = (await store.sql(
+    "SELECT COUNT(CASE WHEN status = 'completed' THEN 1 END) AS completed, COUNT(CASE WHEN status = 'failed' THEN 1 END) AS failed, " +
+      "SUM(CASE WHEN status = 'completed' THEN winning_bid_sats END) AS earned FROM tasks WHERE assigned_agent = ?",
+    agentId,
+  )) as [{ completed: number; failed: number; earned: number | null }];
   return {
     bids: bids.bids,
     wins: bids.wins,
@@ -48,20 +124,20 @@ function countedStats(db: SqliteDatabase, agentId: string): AgentStats {
   };
 }
 
-function countedStatuses(db: SqliteDatabase): Record<TaskStatus, number> {
+async function countedStatuses(store: CountedStore): Promise<Record<TaskStatus, number>> {
   const counts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0])) as Record<TaskStatus, number>;
-  const rows = db
-    .prepare<[], { status: TaskStatus; count: number }>(
-      "SELECT status, COUNT(*) AS count FROM tasks GROUP BY status",
-    )
-    .all();
+  const rows = (await store.sql("SELECT status, COUNT(*) AS count FROM tasks GROUP BY status")) as {
+    status: TaskStatus;
+    count: number;
+  }[];
   for (const { status, count } of rows) counts[status] = count;
   return counts;
 }
 
-function expectCountsToMatchRows(db: SqliteDatabase, store: CoordinatorStore): void {
-  expect(store.taskCounts()).toEqual(countedStatuses(db));
-  for (const agent of AGENTS) expect(store.agentStats(agent), agent).toEqual(countedStats(db, agent));
+async function expectCountsToMatchRows(store: CountedStore): Promise<void> {
+  expect(await store.taskCounts()).toEqual(await countedStatuses(store));
+  for (const agent of AGENTS)
+    expect(await store.agentStats(agent), agent).toEqual(await countedStats(store, agent));
 }
 
 const taskWrite = fc.record({
@@ -102,52 +178,66 @@ function task(write: Pick<Task, "id" | "status" | "assigned_agent" | "winning_bi
   };
 }
 
-describe("counts kept beside the rows", () => {
-  it("say what counting the rows says, after any sequence of task and bid writes", () => {
-    fc.assert(
-      fc.property(fc.array(fc.oneof(taskWrite, bidWrite), { maxLength: 40 }), (writes) => {
-        const log = openTestLog();
-        addAgents(log.db);
-        const store = new CoordinatorStore(log.db);
-        const known = new Set<string>();
-        for (const write of writes) {
-          log.transaction(() => {
-            if (write.kind === "task") {
-              store.apply({ agents: [], tasks: [task(write)], bids: [] });
-              known.add(write.id);
-              return;
+describe.each(ENGINES)("counts kept beside the rows on $name", ({ name: engine }) => {
+  it("say what counting the rows says, after any sequence of task and bid writes", async () => {
+    const postgres = engine === "postgres" ? await postgresStores() : undefined;
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(fc.oneof(taskWrite, bidWrite), { maxLength: 40 }), async (writes) => {
+          const store = postgres === undefined ? sqliteStore(openTestLog()) : await postgres.open();
+          try {
+            await addAgents(store);
+            const known = new Set<string>();
+            for (const write of writes) {
+              if (write.kind === "task") {
+                await store.write([{ agents: [], tasks: [task(write)], bids: [] }]);
+                known.add(write.id);
+                continue;
+              }
+              // A bid needs its task's row; a write the coordinator would make in the same transaction.
+              const changes: StateChanges[] = [];
+              if (!known.has(write.task_id)) {
+                changes.push({
+                  agents: [],
+                  tasks: [
+                    task({
+                      id: write.task_id,
+                      status: "bidding",
+                      assigned_agent: null,
+                      winning_bid_sats: null,
+                    }),
+                  ],
+                  bids: [],
+                });
+                known.add(write.task_id);
+              }
+              const bid: Bid = { ...write, bid_order: 1, placed_at: NOW };
+              changes.push({ agents: [], tasks: [], bids: [bid] });
+              await store.write(changes);
             }
-            // A bid needs its task's row; a write the coordinator would make in the same transaction.
-            if (!known.has(write.task_id)) {
-              store.apply({
-                agents: [],
-                tasks: [
-                  task({
-                    id: write.task_id,
-                    status: "bidding",
-                    assigned_agent: null,
-                    winning_bid_sats: null,
-                  }),
-                ],
-                bids: [],
-              });
-              known.add(write.task_id);
-            }
-            const bid: Bid = { ...write, bid_order: 1, placed_at: NOW };
-            store.apply({ agents: [], tasks: [], bids: [bid] });
-          });
-        }
-        expectCountsToMatchRows(log.db, store);
-        log.close();
-      }),
-      { numRuns: 100 },
-    );
+            await expectCountsToMatchRows(store);
+          } finally {
+            await store.close();
+          }
+        }),
+        { numRuns: 100 },
+      );
+    } finally {
+      await postgres?.end();
+    }
   });
+});
 
-  it("are counted from the rows already there when a database older than them is opened", () => {
+// SQLite only: PostgreSQL's schema has kept these counts since its first coordinator migration
+// (002), so no PostgreSQL database older than them exists; and the plans are SQLite's planner's.
+describe("counts kept beside the rows on SQLite", () => {
+  it("are counted from the rows already there when a database older than them is opened", async () => {
     const path = tempDbPath();
     const old = openDatabase({ path, migrations: loadMigrations().slice(0, 5) });
-    addAgents(old);
+    const addAgent = old.prepare(
+      "INSERT INTO agents (id, name, capabilities, max_concurrent, status, registered_at, last_seen) VALUES (?, ?, '[]', 1, 'idle', ?, ?)",
+    );
+    for (const id of AGENTS) addAgent.run(id, `agent ${id}`, NOW, NOW);
     const insertTask = old.prepare(
       "INSERT INTO tasks (id, description, status, required_capabilities, auction_ms, attempt, assigned_agent, winning_bid_sats, created_at) " +
         "VALUES (?, 'old', ?, '[]', 1000, 1, ?, ?, ?)",
@@ -166,16 +256,16 @@ describe("counts kept beside the rows", () => {
     old.close();
 
     const log = openTestLog({ path });
-    const store = new CoordinatorStore(log.db);
-    expect(store.agentStats("a1")).toMatchObject({
+    const store = sqliteStore(log);
+    expect(await store.agentStats("a1")).toMatchObject({
       bids: 1,
       wins: 1,
       tasks_completed: 1,
       tasks_failed: 1,
       earned_sats: 40,
     });
-    expect(store.agentStats("a3")).toMatchObject({ bids: 0, wins: 0 });
-    expectCountsToMatchRows(log.db, store);
+    expect(await store.agentStats("a3")).toMatchObject({ bids: 0, wins: 0 });
+    await expectCountsToMatchRows(store);
   });
 
   it("are read from their own small tables, never by counting tasks or bids", () => {

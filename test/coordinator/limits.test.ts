@@ -1,3 +1,4 @@
+// The pure core's caps, as decide.test.ts tests the rest of it: no storage, so no engine to run on.
 import { describe, expect, it } from "vitest";
 import { limitRefusal, secondsToNextHour } from "../../src/coordinator/limits.js";
 import type { Command } from "../../src/coordinator/types.js";

@@ -1,3 +1,4 @@
+// The stall ledger is pure (times in, spans out): no storage, so no engine to run on.
 import { describe, expect, it } from "vitest";
 import { MAX_STALLS, STALL_THRESHOLD_MS, StallLedger, stalledMs } from "../../src/coordinator/stalls.js";
 import { START } from "./scenario.js";

@@ -1,7 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { CoordinatorStore, STORE_SQL, taskListSql } from "../../src/storage/sqlite/coordinator-store.js";
+import { STORE_SQL, taskListSql } from "../../src/storage/sqlite/coordinator-store.js";
+import { coordinatorOn } from "../helpers/coordinator.js";
+import { ENGINES } from "../helpers/engines.js";
 import { openTestLog } from "../helpers/event-log.js";
 
+// SQLite only: these are SQLite's planner's plans of SQLite's statements (PostgreSQL's own
+// statements and indexes are in src/storage/postgres/coordinator-store.ts and its migration 002).
 describe("coordinator store query plans", () => {
   it("reads tasks and bids through indexes; only loading every agent at start scans", () => {
     const log = openTestLog();
@@ -55,33 +59,41 @@ describe("coordinator store query plans", () => {
   });
 });
 
-describe("coordinator store dashboard reads", () => {
-  it("counts tasks by status and reads the newest auctions with their bid counts, including none", () => {
-    const log = openTestLog();
+describe.each(ENGINES)("coordinator store dashboard reads on $name", ({ name: engine }) => {
+  it("counts tasks by status and reads the newest auctions with their bid counts, including none", async () => {
+    const { sql, coordinator } = await coordinatorOn(engine);
+    const { store } = coordinator;
     const now = "2026-01-01T00:00:00.000Z";
-    log.db.exec(
+    await sql(
       "INSERT INTO agents (id, name, capabilities, max_concurrent, status, registered_at, last_seen) VALUES " +
         `('a1', 'one', '[]', 1, 'idle', '${now}', '${now}'), ('a2', 'two', '[]', 1, 'idle', '${now}', '${now}')`,
     );
-    const store = new CoordinatorStore(log.db);
     const task = (id: string, status: string, attempt = 1) =>
-      log.db
-        .prepare(
-          "INSERT INTO tasks (id, description, status, required_capabilities, auction_ms, attempt, created_at) VALUES (?, ?, ?, '[]', 1000, ?, ?)",
-        )
-        .run(id, `task ${id}`, status, attempt, now);
-    task("t1", "completed");
-    task("t2", "bidding", 2);
-    task("t3", "bidding");
-    const bid = log.db.prepare(
-      "INSERT INTO bids (task_id, attempt, agent_id, bid_sats, bid_order, placed_at) VALUES (?, ?, ?, 10, 1, ?)",
-    );
-    bid.run("t1", 1, "a1", now);
-    bid.run("t1", 1, "a2", now);
-    bid.run("t2", 1, "a1", now); // an earlier round: not counted for the current one
-    bid.run("t2", 2, "a2", now);
+      sql(
+        "INSERT INTO tasks (id, description, status, required_capabilities, auction_ms, attempt, created_at) VALUES (?, ?, ?, '[]', 1000, ?, ?)",
+        id,
+        `task ${id}`,
+        status,
+        attempt,
+        now,
+      );
+    await task("t1", "completed");
+    await task("t2", "bidding", 2);
+    await task("t3", "bidding");
+    const bid = (taskId: string, attempt: number, agentId: string) =>
+      sql(
+        "INSERT INTO bids (task_id, attempt, agent_id, bid_sats, bid_order, placed_at) VALUES (?, ?, ?, 10, 1, ?)",
+        taskId,
+        attempt,
+        agentId,
+        now,
+      );
+    await bid("t1", 1, "a1");
+    await bid("t1", 1, "a2");
+    await bid("t2", 1, "a1"); // an earlier round: not counted for the current one
+    await bid("t2", 2, "a2");
 
-    expect(store.taskCounts()).toEqual({
+    expect(await store.taskCounts()).toEqual({
       bidding: 2,
       assigned: 0,
       running: 0,
@@ -89,14 +101,15 @@ describe("coordinator store dashboard reads", () => {
       failed: 0,
       cancelled: 0,
     });
-    expect(store.recentAuctions(2).map((a) => [a.task_id, a.bids])).toEqual([
+    expect((await store.recentAuctions(2)).map((a) => [a.task_id, a.bids])).toEqual([
       ["t2", 1],
       ["t3", 0],
     ]);
-    expect(store.recentAuctions(10).map((a) => a.task_id)).toEqual(["t1", "t2", "t3"]);
+    expect((await store.recentAuctions(10)).map((a) => a.task_id)).toEqual(["t1", "t2", "t3"]);
   });
 });
 
+// SQLite only: SQLite's plans again, on an empty database and on one with planner statistics.
 describe("list queries at depth", () => {
   /** A database with varied rows and planner statistics, as a long-running install has after PRAGMA optimize. */
   function analyzedDatabase() {
