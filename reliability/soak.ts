@@ -26,6 +26,12 @@ export interface SoakOptions {
   /** Of the run, the part before memory and handles count (they grow while caches fill). */
   warmUpShare?: number;
   sampleEveryMs?: number;
+  /**
+   * Judge the timing figures too (dashboard latency p99 ≤ 250 ms a window, no prune holding the
+   * event loop over 100 ms). Default true, as `npm run soak` runs it on a machine of its own;
+   * npm test, sharing two cores with every other test, reports them without judging them.
+   */
+  timingTargets?: boolean;
   progress?: (line: string) => void;
 }
 
@@ -229,8 +235,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   if (handles.length > 0 && Math.max(...handles) > Math.min(...handles) + 20)
     violations.push(`open handles drifted after warm-up: ${Math.min(...handles)}–${Math.max(...handles)}`);
   if (latencies.length === 0) violations.push("the dashboard page showed no events");
+  const timed = options.timingTargets ?? true;
   for (const window of windows) {
-    if (window.p99 > 250)
+    if (timed && window.p99 > 250)
       violations.push(
         `latency p99 ${window.p99} ms in the window from ${round(window.fromMs / 60_000, 1)} min`,
       );
@@ -240,7 +247,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     violations.push(`${prunes.length} prunes ran, expected at least ${expectedPrunes}`);
   if (prunes.length === 0) violations.push("no prune ran");
   for (const prune of prunes) {
-    if (prune.longest_delete_ms > 100 || prune.longest_vacuum_ms > 100)
+    if (timed && (prune.longest_delete_ms > 100 || prune.longest_vacuum_ms > 100))
       violations.push(
         `a prune held the event loop for ${Math.max(prune.longest_delete_ms, prune.longest_vacuum_ms)} ms`,
       );

@@ -1,6 +1,8 @@
 /**
  * A short soak, the scenario `npm run soak` runs for 30 minutes: the demo swarm at 240 tasks a
- * minute against the product in its own process, pruning every 10 s.
+ * minute against the product in its own process, pruning every 10 s. Its timing figures
+ * (latency, prune pauses) are judged by `npm run soak`, not here: this machine's two cores are
+ * shared with the rest of npm test.
  */
 import { describe, expect, it } from "vitest";
 import { runSoak } from "../../reliability/soak.js";
@@ -13,6 +15,7 @@ describe("soak", () => {
       oldEvents: 20_000,
       sampleEveryMs: 5000,
       warmUpShare: 0.35,
+      timingTargets: false,
     });
     expect(report.violations).toEqual([]);
     expect(report.tasksPosted).toBeGreaterThanOrEqual(150);
