@@ -7,9 +7,13 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { Coordinator } from "../src/coordinator/coordinator.js";
+import type { CoordinatorPort } from "../src/coordinator/port.js";
+import { PostgresCoordinator } from "../src/coordinator/postgres-coordinator.js";
 import { ERROR_TABLE } from "../src/errors.js";
+import { PostgresEventLog } from "../src/storage/postgres/event-log.js";
+import type { EventLogPort } from "../src/storage/port.js";
 import { SqliteEventLog } from "../src/storage/sqlite/event-log.js";
 import { buildApp, type App } from "../src/web/app.js";
 
@@ -18,21 +22,65 @@ const KNOWN_CODES = new Set(Object.keys(ERROR_TABLE));
 
 interface Target {
   app: App;
-  eventLog: SqliteEventLog;
+  eventLog: EventLogPort;
   /** Rows in every table a request could write. */
-  rows: () => number;
+  rows: () => Promise<number>;
   agent: { id: string; token: string };
   task: string;
   close: () => Promise<void>;
 }
 
-/** The whole app on an in-memory database, with one agent and one open task to aim at. */
+const ROW_COUNT = `SELECT (SELECT COUNT(*) FROM event_log) + (SELECT COUNT(*) FROM tasks) + (SELECT COUNT(*) FROM agents)
+  + (SELECT COUNT(*) FROM bids) + (SELECT COUNT(*) FROM agent_tokens) + (SELECT COUNT(*) FROM idempotency_keys) AS n`;
+
+/** The storage a target runs on: SQLite in memory, or the PostgreSQL database `db` names. */
+async function storage(
+  db: string | undefined,
+  logger: Logger,
+): Promise<{
+  eventLog: EventLogPort;
+  coordinator: CoordinatorPort;
+  rows: () => Promise<number>;
+  close: () => Promise<void>;
+}> {
+  const rules = { closeWhenAllBid: false };
+  if (db === undefined) {
+    const eventLog = new SqliteEventLog({ path: ":memory:", logger });
+    const coordinator = new Coordinator({ eventLog, logger, rules });
+    const count = eventLog.db.prepare(ROW_COUNT).pluck();
+    return {
+      eventLog,
+      coordinator,
+      rows: async () => count.get() as number,
+      close: async () => {
+        coordinator.stop();
+        eventLog.close();
+      },
+    };
+  }
+  const eventLog = new PostgresEventLog({ url: db, logger });
+  await eventLog.whenReady();
+  const coordinator = new PostgresCoordinator({ eventLog, logger, rules });
+  return {
+    eventLog,
+    coordinator,
+    rows: async () => Number((await eventLog.pool.query<{ n: string }>(ROW_COUNT)).rows[0]?.n),
+    close: async () => {
+      await coordinator.stop();
+      await eventLog.close();
+    },
+  };
+}
+
+/**
+ * The whole app on an in-memory SQLite database (or on the PostgreSQL database `db` names), with
+ * one agent and one open task to aim at.
+ */
 async function target(
-  options: { dashboardPublic?: boolean; dashboardPublicDetails?: boolean } = {},
+  options: { dashboardPublic?: boolean; dashboardPublicDetails?: boolean; db?: string } = {},
 ): Promise<Target> {
   const logger = pino({ level: "silent" });
-  const eventLog = new SqliteEventLog({ path: ":memory:", logger });
-  const coordinator = new Coordinator({ eventLog, logger, rules: { closeWhenAllBid: false } });
+  const { eventLog, coordinator, rows, close } = await storage(options.db, logger);
   const app = await buildApp({
     eventLog,
     coordinator,
@@ -57,22 +105,15 @@ async function target(
     headers: operator,
     payload: { description: "a task to aim at", auction_ms: 600_000 },
   });
-  const count = eventLog.db
-    .prepare(
-      `SELECT (SELECT COUNT(*) FROM event_log) + (SELECT COUNT(*) FROM tasks) + (SELECT COUNT(*) FROM agents)
-       + (SELECT COUNT(*) FROM bids) + (SELECT COUNT(*) FROM agent_tokens) + (SELECT COUNT(*) FROM idempotency_keys)`,
-    )
-    .pluck();
   return {
     app,
     eventLog,
-    rows: () => count.get() as number,
+    rows,
     agent: { id: agent.id, token },
     task: posted.json<{ task: { id: string } }>().task.id,
     async close() {
       await app.close();
-      coordinator.stop();
-      eventLog.close();
+      await close();
     },
   };
 }
@@ -210,8 +251,8 @@ function assertErrorShape(status: number, body: string, what: string): void {
 const seedOf = (seed: number | undefined) => (seed === undefined ? {} : { seed });
 
 /** Every API route with generated bodies, query strings, ids and headers. */
-export async function fuzzApi(runs: number, seed?: number): Promise<number> {
-  const t = await target();
+export async function fuzzApi(runs: number, seed?: number, db?: string): Promise<number> {
+  const t = await target({ db });
   const ids = [t.agent.id, t.task, "nope", "", "%2F..%2F", "x".repeat(300), "..%00"];
   try {
     await fc.assert(
@@ -265,7 +306,7 @@ export async function fuzzApi(runs: number, seed?: number): Promise<number> {
           const headers: Record<string, string> = { ...extraHeaders };
           if (authorization !== undefined) headers.authorization = authorization;
           if (contentType !== undefined) headers["content-type"] = contentType;
-          const before = t.rows();
+          const before = await t.rows();
           const response = await t.app.inject({
             method,
             url,
@@ -275,7 +316,7 @@ export async function fuzzApi(runs: number, seed?: number): Promise<number> {
           });
           assertErrorShape(response.statusCode, response.body, `${method} ${url}`);
           if (response.statusCode >= 400)
-            assert.equal(t.rows(), before, `${method} ${url} was refused but wrote`);
+            assert.equal(await t.rows(), before, `${method} ${url} was refused but wrote`);
         },
       ),
       { numRuns: runs, ...seedOf(seed) },
@@ -307,8 +348,8 @@ const PAGES = [
 const PAGE_FIELDS = [...FIELDS, "live", "before", "next", "key", "auction_seconds", "view", "_csrf"] as const;
 
 /** Every dashboard page and form, with and without a CSRF token and a session. */
-export async function fuzzPages(runs: number, seed?: number): Promise<number> {
-  const t = await target({ dashboardPublic: true });
+export async function fuzzPages(runs: number, seed?: number, db?: string): Promise<number> {
+  const t = await target({ dashboardPublic: true, db });
   const login = await t.app.inject({ url: "/login", headers: { accept: "text/html" } });
   const csrfToken = /name="_csrf" value="([^"]+)"/.exec(login.body)?.[1] ?? "";
   const csrfCookie = `_csrf=${login.cookies.find((c) => c.name === "_csrf")?.value ?? ""}`;
@@ -333,7 +374,7 @@ export async function fuzzPages(runs: number, seed?: number): Promise<number> {
             for (const one of Array.isArray(values) ? values : [values]) form.append(key, one.toWellFormed());
           }
           if (withCsrf) form.set("_csrf", csrfToken);
-          const before = t.rows();
+          const before = await t.rows();
           const response = await t.app.inject(
             method === "GET"
               ? { method, url: `${url}?${form.toString()}`, headers: { accept: "text/html" } }
@@ -361,7 +402,8 @@ export async function fuzzPages(runs: number, seed?: number): Promise<number> {
             assert.match(String(response.headers["content-type"]), /^text\/html/, what);
             assert.ok(!response.body.includes("<script>alert"), `${what} echoed markup`);
           }
-          if (response.statusCode >= 400) assert.equal(t.rows(), before, `${what} was refused but wrote`);
+          if (response.statusCode >= 400)
+            assert.equal(await t.rows(), before, `${what} was refused but wrote`);
         },
       ),
       { numRuns: runs, ...seedOf(seed) },
@@ -373,8 +415,8 @@ export async function fuzzPages(runs: number, seed?: number): Promise<number> {
 }
 
 /** Both websockets: generated query strings and credentials, then generated frames. */
-export async function fuzzSockets(runs: number, seed?: number): Promise<number> {
-  const t = await target({ dashboardPublic: true });
+export async function fuzzSockets(runs: number, seed?: number, db?: string): Promise<number> {
+  const t = await target({ dashboardPublic: true, db });
   await t.app.ready();
   // Codes a server may close with on bad input; 1006 (no close frame) or 1011 (a crash) are not among them.
   const fine = new Set([1000, 1001, 1007, 1008, 1009, 1013, 4001, 4400]);
@@ -408,7 +450,7 @@ export async function fuzzSockets(runs: number, seed?: number): Promise<number> 
           { maxLength: 3 },
         ),
         async (path, query, authorization, frames) => {
-          const before = t.rows();
+          const before = await t.rows();
           const url = `${path}?${new URLSearchParams(query).toString()}`;
           let socket;
           try {
@@ -427,7 +469,7 @@ export async function fuzzSockets(runs: number, seed?: number): Promise<number> 
           if (socket.readyState === socket.OPEN) socket.close(1000);
           const code = await closed;
           assert.ok(fine.has(code), `${url}: closed with ${code}`);
-          assert.equal(t.rows(), before, `${url} wrote`);
+          assert.equal(await t.rows(), before, `${url} wrote`);
         },
       ),
       { numRuns: runs, ...seedOf(seed) },
@@ -459,9 +501,9 @@ const payload = fc
  * bids' tool data, failure reasons), then every page that shows it is rendered and searched
  * for the markup unescaped.
  */
-export async function fuzzStoredText(runs: number, seed?: number): Promise<number> {
+export async function fuzzStoredText(runs: number, seed?: number, db?: string): Promise<number> {
   // Public viewers with details see every stored text (results, reasons) and may search it.
-  const t = await target({ dashboardPublic: true, dashboardPublicDetails: true });
+  const t = await target({ dashboardPublic: true, dashboardPublicDetails: true, db });
   const operator = { authorization: `Bearer ${FUZZ_KEY}` };
   try {
     await fc.assert(
