@@ -5,6 +5,8 @@ import { buildTestApp } from "../helpers/app.js";
 import { eventually } from "../helpers/stack.js";
 import { tempDbPath } from "../helpers/temp-dir.js";
 
+// On SQLite: /healthz on PostgreSQL, degraded and recovering, is tested against a real server
+// process in test/reliability/postgres-server.test.ts.
 describe("health check", () => {
   it("answers ok with the newest seq while the database answers", async () => {
     const { app, eventLog } = await buildTestApp();

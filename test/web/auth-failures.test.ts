@@ -1,6 +1,7 @@
 /**
  * Wrong credentials are limited per client address, so the operator key cannot be guessed
- * online, while agents on that address keep working.
+ * online, while agents on that address keep working. SQLite only: the limiter lives in the
+ * web layer's memory, whatever the engine (the tokens it checks are tested on both in api.test.ts).
  */
 import { describe, expect, it } from "vitest";
 import { addressKey } from "../../src/web/auth-failures.js";

@@ -1,3 +1,7 @@
+/**
+ * The dashboard's pure parts (charts, event families, the live filter's matching): no storage,
+ * so one engine is enough.
+ */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { eventMatches } from "../../src/storage/sqlite/queries.js";

@@ -1,7 +1,8 @@
 /**
  * Other sites' pages and names that are not the server's own are refused, so the keyless
  * default cannot be read or driven from a browser page of another origin (or by DNS rebinding).
- * The same holds in a real browser: test/browser/cross-site.test.ts.
+ * The same holds in a real browser: test/browser/cross-site.test.ts. SQLite only: these are
+ * checks on the request's headers, made before any storage is read.
  */
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
