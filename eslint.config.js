@@ -22,6 +22,24 @@ export default tseslint.config(
     },
   },
   {
+    // The web layer talks to storage through the ports (src/storage/port.ts,
+    // src/coordinator/port.ts) and the engine-neutral records, never to one engine's adapter.
+    files: ["src/web/**/*.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/storage/sqlite/*", "**/storage/postgres/*"],
+              message: "the web layer reaches storage through the ports, not an engine's adapter",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // Tests read JSON response bodies and assert on them field by field; typing every body
     // would only restate the schemas the assertions already check.
     files: ["test/**/*.ts"],

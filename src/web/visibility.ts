@@ -13,7 +13,7 @@
  * Withheld fields are removed and named in `withheld` (`data.input`, `result`, …), so a reader
  * can tell "withheld" from "empty".
  */
-import type { SealedRound } from "../storage/sqlite/coordinator-store.js";
+import type { SealedRound } from "../storage/coordinator-records.js";
 import type { Bid, Task } from "../coordinator/types.js";
 import { SwarmError } from "../errors.js";
 import type { EventFilter, EventPage, StoredEvent } from "../event-log/types.js";

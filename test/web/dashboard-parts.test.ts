@@ -4,7 +4,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { eventMatches } from "../../src/storage/sqlite/queries.js";
+import { eventMatches } from "../../src/storage/event-queries.js";
 import { normalizeFilter } from "../../src/event-log/validate.js";
 import {
   bidsPerAuctionChart,

@@ -2,7 +2,7 @@
  * Chart geometry, computed on the server: the templates draw these numbers as inline SVG, so
  * the dashboard needs no charting script and every label goes through the template's escaping.
  */
-import type { AuctionSize } from "../../storage/sqlite/coordinator-store.js";
+import type { AuctionSize } from "../../storage/coordinator-records.js";
 import { TASK_STATUSES, type TaskStatus } from "../../coordinator/types.js";
 import type { MinuteCount } from "../../event-log/types.js";
 

@@ -3,7 +3,7 @@
  * and its state for a (re)connecting page. The page templates include the same partials.
  */
 import { TASK_STATUSES, type TaskStatus } from "../../coordinator/types.js";
-import { eventMatches } from "../../storage/sqlite/queries.js";
+import { eventMatches } from "../../storage/event-queries.js";
 import type { EventFilter, StoredEvent } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import type { LiveView } from "./live.js";

@@ -4,7 +4,7 @@ import { Type } from "typebox";
 import { toolReportData } from "../../coordinator/decide.js";
 import { isSwarmError, SwarmError } from "../../errors.js";
 import { agentOf } from "../auth.js";
-import type { BidCursor } from "../../storage/sqlite/coordinator-store.js";
+import type { BidCursor } from "../../storage/coordinator-records.js";
 import type { Task } from "../../coordinator/types.js";
 import type { EventFilter } from "../../event-log/types.js";
 import type { Reader } from "../visibility.js";
