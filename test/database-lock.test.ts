@@ -1,3 +1,4 @@
+// SQLite only: the lock file that keeps one server per SQLite file (PostgreSQL needs none).
 import { symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";

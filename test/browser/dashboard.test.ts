@@ -1,6 +1,8 @@
 /**
  * The dashboard in a real Chromium (Debian's package, driven by playwright-core; no browser is
- * downloaded). Screenshots land in test-results/screenshots/.
+ * downloaded). Screenshots land in test-results/screenshots/. On SQLite: what the browser
+ * does with the pages; the pages and live pushes themselves are tested on both engines in
+ * test/web/dashboard.test.ts and test/web/live.test.ts.
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

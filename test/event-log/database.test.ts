@@ -1,3 +1,5 @@
+// SQLite only: opening its file (folders, WAL, migrations of the file). PostgreSQL's migrations
+// and connections are tested in test/storage/ and test/event-log/event-log.test.ts.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";

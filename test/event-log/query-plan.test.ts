@@ -1,3 +1,4 @@
+// SQLite only: SQLite's query plans. PostgreSQL's reads are timed in `npm run bench` (postgres).
 import { describe, expect, it } from "vitest";
 import { buildListQuery, buildSearchPlan, SQL } from "../../src/storage/sqlite/queries.js";
 import { normalizeFilter } from "../../src/event-log/validate.js";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { EVENT_LIMITS } from "../../src/event-log/validate.js";
-import { openTestLog } from "../helpers/event-log.js";
+import { ENGINES } from "../helpers/engines.js";
 
 type Case = [name: string, input: unknown, field: string];
 
@@ -50,9 +50,9 @@ const cases: Case[] = [
   ["data over the size limit", { ...ok, data: { blob: "x".repeat(EVENT_LIMITS.maxDataBytes) } }, "data"],
 ];
 
-describe("bad input", () => {
+describe.each(ENGINES)("bad input on $name", (engine) => {
   it.each(cases)("refuses %s, naming the field, and writes nothing", async (_name, input, field) => {
-    const log = openTestLog();
+    const log = await engine.openLog();
     // @ts-expect-error -- deliberately untyped input, as a JavaScript caller could pass
     const attempt = log.logEvent(input);
     await expect(attempt).rejects.toMatchObject({
@@ -62,18 +62,20 @@ describe("bad input", () => {
       details: { field },
     });
     await expect(attempt).rejects.toThrow(field);
-    expect(log.db.prepare("SELECT COUNT(*) FROM event_log").pluck().get()).toBe(0);
-    expect(log.db.prepare("SELECT COUNT(*) FROM event_counts_hourly").pluck().get()).toBe(0);
+    const count = async (table: string) =>
+      Number(Object.values((await engine.sql(log, `SELECT COUNT(*) FROM ${table}`))[0] ?? {})[0]);
+    expect(await count("event_log")).toBe(0);
+    expect(await count("event_counts_hourly")).toBe(0);
   });
 
   it("drops undefined properties of data, as JSON does, and stores the rest", async () => {
-    const log = openTestLog();
+    const log = await engine.openLog();
     const stored = await log.logEvent({ ...ok, data: { kept: 1, dropped: undefined } });
-    expect(log.getEvent(stored.id)?.data).toStrictEqual({ kept: 1 });
+    expect((await log.getEvent(stored.id))?.data).toStrictEqual({ kept: 1 });
   });
 
   it("measures the size limit in UTF-8 bytes, not characters", async () => {
-    const log = openTestLog();
+    const log = await engine.openLog();
     // Each "é" is two bytes: just under the limit in characters, over it in bytes.
     const wide = "é".repeat(EVENT_LIMITS.maxDataBytes / 2);
     await expect(log.logEvent({ ...ok, data: { wide } })).rejects.toMatchObject({
