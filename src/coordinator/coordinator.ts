@@ -8,13 +8,13 @@
 import { performance } from "node:perf_hooks";
 import { newId as timeOrderedUuid } from "../ids.js";
 import { SwarmError } from "../errors.js";
-import { MIN_RETENTION_DAYS } from "../event-log/rows.js";
 import type { SqliteEventLog, EventLogTransaction } from "../storage/sqlite/event-log.js";
 import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
 import { CoordinatorState, withTask } from "./state.js";
 import { agentReports, budgetHour, limitRefusal, reportingAgent, storedBytes } from "./limits.js";
+import { finishedWorkCutoffs } from "./retention.js";
 import { TickTimer } from "./tick-timer.js";
 import { CoordinatorStore } from "../storage/sqlite/coordinator-store.js";
 import type { AgentStats } from "../storage/coordinator-records.js";
@@ -25,6 +25,8 @@ import type {
   Extras,
   FinishedWorkReport,
   FinishedWorkRetention,
+  QueuedCommand,
+  ShellOptions,
 } from "./port.js";
 
 export type { CommandResult, Extras, FinishedWorkReport, FinishedWorkRetention } from "./port.js";
@@ -37,27 +39,7 @@ import {
   type Task,
 } from "./types.js";
 
-const DAY_MS = 86_400_000;
-const HOUR_MS = 3_600_000;
-
-export interface CoordinatorOptions {
-  eventLog: SqliteEventLog;
-  rules?: Partial<CoordinatorRules>;
-  logger?: Logger;
-  clock?: () => Date;
-  newId?: () => string;
-  /** How often the Tick runs: auctions close at most this late. Default 100 ms. */
-  tickIntervalMs?: number;
-  /** Most commands `submit` commits in one transaction. Default 500. */
-  maxBatchCommands?: number;
-}
-
-interface QueuedCommand {
-  command: Command;
-  extras: Extras | undefined;
-  resolve: (result: CommandResult) => void;
-  reject: (error: unknown) => void;
-}
+export type CoordinatorOptions = ShellOptions<SqliteEventLog>;
 
 export class Coordinator implements CoordinatorPort {
   readonly engine = "sqlite" as const;
@@ -264,29 +246,12 @@ export class Coordinator implements CoordinatorPort {
    * only agents that left and hold nothing leave memory, in the step that deletes their rows.
    */
   async pruneFinished(options: FinishedWorkRetention): Promise<FinishedWorkReport> {
-    const { taskRetentionDays, idempotencyKeyHours } = options;
-    if (!Number.isFinite(taskRetentionDays) || taskRetentionDays < MIN_RETENTION_DAYS) {
-      throw new SwarmError(
-        "RETENTION_TOO_SHORT",
-        `taskRetentionDays: must be at least ${MIN_RETENTION_DAYS} day, got ${String(taskRetentionDays)}`,
-        { field: "taskRetentionDays" },
-      );
-    }
-    if (!Number.isFinite(idempotencyKeyHours) || idempotencyKeyHours < 1) {
-      throw new SwarmError(
-        "RETENTION_TOO_SHORT",
-        `idempotencyKeyHours: must be at least 1 hour, got ${String(idempotencyKeyHours)}`,
-        { field: "idempotencyKeyHours" },
-      );
-    }
+    const { task: taskCutoff, key: keyCutoff } = finishedWorkCutoffs(options, this.clock().getTime());
     const started = performance.now();
     // A task takes its bids, keys and a dozen index entries with it, an agent a few reference
     // checks: measured at up to 1 ms a task on a cold 200,000-task backlog, so chunks start small
     // and may shrink to a few rows to stay within the target.
     const sizing = { targetChunkMs: options.targetChunkMs ?? 10, initialChunk: 20, minChunk: 2 };
-    const nowMs = this.clock().getTime();
-    const taskCutoff = new Date(nowMs - taskRetentionDays * DAY_MS).toISOString();
-    const keyCutoff = new Date(nowMs - idempotencyKeyHours * HOUR_MS).toISOString();
     const removed = { tasks: 0, bids: 0, idempotency_keys: 0, agents: 0 };
 
     const tasks = await this.eventLog.deleteInChunks((limit) => {

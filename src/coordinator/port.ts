@@ -15,6 +15,7 @@ import type {
   TaskListFilter,
 } from "../storage/coordinator-records.js";
 import type { Awaitable, ExtraWrite, StorageEngine } from "../storage/port.js";
+import type { Logger } from "../logger.js";
 import type {
   Accepted,
   Agent,
@@ -132,4 +133,25 @@ export interface CoordinatorPort {
   agentNames(ids: readonly string[]): Awaitable<ReadonlyMap<string, string>>;
   /** The descriptions of these tasks, by id; unknown ids are left out. */
   taskDescriptions(ids: readonly string[]): Awaitable<ReadonlyMap<string, string>>;
+}
+
+/** What either shell is built with, on its engine's event log `L`. */
+export interface ShellOptions<L> {
+  eventLog: L;
+  rules?: Partial<CoordinatorRules>;
+  logger?: Logger;
+  clock?: () => Date;
+  newId?: () => string;
+  /** How often the Tick runs: auctions close at most this late. Default 100 ms. */
+  tickIntervalMs?: number;
+  /** Most commands one transaction carries. Default 500. */
+  maxBatchCommands?: number;
+}
+
+/** A command waiting for its shell's next batch, with whoever awaits it. */
+export interface QueuedCommand {
+  command: Command;
+  extras: Extras | undefined;
+  resolve: (result: CommandResult) => void;
+  reject: (error: unknown) => void;
 }

@@ -7,8 +7,6 @@
  * is open on each task as the event log says (OpenRounds, for sealing bids from other readers).
  */
 import { performance } from "node:perf_hooks";
-import { SwarmError } from "../errors.js";
-import { MIN_RETENTION_DAYS } from "../event-log/rows.js";
 import { newId as timeOrderedUuid } from "../ids.js";
 import { getLogger, type Logger } from "../logger.js";
 import type { AgentStats } from "../storage/coordinator-records.js";
@@ -24,7 +22,10 @@ import type {
   Extras,
   FinishedWorkReport,
   FinishedWorkRetention,
+  QueuedCommand,
+  ShellOptions,
 } from "./port.js";
+import { finishedWorkCutoffs } from "./retention.js";
 import { TickTimer } from "./tick-timer.js";
 import {
   DEFAULT_RULES,
@@ -35,29 +36,10 @@ import {
   type Task,
 } from "./types.js";
 
-const DAY_MS = 86_400_000;
-const HOUR_MS = 3_600_000;
 /** Rows one retention transaction deletes: small enough that no lock is held for long. */
 const RETENTION_CHUNK = 200;
 
-export interface PostgresCoordinatorOptions {
-  eventLog: PostgresEventLog;
-  rules?: Partial<CoordinatorRules>;
-  logger?: Logger;
-  clock?: () => Date;
-  newId?: () => string;
-  /** How often the Tick runs: auctions close at most this late. Default 100 ms. */
-  tickIntervalMs?: number;
-  /** Most commands one transaction carries. Default 500. */
-  maxBatchCommands?: number;
-}
-
-interface Queued {
-  command: Command;
-  extras: Extras | undefined;
-  resolve: (result: CommandResult) => void;
-  reject: (error: unknown) => void;
-}
+export type PostgresCoordinatorOptions = ShellOptions<PostgresEventLog>;
 
 export class PostgresCoordinator implements CoordinatorPort {
   readonly engine = "postgres" as const;
@@ -71,7 +53,7 @@ export class PostgresCoordinator implements CoordinatorPort {
   private readonly ticks: TickTimer;
   private readonly rounds: OpenRounds;
   private readonly maxBatchCommands: number;
-  private queue: Queued[] = [];
+  private queue: QueuedCommand[] = [];
   private inFlight: Promise<void> | undefined;
   private ticking = false;
   private started = false;
@@ -179,7 +161,7 @@ export class PostgresCoordinator implements CoordinatorPort {
       try {
         const outcomes = await this.runner.run(batch);
         outcomes.forEach((outcome, index) => {
-          const item = batch[index] as Queued;
+          const item = batch[index] as QueuedCommand;
           if (outcome.ok) item.resolve(outcome.result);
           else item.reject(outcome.error);
         });
@@ -270,25 +252,8 @@ export class PostgresCoordinator implements CoordinatorPort {
    * most RETENTION_CHUNK rows, passing over rows another process is deleting.
    */
   async pruneFinished(options: FinishedWorkRetention): Promise<FinishedWorkReport> {
-    const { taskRetentionDays, idempotencyKeyHours } = options;
-    if (!Number.isFinite(taskRetentionDays) || taskRetentionDays < MIN_RETENTION_DAYS) {
-      throw new SwarmError(
-        "RETENTION_TOO_SHORT",
-        `taskRetentionDays: must be at least ${MIN_RETENTION_DAYS} day, got ${String(taskRetentionDays)}`,
-        { field: "taskRetentionDays" },
-      );
-    }
-    if (!Number.isFinite(idempotencyKeyHours) || idempotencyKeyHours < 1) {
-      throw new SwarmError(
-        "RETENTION_TOO_SHORT",
-        `idempotencyKeyHours: must be at least 1 hour, got ${String(idempotencyKeyHours)}`,
-        { field: "idempotencyKeyHours" },
-      );
-    }
+    const { task: taskCutoff, key: keyCutoff } = finishedWorkCutoffs(options, this.clock().getTime());
     const started = performance.now();
-    const nowMs = this.clock().getTime();
-    const taskCutoff = new Date(nowMs - taskRetentionDays * DAY_MS).toISOString();
-    const keyCutoff = new Date(nowMs - idempotencyKeyHours * HOUR_MS).toISOString();
     const removed = { tasks: 0, bids: 0, idempotency_keys: 0, agents: 0, chunks: 0, longest_ms: 0 };
     const chunk = async <T>(
       body: (client: Parameters<Parameters<typeof inTransaction>[1]>[0]) => Promise<T>,

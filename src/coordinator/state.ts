@@ -128,13 +128,21 @@ export class CoordinatorState implements StateView {
 /** A view that also knows one task outside the working set (a final one loaded from the tables). */
 export function withTask(view: StateView, task: Task | undefined): StateView {
   if (task === undefined) return view;
+  return viewWith(view, {
+    getTask: (id) => (id === task.id ? (view.getTask(id) ?? task) : view.getTask(id)),
+  });
+}
+
+/** `view` read through, but for the reads `overrides` answers. */
+export function viewWith(view: StateView, overrides: Partial<StateView>): StateView {
   return {
     getAgent: (id) => view.getAgent(id),
-    getTask: (id) => (id === task.id ? (view.getTask(id) ?? task) : view.getTask(id)),
+    getTask: (id) => view.getTask(id),
     bidsFor: (id) => view.bidsFor(id),
     tasksHeldBy: (id) => view.tasksHeldBy(id),
     agents: () => view.agents(),
     dueAuctions: (nowMs) => view.dueAuctions(nowMs),
+    ...overrides,
   };
 }
 

@@ -24,7 +24,7 @@ import {
   reportingAgent,
   storedBytes,
 } from "../../coordinator/limits.js";
-import { CoordinatorState, withTask, type StateView } from "../../coordinator/state.js";
+import { CoordinatorState, viewWith, withTask, type StateView } from "../../coordinator/state.js";
 import type { CommandResult, CommandSubject, Extras } from "../../coordinator/port.js";
 import type { ReportTotals } from "../../coordinator/limits.js";
 import type {
@@ -55,6 +55,16 @@ export interface CommandRunnerOptions {
   rules: CoordinatorRules;
   clock: () => Date;
   newId: () => string;
+}
+
+/** What every command of a batch is decided against. */
+interface BatchContext {
+  client: pg.PoolClient;
+  state: CoordinatorState;
+  /** The state as decide reads it (see guardBids). */
+  view: StateView;
+  now: Date;
+  ledger: ReportLedger;
 }
 
 interface Decided {
@@ -96,6 +106,7 @@ export class PostgresCommandRunner {
         const state = CoordinatorState.from(records);
         const view = guardBids(state, records.tasks, scope);
         const ledger = await ReportLedger.load(client, store, commands, budgetHour(now));
+        const context: BatchContext = { client, state, view, now, ledger };
         const pending = new PendingWrites();
         const decided: (CommandOutcome | Decided)[] = [];
         for (const item of batch) {
@@ -104,7 +115,7 @@ export class PostgresCommandRunner {
             // written until the batch's flush, so a refusal has nothing to take back.
             try {
               decided.push(
-                await this.decideInMemory(client, state, view, now, item.command, ledger, pending),
+                await this.decideAndKeep(context, item.command, async (changes) => pending.add(changes)),
               );
             } catch (error) {
               decided.push({ ok: false, error: eventLog.noteFailure(error) });
@@ -116,8 +127,12 @@ export class PostgresCommandRunner {
           await pending.flush(client, store);
           await client.query("SAVEPOINT command");
           try {
+            const { extras } = item;
             decided.push(
-              await this.decideAndWrite(client, state, view, now, item.command, item.extras, ledger),
+              await this.decideAndKeep(context, item.command, async (changes, subject) => {
+                await store.apply(client, changes);
+                for (const write of extras(subject)) await writeExtra(client, write);
+              }),
             );
             await client.query("RELEASE SAVEPOINT command");
           } catch (error) {
@@ -151,12 +166,8 @@ export class PostgresCommandRunner {
 
   /** Decide one command against the batch's state; its records and counted reports are checked, not yet written. */
   private async decide(
-    client: pg.PoolClient,
-    state: CoordinatorState,
-    batchView: StateView,
-    now: Date,
+    { client, state, view: batchView, now, ledger }: BatchContext,
     command: Command,
-    ledger: ReportLedger,
   ): Promise<{
     decision: Accepted;
     subject: CommandSubject;
@@ -183,55 +194,21 @@ export class PostgresCommandRunner {
     return { decision, subject, prepared, report };
   }
 
-  /** Decide one command, and fold its records into the batch's state and its pending writes. */
-  private async decideInMemory(
-    client: pg.PoolClient,
-    state: CoordinatorState,
-    view: StateView,
-    now: Date,
+  /**
+   * Decide one command and keep it: `keep` writes its records (or sets them aside for the
+   * batch's flush), then its counted reports and its records join the batch's state.
+   */
+  private async decideAndKeep(
+    context: BatchContext,
     command: Command,
-    ledger: ReportLedger,
-    pending: PendingWrites,
+    keep: (changes: StateChanges, subject: CommandSubject) => Promise<void>,
   ): Promise<Decided> {
-    const { decision, subject, prepared, report } = await this.decide(
-      client,
-      state,
-      view,
-      now,
-      command,
-      ledger,
-    );
+    const { decision, subject, prepared, report } = await this.decide(context, command);
     if (isEmpty(decision)) return { subject, prepared: [] };
-    pending.add(decision.changes);
-    if (report !== undefined) ledger.add(report);
-    state.apply(decision.changes);
-    return { subject, prepared };
-  }
-
-  /** Decide one command, and write its records and its extra rows now (inside its savepoint). */
-  private async decideAndWrite(
-    client: pg.PoolClient,
-    state: CoordinatorState,
-    view: StateView,
-    now: Date,
-    command: Command,
-    extras: Extras,
-    ledger: ReportLedger,
-  ): Promise<Decided> {
-    const { decision, subject, prepared, report } = await this.decide(
-      client,
-      state,
-      view,
-      now,
-      command,
-      ledger,
-    );
-    if (isEmpty(decision)) return { subject, prepared: [] };
-    await this.options.store.apply(client, decision.changes);
-    for (const write of extras(subject)) await writeExtra(client, write);
-    // Only once every row of it is written: a refused extra takes back nothing counted.
-    if (report !== undefined) ledger.add(report);
-    state.apply(decision.changes);
+    await keep(decision.changes, subject);
+    // Only once every row of it is kept: a refused extra takes back nothing counted.
+    if (report !== undefined) context.ledger.add(report);
+    context.state.apply(decision.changes);
     return { subject, prepared };
   }
 
@@ -275,19 +252,14 @@ function guardBids(state: CoordinatorState, loaded: readonly Task[], scope: Read
   const unread = new Map<string, number>();
   for (const task of loaded)
     if (task.status === "bidding" && !scope.has(task.id)) unread.set(task.id, task.attempt);
-  return {
-    getAgent: (id) => state.getAgent(id),
-    getTask: (id) => state.getTask(id),
+  return viewWith(state, {
     bidsFor: (id) => {
       const round = unread.get(id);
       if (round !== undefined && state.getTask(id)?.attempt === round)
         throw new Error(`the bids of task ${id} were not read for this batch`);
       return state.bidsFor(id);
     },
-    tasksHeldBy: (id) => state.tasksHeldBy(id),
-    agents: () => state.agents(),
-    dueAuctions: (nowMs) => state.dueAuctions(nowMs),
-  };
+  });
 }
 
 /** What a command reports as its agent (limits.ts): the events it stores, their bytes. */
