@@ -57,6 +57,10 @@ export interface Config {
   trustProxy: boolean | string[];
   /** How long SIGTERM/SIGINT may take before the process exits anyway (with code 1). */
   shutdownGraceMs: number;
+  /** SWARM_REPLICA_ID: this replica's name in /healthz, /metrics and the logs; unset: host-pid-random. */
+  replicaId: string | undefined;
+  /** On PostgreSQL: how long the maintenance lease (retention, rollups) lasts unrenewed. */
+  leaseMs: number;
 }
 
 export const CONFIG_DEFAULTS = {
@@ -82,6 +86,9 @@ export const CONFIG_DEFAULTS = {
   SWARM_MAX_AGENT_BYTES_PER_HOUR: String(16 * 1024 * 1024),
   // 03:17 every night: off the hour, so that many installs do not prune at the same instant.
   SWARM_PRUNE_CRON: "17 3 * * *",
+  SWARM_REPLICA_ID: "",
+  // A lost leader's retention and rollups resume on another replica within this (plus a beat).
+  SWARM_LEASE_MS: "10000",
   SWARM_RATE_LIMIT: "1200",
   SWARM_EXPENSIVE_RATE_LIMIT: "30",
   LOG_LEVEL: "info",
@@ -274,5 +281,20 @@ export function loadConfig(env: Env = process.env): Config {
     maxSocketsPerClient: readInteger(env, "SWARM_MAX_SOCKETS_PER_CLIENT", 1, 1_000_000),
     trustProxy: readTrustProxy(env, host),
     shutdownGraceMs: readInteger(env, "SWARM_SHUTDOWN_GRACE_MS", 1000, 3_600_000),
+    replicaId: readReplicaId(env),
+    leaseMs: readInteger(env, "SWARM_LEASE_MS", 1000, 600_000),
   };
+}
+
+function readReplicaId(env: Env): string | undefined {
+  const value = read(env, "SWARM_REPLICA_ID");
+  if (value === "") return undefined;
+  if (!/^[A-Za-z0-9._:-]{1,100}$/.test(value)) {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      "SWARM_REPLICA_ID must be 1-100 characters of letters, digits, '.', '_', ':' or '-'",
+      { field: "SWARM_REPLICA_ID" },
+    );
+  }
+  return value;
 }

@@ -71,14 +71,26 @@ function coordinatorRules(config: Config) {
 function openSqlite(config: Config, dbPath: string, logger: Logger): Storage {
   const eventLog = createEventLog({ path: dbPath, synchronous: config.dbSynchronous, logger });
   setDefaultEventLog(eventLog);
-  const coordinator = new Coordinator({ eventLog, logger, rules: coordinatorRules(config) });
+  const coordinator = new Coordinator({
+    eventLog,
+    logger,
+    rules: coordinatorRules(config),
+    ...(config.replicaId === undefined ? {} : { replicaId: config.replicaId }),
+  });
   return { eventLog, coordinator, location: dbPath };
 }
 
 function openPostgres(config: Config, url: string, logger: Logger): Storage {
-  const eventLog = createEventLog({ url, logger });
+  // The doorbell brings other replicas' events to this one's streams at once, not at the next poll.
+  const eventLog = createEventLog({ url, logger, doorbell: true });
   setDefaultEventLog(eventLog);
-  const coordinator = new PostgresCoordinator({ eventLog, logger, rules: coordinatorRules(config) });
+  const coordinator = new PostgresCoordinator({
+    eventLog,
+    logger,
+    rules: coordinatorRules(config),
+    leaseMs: config.leaseMs,
+    ...(config.replicaId === undefined ? {} : { replicaId: config.replicaId }),
+  });
   return { eventLog, coordinator, location: redactedUrl(url) };
 }
 
@@ -103,6 +115,8 @@ async function startOn(
       cron: config.pruneCron,
       retentionDays: config.retentionDays,
       logger,
+      // One replica at a time: the holder of the maintenance lease (always, on SQLite).
+      shouldRun: () => coordinator.replica.leader,
       pruneFinishedWork: () =>
         coordinator.pruneFinished({
           taskRetentionDays: config.taskRetentionDays,
@@ -169,6 +183,7 @@ async function startOn(
     {
       url,
       storage: eventLog.engine,
+      replica: coordinator.replica.id,
       db: storage.location,
       next_prune: retention.nextRun()?.toISOString(),
       retention_days: config.retentionDays,

@@ -30,6 +30,8 @@ describe("configuration", () => {
       maxSocketsPerClient: 64,
       trustProxy: false,
       shutdownGraceMs: 10_000,
+      replicaId: undefined,
+      leaseMs: 10_000,
     });
   });
 

@@ -12,7 +12,7 @@ import { tempDir } from "./helpers/temp-dir.js";
 describe("the server process", () => {
   it("starts on its own database, answers /healthz, and stops cleanly on SIGTERM", async () => {
     const db = join(tempDir(), "data", "swarm.db");
-    const server = startServer({ SWARM_DB: db });
+    const server = startServer({ SWARM_DB: db, SWARM_REPLICA_ID: "solo-1" });
     try {
       const listening = await server.waitFor((line) => String(line.msg).startsWith("Server listening at"));
       const url = /http:\/\/[\d.]+:\d+/.exec(String(listening.msg))?.[0];
@@ -25,6 +25,7 @@ describe("the server process", () => {
         storage: "sqlite",
         latest_seq: 0,
         search_indexed_through: 0,
+        replica: { id: "solo-1", leader: true, lease_holder: "solo-1", peers: 0 },
       });
       server.child.kill("SIGTERM");
       expect(await server.exited).toBe(0);

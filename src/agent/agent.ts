@@ -134,6 +134,8 @@ interface Run {
 const CAPPED_REPORT = new Set(["TASK_EVENTS_CAP_REACHED", "AGENT_HOURLY_BYTES_EXCEEDED"]);
 /** How long bidding pauses after a bid refused for the hourly byte cap, if the server says nothing. */
 const DEFAULT_BYTES_PAUSE_MS = 60_000;
+/** How long a look at an announced auction is retried: about as long as a short auction stays open. */
+const CONSIDER_RETRY_MS = 2_000;
 
 /** How long a hand-back is retried through transient failures: a stop must not wait a minute. */
 const HAND_BACK_RETRY_MS = 5000;
@@ -579,7 +581,8 @@ export class SwarmAgent {
   private async consider(taskId: string, known?: TaskView): Promise<void> {
     if (this.stopping || Date.now() < this.biddingPausedUntil) return;
     try {
-      const task = known ?? (await this.client.getTask(taskId));
+      // Retried briefly: the replica that announced the auction may be the one that just died.
+      const task = known ?? (await this.retry(() => this.client.getTask(taskId), CONSIDER_RETRY_MS));
       const key = `${task.id}:${task.attempt}`;
       if (task.status !== "bidding" || this.considered.has(key)) return;
       this.considered.add(key);
@@ -594,9 +597,17 @@ export class SwarmAgent {
       // bid's own response arrives.
       this.considered.add(`${key}:bid`);
       try {
-        await this.client.bid(task.id, price);
+        // A bid lost on the way (the replica it reached died, a network blip) is sent again
+        // while the auction is open: the same amount twice is one bid, so a repeat is safe.
+        const openForMs = Date.parse(task.auction_closes_at ?? "") - Date.now();
+        await this.retry(
+          () => this.client.bid(task.id, price),
+          Number.isFinite(openForMs) ? Math.max(0, openForMs) : 0,
+        );
       } catch (error) {
+        // Forgotten whole, so that the next catch-up may bid again if the auction is still open.
         this.considered.delete(`${key}:bid`);
+        this.considered.delete(key);
         if (error instanceof SwarmApiError && error.code === "AGENT_HOURLY_BYTES_EXCEEDED")
           this.pauseBidding(error);
         throw error;

@@ -16,6 +16,7 @@ import { CoordinatorState, withTask } from "./state.js";
 import { agentReports, budgetHour, limitRefusal, reportingAgent, storedBytes } from "./limits.js";
 import { finishedWorkCutoffs } from "./retention.js";
 import { TickTimer } from "./tick-timer.js";
+import { defaultReplicaId } from "./replica-id.js";
 import { CoordinatorStore } from "../storage/sqlite/coordinator-store.js";
 import type { AgentStats } from "../storage/coordinator-records.js";
 import { writeExtra } from "../storage/sqlite/server-store.js";
@@ -26,6 +27,7 @@ import type {
   FinishedWorkReport,
   FinishedWorkRetention,
   QueuedCommand,
+  ReplicaStatus,
   ShellOptions,
 } from "./port.js";
 
@@ -45,6 +47,8 @@ export class Coordinator implements CoordinatorPort {
   readonly engine = "sqlite" as const;
   readonly rules: CoordinatorRules;
   readonly store: CoordinatorStore;
+  /** One process owns the file (its lock file sees to it): the only replica, and the lease's holder. */
+  readonly replica: ReplicaStatus;
   private readonly eventLog: SqliteEventLog;
   private readonly logger: Logger;
   private readonly clock: () => Date;
@@ -75,6 +79,8 @@ export class Coordinator implements CoordinatorPort {
       onTick: () => this.tick(),
     });
     this.store = new CoordinatorStore(this.eventLog.db);
+    const id = options.replicaId ?? defaultReplicaId();
+    this.replica = { id, leader: true, leaseHolder: id, peers: 0 };
     this.state = CoordinatorState.from(this.store.loadWorkingSet());
   }
 

@@ -732,8 +732,12 @@ function decideCommand(draft: Draft, command: Command): Accepted {
 
     case "Tick": {
       // Agents first, so that an agent found silent cannot win an auction closing in this tick.
+      const { scope } = command;
+      const agentsInScope = scope === undefined ? undefined : new Set(scope.agent_ids);
+      const tasksInScope = scope === undefined ? undefined : new Set(scope.task_ids);
       for (const agent of draft.allAgents()) {
         if (agent.left_at !== null) continue;
+        if (agentsInScope !== undefined && !agentsInScope.has(agent.id)) continue;
         if (
           agent.status !== "offline" &&
           silentTooLong(agent, draft.nowMs, rules.heartbeatTimeoutMs, command.stalls)
@@ -752,7 +756,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           loseAgent(draft, agent, "agent did not come back after a restart");
         }
       }
-      for (const task of draft.dueAuctions()) closeAuction(draft, task, "deadline");
+      for (const task of draft.dueAuctions())
+        if (tasksInScope === undefined || tasksInScope.has(task.id)) closeAuction(draft, task, "deadline");
       return draft.accepted();
     }
 

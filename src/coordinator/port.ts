@@ -94,8 +94,24 @@ export interface CoordinatorReads {
   agentStats(agentId: string): Awaitable<AgentStats>;
 }
 
+/**
+ * This process as one replica of the coordinator: on SQLite always the only one (and so the lease
+ * holder); on PostgreSQL one of any number on the database (storage/postgres/cluster.ts).
+ */
+export interface ReplicaStatus {
+  /** This replica's name: SWARM_REPLICA_ID, or host name, pid and a random suffix. */
+  readonly id: string;
+  /** Whether this replica holds the lease the singleton jobs (retention, rollups) run under. */
+  readonly leader: boolean;
+  /** Who holds that lease as this replica last saw it; null when nobody does. */
+  readonly leaseHolder: string | null;
+  /** Other replicas running on the same database, as last counted. */
+  readonly peers: number;
+}
+
 export interface CoordinatorPort {
   readonly engine: StorageEngine;
+  readonly replica: ReplicaStatus;
   readonly rules: CoordinatorRules;
   readonly store: CoordinatorReads;
   /** Recover (agents that were online get a grace period, overdue auctions close), then keep time. */
@@ -146,6 +162,8 @@ export interface ShellOptions<L> {
   tickIntervalMs?: number;
   /** Most commands one transaction carries. Default 500. */
   maxBatchCommands?: number;
+  /** This replica's name (SWARM_REPLICA_ID). */
+  replicaId?: string;
 }
 
 /** A command waiting for its shell's next batch, with whoever awaits it. */

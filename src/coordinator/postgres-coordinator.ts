@@ -1,10 +1,12 @@
 /**
- * The coordinator shell on PostgreSQL. It keeps no state between commands that could disagree
- * with the database: every batch of commands is decided by PostgresCommandRunner over the working
- * set read inside its own transaction, and every read goes to the tables. What it does keep:
- * the queue of commands waiting for the next batch (group commit: one batch in flight, the next
- * one gathers meanwhile), the tick timer with this process's own stalls, and which auction round
- * is open on each task as the event log says (OpenRounds, for sealing bids from other readers).
+ * The coordinator shell on PostgreSQL, one replica of any number on the same database. It keeps
+ * no state between commands that could disagree with the database: every batch of commands is
+ * decided by PostgresCommandRunner over the working set read inside its own transaction, after
+ * locking the rows it changes, and every read goes to the tables. What it does keep: the queue
+ * of commands waiting for the next batch (group commit: a few batches in flight, the next one
+ * gathering meanwhile), the tick timer with this process's own stalls, this replica's membership
+ * and lease (ClusterMembership), and which auction round is open on each task as the event log
+ * says (OpenRounds, for sealing bids from other readers).
  */
 import { performance } from "node:perf_hooks";
 import { newId as timeOrderedUuid } from "../ids.js";
@@ -12,6 +14,7 @@ import { getLogger, type Logger } from "../logger.js";
 import type { AgentStats } from "../storage/coordinator-records.js";
 import { PostgresCommandRunner } from "../storage/postgres/command-runner.js";
 import { PostgresCoordinatorStore } from "../storage/postgres/coordinator-store.js";
+import { ClusterMembership } from "../storage/postgres/cluster.js";
 import { inTransaction } from "../storage/postgres/database.js";
 import type { PostgresEventLog } from "../storage/postgres/event-log.js";
 import { OpenRounds } from "./open-rounds.js";
@@ -23,6 +26,7 @@ import type {
   FinishedWorkReport,
   FinishedWorkRetention,
   QueuedCommand,
+  ReplicaStatus,
   ShellOptions,
 } from "./port.js";
 import { finishedWorkCutoffs } from "./retention.js";
@@ -39,7 +43,15 @@ import {
 /** Rows one retention transaction deletes: small enough that no lock is held for long. */
 const RETENTION_CHUNK = 200;
 
-export type PostgresCoordinatorOptions = ShellOptions<PostgresEventLog>;
+export interface PostgresCoordinatorOptions extends ShellOptions<PostgresEventLog> {
+  /** How long the maintenance lease lasts unrenewed (SWARM_LEASE_MS). Default 10 s. */
+  leaseMs?: number;
+  /**
+   * Batches of this process in the database at once. Default 3: one deciding, one waiting for
+   * its locks, one committing; more only adds connections on a database this size.
+   */
+  maxBatchesInFlight?: number;
+}
 
 export class PostgresCoordinator implements CoordinatorPort {
   readonly engine = "postgres" as const;
@@ -53,8 +65,12 @@ export class PostgresCoordinator implements CoordinatorPort {
   private readonly ticks: TickTimer;
   private readonly rounds: OpenRounds;
   private readonly maxBatchCommands: number;
+  private readonly maxBatchesInFlight: number;
+  private readonly membership: ClusterMembership;
   private queue: QueuedCommand[] = [];
-  private inFlight: Promise<void> | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** A launch is waiting for this turn of the event loop's commands to join its batch. */
+  private gathering = false;
   private ticking = false;
   private started = false;
 
@@ -64,13 +80,25 @@ export class PostgresCoordinator implements CoordinatorPort {
     this.logger = (options.logger ?? getLogger()).child({ component: "coordinator" });
     this.clock = options.clock ?? (() => new Date());
     this.maxBatchCommands = options.maxBatchCommands ?? 500;
+    this.maxBatchesInFlight = options.maxBatchesInFlight ?? 3;
     this.tables = new PostgresCoordinatorStore(this.eventLog.pool);
     this.runner = new PostgresCommandRunner({
       eventLog: this.eventLog,
       store: this.tables,
       rules: this.rules,
-      clock: this.clock,
+      // Deadlines are judged on the database's clock, the one every replica shares; a test's
+      // fake clock stands in for it.
+      clock: options.clock,
       newId: options.newId ?? timeOrderedUuid,
+    });
+    this.membership = new ClusterMembership({
+      pool: this.eventLog.pool,
+      logger: this.logger,
+      replicaId: options.replicaId,
+      leaseMs: options.leaseMs,
+      // Seen within a lease (three beats), and never longer than half the agents' timeout.
+      liveWithinMs: Math.min(options.leaseMs ?? 10_000, this.rules.heartbeatTimeoutMs / 2),
+      clock: options.clock,
     });
     this.ticks = new TickTimer({
       intervalMs: options.tickIntervalMs ?? 100,
@@ -83,6 +111,10 @@ export class PostgresCoordinator implements CoordinatorPort {
       this.eventLog.readWith((pool) => this.tables.openRoundSnapshot(pool)),
     );
     this.store = this.guardedReads();
+  }
+
+  get replica(): ReplicaStatus {
+    return this.membership;
   }
 
   /** Every read of the tables, answered 503 (STORAGE_UNAVAILABLE) while the database is down. */
@@ -103,23 +135,29 @@ export class PostgresCoordinator implements CoordinatorPort {
   }
 
   /**
-   * Recover, then keep time: agents that were online get a grace period to reconnect, auctions
-   * whose deadline passed while no coordinator ran close at once among the bids recorded.
+   * Join the cluster, then keep time. A replica that finds no other running had the whole
+   * cluster down before it: agents that were online get a grace period to reconnect (Recover).
+   * One that joins running replicas changes nobody's status: agents could reach the others
+   * meanwhile. Either way, auctions whose deadline passed close at once among the bids recorded.
    */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     await this.eventLog.whenReady();
     await this.rounds.start();
-    const recovered = await this.submit({ type: "Recover" });
+    const { livePeers } = await this.membership.join();
+    const recovered = livePeers === 0 ? await this.submit({ type: "Recover" }) : undefined;
+    this.membership.start();
     const caughtUp = await this.tick();
     const set = await this.runner.workingSet();
     this.logger.info(
       {
         ...set.counts,
-        events: recovered.events.length + (caughtUp?.events.length ?? 0),
+        replica: this.membership.id,
+        live_peers: livePeers,
+        events: (recovered?.events.length ?? 0) + (caughtUp?.events.length ?? 0),
       },
-      "coordinator recovered its state",
+      livePeers === 0 ? "coordinator recovered its state" : "replica joined a running cluster",
     );
     this.ticks.start();
   }
@@ -127,8 +165,17 @@ export class PostgresCoordinator implements CoordinatorPort {
   async stop(): Promise<void> {
     this.ticks.stop();
     this.rounds.stop();
+    const wasStarted = this.started;
     this.started = false;
-    while (this.inFlight !== undefined) await this.inFlight;
+    await this.drained();
+    if (wasStarted) await this.membership.stop();
+  }
+
+  /** Resolves once no command of this shell is queued or in the database. */
+  private async drained(): Promise<void> {
+    while (this.inFlight.size > 0 || this.queue.length > 0 || this.gathering) {
+      await Promise.all([...this.inFlight, new Promise((resolve) => setImmediate(resolve))]);
+    }
   }
 
   /** Run the core's Tick now, unless one is still running; failures are logged and retried on the next. */
@@ -148,29 +195,44 @@ export class PostgresCoordinator implements CoordinatorPort {
   submit(command: Command, extras?: Extras): Promise<CommandResult> {
     return new Promise((resolve, reject) => {
       this.queue.push({ command, extras, resolve, reject });
-      if (this.inFlight === undefined) this.inFlight = this.drain();
+      if (this.gathering) return;
+      this.gathering = true;
+      // Let the commands of this turn of the event loop join the batch.
+      setImmediate(() => {
+        this.gathering = false;
+        this.launch();
+      });
     });
   }
 
-  /** One batch at a time: while it is in the database, the next one gathers in the queue. */
-  private async drain(): Promise<void> {
-    // Let the commands of this turn of the event loop join the first batch.
-    await new Promise((resolve) => setImmediate(resolve));
-    while (this.queue.length > 0) {
+  /**
+   * Start batches while fewer than maxBatchesInFlight are in the database: the next one gathers
+   * meanwhile. Batches about different rows run side by side; those about the same rows wait
+   * for each other's locks in the database.
+   */
+  private launch(): void {
+    while (this.queue.length > 0 && this.inFlight.size < this.maxBatchesInFlight) {
       const batch = this.queue.splice(0, this.maxBatchCommands);
-      try {
-        const outcomes = await this.runner.run(batch);
-        outcomes.forEach((outcome, index) => {
-          const item = batch[index] as QueuedCommand;
-          if (outcome.ok) item.resolve(outcome.result);
-          else item.reject(outcome.error);
-        });
-      } catch (error) {
-        this.logger.error({ err: error, commands: batch.length }, "a command batch failed to commit");
-        for (const item of batch) item.reject(error);
-      }
+      const run: Promise<void> = this.runBatch(batch).finally(() => {
+        this.inFlight.delete(run);
+        this.launch();
+      });
+      this.inFlight.add(run);
     }
-    this.inFlight = undefined;
+  }
+
+  private async runBatch(batch: QueuedCommand[]): Promise<void> {
+    try {
+      const outcomes = await this.runner.run(batch);
+      outcomes.forEach((outcome, index) => {
+        const item = batch[index] as QueuedCommand;
+        if (outcome.ok) item.resolve(outcome.result);
+        else item.reject(outcome.error);
+      });
+    } catch (error) {
+      this.logger.error({ err: error, commands: batch.length }, "a command batch failed to commit");
+      for (const item of batch) item.reject(error);
+    }
   }
 
   // ------------------------------------------------------------ reads

@@ -111,11 +111,18 @@ export type Command =
     }
   /**
    * Closes due auctions and expires silent agents. `stalls`: recent spans in which the server
-   * itself was stalled; they do not count as any agent's silence.
+   * itself was stalled; they do not count as any agent's silence. `scope`: a Tick over part of
+   * the swarm, as one replica of several runs it over the work it claimed: only these agents are
+   * checked for silence and only these auctions closed (all are still read, for eligibility).
    */
-  | { type: "Tick"; stalls?: readonly ServerStall[] }
+  | { type: "Tick"; stalls?: readonly ServerStall[]; scope?: TickScope }
   /** At start: every agent that was online is now offline, with a grace period to come back. */
   | { type: "Recover" };
+
+export interface TickScope {
+  agent_ids: readonly string[];
+  task_ids: readonly string[];
+}
 
 export type CommandType = Command["type"];
 

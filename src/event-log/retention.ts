@@ -24,6 +24,13 @@ export interface RetentionOptions {
    * events, so that the one vacuum after them returns the pages both freed.
    */
   pruneFinishedWork?: () => Promise<FinishedWorkCounts>;
+  /**
+   * Whether this process runs the scheduled jobs when they come due: among replicas on one
+   * database, only the holder of the maintenance lease does, so they never run on all at once.
+   * A run that finds no holder (a failover in progress) is skipped; the next one catches up,
+   * since both jobs work from cutoffs and cursors, not from what the last run did. Default: always.
+   */
+  shouldRun?: () => boolean;
 }
 
 export interface RetentionReport extends PruneReport {
@@ -82,6 +89,7 @@ export function scheduleRetention(
   const task = cron.schedule(
     options.cron,
     async () => {
+      if (options.shouldRun?.() === false) return;
       try {
         await runRetention(eventLog, options);
       } catch (error) {
@@ -93,6 +101,7 @@ export function scheduleRetention(
   const rollup = cron.schedule(
     options.rollupCron ?? ROLLUP_CRON,
     async () => {
+      if (options.shouldRun?.() === false) return;
       try {
         const reached = await eventLog.rollUp();
         options.logger.debug({ rolled_up_to_seq: reached }, "hourly rollup advanced");

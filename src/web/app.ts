@@ -291,6 +291,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const apiKeyHash = options.apiKey === undefined ? undefined : hashToken(options.apiKey);
   const metrics = createMetrics(options.eventLog, options.coordinator.store, {
     defaultMetrics: options.defaultMetrics ?? false,
+    replica: options.coordinator.replica,
   });
   app.decorate("eventLog", options.eventLog);
   app.decorate("coordinator", options.coordinator);

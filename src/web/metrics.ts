@@ -3,7 +3,7 @@
  * events written by type, HTTP latency, open websockets, auction durations, tasks by status.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { CoordinatorReads } from "../coordinator/port.js";
+import type { CoordinatorReads, ReplicaStatus } from "../coordinator/port.js";
 import type { EventLogPort } from "../storage/port.js";
 
 export interface Metrics {
@@ -18,13 +18,37 @@ export interface Metrics {
 export function createMetrics(
   eventLog: EventLogPort,
   store: Pick<CoordinatorReads, "taskCounts">,
-  options: { defaultMetrics?: boolean } = {},
+  options: { defaultMetrics?: boolean; replica?: ReplicaStatus } = {},
 ): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const { replica } = options;
+  if (replica !== undefined) {
+    // Labelled with the replica, as /healthz names it: a scrape says which replica it came from.
+    new Gauge({
+      name: "swarm_replica_lease_held",
+      help: "1 while this replica holds the maintenance lease (retention and rollups run here), else 0",
+      labelNames: ["replica"] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.set({ replica: replica.id }, replica.leader ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "swarm_replica_peers",
+      help: "Other coordinator replicas running on the same database, as last counted",
+      labelNames: ["replica"] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.set({ replica: replica.id }, replica.peers);
+      },
+    });
+  }
   const eventsWritten = new Counter({
     name: "swarm_events_written_total",
-    help: "Events committed to event_log, by type",
+    help: "Events committed to event_log, by type (by any replica: each one hears every event)",
     labelNames: ["type"] as const,
     registers: [registry],
   });

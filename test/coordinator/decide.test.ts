@@ -355,6 +355,31 @@ describe("auctions by deadline", () => {
     expect(eventOf(s.run({ type: "Tick" }), "auction.closed")?.task_id).toBe(late);
   });
 
+  it("a scoped Tick (one replica's claimed work) closes and expires only what it names", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    const silent = s.agent("silent");
+    const other = s.agent("other-silent");
+    s.agent("b"); // never bids, so no auction closes early for want of bidders
+    const mine = s.task({ description: "claimed here", auction_ms: 100 });
+    const theirs = s.task({ description: "claimed elsewhere", auction_ms: 100 });
+    for (const task of [mine, theirs])
+      s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 5 });
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs + 1);
+    s.given({ type: "Heartbeat", agent_id: a });
+    const scoped = expectAccepted(s.run({ type: "Tick", scope: { agent_ids: [silent], task_ids: [mine] } }));
+    expect(scoped.events.filter((e) => e.event_type === "auction.closed").map((e) => e.task_id)).toEqual([
+      mine,
+    ]);
+    expect(s.state.getAgent(silent)?.status).toBe("offline");
+    expect(s.state.getAgent(other)?.status).toBe("idle");
+    expect(s.state.getTask(theirs)?.status).toBe("bidding");
+    // The unscoped Tick still does all that is due.
+    const rest = expectAccepted(s.run({ type: "Tick" }));
+    expect(eventOf(rest, "auction.closed")?.task_id).toBe(theirs);
+    expect(s.state.getAgent(other)?.status).toBe("offline");
+  });
+
   it("finds a due auction again when the Tick that closed it was never applied (a failed write)", () => {
     const { s, t } = dueAuction();
     expect(eventOf(s.when({ type: "Tick" }), "auction.closed")?.task_id).toBe(t);

@@ -31,13 +31,14 @@ export function parseLine(text: string): LogLine {
   }
 }
 
-/** The server as `npm start` runs it, in `cwd` (where relative paths land). */
-export function startServer(env: Record<string, string>, cwd?: string) {
-  const child = spawn(process.execPath, ["--import", TSX, SERVER], {
+/** The server as `npm start` runs it, in `cwd` (where relative paths land); `nodeArgs` go before it (a preload). */
+export function startServer(env: Record<string, string>, cwd?: string, nodeArgs: readonly string[] = []) {
+  const child = spawn(process.execPath, [...nodeArgs, "--import", TSX, SERVER], {
     cwd,
     env: { ...process.env, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  spawned.push(child);
   const lines: LogLine[] = [];
   const waiters: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = [];
   createInterface({ input: child.stdout }).on("line", (text) => {

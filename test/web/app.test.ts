@@ -13,7 +13,14 @@ describe("health check", () => {
     await eventLog.logEvent({ event_type: "system.info", source: "test" });
     const response = await app.inject({ method: "GET", url: "/healthz" });
     expect(response.statusCode).toBe(200);
-    expect(response.json()).toEqual({ status: "ok", storage: "sqlite", latest_seq: 1 });
+    const { id } = app.coordinator.replica;
+    // On SQLite the process is the only replica, and so always the lease's holder.
+    expect(response.json()).toEqual({
+      status: "ok",
+      storage: "sqlite",
+      latest_seq: 1,
+      replica: { id, leader: true, lease_holder: id, peers: 0 },
+    });
   });
 
   it("says how far the text-search index has come, so that a reader knows what searches scan", async () => {
@@ -25,7 +32,12 @@ describe("health check", () => {
       async () => (await app.inject({ method: "GET", url: "/healthz" })).json<Record<string, unknown>>(),
       (body) => body.search_indexed_through === 5,
     );
-    expect(health).toEqual({ status: "ok", storage: "sqlite", latest_seq: 5, search_indexed_through: 5 });
+    expect(health).toMatchObject({
+      status: "ok",
+      storage: "sqlite",
+      latest_seq: 5,
+      search_indexed_through: 5,
+    });
   });
 
   it("answers 503 once the database is gone", async () => {
@@ -33,7 +45,11 @@ describe("health check", () => {
     eventLog.close();
     const response = await app.inject({ method: "GET", url: "/healthz" });
     expect(response.statusCode).toBe(503);
-    expect(response.json()).toEqual({ status: "unavailable", storage: "sqlite" });
+    expect(response.json()).toMatchObject({
+      status: "unavailable",
+      storage: "sqlite",
+      replica: { id: app.coordinator.replica.id },
+    });
   });
 });
 

@@ -1,19 +1,28 @@
 /**
  * The coordinator's commands on PostgreSQL, stateless between batches: each batch is one
- * transaction that reads the working set it decides on inside that transaction, decides every
- * command with the pure core, writes each command's records under a savepoint of its own (so a
- * refusal takes back only its own rows), appends the batch's events last (numbered from the head
- * row), and commits. Nothing is kept in memory from one batch to the next, so two processes on
- * one database never decide on different states.
+ * transaction that locks the rows its commands change, reads the working set it decides on
+ * inside that transaction, decides every command with the pure core, writes each command's
+ * records (those with rows of their own under a savepoint, so a refusal takes back only its own
+ * rows), appends the batch's events last (numbered from the head row), and commits. Nothing is
+ * kept in memory from one batch to the next, so replicas on one database never decide on
+ * different states.
+ *
+ * Locks (lock-plan.ts): the batch's tasks first, then its agents, each set in id order, then the
+ * head row as the events are appended; every transaction takes them in that order, so batches
+ * about different tasks and agents run side by side and two batches never wait on each other in
+ * a cycle. A decision that would change a row the plan did not lock is not written: the batch
+ * is tried again with that row in the plan (PlanMissed). A deadlock or serialisation failure the
+ * database reports anyway is retried the same way.
+ *
+ * Time: `now` is the database's clock, read once per batch after its locks, unless the runner
+ * was given a clock (tests drive a fake one), so that replicas with skewed clocks agree on every
+ * deadline. The Tick is a transaction of its own: it claims the due auctions and the silent
+ * agents with SKIP LOCKED, so replicas ticking at once share the due work rather than queue
+ * for it, and the core's Tick is scoped to what was claimed.
  *
  * A batch reads only the part of the working set its commands can read: every agent, the tasks
- * agents hold, the auctions it names or finds due, and the bids of the rounds it bids on or
+ * agents hold, the auctions it names or claimed, and the bids of the rounds it bids on or
  * closes (bidsReadBy); a read outside that fails the batch rather than deciding on less.
- *
- * Batches are serialised across every process on the database by a transaction-scoped advisory
- * lock taken first: the working set is read after it, so each batch sees every earlier one's
- * commit. That is the simple, always-correct form; row locks per command (FOR UPDATE, SKIP LOCKED
- * for due auctions), which let batches about different tasks run side by side, are the next step.
  */
 import type pg from "pg";
 import { decide, isEmpty } from "../../coordinator/decide.js";
@@ -33,19 +42,30 @@ import type {
   Bid,
   Command,
   CoordinatorRules,
+  ServerStall,
   StateChanges,
   Task,
 } from "../../coordinator/types.js";
 import { SwarmError } from "../../errors.js";
 import type { StoredEvent } from "../../event-log/types.js";
 import { prepareEvent, type PreparedEvent } from "../../event-log/validate.js";
-import { inTransaction, withClient } from "./database.js";
+import { inTransaction, postgresErrorCode, withClient } from "./database.js";
 import type { PostgresCoordinatorStore } from "./coordinator-store.js";
 import { appendPrepared, type PostgresEventLog } from "./event-log.js";
+import {
+  claimTick,
+  databaseNow,
+  lockPlan,
+  PlanMissed,
+  type LockedRows,
+  type PlanHints,
+} from "./lock-plan.js";
 import { writeExtra } from "./server-store.js";
 
-/** Any two processes' batches on one database run one after the other. */
-const COMMAND_LOCK_KEY = 0x5377_436d; // "SwCm"
+/** Tries of one batch: a missed row or a deadlock is rare, and each retry has a fuller plan. */
+const MAX_TRIES = 5;
+/** Database errors after which the whole transaction may simply be tried again. */
+const RETRYABLE = new Set(["40P01", "40001"]); // deadlock_detected, serialization_failure
 
 export type CommandOutcome = { ok: true; result: CommandResult } | { ok: false; error: unknown };
 
@@ -53,9 +73,12 @@ export interface CommandRunnerOptions {
   eventLog: PostgresEventLog;
   store: PostgresCoordinatorStore;
   rules: CoordinatorRules;
-  clock: () => Date;
+  /** Stands in for the database's clock (tests); without it, `now` is the database's. */
+  clock?: (() => Date) | undefined;
   newId: () => string;
 }
+
+type BatchItem = { command: Command; extras?: Extras | undefined };
 
 /** What every command of a batch is decided against. */
 interface BatchContext {
@@ -65,6 +88,9 @@ interface BatchContext {
   view: StateView;
   now: Date;
   ledger: ReportLedger;
+  locked: LockedRows;
+  /** What the working set held before the batch: a change to one of these must be locked. */
+  loaded: { agents: ReadonlySet<string>; tasks: ReadonlySet<string> };
 }
 
 interface Decided {
@@ -76,94 +102,193 @@ export class PostgresCommandRunner {
   constructor(private readonly options: CommandRunnerOptions) {}
 
   /**
-   * Decide and persist a batch of commands in one transaction. Each outcome is the command's
-   * result or its own refusal; a transaction that does not commit rejects the whole batch, with
-   * nothing of it written.
+   * Decide and persist a batch of commands, each Tick in a transaction of its own and the rest in
+   * one. Each outcome is the command's result or its own refusal; a transaction that does not
+   * commit rejects every command in it, with nothing of it written.
    */
-  async run(batch: readonly { command: Command; extras?: Extras | undefined }[]): Promise<CommandOutcome[]> {
-    const { eventLog, store } = this.options;
-    await eventLog.whenReady();
-    let stored: StoredEvent[] = [];
-    let outcomes: (CommandOutcome | Decided)[];
-    try {
-      outcomes = await inTransaction(eventLog.pool, async (client) => {
-        await client.query("SELECT pg_advisory_xact_lock($1)", [COMMAND_LOCK_KEY]);
-        // One instant for the whole batch: the auctions a Tick finds due are those whose bids
-        // were read for it.
-        const now = this.options.clock();
-        const commands = batch.map((item) => item.command);
-        let scope = new Set<string>();
-        const named = commands.flatMap((command) => ("task_id" in command ? [command.task_id] : []));
-        const ticks = commands.some((command) => command.type === "Tick");
-        const records = await store.loadWorkingSetScoped(
-          client,
-          { taskIds: named, dueBy: ticks ? now.toISOString() : null },
-          (tasks) => {
-            scope = bidsReadBy(commands, tasks, now.getTime());
-            return [...scope];
-          },
-        );
-        const state = CoordinatorState.from(records);
-        const view = guardBids(state, records.tasks, scope);
-        const ledger = await ReportLedger.load(client, store, commands, budgetHour(now));
-        const context: BatchContext = { client, state, view, now, ledger };
-        const pending = new PendingWrites();
-        const decided: (CommandOutcome | Decided)[] = [];
-        for (const item of batch) {
-          if (item.extras === undefined) {
-            // No rows but its own records, counted reports checked in memory: nothing of it is
-            // written until the batch's flush, so a refusal has nothing to take back.
-            try {
-              decided.push(
-                await this.decideAndKeep(context, item.command, async (changes) => pending.add(changes)),
-              );
-            } catch (error) {
-              decided.push({ ok: false, error: eventLog.noteFailure(error) });
-            }
-            continue;
-          }
-          // Rows of its own besides (a token, a key): written now, under a savepoint, after
-          // everything decided before it.
-          await pending.flush(client, store);
-          await client.query("SAVEPOINT command");
-          try {
-            const { extras } = item;
-            decided.push(
-              await this.decideAndKeep(context, item.command, async (changes, subject) => {
-                await store.apply(client, changes);
-                for (const write of extras(subject)) await writeExtra(client, write);
-              }),
-            );
-            await client.query("RELEASE SAVEPOINT command");
-          } catch (error) {
-            await client.query("ROLLBACK TO SAVEPOINT command");
-            // A write the database itself refused (read-only, disk full, a statement timeout)
-            // is STORAGE_UNAVAILABLE, and noted as the log's failure, as on SQLite; a refusal
-            // of the core passes as it is.
-            decided.push({ ok: false, error: eventLog.noteFailure(error) });
-          }
-        }
-        await pending.flush(client, store);
-        await ledger.flush(client, store);
-        // The events last: the head row's lock is then held from numbering to commit only.
-        const all = decided.flatMap((d) => ("prepared" in d ? d.prepared : []));
-        stored = await appendPrepared(client, all);
-        let offset = 0;
-        const results = decided.map((d): CommandOutcome | Decided => {
-          if (!("prepared" in d)) return d;
-          const events = stored.slice(offset, offset + d.prepared.length);
-          offset += d.prepared.length;
-          return { ok: true, result: { ...d.subject, events } };
-        });
-        return results;
-      });
-    } catch (error) {
-      throw eventLog.noteFailure(error);
+  async run(batch: readonly BatchItem[]): Promise<CommandOutcome[]> {
+    const outcomes: CommandOutcome[] = [];
+    let from = 0;
+    while (from < batch.length) {
+      const item = batch[from] as BatchItem;
+      if (item.command.type === "Tick") {
+        outcomes.push(await this.runTick(item.command.stalls ?? []));
+        from += 1;
+        continue;
+      }
+      let to = from;
+      while (to < batch.length && batch[to]?.command.type !== "Tick") to += 1;
+      outcomes.push(...(await this.runCommands(batch.slice(from, to))));
+      from = to;
     }
-    await eventLog.committed(stored);
-    return outcomes as CommandOutcome[];
+    return outcomes;
   }
 
+  /**
+   * The Tick as one replica of several runs it: claim the due auctions and the silent agents
+   * nobody else is handling (SKIP LOCKED), then decide the core's Tick over just those.
+   */
+  private async runTick(stalls: readonly ServerStall[]): Promise<CommandOutcome> {
+    const { store, rules } = this.options;
+    try {
+      const { results } = await this.transact([], async (client) => {
+        const claimed = await claimTick(client, await this.now(client), rules.heartbeatTimeoutMs);
+        if (claimed.tasks.size === 0 && claimed.scopeAgents.length === 0)
+          return { decided: [{ subject: {}, prepared: [] }], events: [] };
+        const now = await this.now(client);
+        const command: Command = {
+          type: "Tick",
+          stalls: this.onDatabaseClock(stalls, now),
+          scope: { agent_ids: claimed.scopeAgents, task_ids: [...claimed.tasks] },
+        };
+        const context = await this.context(client, [command], claimed, now);
+        const decided = await this.decideAndKeep(context, command, (changes) =>
+          store.applyMany(client, changes),
+        );
+        return { decided: [decided], events: decided.prepared };
+      });
+      return { ok: true, result: results[0] as CommandResult };
+    } catch (error) {
+      return { ok: false, error };
+    }
+  }
+
+  /** The stalls were timed on this process's clock; the Tick judges silence on the database's. */
+  private onDatabaseClock(stalls: readonly ServerStall[], now: Date): ServerStall[] {
+    const skewMs = this.options.clock === undefined ? now.getTime() - Date.now() : 0;
+    const shift = (at: string) => new Date(Date.parse(at) + skewMs).toISOString();
+    return stalls.map((stall) => ({ from: shift(stall.from), until: shift(stall.until) }));
+  }
+
+  private async runCommands(batch: readonly BatchItem[]): Promise<CommandOutcome[]> {
+    const { eventLog, store } = this.options;
+    const commands = batch.map((item) => item.command);
+    const { results } = await this.transact(commands, async (client, hints) => {
+      const locked = await lockPlan(client, commands, hints);
+      const now = await this.now(client);
+      const context = await this.context(client, commands, locked, now);
+      const pending = new PendingWrites();
+      const decided: (CommandOutcome | Decided)[] = [];
+      for (const item of batch) {
+        if (item.extras === undefined) {
+          // No rows but its own records, counted reports checked in memory: nothing of it is
+          // written until the batch's flush, so a refusal has nothing to take back.
+          try {
+            decided.push(
+              await this.decideAndKeep(context, item.command, async (changes) => pending.add(changes)),
+            );
+          } catch (error) {
+            if (error instanceof PlanMissed) throw error;
+            decided.push({ ok: false, error: eventLog.noteFailure(error) });
+          }
+          continue;
+        }
+        // Rows of its own besides (a token, a key): written now, under a savepoint, after
+        // everything decided before it.
+        await pending.flush(client, store);
+        await client.query("SAVEPOINT command");
+        try {
+          const { extras } = item;
+          decided.push(
+            await this.decideAndKeep(context, item.command, async (changes, subject) => {
+              await store.apply(client, changes);
+              for (const write of extras(subject)) await writeExtra(client, write);
+            }),
+          );
+          await client.query("RELEASE SAVEPOINT command");
+        } catch (error) {
+          if (error instanceof PlanMissed) throw error;
+          await client.query("ROLLBACK TO SAVEPOINT command");
+          // A write the database itself refused (read-only, disk full, a statement timeout)
+          // is STORAGE_UNAVAILABLE, and noted as the log's failure, as on SQLite; a refusal
+          // of the core passes as it is.
+          decided.push({ ok: false, error: eventLog.noteFailure(error) });
+        }
+      }
+      await pending.flush(client, store);
+      await context.ledger.flush(client, store);
+      return { decided, events: decided.flatMap((d) => ("prepared" in d ? d.prepared : [])) };
+    });
+    return results.map((r) => ("ok" in r ? r : { ok: true, result: r }));
+  }
+
+  /**
+   * One transaction, tried again with a fuller lock plan when a decision reached past it, or
+   * after a deadlock: `body` decides and writes the records, then the events are appended last
+   * (the head row's lock is then held from numbering to commit only) and announced after commit.
+   */
+  private async transact(
+    commands: readonly Command[],
+    body: (
+      client: pg.PoolClient,
+      hints: PlanHints,
+    ) => Promise<{ decided: (CommandOutcome | Decided)[]; events: PreparedEvent[] }>,
+  ): Promise<{ results: (CommandOutcome | CommandResult)[] }> {
+    const { eventLog } = this.options;
+    await eventLog.whenReady();
+    const hints: PlanHints = { tasks: new Set(), agents: new Set() };
+    for (let attempt = 1; ; attempt += 1) {
+      let stored: StoredEvent[] = [];
+      try {
+        const results = await inTransaction(eventLog.pool, async (client) => {
+          const { decided, events } = await body(client, hints);
+          stored = await appendPrepared(client, events);
+          let offset = 0;
+          return decided.map((d): CommandOutcome | CommandResult => {
+            if (!("prepared" in d)) return d;
+            const slice = stored.slice(offset, offset + d.prepared.length);
+            offset += d.prepared.length;
+            return { ...d.subject, events: slice };
+          });
+        });
+        await eventLog.committed(stored);
+        return { results };
+      } catch (error) {
+        if (attempt < MAX_TRIES && error instanceof PlanMissed) {
+          for (const id of error.tasks) hints.tasks.add(id);
+          for (const id of error.agents) hints.agents.add(id);
+          continue;
+        }
+        if (attempt < MAX_TRIES && RETRYABLE.has(postgresErrorCode(error) ?? "")) continue;
+        if (error instanceof PlanMissed)
+          throw new Error(
+            `a batch of ${commands.map((c) => c.type).join(", ")} kept reaching past its locks: ${error.message}`,
+          );
+        throw eventLog.noteFailure(error);
+      }
+    }
+  }
+
+  private async now(client: pg.PoolClient): Promise<Date> {
+    return this.options.clock?.() ?? databaseNow(client);
+  }
+
+  /** Read the batch's working set (after its locks) and the report counters of its commands. */
+  private async context(
+    client: pg.PoolClient,
+    commands: readonly Command[],
+    locked: LockedRows,
+    now: Date,
+  ): Promise<BatchContext> {
+    const { store } = this.options;
+    let scope = new Set<string>();
+    const records = await store.loadWorkingSetScoped(
+      client,
+      { taskIds: [...locked.tasks], dueBy: null },
+      (tasks) => {
+        scope = bidsReadBy(commands, tasks, now.getTime());
+        return [...scope];
+      },
+    );
+    const state = CoordinatorState.from(records);
+    const view = guardBids(state, records.tasks, scope);
+    const ledger = await ReportLedger.load(client, store, commands, budgetHour(now));
+    const loaded = {
+      agents: new Set(records.agents.map((agent) => agent.id)),
+      tasks: new Set(records.tasks.map((task) => task.id)),
+    };
+    return { client, state, view, now, ledger, locked, loaded };
+  }
   /** Decide one command against the batch's state; its records and counted reports are checked, not yet written. */
   private async decide(
     { client, state, view: batchView, now, ledger }: BatchContext,
@@ -205,6 +330,7 @@ export class PostgresCommandRunner {
   ): Promise<Decided> {
     const { decision, subject, prepared, report } = await this.decide(context, command);
     if (isEmpty(decision)) return { subject, prepared: [] };
+    checkLocked(context, decision.changes);
     await keep(decision.changes, subject);
     // Only once every row of it is kept: a refused extra takes back nothing counted.
     if (report !== undefined) context.ledger.add(report);
@@ -218,6 +344,23 @@ export class PostgresCommandRunner {
       CoordinatorState.from(await this.options.store.loadWorkingSet(client)),
     );
   }
+}
+
+/**
+ * A decision may change only rows the batch locked, or rows it creates: anything else would be
+ * written over another transaction's work. Reaching past the plan is no error of the command's;
+ * the batch is tried again with those rows locked too.
+ */
+function checkLocked({ locked, loaded }: BatchContext, changes: StateChanges): void {
+  const tasks = changes.tasks.filter((task) => loaded.tasks.has(task.id) && !locked.tasks.has(task.id));
+  const agents = changes.agents.filter(
+    (agent) => loaded.agents.has(agent.id) && !locked.agents.has(agent.id),
+  );
+  if (tasks.length + agents.length > 0)
+    throw new PlanMissed(
+      tasks.map((task) => task.id),
+      agents.map((agent) => agent.id),
+    );
 }
 
 /**
@@ -288,8 +431,8 @@ function reportOf(command: Command, prepared: readonly PreparedEvent[]): Report 
 
 /**
  * The report counters of a batch (events per task, bytes per agent this hour): read once for the
- * batch's tasks and agents, counted in memory command by command (the batch holds the command
- * lock, so nothing else moves them), written once at its end.
+ * batch's tasks and agents, counted in memory command by command (the batch holds those tasks'
+ * and agents' rows locked, so nothing else moves them), written once at its end.
  */
 class ReportLedger {
   private readonly added = { tasks: new Map<string, number>(), agents: new Map<string, number>() };

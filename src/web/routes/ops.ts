@@ -6,8 +6,29 @@ const StorageEngineSchema = Type.Union([Type.Literal("sqlite"), Type.Literal("po
   description: "The storage engine serving: the embedded SQLite file, or PostgreSQL.",
 });
 
+const ReplicaSchema = Type.Object(
+  {
+    id: Type.String({ description: "This replica's name: SWARM_REPLICA_ID, or host-pid-suffix." }),
+    leader: Type.Boolean({
+      description: "Whether this replica holds the maintenance lease (retention and rollups run on it).",
+    }),
+    lease_holder: Type.Union([Type.String(), Type.Null()], {
+      description: "The replica holding the lease as this one last saw it; null while nobody holds it.",
+    }),
+    peers: Type.Integer({ description: "Other replicas running on the same database, as last counted." }),
+  },
+  { description: "This process as one replica of the coordinator (on SQLite, always the only one)." },
+);
+
 export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { metrics } = app;
+  const { replica: status } = app.coordinator;
+  const replica = () => ({
+    id: status.id,
+    leader: status.leader,
+    lease_holder: status.leaseHolder,
+    peers: status.peers,
+  });
   // Through the port: the answer is the same on either engine.
   const eventLog: EventLogPort = app.eventLog;
 
@@ -21,6 +42,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
           200: Type.Object({
             status: Type.Literal("ok"),
             storage: StorageEngineSchema,
+            replica: ReplicaSchema,
             latest_seq: Type.Integer(),
             search_indexed_through: Type.Optional(
               Type.Integer({
@@ -32,6 +54,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
           503: Type.Object({
             status: Type.Union([Type.Literal("unavailable"), Type.Literal("degraded")]),
             storage: StorageEngineSchema,
+            replica: ReplicaSchema,
             storage_error: Type.Optional(
               Type.String({
                 description: "Why writes fail, and since when: the next write that succeeds clears it.",
@@ -51,6 +74,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
           return reply.code(503).send({
             status: "degraded" as const,
             storage,
+            replica: replica(),
             storage_error: `writes failing since ${failure.since} (${failure.code}); the next write that succeeds clears this`,
           });
         }
@@ -58,12 +82,13 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         return {
           status: "ok" as const,
           storage,
+          replica: replica(),
           latest_seq,
           ...(search_indexed_through === undefined ? {} : { search_indexed_through }),
         };
       } catch (error) {
         app.log.error({ err: error }, "health check: the database did not answer");
-        return reply.code(503).send({ status: "unavailable" as const, storage });
+        return reply.code(503).send({ status: "unavailable" as const, storage, replica: replica() });
       }
     },
   );

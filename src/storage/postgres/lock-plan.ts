@@ -1,0 +1,175 @@
+/**
+ * Which rows a batch of commands locks before it reads what it decides on, so that replicas on
+ * one database can decide at the same time without deciding on a state another is changing.
+ *
+ * The order is fixed for every transaction: tasks first, then agents, each set in id order (one
+ * `SELECT … ORDER BY id FOR UPDATE`), and the event log's head row last, as the events are
+ * appended. Waits therefore never form a cycle. The only locks taken out of that order are
+ * SKIP LOCKED ones (the Tick's claims, retention), which never wait.
+ *
+ * What a command changes, and so locks:
+ * - its task (`task_id`), and the agent it names (`agent_id`);
+ * - the agent holding that task (its load changes when the task ends or is put up again);
+ * - every agent that bid in the task's open round (the auction may close to any of them: the
+ *   winner's load and status change);
+ * - for an agent that leaves, the tasks it holds (they go up for auction again);
+ * - for Recover, every agent online.
+ * The plan reads some of this before it holds the locks (the tasks an agent holds); what it read
+ * is checked again once the locks are held, and a batch whose decision reaches past its plan is
+ * tried again with a fuller one (PlanMissed): a missed row costs a retry, never a lost update.
+ */
+import type pg from "pg";
+import type { Command } from "../../coordinator/types.js";
+
+export interface LockedRows {
+  tasks: ReadonlySet<string>;
+  agents: ReadonlySet<string>;
+}
+
+/** Rows an earlier try of the batch found it needed: locked from the start on the next. */
+export interface PlanHints {
+  tasks: Set<string>;
+  agents: Set<string>;
+}
+
+/** A decision reached rows its batch did not lock: try again with them. */
+export class PlanMissed extends Error {
+  constructor(
+    readonly tasks: readonly string[],
+    readonly agents: readonly string[],
+  ) {
+    super(`rows outside the lock plan: tasks [${tasks.join(", ")}], agents [${agents.join(", ")}]`);
+    this.name = "PlanMissed";
+  }
+}
+
+/** Most due auctions one Tick claims: the rest are the next Tick's (or another replica's). */
+const TICK_CLAIM_LIMIT = 500;
+
+const SQL = {
+  now: "SELECT clock_timestamp() AS now",
+  heldBy:
+    "SELECT id, assigned_agent FROM tasks WHERE assigned_agent = ANY($1) AND status IN ('assigned', 'running')",
+  lockTasks: "SELECT id, assigned_agent FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+  lockAgents: "SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+  bidders:
+    "SELECT DISTINCT b.agent_id FROM tasks t JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt " +
+    "WHERE t.id = ANY($1) AND t.status = 'bidding'",
+  online: "SELECT id FROM agents WHERE left_at IS NULL AND status <> 'offline'",
+  claimDue:
+    "SELECT id FROM tasks WHERE status = 'bidding' AND auction_closes_at <= $1 " +
+    `ORDER BY auction_closes_at LIMIT ${TICK_CLAIM_LIMIT} FOR UPDATE SKIP LOCKED`,
+  // Silent past the timeout (the core then subtracts the server's stalls), or offline since a
+  // restart with the grace period over and tasks still held.
+  silentAgents:
+    "SELECT a.id FROM agents a WHERE a.left_at IS NULL AND ((a.status <> 'offline' AND a.last_seen <= $1) " +
+    "OR (a.status = 'offline' AND (a.grace_until IS NULL OR a.grace_until <= $2) AND EXISTS (" +
+    "SELECT 1 FROM tasks t WHERE t.assigned_agent = a.id AND t.status IN ('assigned', 'running'))))",
+  claimTasks: "SELECT id FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+  claimAgents: "SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+} as const;
+
+async function ids(client: pg.ClientBase, sql: string, params: unknown[]): Promise<string[]> {
+  return (await client.query<{ id: string }>(sql, params)).rows.map((row) => row.id);
+}
+
+async function heldBy(client: pg.ClientBase, agentIds: readonly string[]): Promise<Map<string, string[]>> {
+  const held = new Map<string, string[]>();
+  if (agentIds.length === 0) return held;
+  const rows = (await client.query<{ id: string; assigned_agent: string }>(SQL.heldBy, [agentIds])).rows;
+  for (const row of rows) held.set(row.assigned_agent, [...(held.get(row.assigned_agent) ?? []), row.id]);
+  return held;
+}
+
+async function biddersOf(client: pg.ClientBase, taskIds: readonly string[]): Promise<string[]> {
+  if (taskIds.length === 0) return [];
+  return (await client.query<{ agent_id: string }>(SQL.bidders, [taskIds])).rows.map((row) => row.agent_id);
+}
+
+/** The database's clock: the one every replica judges deadlines by. */
+export async function databaseNow(client: pg.ClientBase): Promise<Date> {
+  const row = (await client.query<{ now: Date }>(SQL.now)).rows[0];
+  if (row === undefined) throw new Error("clock_timestamp() returned no row");
+  return row.now;
+}
+
+/** Lock what `commands` may change (see the file's comment), in the fixed order. */
+export async function lockPlan(
+  client: pg.ClientBase,
+  commands: readonly Command[],
+  hints: PlanHints,
+): Promise<LockedRows> {
+  const taskIds = new Set(hints.tasks);
+  const agentIds = new Set(hints.agents);
+  const leaving: string[] = [];
+  let recover = false;
+  for (const command of commands) {
+    if ("task_id" in command) taskIds.add(command.task_id);
+    if ("agent_id" in command && command.agent_id !== undefined) agentIds.add(command.agent_id);
+    if (command.type === "DeregisterAgent") leaving.push(command.agent_id);
+    if (command.type === "Recover") recover = true;
+  }
+  const heldBefore = await heldBy(client, leaving);
+  for (const held of heldBefore.values()) for (const id of held) taskIds.add(id);
+
+  const tasks = new Set<string>();
+  if (taskIds.size > 0) {
+    const rows = (
+      await client.query<{ id: string; assigned_agent: string | null }>(SQL.lockTasks, [[...taskIds]])
+    ).rows;
+    for (const row of rows) {
+      tasks.add(row.id);
+      if (row.assigned_agent !== null) agentIds.add(row.assigned_agent);
+    }
+  }
+  for (const id of await biddersOf(client, [...tasks])) agentIds.add(id);
+  if (recover) for (const id of await ids(client, SQL.online, [])) agentIds.add(id);
+  const agents = new Set(agentIds.size === 0 ? [] : await ids(client, SQL.lockAgents, [[...agentIds]]));
+
+  // With the leaving agents locked, nothing can hand them another task: what they hold now is
+  // what the decision sees. A task assigned since the first read is in no lock yet.
+  const missed = [...(await heldBy(client, leaving)).values()].flat().filter((id) => !tasks.has(id));
+  if (missed.length > 0) throw new PlanMissed(missed, []);
+  return { tasks, agents };
+}
+
+export interface TickClaim extends LockedRows {
+  /** The silent agents this Tick may set offline: locked, with every task they hold locked. */
+  scopeAgents: string[];
+}
+
+/**
+ * Claim the Tick's work at `now`: the due auctions no other replica is closing, and the agents
+ * past their heartbeat that no other replica is expiring, each with the tasks it holds. The
+ * claims skip what is locked (another replica's Tick, or a command on that row); the bidders of
+ * a claimed auction are waited for, in order, since one of them will win it.
+ */
+export async function claimTick(
+  client: pg.ClientBase,
+  now: Date,
+  heartbeatTimeoutMs: number,
+): Promise<TickClaim> {
+  const due = await ids(client, SQL.claimDue, [now.toISOString()]);
+  const silent = await ids(client, SQL.silentAgents, [
+    new Date(now.getTime() - heartbeatTimeoutMs).toISOString(),
+    now.toISOString(),
+  ]);
+  const tasks = new Set(due);
+  const heldBefore = await heldBy(client, silent);
+  const wanted = [...heldBefore.values()].flat();
+  const claimedHeld = new Set(wanted.length === 0 ? [] : await ids(client, SQL.claimTasks, [wanted]));
+  for (const id of claimedHeld) tasks.add(id);
+  // An agent whose tasks someone else holds now is left for the next Tick.
+  const candidates = silent.filter((id) => (heldBefore.get(id) ?? []).every((task) => claimedHeld.has(task)));
+
+  const bidders = await biddersOf(client, due);
+  const agents = new Set(bidders.length === 0 ? [] : await ids(client, SQL.lockAgents, [bidders]));
+  const unclaimed = candidates.filter((id) => !agents.has(id));
+  if (unclaimed.length > 0) for (const id of await ids(client, SQL.claimAgents, [unclaimed])) agents.add(id);
+
+  const heldNow = await heldBy(client, candidates);
+  const scopeAgents = candidates.filter(
+    (id) => agents.has(id) && (heldNow.get(id) ?? []).every((task) => tasks.has(task)),
+  );
+  return { tasks, agents, scopeAgents };
+}
