@@ -280,20 +280,19 @@ export class Inspector {
     return auctions;
   }
 
-  /** An auction the crash interrupted was closed among (at least) the bids it had, and settled them. */
-  async checkClosed(auction: OpenAuction): Promise<string[]> {
+  /**
+   * An auction the crash interrupted was closed among (at least) the bids it had, and settled
+   * them; with `maxLateMs`, no later than that after its deadline (by the close event's
+   * timestamp, which the database's clock gave, as it gave the deadline).
+   */
+  async checkClosed(auction: OpenAuction, maxLateMs?: number): Promise<string[]> {
     const [task] = await this.db.all<{ status: string }>(
       "SELECT status FROM tasks WHERE id = ?",
       auction.task_id,
     );
     const status = task?.status;
     if (status === "cancelled") return [];
-    const [closed] = await this.db.all<{ data: string }>(
-      `SELECT data FROM event_log WHERE task_id = ? AND event_type = 'auction.closed'
-       AND ${this.db.jsonNumber("attempt")} = ?`,
-      auction.task_id,
-      auction.attempt,
-    );
+    const closed = await this.closeEvent(auction);
     const round = `${auction.task_id} round ${auction.attempt}`;
     if (closed === undefined) return [`interrupted auction ${round} never closed (status ${String(status)})`];
     const data = JSON.parse(closed.data) as {
@@ -302,6 +301,9 @@ export class Inspector {
       winning_bid_sats: number | null;
     };
     const violations: string[] = [];
+    const lateMs = lateness(closed, auction);
+    if (maxLateMs !== undefined && lateMs > maxLateMs)
+      violations.push(`interrupted auction ${round} closed ${lateMs} ms after its deadline`);
     if (data.bids < auction.bids.length)
       violations.push(
         `interrupted auction ${round} closed with ${data.bids} bids, had ${auction.bids.length}`,
@@ -323,6 +325,22 @@ export class Inspector {
     if (data.winner !== null && settled.get(data.winner)?.bid_sats !== data.winning_bid_sats)
       violations.push(`interrupted auction ${round}: the winner's bid does not match`);
     return violations;
+  }
+
+  /** How long after its deadline the auction closed, ms; null while it is open. */
+  async closeLateness(auction: OpenAuction): Promise<number | null> {
+    const closed = await this.closeEvent(auction);
+    return closed === undefined ? null : lateness(closed, auction);
+  }
+
+  private async closeEvent(auction: OpenAuction): Promise<{ data: string; timestamp: string } | undefined> {
+    const [closed] = await this.db.all<{ data: string; timestamp: string }>(
+      `SELECT data, timestamp FROM event_log WHERE task_id = ? AND event_type = 'auction.closed'
+       AND ${this.db.jsonNumber("attempt")} = ?`,
+      auction.task_id,
+      auction.attempt,
+    );
+    return closed;
   }
 
   /**
@@ -374,6 +392,10 @@ export class Inspector {
     const [row] = await this.db.all(sql, ...params);
     return Number(row === undefined ? Number.NaN : Object.values(row)[0]);
   }
+}
+
+function lateness(closed: { timestamp: string }, auction: OpenAuction): number {
+  return Date.parse(closed.timestamp) - auction.closes_at;
 }
 
 /** Open the store (an SQLite file or a postgres:// URL), run `use` on it, and close it again whatever happens. */

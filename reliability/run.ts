@@ -3,13 +3,15 @@
  * verdict (exit code 0 when every check held, 1 when any failed) and a Markdown section of
  * figures written to reliability/last-run.md (which the README's "Reliability" section quotes).
  *
- *   npm run crash -- [--kills 25] [--seed N] [--db postgres://…]
+ *   npm run crash -- [--kills 25] [--seed N] [--db postgres://…] [--replicas 3]
  *   npm run fuzz  -- [--cases 100000] [--seed N]
  *   npm run soak  -- [--minutes 30] [--tasks-per-minute 240]
  *
  * `--db postgres://…` runs the crash scenario on that PostgreSQL database (the product gets it as
  * SWARM_DB and migrates it) instead of a new SQLite file; give it a database of its own, since
  * the checks read every row in it. Its figures have their own section of last-run.md.
+ * `--replicas N` (with `--db`) runs N replicas on that database behind a balancer and kills a
+ * random one each time: the cluster's scenario, with a section of its own too.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -47,24 +49,35 @@ async function postgresVersion(url: string): Promise<string> {
 async function crash(values: Record<string, string | undefined>): Promise<Outcome> {
   const kills = Number(values.kills ?? 25);
   const onPostgres = values.db !== undefined;
+  const replicas = Number(values.replicas ?? 1);
   const report = await runCrashScenario({
     kills,
     seed: values.seed === undefined ? undefined : Number(values.seed),
     db: values.db,
+    replicas,
     progress: say,
   });
   const store = onPostgres ? "database" : "file";
   const engine = onPostgres
     ? [`- on ${await postgresVersion(values.db as string)}, the database server left running`]
     : [];
+  const clustered = replicas > 1;
+  const cluster = clustered
+    ? [
+        `- ${replicas} replicas behind a round-robin TCP balancer, the load going through it; each kill took a random replica, and the auctions open at the kill were closed by the others while it was down, the latest ${report.latestCloseMs ?? "(none)"} ms after its deadline (goal: within 1000 ms); then it was started again under its name and rejoined`,
+      ]
+    : [];
   return {
-    section: onPostgres ? "crash-postgres" : "crash",
-    title: onPostgres
-      ? "Kill -9 under load on PostgreSQL (`npm run crash -- --db postgres://…`)"
-      : "Kill -9 under load (`npm run crash`)",
+    section: clustered ? "crash-cluster" : onPostgres ? "crash-postgres" : "crash",
+    title: clustered
+      ? `Kill -9 of a replica under load, ${replicas} replicas on PostgreSQL (\`npm run crash -- --db postgres://… --replicas ${replicas}\`)`
+      : onPostgres
+        ? "Kill -9 under load on PostgreSQL (`npm run crash -- --db postgres://…`)"
+        : "Kill -9 under load (`npm run crash`)",
     violations: report.violations,
     figures: [
       ...engine,
+      ...cluster,
       `- ${report.kills} kills with SIGKILL at random moments (seed ${report.seed}), each followed by a restart on the same ${store}, in ${round(report.durationMs / 1000, 0)} s`,
       `- ${report.requests} requests sent, ${report.acknowledged} acknowledged with a 2xx; every acknowledged request's events found after every kill`,
       `- ${report.events} events and ${report.tasks} tasks in the final ${store}; ${report.interruptedAuctions} auctions were open at a kill, each closed afterwards with the bids it had`,
@@ -154,7 +167,7 @@ function record(name: string, outcome: Outcome): void {
       ...outcome.violations.slice(0, 20).map((violation) => `- violation: ${violation}`),
     ].join("\n"),
   );
-  const order = ["crash", "crash-postgres", "faults", "fuzz", "soak"];
+  const order = ["crash", "crash-postgres", "crash-cluster", "faults", "fuzz", "soak"];
   const body = [...sections.entries()]
     .sort(([a], [b]) => order.indexOf(a) - order.indexOf(b))
     .map(([, text]) => text)
@@ -167,6 +180,7 @@ const { positionals, values } = parseArgs({
   options: {
     kills: { type: "string" },
     db: { type: "string" },
+    replicas: { type: "string" },
     seed: { type: "string" },
     cases: { type: "string" },
     minutes: { type: "string" },
