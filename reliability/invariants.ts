@@ -35,11 +35,14 @@ interface Connection {
   jsonNumber(field: string): string;
   /** What this engine can check of the store's own soundness, beyond what the checks share. */
   checkEngine(): Promise<string[]>;
+  /** A query of (status, count) rows that sum to the tasks the store counts per status. */
+  readonly keptStatusCounts: string;
   close(): Promise<void>;
 }
 
 class SqliteConnection implements Connection {
   private readonly db: Database.Database;
+  readonly keptStatusCounts = "SELECT status, count FROM task_status_counts";
 
   constructor(path: string) {
     // Opening runs SQLite's recovery of the WAL a killed writer left behind.
@@ -76,6 +79,10 @@ class SqliteConnection implements Connection {
  * between them. The next inspection sees it.
  */
 class PostgresConnection implements Connection {
+  // The totals and the deltas not yet folded into them (db/migrations/postgres/004).
+  readonly keptStatusCounts =
+    "SELECT status, count FROM task_status_counts UNION ALL SELECT status, delta FROM task_status_count_deltas";
+
   private constructor(
     private readonly pool: pg.Pool,
     private readonly client: pg.PoolClient,
@@ -215,7 +222,7 @@ export class Inspector {
     // The counts the triggers keep beside the tasks, in the same transaction, agree with them.
     const miscounted = await this.db.all<{ status: string; kept: number; actual: number }>(
       `SELECT status, SUM(kept) AS kept, SUM(actual) AS actual FROM (
-         SELECT status, count AS kept, 0 AS actual FROM task_status_counts
+         SELECT status, count AS kept, 0 AS actual FROM (${this.db.keptStatusCounts}) AS kept_counts
          UNION ALL SELECT status, 0 AS kept, COUNT(*) AS actual FROM tasks GROUP BY status
        ) AS counted GROUP BY status HAVING SUM(kept) <> SUM(actual)`,
     );

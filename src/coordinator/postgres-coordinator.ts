@@ -42,6 +42,8 @@ import {
 
 /** Rows one retention transaction deletes: small enough that no lock is held for long. */
 const RETENTION_CHUNK = 200;
+/** How often the lease holder folds the counters' deltas into their totals. */
+const COUNTER_FOLD_MS = 1000;
 
 export interface PostgresCoordinatorOptions extends ShellOptions<PostgresEventLog> {
   /** How long the maintenance lease lasts unrenewed (SWARM_LEASE_MS). Default 10 s. */
@@ -62,6 +64,7 @@ export class PostgresCoordinator implements CoordinatorPort {
   private readonly runner: PostgresCommandRunner;
   private readonly logger: Logger;
   private readonly clock: () => Date;
+  private readonly givenClock: boolean;
   private readonly ticks: TickTimer;
   private readonly rounds: OpenRounds;
   private readonly maxBatchCommands: number;
@@ -72,6 +75,8 @@ export class PostgresCoordinator implements CoordinatorPort {
   /** A launch is waiting for this turn of the event loop's commands to join its batch. */
   private gathering = false;
   private ticking = false;
+  private foldTimer: NodeJS.Timeout | undefined;
+  private folding = false;
   private started = false;
 
   constructor(options: PostgresCoordinatorOptions) {
@@ -79,6 +84,7 @@ export class PostgresCoordinator implements CoordinatorPort {
     this.rules = { ...DEFAULT_RULES, ...options.rules };
     this.logger = (options.logger ?? getLogger()).child({ component: "coordinator" });
     this.clock = options.clock ?? (() => new Date());
+    this.givenClock = options.clock !== undefined;
     this.maxBatchCommands = options.maxBatchCommands ?? 500;
     this.maxBatchesInFlight = options.maxBatchesInFlight ?? 3;
     this.tables = new PostgresCoordinatorStore(this.eventLog.pool);
@@ -160,10 +166,29 @@ export class PostgresCoordinator implements CoordinatorPort {
       livePeers === 0 ? "coordinator recovered its state" : "replica joined a running cluster",
     );
     this.ticks.start();
+    this.foldTimer = setInterval(() => void this.foldCounters(), COUNTER_FOLD_MS);
+    this.foldTimer.unref();
+  }
+
+  /**
+   * On the lease holder: fold the counters' deltas into their totals, so that reads of them sum
+   * a few seconds of deltas at most. Any replica may fold safely; one doing it saves the work.
+   */
+  private async foldCounters(): Promise<void> {
+    if (this.folding || !this.membership.leader) return;
+    this.folding = true;
+    try {
+      await this.tables.foldCounters();
+    } catch (error) {
+      this.logger.warn({ err: error }, "folding the counters failed; retrying on the next");
+    } finally {
+      this.folding = false;
+    }
   }
 
   async stop(): Promise<void> {
     this.ticks.stop();
+    clearInterval(this.foldTimer);
     this.rounds.stop();
     const wasStarted = this.started;
     this.started = false;
@@ -314,7 +339,9 @@ export class PostgresCoordinator implements CoordinatorPort {
    * most RETENTION_CHUNK rows, passing over rows another process is deleting.
    */
   async pruneFinished(options: FinishedWorkRetention): Promise<FinishedWorkReport> {
-    const { task: taskCutoff, key: keyCutoff } = finishedWorkCutoffs(options, this.clock().getTime());
+    // The database's clock (a test's fake one when given): the lease holder's own may be off.
+    const now = this.givenClock ? this.clock() : await this.eventLog.databaseNow();
+    const { task: taskCutoff, key: keyCutoff } = finishedWorkCutoffs(options, now.getTime());
     const started = performance.now();
     const removed = { tasks: 0, bids: 0, idempotency_keys: 0, agents: 0, chunks: 0, longest_ms: 0 };
     const chunk = async <T>(

@@ -148,7 +148,7 @@ describe.skipIf(!havePostgres)("the coordinator store on SQLite and PostgreSQL",
       fc.asyncProperty(fc.array(step, { minLength: 5, maxLength: 60 }), async (steps) => {
         run += 1;
         await log.pool.query(
-          "TRUNCATE agents, tasks, bids, agent_stats, task_status_counts, agent_report_usage CASCADE",
+          "TRUNCATE agents, tasks, bids, agent_stats, agent_stats_deltas, task_status_counts, task_status_count_deltas, agent_report_usage CASCADE",
         );
         const sqliteLog = openTestLog();
         const sqlite = new CoordinatorStore(sqliteLog.db);

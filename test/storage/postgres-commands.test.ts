@@ -2,7 +2,8 @@
  * The coordinator's command path on PostgreSQL (PostgresCommandRunner) against the SQLite
  * coordinator's: the same commands at the same times give the same events, records and
  * refusals; a refused command in a batch leaves nothing behind; and two runners on one database
- * (two processes) closing the same auction at once give it one winner.
+ * (two processes) closing the same auction at once give it one winner, and closing two auctions
+ * at once to the same agent never give it more than it has room for.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -205,6 +206,109 @@ describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () =>
         await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
       }
       expect(winners).toHaveLength(10);
+    } finally {
+      await Promise.all(logs.map((log) => log.close()));
+    }
+  });
+  it("never gives an agent more tasks than it has room for when two processes close two auctions to it at once", async () => {
+    const url = await createTestDatabase();
+    const clock = fakeClock();
+    const logs = [0, 1].map(() => new PostgresEventLog({ url, logger: silentLogger, clock: clock.now }));
+    try {
+      await Promise.all(logs.map((log) => log.whenReady()));
+      const runners = logs.map((log, i) => {
+        let n = 0;
+        return runnerOn(
+          log,
+          clock.now,
+          { closeWhenAllBid: true },
+          () => `${i}0000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`,
+        );
+      });
+      const [first, second] = runners as [PostgresCommandRunner, PostgresCommandRunner];
+      const register = async (name: string, max_concurrent: number) => {
+        const [o] = await first.run([{ command: { type: "RegisterAgent", name, max_concurrent } }]);
+        return o?.ok ? (o.result.agent?.id as string) : "";
+      };
+      // The cheap one has room for one task; the dear ones for many.
+      const cheap = await register("cheap", 1);
+      const dear = [await register("dear 1", 10), await register("dear 2", 10)] as const;
+      for (let round = 0; round < 10; round += 1) {
+        const tasks: string[] = [];
+        for (const runner of runners) {
+          const [posted] = await runner.run([
+            { command: { type: "PostTask", description: `r${round}`, auction_ms: 60_000 } },
+          ]);
+          tasks.push(posted?.ok ? (posted.result.task?.id as string) : "");
+        }
+        const bid = (runner: PostgresCommandRunner, task: number, agent: string, bid_sats: number) =>
+          runner.run([
+            { command: { type: "SubmitBid", task_id: tasks[task] as string, agent_id: agent, bid_sats } },
+          ]);
+        await bid(first, 0, cheap, 1);
+        await bid(first, 1, cheap, 1);
+        await bid(first, 0, dear[1], 50);
+        await bid(first, 1, dear[0], 50);
+        // The last bid of each auction, by a different dear agent through each process at once:
+        // each closes its auction to the cheap agent, whose row neither bid locks at first (it
+        // is not the bidder) and the two lock nothing in common; read stale, the cheap agent
+        // would get both.
+        await Promise.all([bid(first, 0, dear[0], 50), bid(second, 1, dear[1], 50)]);
+        const winners = [];
+        for (const taskId of tasks) {
+          const assigned = (await logs[0]!.getTaskEvents(taskId)).filter(
+            (e) => e.event_type === "task.assigned",
+          );
+          expect(assigned).toHaveLength(1);
+          winners.push(assigned[0]?.agent_id);
+        }
+        expect(winners.filter((winner) => winner === cheap)).toHaveLength(1);
+        expect((await first.workingSet()).tasksHeldBy(cheap)).toHaveLength(1);
+        for (const taskId of tasks) await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
+      }
+    } finally {
+      await Promise.all(logs.map((log) => log.close()));
+    }
+  });
+  it("never leaves a task with an agent that left while another process closed an auction to it", async () => {
+    const url = await createTestDatabase();
+    const clock = fakeClock();
+    const logs = [0, 1].map(() => new PostgresEventLog({ url, logger: silentLogger, clock: clock.now }));
+    try {
+      await Promise.all(logs.map((log) => log.whenReady()));
+      const runners = logs.map((log, i) => {
+        let n = 0;
+        return runnerOn(
+          log,
+          clock.now,
+          { closeWhenAllBid: true },
+          () => `${i}0000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`,
+        );
+      });
+      const [first, second] = runners as [PostgresCommandRunner, PostgresCommandRunner];
+      const register = async (name: string) => {
+        const [o] = await first.run([{ command: { type: "RegisterAgent", name, max_concurrent: 10 } }]);
+        return o?.ok ? (o.result.agent?.id as string) : "";
+      };
+      const last = await register("bids last");
+      for (let round = 0; round < 10; round += 1) {
+        // A fresh winner each round, with room for many: its row does not change when it wins.
+        const winner = await register(`winner ${round}`);
+        const [posted] = await first.run([
+          { command: { type: "PostTask", description: `r${round}`, auction_ms: 60_000 } },
+        ]);
+        const taskId = posted?.ok ? (posted.result.task?.id as string) : "";
+        await first.run([{ command: { type: "SubmitBid", task_id: taskId, agent_id: winner, bid_sats: 1 } }]);
+        // The closing bid through one process while the winner leaves through the other.
+        await Promise.all([
+          first.run([{ command: { type: "SubmitBid", task_id: taskId, agent_id: last, bid_sats: 50 } }]),
+          second.run([{ command: { type: "DeregisterAgent", agent_id: winner } }]),
+        ]);
+        const task = (await first.workingSet()).getTask(taskId);
+        // Given to the winner and put up again when it left, or given to the last bidder.
+        expect(task?.assigned_agent ?? null).not.toBe(winner);
+        await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
+      }
     } finally {
       await Promise.all(logs.map((log) => log.close()));
     }

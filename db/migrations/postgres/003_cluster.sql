@@ -12,8 +12,9 @@ CREATE TABLE coordinator_replicas (
   stopped_at  timestamptz                          -- left cleanly; a crashed replica just goes quiet
 );
 
--- One row per lease; `term` grows each time the lease changes hands, so a holder that lost it
--- (paused past its expiry) can tell its term is over.
+-- One row per lease; `term` grows each time the lease changes hands (the holder logs the term
+-- it took). The jobs under it are safe to overlap: a holder paused past its expiry that finishes
+-- a job it had begun does no harm, only work another replica repeats.
 CREATE TABLE coordinator_leases (
   name        text COLLATE "C" PRIMARY KEY,
   holder      text COLLATE "C" NOT NULL,

@@ -10,12 +10,14 @@
  * gone, measured on its monotonic clock from the last renewal that succeeded, before the lease
  * runs out in the database, so two replicas never both think they lead.
  */
+import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import type pg from "pg";
 import type { ReplicaStatus } from "../../coordinator/port.js";
 import { defaultReplicaId } from "../../coordinator/replica-id.js";
 import type { Logger } from "../../logger.js";
+import { inTransaction } from "./database.js";
 
 /** The lease the singleton jobs run under. */
 export const MAINTENANCE_LEASE = "maintenance";
@@ -42,22 +44,25 @@ const SQL = {
   join:
     "INSERT INTO coordinator_replicas (id, host, pid) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE " +
     "SET host = excluded.host, pid = excluded.pid, started_at = now(), last_seen = now(), stopped_at = NULL",
+  // A transaction-scoped advisory lock, for joining only (the key spells "swarmjoin").
+  joinLock: "SELECT pg_advisory_xact_lock(7377397264767)",
   beat: "UPDATE coordinator_replicas SET last_seen = now(), stopped_at = NULL WHERE id = $1",
   livePeers:
     "SELECT COUNT(*) AS count FROM coordinator_replicas WHERE id <> $1 AND stopped_at IS NULL " +
     "AND last_seen > COALESCE($3::timestamptz, now()) - $2 * interval '1 millisecond'",
   // Take the lease if it is free or expired, renew it if it is ours; the term moves on a change
   // of hands only.
+  // Ours means this process's: the replica's name and the token it drew at start.
   acquire:
-    "INSERT INTO coordinator_leases (name, holder, term, acquired_at, expires_at) " +
-    "VALUES ($1, $2, 1, now(), now() + $3 * interval '1 millisecond') ON CONFLICT (name) DO UPDATE SET " +
-    "holder = excluded.holder, expires_at = excluded.expires_at, " +
-    "term = CASE WHEN coordinator_leases.holder = excluded.holder THEN coordinator_leases.term ELSE coordinator_leases.term + 1 END, " +
-    "acquired_at = CASE WHEN coordinator_leases.holder = excluded.holder THEN coordinator_leases.acquired_at ELSE now() END " +
-    "WHERE coordinator_leases.holder = excluded.holder OR coordinator_leases.expires_at <= now() " +
+    "INSERT INTO coordinator_leases (name, holder, holder_process, term, acquired_at, expires_at) " +
+    "VALUES ($1, $2, $4, 1, now(), now() + $3 * interval '1 millisecond') ON CONFLICT (name) DO UPDATE SET " +
+    "holder = excluded.holder, holder_process = excluded.holder_process, expires_at = excluded.expires_at, " +
+    "term = CASE WHEN coordinator_leases.holder_process = excluded.holder_process THEN coordinator_leases.term ELSE coordinator_leases.term + 1 END, " +
+    "acquired_at = CASE WHEN coordinator_leases.holder_process = excluded.holder_process THEN coordinator_leases.acquired_at ELSE now() END " +
+    "WHERE coordinator_leases.holder_process = excluded.holder_process OR coordinator_leases.expires_at <= now() " +
     "RETURNING holder, term",
   holder: "SELECT holder, term FROM coordinator_leases WHERE name = $1 AND expires_at > now()",
-  release: "UPDATE coordinator_leases SET expires_at = now() WHERE name = $1 AND holder = $2",
+  release: "UPDATE coordinator_leases SET expires_at = now() WHERE name = $1 AND holder_process = $2",
   leave: "UPDATE coordinator_replicas SET stopped_at = now() WHERE id = $1",
   // Rows of replicas gone for a day: kept that long so an operator can see what crashed.
   forget: "DELETE FROM coordinator_replicas WHERE last_seen < now() - interval '1 day'",
@@ -65,6 +70,8 @@ const SQL = {
 
 export class ClusterMembership implements ReplicaStatus {
   readonly id: string;
+  /** This process, whatever its name: two started with one SWARM_REPLICA_ID never share the lease. */
+  private readonly processToken = randomUUID();
   private readonly pool: pg.Pool;
   private readonly logger: Logger;
   private readonly leaseMs: number;
@@ -84,7 +91,10 @@ export class ClusterMembership implements ReplicaStatus {
     this.logger = options.logger.child({ component: "cluster" });
     this.id = options.replicaId ?? defaultReplicaId();
     this.leaseMs = options.leaseMs ?? 10_000;
-    this.beatMs = options.beatMs ?? Math.max(100, Math.floor(this.leaseMs / 3));
+    // Three beats within both the lease and the window peers are judged live in: a running
+    // replica's row is never older than that window between its beats.
+    const window = Math.min(this.leaseMs, options.liveWithinMs ?? this.leaseMs);
+    this.beatMs = options.beatMs ?? Math.max(100, Math.floor(window / 3));
     this.liveWithinMs = options.liveWithinMs ?? this.beatMs * 3;
     this.clock = options.clock;
     this.logger = this.logger.child({ replica: this.id });
@@ -113,8 +123,13 @@ export class ClusterMembership implements ReplicaStatus {
    * was down (a cold start), after which agents get their grace period (Recover).
    */
   async join(): Promise<{ livePeers: number }> {
-    await this.countPeers();
-    await this.pool.query(SQL.join, [this.id, hostname(), process.pid]);
+    // Counted and written under one lock: of replicas starting together, one finds none
+    // running and recovers, and the others find it.
+    await inTransaction(this.pool, async (client) => {
+      await client.query(SQL.joinLock);
+      await this.countPeers(client);
+      await client.query(SQL.join, [this.id, hostname(), process.pid]);
+    });
     this.logger.info({ live_peers: this.peerCount }, "replica joined");
     return { livePeers: this.peerCount };
   }
@@ -134,7 +149,7 @@ export class ClusterMembership implements ReplicaStatus {
     const held = this.renewedAt !== undefined;
     this.renewedAt = undefined;
     try {
-      if (held) await this.pool.query(SQL.release, [MAINTENANCE_LEASE, this.id]);
+      if (held) await this.pool.query(SQL.release, [MAINTENANCE_LEASE, this.processToken]);
       await this.pool.query(SQL.leave, [this.id]);
     } catch (error) {
       this.logger.warn({ err: error }, "could not record this replica's leaving; it will time out instead");
@@ -163,6 +178,7 @@ export class ClusterMembership implements ReplicaStatus {
         MAINTENANCE_LEASE,
         this.id,
         this.leaseMs,
+        this.processToken,
       ])
     ).rows[0];
     if (won !== undefined) {
@@ -183,9 +199,9 @@ export class ClusterMembership implements ReplicaStatus {
     if (this.leader) await this.pool.query(SQL.forget);
   }
 
-  private async countPeers(): Promise<void> {
+  private async countPeers(client: pg.Pool | pg.ClientBase = this.pool): Promise<void> {
     const row = (
-      await this.pool.query<{ count: number }>(SQL.livePeers, [
+      await client.query<{ count: number }>(SQL.livePeers, [
         this.id,
         this.liveWithinMs,
         this.clock?.().toISOString() ?? null,

@@ -62,8 +62,13 @@ import {
 } from "./lock-plan.js";
 import { writeExtra } from "./server-store.js";
 
-/** Tries of one batch: a missed row or a deadlock is rare, and each retry has a fuller plan. */
+/**
+ * Tries of one batch that learned nothing new: a deadlock, or a miss of rows already in the plan.
+ * A retry whose plan grew is not counted (a batch of many closing bids may reach several winners
+ * outside its plan, one command at a time), up to MAX_ATTEMPTS in all.
+ */
 const MAX_TRIES = 5;
+const MAX_ATTEMPTS = 50;
 /** Database errors after which the whole transaction may simply be tried again. */
 const RETRYABLE = new Set(["40P01", "40001"]); // deadlock_detected, serialization_failure
 
@@ -227,7 +232,7 @@ export class PostgresCommandRunner {
     const { eventLog } = this.options;
     await eventLog.whenReady();
     const hints: PlanHints = { tasks: new Set(), agents: new Set() };
-    for (let attempt = 1; ; attempt += 1) {
+    for (let attempt = 1, counted = 1; ; attempt += 1) {
       let stored: StoredEvent[] = [];
       try {
         const results = await inTransaction(eventLog.pool, async (client) => {
@@ -244,12 +249,20 @@ export class PostgresCommandRunner {
         await eventLog.committed(stored);
         return { results };
       } catch (error) {
-        if (attempt < MAX_TRIES && error instanceof PlanMissed) {
+        if (error instanceof PlanMissed && attempt < MAX_ATTEMPTS) {
+          const known = hints.tasks.size + hints.agents.size;
           for (const id of error.tasks) hints.tasks.add(id);
           for (const id of error.agents) hints.agents.add(id);
+          const grew = hints.tasks.size + hints.agents.size > known;
+          if (grew || counted < MAX_TRIES) {
+            if (!grew) counted += 1;
+            continue;
+          }
+        }
+        if (counted < MAX_TRIES && RETRYABLE.has(postgresErrorCode(error) ?? "")) {
+          counted += 1;
           continue;
         }
-        if (attempt < MAX_TRIES && RETRYABLE.has(postgresErrorCode(error) ?? "")) continue;
         if (error instanceof PlanMissed)
           throw new Error(
             `a batch of ${commands.map((c) => c.type).join(", ")} kept reaching past its locks: ${error.message}`,
@@ -350,16 +363,27 @@ export class PostgresCommandRunner {
  * A decision may change only rows the batch locked, or rows it creates: anything else would be
  * written over another transaction's work. Reaching past the plan is no error of the command's;
  * the batch is tried again with those rows locked too.
+ *
+ * An agent counts as changed when the tasks it holds change, even if its own row is written
+ * unchanged (an idle agent given one task of several it has room for, an offline one in its
+ * grace period): its load was read, and another replica may be giving it a task or taking its
+ * leave at the same moment. Every miss is reported at once, so that one retry takes them all.
  */
-function checkLocked({ locked, loaded }: BatchContext, changes: StateChanges): void {
+function checkLocked({ locked, loaded, state }: BatchContext, changes: StateChanges): void {
   const tasks = changes.tasks.filter((task) => loaded.tasks.has(task.id) && !locked.tasks.has(task.id));
-  const agents = changes.agents.filter(
-    (agent) => loaded.agents.has(agent.id) && !locked.agents.has(agent.id),
-  );
-  if (tasks.length + agents.length > 0)
+  const agents = new Set(changes.agents.map((agent) => agent.id));
+  for (const task of changes.tasks) {
+    const holder = state.getTask(task.id)?.assigned_agent ?? null;
+    if (holder !== task.assigned_agent) {
+      if (holder !== null) agents.add(holder);
+      if (task.assigned_agent !== null) agents.add(task.assigned_agent);
+    }
+  }
+  const missedAgents = [...agents].filter((id) => loaded.agents.has(id) && !locked.agents.has(id));
+  if (tasks.length + missedAgents.length > 0)
     throw new PlanMissed(
       tasks.map((task) => task.id),
-      agents.map((agent) => agent.id),
+      missedAgents,
     );
 }
 

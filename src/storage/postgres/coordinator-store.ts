@@ -84,9 +84,18 @@ export const PG_STORE_SQL = {
     `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = $1 AND attempt = $2 ` +
     "ORDER BY outcome IS NOT DISTINCT FROM 'won' DESC, bid_sats, bid_order LIMIT $3",
   ownBid: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = $1 AND attempt = $2 AND agent_id = $3`,
+  // The totals plus the deltas not yet folded into them (db/migrations/postgres/004). No row:
+  // SUM over nothing is NULL, read as no record yet.
   agentStats:
-    "SELECT bids, wins, won_sats, tasks_completed, tasks_failed, earned_sats FROM agent_stats WHERE agent_id = $1",
-  taskCounts: "SELECT status, count FROM task_status_counts",
+    "SELECT SUM(bids) AS bids, SUM(wins) AS wins, SUM(won_sats) AS won_sats, SUM(tasks_completed) AS tasks_completed, " +
+    "SUM(tasks_failed) AS tasks_failed, SUM(earned_sats) AS earned_sats FROM (" +
+    "SELECT bids, wins, won_sats, tasks_completed, tasks_failed, earned_sats FROM agent_stats WHERE agent_id = $1 " +
+    "UNION ALL SELECT bids, wins, won_sats, tasks_completed, tasks_failed, earned_sats FROM agent_stats_deltas WHERE agent_id = $1" +
+    ") AS rows HAVING COUNT(*) > 0",
+  taskCounts:
+    "SELECT status, SUM(count) AS count FROM (SELECT status, count FROM task_status_counts " +
+    "UNION ALL SELECT status, delta FROM task_status_count_deltas) AS rows GROUP BY status",
+  foldCounters: "SELECT swarm_fold_counters()",
   agentPage: `SELECT pos AS cursor, ${AGENT_COLUMNS} FROM agents WHERE pos > $1 ORDER BY pos LIMIT $2`,
   agentPageByStatus: `SELECT pos AS cursor, ${AGENT_COLUMNS} FROM agents WHERE status = $1 AND pos > $2 ORDER BY pos LIMIT $3`,
   // SQLite's `name COLLATE NOCASE`: ASCII letters folded, then byte order, then registration.
@@ -480,6 +489,11 @@ export class PostgresCoordinatorStore {
       tasks: shown.map(({ cursor: _cursor, ...row }) => toTask(row)),
       next_cursor: found.length > filter.limit && last !== undefined ? String(last.cursor) : null,
     };
+  }
+
+  /** Move the counters' deltas into their totals (db/migrations/postgres/004); safe at any time. */
+  async foldCounters(): Promise<void> {
+    await this.pool.query(PG_STORE_SQL.foldCounters);
   }
 
   async taskCounts(): Promise<Record<TaskStatus, number>> {

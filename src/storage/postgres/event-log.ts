@@ -141,6 +141,7 @@ export async function appendPrepared(
 export class PostgresEventLog implements EventLogPort {
   readonly engine = "postgres" as const;
   readonly clock: () => Date;
+  private readonly givenClock: boolean;
   /** The pool other PostgreSQL stores share, so that their rows and these events commit together. */
   readonly pool: pg.Pool;
   private readonly logger: Logger;
@@ -170,6 +171,7 @@ export class PostgresEventLog implements EventLogPort {
   constructor(options: PostgresEventLogOptions) {
     this.logger = (options.logger ?? getLogger()).child({ component: "event-log", storage: "postgres" });
     this.clock = options.clock ?? (() => new Date());
+    this.givenClock = options.clock !== undefined;
     this.maxBatchEvents = options.maxBatchEvents ?? 5000;
     this.subscribers = new Subscribers(this.logger);
     this.pool = openPool({
@@ -625,10 +627,21 @@ export class PostgresEventLog implements EventLogPort {
     return run;
   }
 
+  /**
+   * The database's clock (a test's fake clock when one was given): what cutoffs are judged by,
+   * so that a replica whose own clock runs ahead prunes nothing early.
+   */
+  async databaseNow(): Promise<Date> {
+    if (this.givenClock) return this.clock();
+    const row = (await this.read<{ now: Date }>("SELECT clock_timestamp() AS now", []))[0];
+    if (row === undefined) throw new Error("clock_timestamp() returned no row");
+    return row.now;
+  }
+
   private async runPrune(olderThanDays: number, targetChunkMs: number): Promise<PruneReport> {
     this.assertOpen();
     const started = performance.now();
-    const cutoff = new Date(this.clock().getTime() - olderThanDays * DAY_MS).toISOString();
+    const cutoff = new Date((await this.databaseNow()).getTime() - olderThanDays * DAY_MS).toISOString();
     const countedUpTo = await this.rollUp();
     const deleted = await this.deleteInChunks(
       async (limit) => (await this.write(PG_SQL.pruneChunk, [cutoff, countedUpTo, limit])).rowCount ?? 0,

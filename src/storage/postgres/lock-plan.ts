@@ -10,8 +10,12 @@
  * What a command changes, and so locks:
  * - its task (`task_id`), and the agent it names (`agent_id`);
  * - the agent holding that task (its load changes when the task ends or is put up again);
- * - every agent that bid in the task's open round (the auction may close to any of them: the
- *   winner's load and status change);
+ * - for an operator's close, every agent that bid in the task's open round (the auction closes
+ *   to one of them: the winner's load and status change). A bid locks only its task and its
+ *   bidder: it closes the auction only when it is the last eligible bid, rarely, and then the
+ *   winner it reaches is missed and locked on the retry. Locking every bidder for every bid made
+ *   each bid on a crowded auction lock most of the swarm's agent rows, and bids on different
+ *   auctions queue on one another;
  * - for an agent that leaves, the tasks it holds (they go up for auction again);
  * - for Recover, every agent online.
  * The plan reads some of this before it holds the locks (the tasks an agent holds); what it read
@@ -103,8 +107,10 @@ export async function lockPlan(
   const agentIds = new Set(hints.agents);
   const leaving: string[] = [];
   let recover = false;
+  const closing: string[] = [];
   for (const command of commands) {
     if ("task_id" in command) taskIds.add(command.task_id);
+    if (command.type === "CloseAuction") closing.push(command.task_id);
     if ("agent_id" in command && command.agent_id !== undefined) agentIds.add(command.agent_id);
     if (command.type === "DeregisterAgent") leaving.push(command.agent_id);
     if (command.type === "Recover") recover = true;
@@ -122,7 +128,7 @@ export async function lockPlan(
       if (row.assigned_agent !== null) agentIds.add(row.assigned_agent);
     }
   }
-  for (const id of await biddersOf(client, [...tasks])) agentIds.add(id);
+  for (const id of await biddersOf(client, closing)) agentIds.add(id);
   if (recover) for (const id of await ids(client, SQL.online, [])) agentIds.add(id);
   const agents = new Set(agentIds.size === 0 ? [] : await ids(client, SQL.lockAgents, [[...agentIds]]));
 
