@@ -60,9 +60,15 @@ export interface BidsResult {
 
 /**
  * Bids per second on a running product: 50 agents, 2,000 open auctions, 50 connections, each
- * request replacing a bid; counted as the `bid.submitted` events the log gained.
+ * request replacing a bid; counted as the `bid.submitted` events the log gained. `url` may be a
+ * balancer in front of `replicaUrls`.
  */
-export async function measureBids(url: string, seconds: number) {
+export async function measureBids(url: string, seconds: number, replicaUrls: readonly string[] = [url]) {
+  // Through a balancer, each replica counts its own commits: the figures are their sum.
+  const metrics = async () => {
+    const readers = await Promise.all(replicaUrls.map((replica) => readMetrics(replica)));
+    return (name: string) => readers.reduce((sum, read) => sum + read(name), 0);
+  };
   const agents = await registerAgents(url, 50, (i) => ({
     name: `bidder-${i}`,
     max_concurrent: 100,
@@ -82,7 +88,7 @@ export async function measureBids(url: string, seconds: number) {
   // requests (agents and tasks both cycle through n mod 2,000), and its amount then differs
   // from the one it stands at, so every request replaces a bid.
   const submittedBefore = await submittedBids(url);
-  const commitsBefore = await readMetrics(url);
+  const commitsBefore = await metrics();
   let n = 0;
   const bids = await run({
     url,
@@ -106,7 +112,7 @@ export async function measureBids(url: string, seconds: number) {
     ],
   });
   const written = (await submittedBids(url)) - submittedBefore;
-  const gauge = await readMetrics(url);
+  const gauge = await metrics();
   const events =
     gauge("swarm_event_log_events_committed") - commitsBefore("swarm_event_log_events_committed");
   const commits = gauge("swarm_event_log_commits") - commitsBefore("swarm_event_log_commits");

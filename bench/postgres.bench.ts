@@ -84,7 +84,8 @@ async function bidsOn(env: Record<string, string>, seconds: number): Promise<Bid
 }
 
 let databases = 0;
-async function freshDatabase(serverUrl: string): Promise<string> {
+/** A new database on the server, migrated to the product's schema; its URL. */
+export async function freshDatabase(serverUrl: string): Promise<string> {
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
   const name = `swarm_bench_${process.pid}_${(databases += 1)}`;

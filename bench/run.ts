@@ -2,12 +2,13 @@
  * `npm run bench`: runs every benchmark on this machine and prints the figures as Markdown,
  * also written to bench/last-run.md, for BENCHMARKS.md. Options: --quick (small sizes, to
  * check the script itself); --only api,dashboard (just those sections, printed and not written:
- * event-log, coordinator, api, dashboard, large-reads, postgres).
+ * event-log, coordinator, api, dashboard, large-reads, postgres, cluster).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { benchApi } from "./api.bench.js";
+import { benchCluster } from "./cluster.bench.js";
 import { benchCoordinator, benchFinishedWorkPrune } from "./coordinator.bench.js";
 import { benchDashboard, MESSAGE_BOUND_PER_SECOND } from "./dashboard.bench.js";
 import { benchEventLog } from "./event-log.bench.js";
@@ -20,7 +21,7 @@ const quick = process.argv.includes("--quick");
 const onlyAt = process.argv.indexOf("--only");
 /** Sections named after --only (comma-separated), or every section. */
 const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? "").split(","));
-const SECTIONS = ["event-log", "coordinator", "api", "dashboard", "large-reads", "postgres"];
+const SECTIONS = ["event-log", "coordinator", "api", "dashboard", "large-reads", "postgres", "cluster"];
 for (const name of only ?? []) {
   if (!SECTIONS.includes(name))
     throw new Error(`--only: no section ${name}; sections: ${SECTIONS.join(", ")}`);
@@ -346,6 +347,46 @@ if (wanted("postgres")) {
   say(`| rare term (${p.search.rare.matches} matches) | ${p.search.rare.p50} | ${p.search.rare.p99} |`);
   say(`| a term no event holds | ${p.search.no_match.p50} | ${p.search.no_match.p99} |`);
   say(`| a term every event holds, newest 100 | ${p.search.common_100.p50} | ${p.search.common_100.p99} |`);
+  say();
+}
+
+if (wanted("cluster")) {
+  const c = await benchCluster(quick ? { bidSeconds: 3, streamSeconds: 3, trials: 1 } : {});
+  say("### A cluster of replicas on one PostgreSQL");
+  say();
+  say(
+    "Bids as in the table above (50 agents, 2,000 open auctions, 50 connections, every request replacing a bid), through a round-robin TCP balancer in this process in front of 1, 2 and 3 replicas, each on a fresh database, one after the other in this run. Every process shares the machine's cores: the database server, the replicas, the balancer and the load generator.",
+  );
+  say();
+  say("| replicas | bids written/s | ÷ 1 replica | p50 ms | p99 ms | events per commit | refused | errors |");
+  say("|---:|---:|---:|---:|---:|---:|---:|---:|");
+  const one = c.bids[0]?.result.written_per_second ?? Number.NaN;
+  for (const { replicas, result: b } of c.bids) {
+    say(
+      `| ${replicas} | ${b.written_per_second} | ${ratio(b.written_per_second, one)} | ${b.p50_ms} | ${b.p99_ms} | ${b.events_per_commit} | ${b.refused} | ${b.errors} |`,
+    );
+  }
+  say();
+  const s = c.stream;
+  say(
+    `Event to stream client, ${s.events_per_second} tool reports/s written through replica A; 20 clients on A and 20 on B at the same time (stamp in the event → message received):`,
+  );
+  say();
+  say("| clients on | messages | p50 ms | p99 ms | max ms | goal | verdict |");
+  say("|---|---:|---:|---:|---:|---|---|");
+  say(
+    `| A, the replica that wrote | ${s.same.messages} | ${s.same.p50_ms} | ${s.same.p99_ms} | ${s.same.max_ms} | — | — |`,
+  );
+  say(
+    `| B, another replica (doorbell + tail of event_log) | ${s.cross.messages} | ${s.cross.p50_ms} | ${s.cross.p99_ms} | ${s.cross.max_ms} | p99 ≤ 100 ms | ${verdict(s.cross.p99_ms <= 100)} |`,
+  );
+  say();
+  const f = c.failover;
+  say(
+    `Failover, ${f.trials} trials on 3 replicas: the lease holder, with ${Math.round(f.auctions / f.trials)} auctions just opened through it (deadlines 1–2 s ahead), killed with SIGKILL. ` +
+      `The others closed all ${f.auctions} auctions, p50 ${f.close_late_p50_ms} ms and at most ${f.close_late_max_ms} ms after their deadlines (goal within 1,000 ms: ${verdict(f.close_late_max_ms <= 1000)}); ` +
+      `another replica held the lease ${f.lease_moved_ms.map((ms) => `${ms} ms`).join(", ")} after the kill (SWARM_LEASE_MS 10,000: at most a lease and a beat).`,
+  );
   say();
 }
 
