@@ -49,6 +49,8 @@ export class PlanMissed extends Error {
 
 /** Most due auctions one Tick claims: the rest are the next Tick's (or another replica's). */
 const TICK_CLAIM_LIMIT = 500;
+/** How long past its deadline an auction may be skipped for a lock before a Tick waits for it. */
+const OVERDUE_WAIT_MS = 300;
 
 const SQL = {
   now: "SELECT clock_timestamp() AS now",
@@ -63,6 +65,11 @@ const SQL = {
   claimDue:
     "SELECT id FROM tasks WHERE status = 'bidding' AND auction_closes_at <= $1 " +
     `ORDER BY auction_closes_at LIMIT ${TICK_CLAIM_LIMIT} FOR UPDATE SKIP LOCKED`,
+  // Overdue past OVERDUE_WAIT_MS: waited for, in id order like every task lock. A row skipped
+  // tick after tick (late bids keep locking it, each to be refused) would otherwise close late.
+  claimOverdue:
+    "SELECT id FROM tasks WHERE status = 'bidding' AND auction_closes_at <= $1 " +
+    `ORDER BY id LIMIT ${TICK_CLAIM_LIMIT} FOR UPDATE`,
   // Silent past the timeout (the core then subtracts the server's stalls), or offline since a
   // restart with the grace period over and tasks still held.
   silentAgents:
@@ -155,7 +162,10 @@ export async function claimTick(
   now: Date,
   heartbeatTimeoutMs: number,
 ): Promise<TickClaim> {
-  const due = await ids(client, SQL.claimDue, [now.toISOString()]);
+  const overdue = await ids(client, SQL.claimOverdue, [
+    new Date(now.getTime() - OVERDUE_WAIT_MS).toISOString(),
+  ]);
+  const due = [...new Set([...overdue, ...(await ids(client, SQL.claimDue, [now.toISOString()]))])];
   const silent = await ids(client, SQL.silentAgents, [
     new Date(now.getTime() - heartbeatTimeoutMs).toISOString(),
     now.toISOString(),
