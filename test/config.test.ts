@@ -96,6 +96,8 @@ describe("configuration", () => {
       LOG_FORMAT: "JSON",
       SWARM_DASHBOARD_PUBLIC: "true",
       SWARM_MAX_SOCKETS_PER_CLIENT: "8",
+      SWARM_REPLICA_ID: "web-2.eu:a_1",
+      SWARM_LEASE_MS: "30000",
     });
     expect(config).toMatchObject({
       host: "0.0.0.0",
@@ -110,6 +112,8 @@ describe("configuration", () => {
       logLevel: "debug",
       logFormat: "json",
       maxSocketsPerClient: 8,
+      replicaId: "web-2.eu:a_1",
+      leaseMs: 30_000,
     });
   });
 
@@ -185,6 +189,12 @@ describe("configuration", () => {
     ["SWARM_MAX_EVENTS_PER_TASK", "1.5"],
     ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "1000"],
     ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "32MB"],
+    ["SWARM_REPLICA_ID", "web 2"],
+    ["SWARM_REPLICA_ID", "<script>"],
+    ["SWARM_REPLICA_ID", "x".repeat(101)],
+    ["SWARM_LEASE_MS", "999"],
+    ["SWARM_LEASE_MS", "600001"],
+    ["SWARM_LEASE_MS", "10s"],
   ])("refuses %s=%s, naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(
       expect.objectContaining({
