@@ -128,6 +128,37 @@ export async function measureBids(url: string, seconds: number, replicaUrls: rea
   return { result, agents };
 }
 
+/** `tool.called` reports on `tasks` (running, held by `token`'s agent) at `rate` a second, over 10 connections. */
+export function reportTools(
+  url: string,
+  token: string,
+  tasks: readonly string[],
+  seconds: number,
+  rate: number,
+) {
+  let m = 0;
+  return run({
+    url,
+    connections: 10,
+    duration: seconds,
+    overallRate: rate,
+    requests: [
+      {
+        method: "POST",
+        setupRequest: (request) => {
+          m += 1;
+          return {
+            ...request,
+            path: `/api/tasks/${tasks[m % tasks.length]!}/tools`,
+            headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+            body: JSON.stringify({ tool: "search", phase: "called", input: { n: m } }),
+          };
+        },
+      },
+    ],
+  });
+}
+
 export async function benchApi(options: { seconds?: number } = {}): Promise<ApiBenchResult> {
   const seconds = options.seconds ?? 10;
   // No agent may time out while the bids and the bare ceiling are measured before the stream part.
@@ -181,27 +212,7 @@ export async function benchApi(options: { seconds?: number } = {}): Promise<ApiB
     await new Promise((resolve) => setTimeout(resolve, 500)); // the short auctions close
     for (const id of runningTasks) await api(`${server.url}/api/tasks/${id}/start`, "POST", worker.token);
     latencies.length = 0;
-    let m = 0;
-    const producer = await run({
-      url: server.url,
-      connections: 10,
-      duration: seconds,
-      overallRate: 1000,
-      requests: [
-        {
-          method: "POST",
-          setupRequest: (request) => {
-            m += 1;
-            return {
-              ...request,
-              path: `/api/tasks/${runningTasks[m % runningTasks.length]!}/tools`,
-              headers: { authorization: `Bearer ${worker.token}`, "content-type": "application/json" },
-              body: JSON.stringify({ tool: "search", phase: "called", input: { n: m } }),
-            };
-          },
-        },
-      ],
-    });
+    const producer = await reportTools(server.url, worker.token, runningTasks, seconds, 1000);
     await new Promise((resolve) => setTimeout(resolve, 500));
     for (const client of clients) client.close();
     const sorted = [...latencies].sort((a, b) => a - b);

@@ -13,8 +13,8 @@
  */
 import WebSocket from "ws";
 import { startBalancer } from "./balancer.js";
-import { measureBids, type BidsResult } from "./api.bench.js";
-import { api, BENCH_KEY, PRODUCT, registerAgents, run, start, stop, type Running } from "./harness.js";
+import { measureBids, reportTools, type BidsResult } from "./api.bench.js";
+import { api, BENCH_KEY, PRODUCT, registerAgents, start, stop, type Running } from "./harness.js";
 import { percentile, round } from "./machine.js";
 import { benchPostgresServer, freshDatabase } from "./postgres.bench.js";
 
@@ -128,27 +128,7 @@ async function streamLatency(
       ...(await Promise.all(Array.from({ length: 20 }, () => connect(a, latencies.same)))),
       ...(await Promise.all(Array.from({ length: 20 }, () => connect(b, latencies.cross)))),
     ];
-    let m = 0;
-    const producer = await run({
-      url: a.url,
-      connections: 10,
-      duration: seconds,
-      overallRate: rate,
-      requests: [
-        {
-          method: "POST",
-          setupRequest: (request) => {
-            m += 1;
-            return {
-              ...request,
-              path: `/api/tasks/${runningTasks[m % runningTasks.length]!}/tools`,
-              headers: { authorization: `Bearer ${worker!.token}`, "content-type": "application/json" },
-              body: JSON.stringify({ tool: "search", phase: "called", input: { n: m } }),
-            };
-          },
-        },
-      ],
-    });
+    const producer = await reportTools(a.url, worker!.token, runningTasks, seconds, rate);
     await pause(500);
     for (const client of clients) client.close();
     return {

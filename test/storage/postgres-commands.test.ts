@@ -36,6 +36,39 @@ function runnerOn(
   });
 }
 
+/**
+ * Two runners on one new database, as two processes would be (each its own event log and pool,
+ * and distinct id ranges, as their own generators would give); closed after `body`.
+ */
+async function withTwoProcesses(
+  body: (processes: {
+    logs: PostgresEventLog[];
+    runners: PostgresCommandRunner[];
+    first: PostgresCommandRunner;
+    second: PostgresCommandRunner;
+  }) => Promise<void>,
+): Promise<void> {
+  const url = await createTestDatabase();
+  const clock = fakeClock();
+  const logs = [0, 1].map(() => new PostgresEventLog({ url, logger: silentLogger, clock: clock.now }));
+  try {
+    await Promise.all(logs.map((log) => log.whenReady()));
+    const runners = logs.map((log, i) => {
+      let n = 0;
+      return runnerOn(
+        log,
+        clock.now,
+        { closeWhenAllBid: true },
+        () => `${i}0000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`,
+      );
+    });
+    const [first, second] = runners as [PostgresCommandRunner, PostgresCommandRunner];
+    await body({ logs, runners, first, second });
+  } finally {
+    await Promise.all(logs.map((log) => log.close()));
+  }
+}
+
 type Pick = { kind: number; a: number; t: number; n: number; ms: number };
 
 const AGENT_IDS = [1, 2, 3].map((n) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`);
@@ -153,22 +186,7 @@ describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () =>
   });
 
   it("gives an auction one winner when two processes close it at once", async () => {
-    const url = await createTestDatabase();
-    const clock = fakeClock();
-    const logs = [0, 1].map(() => new PostgresEventLog({ url, logger: silentLogger, clock: clock.now }));
-    try {
-      await Promise.all(logs.map((log) => log.whenReady()));
-      // Distinct id ranges, as two processes' own generators would give.
-      const runners = logs.map((log, i) => {
-        let n = 0;
-        return runnerOn(
-          log,
-          clock.now,
-          { closeWhenAllBid: true },
-          () => `${i}0000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`,
-        );
-      });
-      const [first, second] = runners as [PostgresCommandRunner, PostgresCommandRunner];
+    await withTwoProcesses(async ({ logs, first, second }) => {
       const agents = [];
       for (const name of ["a", "b", "c", "d"]) {
         const [o] = await first.run([{ command: { type: "RegisterAgent", name } }]);
@@ -206,26 +224,10 @@ describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () =>
         await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
       }
       expect(winners).toHaveLength(10);
-    } finally {
-      await Promise.all(logs.map((log) => log.close()));
-    }
+    });
   });
   it("never gives an agent more tasks than it has room for when two processes close two auctions to it at once", async () => {
-    const url = await createTestDatabase();
-    const clock = fakeClock();
-    const logs = [0, 1].map(() => new PostgresEventLog({ url, logger: silentLogger, clock: clock.now }));
-    try {
-      await Promise.all(logs.map((log) => log.whenReady()));
-      const runners = logs.map((log, i) => {
-        let n = 0;
-        return runnerOn(
-          log,
-          clock.now,
-          { closeWhenAllBid: true },
-          () => `${i}0000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`,
-        );
-      });
-      const [first, second] = runners as [PostgresCommandRunner, PostgresCommandRunner];
+    await withTwoProcesses(async ({ logs, runners, first, second }) => {
       const register = async (name: string, max_concurrent: number) => {
         const [o] = await first.run([{ command: { type: "RegisterAgent", name, max_concurrent } }]);
         return o?.ok ? (o.result.agent?.id as string) : "";
@@ -266,26 +268,10 @@ describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () =>
         expect((await first.workingSet()).tasksHeldBy(cheap)).toHaveLength(1);
         for (const taskId of tasks) await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
       }
-    } finally {
-      await Promise.all(logs.map((log) => log.close()));
-    }
+    });
   });
   it("never leaves a task with an agent that left while another process closed an auction to it", async () => {
-    const url = await createTestDatabase();
-    const clock = fakeClock();
-    const logs = [0, 1].map(() => new PostgresEventLog({ url, logger: silentLogger, clock: clock.now }));
-    try {
-      await Promise.all(logs.map((log) => log.whenReady()));
-      const runners = logs.map((log, i) => {
-        let n = 0;
-        return runnerOn(
-          log,
-          clock.now,
-          { closeWhenAllBid: true },
-          () => `${i}0000000-0000-4000-8000-${String((n += 1)).padStart(12, "0")}`,
-        );
-      });
-      const [first, second] = runners as [PostgresCommandRunner, PostgresCommandRunner];
+    await withTwoProcesses(async ({ first, second }) => {
       const register = async (name: string) => {
         const [o] = await first.run([{ command: { type: "RegisterAgent", name, max_concurrent: 10 } }]);
         return o?.ok ? (o.result.agent?.id as string) : "";
@@ -309,8 +295,6 @@ describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () =>
         expect(task?.assigned_agent ?? null).not.toBe(winner);
         await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
       }
-    } finally {
-      await Promise.all(logs.map((log) => log.close()));
-    }
+    });
   });
 });
