@@ -287,12 +287,21 @@ export function loadConfig(env: Env = process.env): Config {
 }
 
 function readReplicaId(env: Env): string | undefined {
+  // Set but empty is refused rather than taken for unset: a template's `$POD_NAME` that
+  // expanded to nothing would otherwise pass for a generated name, different at every start.
+  if (env.SWARM_REPLICA_ID !== undefined && env.SWARM_REPLICA_ID.trim() === "") {
+    throw new SwarmError(
+      "INVALID_CONFIG",
+      "SWARM_REPLICA_ID is set but empty; give each replica a name, or unset it for a generated one",
+      { field: "SWARM_REPLICA_ID" },
+    );
+  }
   const value = read(env, "SWARM_REPLICA_ID");
   if (value === "") return undefined;
   if (!/^[A-Za-z0-9._:-]{1,100}$/.test(value)) {
     throw new SwarmError(
       "INVALID_CONFIG",
-      "SWARM_REPLICA_ID must be 1-100 characters of letters, digits, '.', '_', ':' or '-'",
+      `SWARM_REPLICA_ID must be 1-100 characters of letters, digits, '.', '_', ':' or '-', got ${JSON.stringify(value.slice(0, 120))}`,
       { field: "SWARM_REPLICA_ID" },
     );
   }

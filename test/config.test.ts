@@ -190,6 +190,8 @@ describe("configuration", () => {
     ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "1000"],
     ["SWARM_MAX_AGENT_BYTES_PER_HOUR", "32MB"],
     ["SWARM_REPLICA_ID", "web 2"],
+    ["SWARM_REPLICA_ID", ""],
+    ["SWARM_REPLICA_ID", "  "],
     ["SWARM_REPLICA_ID", "<script>"],
     ["SWARM_REPLICA_ID", "x".repeat(101)],
     ["SWARM_LEASE_MS", "999"],

@@ -242,7 +242,9 @@ export class SwarmAgent {
     await this.join();
     const heartbeatMs = this.options.heartbeatMs ?? 10_000;
     this.heartbeat = setInterval(() => void this.beat(), heartbeatMs);
-    this.heartbeat.unref();
+    // Not unref'd: while the agent runs, its heartbeat keeps the process alive, as a server's
+    // socket would. With nothing else pending (the stream closed, a reconnect timer waiting),
+    // Node would otherwise end a `swarm-agent` the moment its server went away. stop() clears it.
     this.connect();
     await this.catchUp();
   }
@@ -261,7 +263,10 @@ export class SwarmAgent {
     }
     this.stopping = true;
     clearTimeout(this.reconnectTimer);
-    this.stopped = this.leave(options.graceMs ?? this.options.stopGraceMs ?? 10_000);
+    // The heartbeat holds the process; it goes however leaving ends.
+    this.stopped = this.leave(options.graceMs ?? this.options.stopGraceMs ?? 10_000).finally(() =>
+      clearInterval(this.heartbeat),
+    );
     return this.stopped;
   }
 

@@ -99,7 +99,7 @@ export class Coordinator implements CoordinatorPort {
         agents,
         active_tasks: activeTasks,
         open_bids: openBids,
-        events: recovered.events.length + (caughtUp?.events.length ?? 0),
+        events_written: recovered.events.length + (caughtUp?.events.length ?? 0),
       },
       "coordinator recovered its state",
     );

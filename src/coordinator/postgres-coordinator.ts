@@ -161,7 +161,8 @@ export class PostgresCoordinator implements CoordinatorPort {
         ...set.counts,
         replica: this.membership.id,
         live_peers: livePeers,
-        events: (recovered?.events.length ?? 0) + (caughtUp?.events.length ?? 0),
+        // What this start wrote (a recovery, auctions that came due while no replica ran).
+        events_written: (recovered?.events.length ?? 0) + (caughtUp?.events.length ?? 0),
       },
       livePeers === 0 ? "coordinator recovered its state" : "replica joined a running cluster",
     );

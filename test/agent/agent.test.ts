@@ -21,6 +21,8 @@ import {
   type StackEngine,
 } from "../helpers/stack.js";
 import { tempDbPath, tempDir } from "../helpers/temp-dir.js";
+import { startServer } from "../helpers/server-process.js";
+import { freePort } from "../../bench/harness.js";
 
 const KEY = "operator-key-for-agent-tests-0123";
 const running: { stop(): Promise<void> }[] = [];
@@ -868,6 +870,77 @@ describe("demo swarm", () => {
       const withdrawn = after.filter((event) => event.event_type === "task.cancelled");
       for (const cancel of withdrawn) expect(cancel.data.reason).toBe("the demo stopped");
       expect(server.coordinator.listAgents().every((agent) => agent.left_at !== null)).toBe(true);
+    },
+  );
+});
+
+describe("swarm-agent through its server's death", () => {
+  it(
+    "keeps running when the server its stream is on is killed, reconnects once it is back, and goes on winning",
+    { timeout: 90_000 },
+    async () => {
+      const db = tempDbPath();
+      const port = String(await freePort());
+      const env = { SWARM_DB: db, SWARM_API_KEY: KEY, SWARM_RATE_LIMIT: "0", PORT: port };
+      const up = async () => {
+        const server = startServer(env);
+        const ready = await server.waitFor((line) => line.msg === "swarm coordinator ready", 30_000);
+        return { server, url: String(ready.url) };
+      };
+      let { server, url } = await up();
+      const child = spawn(
+        process.execPath,
+        [
+          "bin/swarm-agent.js",
+          "--server",
+          url,
+          "--name",
+          "outlives",
+          "--key",
+          KEY,
+          "--log-level",
+          "info",
+          "--exec",
+          "echo done",
+        ],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      running.push({ stop: async () => void child.kill("SIGKILL") });
+      await eventually(
+        () => stderr,
+        (text) => text.includes("waiting for auctions"),
+        20_000,
+      );
+
+      server.child.kill("SIGKILL");
+      await server.exited;
+      // Down for longer than the agent's first reconnect delays: nothing but its timers is left
+      // to keep it running, and it must not take that for the end.
+      await delay(3000);
+      expect(child.exitCode).toBeNull();
+      ({ server, url } = await up());
+
+      const posted = await fetch(`${url}/api/tasks`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+        body: JSON.stringify({ description: "after the restart", auction_ms: 10_000 }),
+      });
+      const taskId = ((await posted.json()) as { task: { id: string } }).task.id;
+      await eventually(
+        async () =>
+          (
+            (await (
+              await fetch(`${url}/api/tasks/${taskId}`, { headers: { authorization: `Bearer ${KEY}` } })
+            ).json()) as {
+              task: { status: string };
+            }
+          ).task.status,
+        (status) => status === "completed",
+        30_000,
+      );
+      expect(child.exitCode).toBeNull();
     },
   );
 });

@@ -4,8 +4,9 @@
  * after a fold, folds running at once (from two replicas) count nothing twice, and a fold while
  * tasks keep changing loses nothing.
  */
-import pg from "pg";
+import type pg from "pg";
 import { describe, expect, it } from "vitest";
+import { openPool } from "../../src/storage/postgres/database.js";
 import { PostgresCoordinatorStore } from "../../src/storage/postgres/coordinator-store.js";
 import { PostgresEventLog } from "../../src/storage/postgres/event-log.js";
 import { silentLogger } from "../helpers/event-log.js";
@@ -19,7 +20,9 @@ describe.skipIf(!havePostgres)("the counters on PostgreSQL", () => {
     const url = await createTestDatabase();
     const log = new PostgresEventLog({ url, logger: silentLogger });
     await log.whenReady();
-    const other = new pg.Pool({ connectionString: url, max: 4 });
+    // A second process's pool, as the product opens it (with its error handling: a connection the
+    // server ends while idle must not become an uncaught error).
+    const other = openPool({ url, maxConnections: 4, logger: silentLogger });
     try {
       const store = new PostgresCoordinatorStore(log.pool);
       const sql = (text: string, params: unknown[] = []) => log.pool.query(text, params);

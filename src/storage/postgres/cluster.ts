@@ -88,7 +88,8 @@ export class ClusterMembership implements ReplicaStatus {
 
   constructor(options: ClusterOptions) {
     this.pool = options.pool;
-    this.logger = options.logger.child({ component: "cluster" });
+    // The shell's logger already names its component; a second `component` would repeat the key.
+    this.logger = options.logger;
     this.id = options.replicaId ?? defaultReplicaId();
     this.leaseMs = options.leaseMs ?? 10_000;
     // Three beats within both the lease and the window peers are judged live in: a running
