@@ -70,12 +70,29 @@ export async function createTestDatabase({ migrated = true } = {}): Promise<stri
   return urlFor(name);
 }
 
+/**
+ * Drop a test's database once its connections have gone. `pool.end()` resolves before its
+ * clients' sockets have closed; forcing them off then (`WITH (FORCE)`) makes each of those
+ * clients raise "terminating connection due to administrator command" as an uncaught error in
+ * the test process. So the drop is tried plainly for a while first, and forced only after.
+ */
+async function dropWhenLeft(client: pg.Client, name: string): Promise<void> {
+  for (let waited = 0; waited < 2000; waited += 50) {
+    try {
+      await client.query(`DROP DATABASE IF EXISTS ${name}`);
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== "55006") return; // 55006: in use by other sessions
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+}
+
 afterAll(async () => {
   if (admin === undefined) return;
   // Newest first: the template goes last, once no copy is being made of it.
-  for (const name of created.splice(0).reverse()) {
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
-  }
+  for (const name of created.splice(0).reverse()) await dropWhenLeft(admin, name);
   await admin.end();
   admin = undefined;
   template = undefined;
