@@ -511,4 +511,36 @@ describe.skipIf(!havePostgres)("a cluster of replicas on one PostgreSQL", () => 
       }
     },
   );
+  it(
+    "posts one task for one Idempotency-Key, however many replicas the same request reaches at once",
+    { timeout: 60_000 },
+    async () => {
+      const { replicas } = await startCluster();
+      const post = (replica: Replica, key: string) =>
+        fetch(`${replica.url}/api/tasks`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${KEY}`,
+            "content-type": "application/json",
+            "idempotency-key": key,
+          },
+          body: JSON.stringify({ description: `retried ${key}`, auction_ms: 60_000 }),
+        }).then(async (response) => ({ status: response.status, body: (await response.json()) as Json }));
+      for (let round = 0; round < 10; round += 1) {
+        const key = `retry-${round}`;
+        // The same request through every replica at the same moment, as a client retrying
+        // through a balancer after a timeout might send it.
+        const answers = await Promise.all(replicas.map((replica) => post(replica, key)));
+        expect(answers.map((answer) => answer.status).sort()).toEqual([200, 200, 201]);
+        const ids = new Set(answers.map((answer) => answer.body.task.id as string));
+        expect(ids.size).toBe(1);
+        const [taskId] = [...ids];
+        const events = (await call(replicas[0]!.url, "GET", `/api/tasks/${taskId}/events?limit=100`)).body
+          .events as StreamEvent[];
+        expect(events.filter((event) => event.event_type === "task.created")).toHaveLength(1);
+      }
+      const listed = (await call(replicas[1]!.url, "GET", "/api/tasks?limit=100")).body.tasks as unknown[];
+      expect(listed).toHaveLength(10);
+    },
+  );
 });
