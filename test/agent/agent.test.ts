@@ -922,21 +922,13 @@ describe("swarm-agent through its server's death", () => {
       expect(child.exitCode).toBeNull();
       ({ server, url } = await up());
 
-      const posted = await fetch(`${url}/api/tasks`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
-        body: JSON.stringify({ description: "after the restart", auction_ms: 10_000 }),
+      const client = new SwarmClient(url, { token: KEY });
+      const { task } = await client.request<{ task: { id: string } }>("POST", "/api/tasks", {
+        description: "after the restart",
+        auction_ms: 10_000,
       });
-      const taskId = ((await posted.json()) as { task: { id: string } }).task.id;
       await eventually(
-        async () =>
-          (
-            (await (
-              await fetch(`${url}/api/tasks/${taskId}`, { headers: { authorization: `Bearer ${KEY}` } })
-            ).json()) as {
-              task: { status: string };
-            }
-          ).task.status,
+        async () => (await client.getTask(task.id)).status,
         (status) => status === "completed",
         30_000,
       );

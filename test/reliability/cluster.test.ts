@@ -34,10 +34,21 @@ interface StreamEvent {
   data: Json;
 }
 
-async function call(base: string, method: string, path: string, body?: object, token = KEY) {
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  body?: object,
+  token = KEY,
+  headers: Record<string, string> = {},
+) {
   const response = await fetch(base + path, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body ? { "content-type": "application/json" } : {}),
+      ...headers,
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: response.status, body: (await response.json()) as Json };
@@ -517,15 +528,9 @@ describe.skipIf(!havePostgres)("a cluster of replicas on one PostgreSQL", () => 
     async () => {
       const { replicas } = await startCluster();
       const post = (replica: Replica, key: string) =>
-        fetch(`${replica.url}/api/tasks`, {
-          method: "POST",
-          headers: {
-            authorization: `Bearer ${KEY}`,
-            "content-type": "application/json",
-            "idempotency-key": key,
-          },
-          body: JSON.stringify({ description: `retried ${key}`, auction_ms: 60_000 }),
-        }).then(async (response) => ({ status: response.status, body: (await response.json()) as Json }));
+        call(replica.url, "POST", "/api/tasks", { description: `retried ${key}`, auction_ms: 60_000 }, KEY, {
+          "idempotency-key": key,
+        });
       for (let round = 0; round < 10; round += 1) {
         const key = `retry-${round}`;
         // The same request through every replica at the same moment, as a client retrying

@@ -61,7 +61,7 @@ const SQL = {
     "acquired_at = CASE WHEN coordinator_leases.holder_process = excluded.holder_process THEN coordinator_leases.acquired_at ELSE now() END " +
     "WHERE coordinator_leases.holder_process = excluded.holder_process OR coordinator_leases.expires_at <= now() " +
     "RETURNING holder, term",
-  holder: "SELECT holder, term FROM coordinator_leases WHERE name = $1 AND expires_at > now()",
+  holder: "SELECT holder FROM coordinator_leases WHERE name = $1 AND expires_at > now()",
   release: "UPDATE coordinator_leases SET expires_at = now() WHERE name = $1 AND holder_process = $2",
   leave: "UPDATE coordinator_replicas SET stopped_at = now() WHERE id = $1",
   // Rows of replicas gone for a day: kept that long so an operator can see what crashed.
@@ -83,14 +83,13 @@ export class ClusterMembership implements ReplicaStatus {
   /** When our last renewal succeeded, on the monotonic clock; undefined while we do not hold it. */
   private renewedAt: number | undefined;
   private holder: string | null = null;
-  private term = 0;
   private peerCount = 0;
 
   constructor(options: ClusterOptions) {
     this.pool = options.pool;
-    // The shell's logger already names its component; a second `component` would repeat the key.
-    this.logger = options.logger;
     this.id = options.replicaId ?? defaultReplicaId();
+    // The shell's logger already names its component; a second `component` would repeat the key.
+    this.logger = options.logger.child({ replica: this.id });
     this.leaseMs = options.leaseMs ?? 10_000;
     // Three beats within both the lease and the window peers are judged live in: a running
     // replica's row is never older than that window between its beats.
@@ -98,7 +97,6 @@ export class ClusterMembership implements ReplicaStatus {
     this.beatMs = options.beatMs ?? Math.max(100, Math.floor(window / 3));
     this.liveWithinMs = options.liveWithinMs ?? this.beatMs * 3;
     this.clock = options.clock;
-    this.logger = this.logger.child({ replica: this.id });
   }
 
   /** Whether this replica holds the lease now, with a margin of a beat before it could expire. */
@@ -108,10 +106,6 @@ export class ClusterMembership implements ReplicaStatus {
 
   get leaseHolder(): string | null {
     return this.leader ? this.id : this.holder;
-  }
-
-  get leaseTerm(): number {
-    return this.term;
   }
 
   /** Other replicas seen within the last three beats, as of the last beat. */
@@ -186,15 +180,11 @@ export class ClusterMembership implements ReplicaStatus {
       // Counted from before the statement was sent: the lease may have been written any time after.
       this.renewedAt = asked;
       this.holder = this.id;
-      this.term = won.term;
       if (!wasLeader) this.logger.info({ term: won.term }, "this replica holds the maintenance lease");
     } else {
       this.renewedAt = undefined;
-      const current = (
-        await this.pool.query<{ holder: string; term: number }>(SQL.holder, [MAINTENANCE_LEASE])
-      ).rows[0];
+      const current = (await this.pool.query<{ holder: string }>(SQL.holder, [MAINTENANCE_LEASE])).rows[0];
       this.holder = current?.holder ?? null;
-      this.term = current?.term ?? this.term;
       if (wasLeader) this.logger.warn({ holder: this.holder }, "this replica lost the maintenance lease");
     }
     if (this.leader) await this.pool.query(SQL.forget);

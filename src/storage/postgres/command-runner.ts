@@ -49,17 +49,10 @@ import type {
 import { SwarmError } from "../../errors.js";
 import type { StoredEvent } from "../../event-log/types.js";
 import { prepareEvent, type PreparedEvent } from "../../event-log/validate.js";
-import { inTransaction, postgresErrorCode, withClient } from "./database.js";
+import { databaseNow, inTransaction, postgresErrorCode, withClient } from "./database.js";
 import type { PostgresCoordinatorStore } from "./coordinator-store.js";
 import { appendPrepared, type PostgresEventLog } from "./event-log.js";
-import {
-  claimTick,
-  databaseNow,
-  lockPlan,
-  PlanMissed,
-  type LockedRows,
-  type PlanHints,
-} from "./lock-plan.js";
+import { claimTick, lockPlan, PlanMissed, type LockedRows, type PlanHints } from "./lock-plan.js";
 import { writeExtra } from "./server-store.js";
 
 /**
@@ -285,14 +278,10 @@ export class PostgresCommandRunner {
   ): Promise<BatchContext> {
     const { store } = this.options;
     let scope = new Set<string>();
-    const records = await store.loadWorkingSetScoped(
-      client,
-      { taskIds: [...locked.tasks], dueBy: null },
-      (tasks) => {
-        scope = bidsReadBy(commands, tasks, now.getTime());
-        return [...scope];
-      },
-    );
+    const records = await store.loadWorkingSetScoped(client, [...locked.tasks], (tasks) => {
+      scope = bidsReadBy(commands, tasks, now.getTime());
+      return [...scope];
+    });
     const state = CoordinatorState.from(records);
     const view = guardBids(state, records.tasks, scope);
     const ledger = await ReportLedger.load(client, store, commands, budgetHour(now));

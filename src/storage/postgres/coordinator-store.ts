@@ -66,7 +66,7 @@ export const PG_STORE_SQL = {
     "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status = 'bidding' ORDER BY b.task_id, b.bid_order",
   tasksInScope:
     `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('assigned', 'running') ` +
-    "OR (status = 'bidding' AND (id = ANY($1) OR auction_closes_at <= $2)) ORDER BY pos",
+    "OR (status = 'bidding' AND id = ANY($1)) ORDER BY pos",
   openBidsOf:
     `SELECT ${BID_COLUMNS.split(", ")
       .map((c) => `b.${c}`)
@@ -321,19 +321,17 @@ export class PostgresCoordinatorStore {
   /**
    * The part of the working set a batch of commands can read (see bidsReadBy in
    * command-runner.ts): every agent, every task an agent holds (its load), the open auctions the
-   * batch names and those due by `dueBy` (a Tick's), and the bids of only the rounds `bidsOf`
+   * batch locked (those it names, or a Tick's claimed), and the bids of only the rounds `bidsOf`
    * picks from them. Reading every open auction and its bids per batch cost tens of thousands of
    * rows with a few thousand auctions open.
    */
   async loadWorkingSetScoped(
     db: Queryable,
-    scope: { taskIds: readonly string[]; dueBy: string | null },
+    taskIds: readonly string[],
     bidsOf: (tasks: readonly Task[]) => readonly string[],
   ): Promise<StateChanges> {
     const agents = (await rows<AgentRow>(db, PG_STORE_SQL.allAgents)).map(toAgent);
-    const tasks = (await rows<TaskRow>(db, PG_STORE_SQL.tasksInScope, [scope.taskIds, scope.dueBy])).map(
-      toTask,
-    );
+    const tasks = (await rows<TaskRow>(db, PG_STORE_SQL.tasksInScope, [taskIds])).map(toTask);
     const ids = bidsOf(tasks);
     const bids = ids.length === 0 ? [] : await rows<Bid>(db, PG_STORE_SQL.openBidsOf, [ids]);
     return { agents, tasks, bids };

@@ -197,6 +197,16 @@ export async function migratePostgres(
 }
 
 /** The SQLSTATE or connection error code of a failure from the driver, if it has one. */
+/**
+ * The database's clock: the one every replica judges deadlines, heartbeats and cutoffs by.
+ * `clock_timestamp()`, not `now()`: inside a transaction, the time of this call, not of BEGIN.
+ */
+export async function databaseNow(db: pg.Pool | pg.ClientBase): Promise<Date> {
+  const row = (await db.query<{ now: Date }>("SELECT clock_timestamp() AS now")).rows[0];
+  if (row === undefined) throw new Error("clock_timestamp() returned no row");
+  return row.now;
+}
+
 export function postgresErrorCode(error: unknown): string | undefined {
   if (error === null || typeof error !== "object") return undefined;
   const code = (error as { code?: unknown }).code;

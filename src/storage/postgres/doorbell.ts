@@ -13,6 +13,7 @@
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import type { Logger } from "../../logger.js";
+import { coalesced } from "./coalesced.js";
 
 export const DOORBELL_CHANNEL = "swarm_event_log";
 
@@ -24,8 +25,6 @@ export class Doorbell {
   private readonly ringer = randomUUID();
   private listener: pg.Client | undefined;
   private stopped = false;
-  private ringing = false;
-  private ringAgain = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -77,25 +76,17 @@ export class Doorbell {
     }
   }
 
-  /** Tell the other replicas there is something new: after a commit, never inside one. */
-  ring(): void {
+  /**
+   * Tell the other replicas there is something new: after a commit, never inside one; rings asked
+   * for while one is on its way become one more.
+   */
+  readonly ring = coalesced(async () => {
     if (this.stopped) return;
-    if (this.ringing) {
-      this.ringAgain = true;
-      return;
-    }
-    this.ringing = true;
-    this.options.pool
-      .query("SELECT pg_notify($1, $2)", [DOORBELL_CHANNEL, this.ringer])
-      .catch((error: unknown) => this.options.logger.debug({ err: error }, "ringing the doorbell failed"))
-      .finally(() => {
-        this.ringing = false;
-        if (this.ringAgain) {
-          this.ringAgain = false;
-          this.ring();
-        }
-      });
-  }
+    await this.options.pool.query("SELECT pg_notify($1, $2)", [DOORBELL_CHANNEL, this.ringer]).then(
+      () => undefined,
+      (error: unknown) => this.options.logger.debug({ err: error }, "ringing the doorbell failed"),
+    );
+  });
 
   async stop(): Promise<void> {
     this.stopped = true;

@@ -26,6 +26,7 @@ import {
   type TypeCount,
 } from "../../event-log/rows.js";
 import { Subscribers } from "../../event-log/subscribers.js";
+import { coalesced } from "./coalesced.js";
 import { Doorbell } from "./doorbell.js";
 import type {
   EventFilter,
@@ -52,6 +53,7 @@ import { getLogger, type Logger } from "../../logger.js";
 import { buildListQuery, POSTGRES_TEXT } from "../event-queries.js";
 import type { EventLogPort, PruneOptions, StorageFailure } from "../port.js";
 import {
+  databaseNow,
   inTransaction,
   migratePostgres,
   openPool,
@@ -153,9 +155,6 @@ export class PostgresEventLog implements EventLogPort {
   private queue: QueuedWrite[] = [];
   /** The flush in progress, if one is: one commit of appends in flight at a time. */
   private flushing: Promise<void> | undefined;
-  private polling = false;
-  /** A ring came while a poll was running: poll once more when it ends. */
-  private pollAgain = false;
   private readonly doorbell: Doorbell | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -224,22 +223,14 @@ export class PostgresEventLog implements EventLogPort {
     }
   }
 
-  /** The poll for other processes' events: one at a time, so a slow database does not pile reads up. */
-  private poll(): void {
+  /**
+   * The poll for other processes' events: one at a time, so a slow database does not pile reads
+   * up, and a ring while one runs is one more poll after it.
+   */
+  private readonly poll = coalesced(async () => {
     if (this.closed || this.announcedThrough === undefined) return;
-    if (this.polling) {
-      this.pollAgain = true;
-      return;
-    }
-    this.polling = true;
-    void this.feedSubscribers().finally(() => {
-      this.polling = false;
-      if (this.pollAgain) {
-        this.pollAgain = false;
-        this.poll();
-      }
-    });
-  }
+    await this.feedSubscribers();
+  });
 
   get isClosed(): boolean {
     return this.closed;
@@ -633,9 +624,7 @@ export class PostgresEventLog implements EventLogPort {
    */
   async databaseNow(): Promise<Date> {
     if (this.givenClock) return this.clock();
-    const row = (await this.read<{ now: Date }>("SELECT clock_timestamp() AS now", []))[0];
-    if (row === undefined) throw new Error("clock_timestamp() returned no row");
-    return row.now;
+    return this.readWith((pool) => databaseNow(pool));
   }
 
   private async runPrune(olderThanDays: number, targetChunkMs: number): Promise<PruneReport> {

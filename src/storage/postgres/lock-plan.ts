@@ -53,7 +53,6 @@ const TICK_CLAIM_LIMIT = 500;
 const OVERDUE_WAIT_MS = 300;
 
 const SQL = {
-  now: "SELECT clock_timestamp() AS now",
   heldBy:
     "SELECT id, assigned_agent FROM tasks WHERE assigned_agent = ANY($1) AND status IN ('assigned', 'running')",
   lockTasks: "SELECT id, assigned_agent FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -95,13 +94,6 @@ async function heldBy(client: pg.ClientBase, agentIds: readonly string[]): Promi
 async function biddersOf(client: pg.ClientBase, taskIds: readonly string[]): Promise<string[]> {
   if (taskIds.length === 0) return [];
   return (await client.query<{ agent_id: string }>(SQL.bidders, [taskIds])).rows.map((row) => row.agent_id);
-}
-
-/** The database's clock: the one every replica judges deadlines by. */
-export async function databaseNow(client: pg.ClientBase): Promise<Date> {
-  const row = (await client.query<{ now: Date }>(SQL.now)).rows[0];
-  if (row === undefined) throw new Error("clock_timestamp() returned no row");
-  return row.now;
 }
 
 /** Lock what `commands` may change (see the file's comment), in the fixed order. */
