@@ -305,9 +305,12 @@ describe.each(ENGINES)("websocket caps per client on $name", ({ name: engine }) 
     const t = await listening(engine, { maxSocketsPerClient: cap });
     const greedy = await t.agent("greedy");
     const honest = await t.agent("honest");
+    // From the seq before the event each must hear: without after_seq a stream starts from the
+    // newest seq when the server gets to it, which may be after an event logged on "open".
+    const from = `${t.base}?after_seq=${await t.eventLog.latestSeq()}`;
     // A refused socket completes its handshake, then is closed on arrival.
-    const greedyStreams = Array.from({ length: cap + 2 }, () => connect(t.base, greedy.auth));
-    const others = [connect(t.base, honest.auth), connect(t.base, t.operator)];
+    const greedyStreams = Array.from({ length: cap + 2 }, () => connect(from, greedy.auth));
+    const others = [connect(from, honest.auth), connect(from, t.operator)];
     await Promise.all([...greedyStreams, ...others].map((client) => client.opened));
     await t.eventLog.logEvents(info(1));
     // Each socket either hears the event (admitted) or is closed (refused before it subscribed).
@@ -332,7 +335,7 @@ describe.each(ENGINES)("websocket caps per client on $name", ({ name: engine }) 
     const admitted = greedyStreams.filter((_, i) => greedyHeard[i]);
     admitted[0]?.socket.close();
     await until(async () => (await openStreams(t)) === cap + 1, "the server sees the socket close");
-    const again = connect(t.base, greedy.auth);
+    const again = connect(`${t.base}?after_seq=${await t.eventLog.latestSeq()}`, greedy.auth);
     await again.opened;
     await t.eventLog.logEvents(info(1));
     expect(await heard(again)).toBe(true);

@@ -4,6 +4,7 @@
  * that reconnects with the last seq it saw misses nothing and sees nothing twice.
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { FastifyRequest } from "fastify";
 import type { StoredEvent } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
 import { closeReason } from "../errors.js";
@@ -75,12 +76,20 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
   { stream: options },
 ) => {
   const { eventLog, guard, metrics, visibility } = app;
+  const startsAfter = new WeakMap<FastifyRequest, number>();
 
   app.get(
     "/api/stream",
     {
       websocket: true,
-      preHandler: guard.reader,
+      preHandler: [
+        guard.reader,
+        // "From now on" is the newest seq when the handshake is accepted, read before the
+        // upgrade is answered: an event a client causes once its socket is open is after it.
+        async (request) => {
+          if (request.query.after_seq === undefined) startsAfter.set(request, await eventLog.latestSeq());
+        },
+      ],
       schema: {
         tags: ["events"],
         summary: "WebSocket: backfill after after_seq, then live events",
@@ -107,7 +116,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       // What this caller may see: sealed bids of others are left out, their contents withheld.
       const reader = app.readerOf(request);
       // Set before anything is sent: after_seq, or (without it: from now on) the newest seq.
-      let lastSent = query.after_seq ?? 0;
+      let lastSent = query.after_seq ?? startsAfter.get(request) ?? 0;
       let backfilling = true;
       // Live events heard while the backfill reads, sent once it has caught up (see backfill).
       let heardMeanwhile: StoredEvent[] = [];
@@ -216,7 +225,6 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
         return undefined;
       };
       const backfill = async () => {
-        if (query.after_seq === undefined) lastSent = await eventLog.latestSeq();
         const oldest = await eventLog.oldestSeq();
         if (query.after_seq !== undefined && oldest !== null && query.after_seq + 1 < oldest) {
           socket.send(JSON.stringify({ type: "resync", oldest_seq: oldest }));
