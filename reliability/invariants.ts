@@ -373,10 +373,24 @@ export class Inspector {
       status: string;
       auction_closes_at: string | null;
       assigned_agent: string | null;
+      due_at: string | null;
     }>(
-      "SELECT id, status, auction_closes_at, assigned_agent FROM tasks WHERE status IN ('bidding', 'assigned', 'running')",
+      "SELECT id, status, auction_closes_at, assigned_agent, due_at FROM tasks " +
+        "WHERE status IN ('waiting', 'bidding', 'assigned', 'running')",
     );
+    const inGrace = (id: string | null) => {
+      const agent = id === null ? undefined : agents.get(id);
+      const graceUntil = agent?.grace_until ?? null;
+      return graceUntil !== null && Date.parse(graceUntil) > now - slackMs;
+    };
     for (const task of open) {
+      // Every timed step (an award lapsing, a run timing out, a retry opening) is taken when due;
+      // an award whose agent is offline since a restart waits out its grace.
+      if (task.due_at !== null && Date.parse(task.due_at) < now - slackMs && !inGrace(task.assigned_agent)) {
+        violations.push(`task ${task.id} is ${task.status} past its due time ${task.due_at}`);
+        continue;
+      }
+      if (task.status === "waiting") continue;
       if (task.status === "bidding") {
         if (task.auction_closes_at === null || Date.parse(task.auction_closes_at) < now - slackMs)
           violations.push(`task ${task.id} is bidding past its deadline ${String(task.auction_closes_at)}`);

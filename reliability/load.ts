@@ -29,6 +29,7 @@ interface TaskView {
   attempt: number;
   required_capabilities: string[];
   assigned_agent: string | null;
+  timeout_ms: number | null;
 }
 
 /** A small deterministic generator, so that a failing run can be repeated with its seed. */
@@ -126,10 +127,19 @@ export class Load {
     for (let n = 0; this.running; n += 1) {
       const key = `op${operator}-${n}`;
       const wanted = CAPABILITIES.filter(() => random() < 0.3);
+      // The lifecycle's timers, short enough to come due under load and across kills: awards
+      // the agents sometimes leave unstarted, runs they sometimes let hang, retries after a
+      // backoff, and now and then a task handed straight to an agent.
+      const assignee = random() < 0.05 ? this.agents[Math.floor(random() * this.agents.length)] : undefined;
       const body = {
         description: `load task ${key}`,
-        required_capabilities: wanted,
+        required_capabilities: assignee === undefined ? wanted : [],
         auction_ms: 300 + Math.floor(random() * 1200),
+        ack_ms: 800 + Math.floor(random() * 1200),
+        ...(random() < 0.3 ? { timeout_ms: 1500 + Math.floor(random() * 1500) } : {}),
+        max_attempts: 1 + Math.floor(random() * 3),
+        retry_backoff_ms: Math.floor(random() * 400),
+        ...(assignee === undefined ? {} : { assign_to: assignee.id }),
       };
       // No answer: the same request again, with the same key, until one comes.
       for (;;) {
@@ -140,14 +150,26 @@ export class Load {
           this.postedTasks.push(task.id);
           break;
         }
+        // The agent named may be at capacity: refused, nothing written, and no retry needed.
         if (answer.status !== 0 || !this.running) break;
         await pause(20);
       }
       if (random() < 0.05 && this.postedTasks.length > 0) {
         const victim = this.postedTasks[Math.floor(random() * this.postedTasks.length)] as string;
         const answer = await this.call("POST", `/api/tasks/${victim}/cancel`, BENCH_KEY, { reason: "load" });
-        if (answer.status === 200)
+        if (answer.status === 200) {
           this.acked.push({ kind: "task", task_id: victim, event_type: "task.cancelled" });
+          // Run some of them again: a new task, linked to the old one.
+          if (random() < 0.3) {
+            const rerun = await this.call("POST", `/api/tasks/${victim}/retry`, BENCH_KEY);
+            if (rerun.status === 201) {
+              this.acked.push({ kind: "task", task_id: victim, event_type: "task.retried" });
+              const task = rerun.body.task as TaskView;
+              this.acked.push({ kind: "task", task_id: task.id, event_type: "task.created" });
+              this.postedTasks.push(task.id);
+            }
+          }
+        }
       }
       if (random() < 0.01) {
         const answer = await this.call("POST", "/api/agents", BENCH_KEY, { name: `late-${operator}-${n}` });
@@ -197,6 +219,8 @@ export class Load {
       const mine = await this.call("GET", `/api/tasks?agent_id=${agent.id}&limit=20`, agent.token);
       for (const task of (mine.body.tasks as TaskView[] | undefined) ?? []) {
         if (task.status === "assigned") {
+          // Some awards are never acknowledged: the coordinator passes them on.
+          if (hash(`${task.id}:${task.attempt}:${agent.id}`) % 12 === 0) continue;
           const answer = await this.call("POST", `/api/tasks/${task.id}/start`, agent.token);
           if (answer.status === 200)
             this.acked.push({ kind: "task", task_id: task.id, event_type: "task.started" });
@@ -215,6 +239,8 @@ export class Load {
     progress: Map<string, number>,
   ): Promise<void> {
     const round = `${task.id}:${task.attempt}`;
+    // Some runs with a deadline hang: the coordinator times them out.
+    if (task.timeout_ms !== null && hash(`${round}:hang`) % 4 === 0) return;
     const step = progress.get(round) ?? 0;
     if (step < 2) {
       const phase = step === 0 ? "called" : "completed";
@@ -239,10 +265,12 @@ export class Load {
       fails ? { reason: "load failure" } : { result: "ok" },
     );
     if (answer.status === 200) {
+      // A failure with attempts left is that attempt's, and the task is retried.
+      const after = (answer.body.task as TaskView | undefined)?.status;
       this.acked.push({
         kind: "task",
         task_id: task.id,
-        event_type: fails ? "task.failed" : "task.completed",
+        event_type: fails ? (after === "failed" ? "task.failed" : "task.attempt_failed") : "task.completed",
       });
       progress.delete(round);
     }

@@ -17,6 +17,10 @@ export interface Config {
   dbSynchronous: "FULL" | "NORMAL";
   apiKey: string | undefined;
   auctionMs: number;
+  /** How long a winner has to start before its award passes on; false when 0 (awards never lapse). */
+  ackMs: number | false;
+  /** The cap on a retry's exponential backoff. */
+  maxRetryBackoffMs: number;
   heartbeatTimeoutMs: number;
   retentionDays: number;
   /** Finished tasks (with their bids) and agents that left are kept this long; SWARM_RETENTION_DAYS when unset. */
@@ -69,6 +73,8 @@ export const CONFIG_DEFAULTS = {
   SWARM_DB: "./data/swarm.db",
   SWARM_DB_SYNC: "NORMAL",
   SWARM_AUCTION_MS: "5000",
+  SWARM_ACK_MS: "10000",
+  SWARM_MAX_RETRY_BACKOFF_MS: "300000",
   SWARM_HEARTBEAT_TIMEOUT_MS: "30000",
   SWARM_RETENTION_DAYS: "30",
   // Unset: as SWARM_RETENTION_DAYS, so that a task and its timeline go at about the same time.
@@ -111,6 +117,12 @@ type Env = Record<string, string | undefined>;
 function read(env: Env, name: keyof typeof CONFIG_DEFAULTS): string {
   const value = env[name];
   return value === undefined || value.trim() === "" ? CONFIG_DEFAULTS[name] : value.trim();
+}
+
+/** 0 turns the acknowledgement window off; otherwise it is as long as a task may ask for (100 ms to 7 days). */
+function readAckMs(env: Env): number | false {
+  if (read(env, "SWARM_ACK_MS").trim() === "0") return false;
+  return readInteger(env, "SWARM_ACK_MS", 100, 7 * 86_400_000);
 }
 
 function readInteger(env: Env, name: keyof typeof CONFIG_DEFAULTS, min: number, max: number): number {
@@ -259,6 +271,8 @@ export function loadConfig(env: Env = process.env): Config {
     dbSynchronous,
     apiKey: apiKey === "" ? undefined : apiKey,
     auctionMs: readInteger(env, "SWARM_AUCTION_MS", 100, 3_600_000),
+    ackMs: readAckMs(env),
+    maxRetryBackoffMs: readInteger(env, "SWARM_MAX_RETRY_BACKOFF_MS", 0, 86_400_000),
     heartbeatTimeoutMs: readInteger(env, "SWARM_HEARTBEAT_TIMEOUT_MS", 1000, 86_400_000),
     retentionDays,
     taskRetentionDays:

@@ -50,6 +50,8 @@ export const ERROR_TABLE = {
   TASK_NOT_RUNNING: { status: 409, title: "The task is not running" },
   TASK_NOT_ACTIVE: { status: 409, title: "The task is not assigned or running" },
   TASK_FINAL: { status: 409, title: "The task has already ended" },
+  TASK_NOT_RETRYABLE: { status: 409, title: "Only a failed or cancelled task can be run again" },
+  TASK_ALREADY_RETRIED: { status: 409, title: "The task has already been run again" },
   TASK_EVENTS_CAP_REACHED: {
     status: 409,
     title: "The task holds as many agent-reported events as SWARM_MAX_EVENTS_PER_TASK allows",

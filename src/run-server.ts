@@ -62,6 +62,8 @@ interface Storage {
 function coordinatorRules(config: Config) {
   return {
     defaultAuctionMs: config.auctionMs,
+    defaultAckMs: config.ackMs === false ? null : config.ackMs,
+    maxRetryBackoffMs: config.maxRetryBackoffMs,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     maxEventsPerTask: config.maxEventsPerTask,
     maxAgentBytesPerHour: config.maxAgentBytesPerHour,

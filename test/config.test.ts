@@ -11,6 +11,8 @@ describe("configuration", () => {
       dbSynchronous: "NORMAL",
       apiKey: undefined,
       auctionMs: 5000,
+      ackMs: 10_000,
+      maxRetryBackoffMs: 300_000,
       heartbeatTimeoutMs: 30000,
       retentionDays: 30,
       taskRetentionDays: 30,
@@ -98,8 +100,12 @@ describe("configuration", () => {
       SWARM_MAX_SOCKETS_PER_CLIENT: "8",
       SWARM_REPLICA_ID: "web-2.eu:a_1",
       SWARM_LEASE_MS: "30000",
+      SWARM_ACK_MS: "2500",
+      SWARM_MAX_RETRY_BACKOFF_MS: "60000",
     });
     expect(config).toMatchObject({
+      ackMs: 2500,
+      maxRetryBackoffMs: 60_000,
       host: "0.0.0.0",
       port: 8080,
       dbSynchronous: "FULL",
@@ -115,6 +121,12 @@ describe("configuration", () => {
       replicaId: "web-2.eu:a_1",
       leaseMs: 30_000,
     });
+  });
+
+  it("turns award acknowledgement off with SWARM_ACK_MS=0, and refuses a window too short, naming it", () => {
+    expect(loadConfig({ SWARM_ACK_MS: "0" }).ackMs).toBe(false);
+    expect(() => loadConfig({ SWARM_ACK_MS: "50" })).toThrow(/SWARM_ACK_MS must be an integer from 100/);
+    expect(() => loadConfig({ SWARM_MAX_RETRY_BACKOFF_MS: "-1" })).toThrow(/SWARM_MAX_RETRY_BACKOFF_MS/);
   });
 
   it("keeps finished tasks as long as events unless SWARM_TASK_RETENTION_DAYS says otherwise", () => {

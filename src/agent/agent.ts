@@ -72,7 +72,15 @@ export interface AgentStats {
   handedBack: number;
 }
 
-const WATCHED_TYPES = ["task.bidding", "task.assigned", "auction.closed", "task.cancelled", "task.failed"];
+const WATCHED_TYPES = [
+  "task.bidding",
+  "task.assigned",
+  "auction.closed",
+  "task.cancelled",
+  "task.failed",
+  "task.timed_out",
+  "task.award_expired",
+];
 const RETRY_CODES = new Set(["HTTP_ERROR", "BAD_RESPONSE", "STORAGE_UNAVAILABLE", "RATE_LIMITED"]);
 const silent: AgentLogger = { info() {}, warn() {}, error() {}, debug() {} };
 
@@ -558,6 +566,18 @@ export class SwarmAgent {
           .get(taskId)
           ?.abort.abort(new Error(`task ${event.event_type.slice(5)} by the coordinator`));
         break;
+      case "task.timed_out":
+        // The run passed the task's timeout_ms: the attempt is over, whatever the handler does.
+        if (event.agent_id === this.identity?.id) {
+          const limit = typeof event.data.timeout_ms === "number" ? ` after ${event.data.timeout_ms} ms` : "";
+          this.running.get(taskId)?.abort.abort(new Error(`task timed out${limit}`));
+        }
+        break;
+      case "task.award_expired":
+        // Too late to start (the coordinator passed the award on): drop the run before it starts.
+        if (event.data.expired_agent === this.identity?.id)
+          this.running.get(taskId)?.abort.abort(new Error("the award lapsed before the task started"));
+        break;
     }
   }
 
@@ -656,6 +676,9 @@ export class SwarmAgent {
 
   private run(taskId: string, known?: TaskView): Promise<void> {
     const existing = this.running.get(taskId);
+    // An attempt the coordinator ended (a timeout) whose handler is still winding down: a new
+    // award of the same task (its retry) runs once it has.
+    if (existing?.abort.signal.aborted === true) return existing.done.then(() => this.run(taskId));
     if (existing !== undefined) return existing.done;
     const run: Run = {
       abort: new AbortController(),
@@ -681,7 +704,7 @@ export class SwarmAgent {
     // Read through a function: the phase changes under awaits (a stop's grace running out).
     const handedBack = () => run.phase === "handed back";
     const task = known ?? (await this.retry(() => this.client.getTask(taskId)));
-    if (handedBack()) return;
+    if (handedBack() || signal.aborted) return;
     if (this.stopping && task.status === "assigned") {
       await this.handBack(taskId, run, BEFORE_START);
       return;

@@ -12,6 +12,12 @@ export interface TaskView {
   attempt: number;
   assigned_agent: string | null;
   auction_closes_at: string | null;
+  /** How long a run may take before the coordinator times it out (the handler's signal aborts). */
+  timeout_ms?: number | null;
+  /** Attempts the task gets, and how many failed so far. */
+  max_attempts?: number;
+  failures?: number;
+  retry_of?: string | null;
 }
 
 export interface AgentIdentity {

@@ -6,7 +6,7 @@
  */
 import { EventType } from "../event-log/event-types.js";
 import type { EventInput, JsonValue } from "../event-log/types.js";
-import { isFinal, type StateView } from "./state.js";
+import { dueAt, isFinal, type StateView } from "./state.js";
 import { stalledMs } from "./stalls.js";
 import type {
   Accepted,
@@ -26,6 +26,8 @@ export const COORDINATOR_SOURCE = "coordinator";
 const PREVIEW_LENGTH = 200;
 const CAPABILITY_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,49}$/;
 const MAX_CAPABILITIES = 50;
+/** The shortest `ack_ms` or `timeout_ms`: under it, a Tick's own period decides more than the task. */
+const MIN_TASK_TIMER_MS = 100;
 
 /** A refusal, thrown inside a decision and returned as data by `decide`. */
 class Refusal extends Error {
@@ -126,16 +128,13 @@ class Draft {
     for (const agent of this.state.agents()) if (!seen.has(agent.id)) yield agent;
   }
 
-  /** Open auctions due at this decision's time, as this decision leaves them, earliest first. */
-  dueAuctions(): Task[] {
+  /** Tasks with a step due at this decision's time, as this decision leaves them, earliest first. */
+  dueTasks(): Task[] {
     const due = new Map<string, Task>();
-    for (const task of this.state.dueAuctions(this.nowMs)) due.set(task.id, this.task(task.id) ?? task);
+    for (const task of this.state.dueTasks(this.nowMs)) due.set(task.id, this.task(task.id) ?? task);
     for (const task of this.tasks.values()) due.set(task.id, task);
     return [...due.values()].filter(
-      (task) =>
-        task.status === "bidding" &&
-        task.auction_closes_at !== null &&
-        Date.parse(task.auction_closes_at) <= this.nowMs,
+      (task) => !isFinal(task) && task.due_at !== null && Date.parse(task.due_at) <= this.nowMs,
     );
   }
 
@@ -144,11 +143,14 @@ class Draft {
     this.agents.set(agent.id, agent);
   }
 
-  putTask(task: Task): void {
+  /** Write the task, its `due_at` derived here, so that no rule can leave it stale. */
+  putTask(task: Task): Task {
     const before = this.task(task.id);
     if (before?.assigned_agent) this.touch(before.assigned_agent);
     if (task.assigned_agent) this.touch(task.assigned_agent);
-    this.tasks.set(task.id, task);
+    const written = { ...task, due_at: dueAt(task) };
+    this.tasks.set(task.id, written);
+    return written;
   }
 
   putBid(bid: Bid): void {
@@ -311,44 +313,104 @@ function markContact(draft: Draft, agent: Agent, reason: string): Agent {
   return updated;
 }
 
-function closeAuction(draft: Draft, task: Task, reason: "deadline" | "all bids in" | "operator"): void {
-  const bids = draft.bidsFor(task);
-  const ranked = [...bids].sort((a, b) => a.bid_sats - b.bid_sats || a.bid_order - b.bid_order);
-  // The lowest bid wins, but only from an agent that can still take the task now.
-  const winner = ranked.find((bid) => {
-    const agent = draft.agent(bid.agent_id);
-    return (
-      agent !== undefined &&
-      isReachable(agent, draft.nowMs) &&
-      missingCapabilities(agent, task).length === 0 &&
-      draft.load(agent.id) < agent.max_concurrent
+/** Why an agent cannot take the task now, as a refusal; undefined when it can. */
+function unableToTake(draft: Draft, agent: Agent, task: Task): Refused | undefined {
+  if (agent.left_at !== null)
+    return { ok: false, code: "AGENT_LEFT", message: `agent ${agent.id} has deregistered` };
+  if (agent.status === "offline")
+    return { ok: false, code: "AGENT_OFFLINE", message: `agent ${agent.id} is offline` };
+  const missing = missingCapabilities(agent, task);
+  if (missing.length > 0) {
+    return {
+      ok: false,
+      code: "AGENT_NOT_ELIGIBLE",
+      message: `agent ${agent.id} lacks ${missing.join(", ")}`,
+      details: { missing_capabilities: missing },
+    };
+  }
+  if (draft.load(agent.id) >= agent.max_concurrent) {
+    return {
+      ok: false,
+      code: "AGENT_AT_CAPACITY",
+      message: `agent ${agent.id} already holds ${agent.max_concurrent} task(s)`,
+    };
+  }
+  return undefined;
+}
+
+/** The bid's agent can still take the task now (offline during a restart's grace counts). */
+function canWin(draft: Draft, bid: Bid, task: Task): boolean {
+  const agent = draft.agent(bid.agent_id);
+  return (
+    agent !== undefined &&
+    isReachable(agent, draft.nowMs) &&
+    missingCapabilities(agent, task).length === 0 &&
+    draft.load(agent.id) < agent.max_concurrent
+  );
+}
+
+/**
+ * The round's bids in the order the award goes down them: the lowest bid first, the earliest
+ * among equals, except that agents which failed an earlier attempt of the task come after every
+ * other (they may still win, when nobody else can). Agents whose award of this round lapsed are
+ * out.
+ */
+function awardOrder(task: Task, bids: readonly Bid[]): Bid[] {
+  const failedBefore = (bid: Bid) => (task.failed_agents.includes(bid.agent_id) ? 1 : 0);
+  return bids
+    .filter((bid) => !task.declined_agents.includes(bid.agent_id))
+    .sort(
+      (a, b) => failedBefore(a) - failedBefore(b) || a.bid_sats - b.bid_sats || a.bid_order - b.bid_order,
     );
+}
+
+function award(
+  draft: Draft,
+  task: Task,
+  agentId: string,
+  bidSats: number | null,
+  data: Record<string, JsonValue> = {},
+): void {
+  const awarded = draft.putTask({
+    ...task,
+    status: "assigned",
+    assigned_agent: agentId,
+    winning_bid_sats: bidSats,
+    assigned_at: draft.nowIso,
   });
+  draft.emit(EventType.TASK_ASSIGNED, {
+    task_id: task.id,
+    agent_id: agentId,
+    data: { bid_sats: bidSats, attempt: task.attempt, ack_by: awarded.due_at, ...data },
+  });
+}
+
+function closeAuction(
+  draft: Draft,
+  task: Task,
+  reason: "deadline" | "all bids in" | "operator" | "assigned by the operator",
+  assignee?: string,
+): void {
+  const bids = draft.bidsFor(task);
+  const winner =
+    assignee === undefined
+      ? awardOrder(task, bids).find((bid) => canWin(draft, bid, task))
+      : bids.find((bid) => bid.agent_id === assignee);
   for (const bid of bids) draft.putBid({ ...bid, outcome: bid === winner ? "won" : "lost" });
+  const winnerId = assignee ?? winner?.agent_id ?? null;
   draft.emit(EventType.AUCTION_CLOSED, {
     task_id: task.id,
-    agent_id: winner?.agent_id ?? null,
+    agent_id: winnerId,
     data: {
       attempt: task.attempt,
       reason,
       bids: bids.length,
-      winner: winner?.agent_id ?? null,
+      winner: winnerId,
       winning_bid_sats: winner?.bid_sats ?? null,
     },
   });
-  if (winner !== undefined) {
-    draft.putTask({
-      ...task,
-      status: "assigned",
-      assigned_agent: winner.agent_id,
-      winning_bid_sats: winner.bid_sats,
-      assigned_at: draft.nowIso,
-    });
-    draft.emit(EventType.TASK_ASSIGNED, {
-      task_id: task.id,
-      agent_id: winner.agent_id,
-      data: { bid_sats: winner.bid_sats, attempt: task.attempt },
-    });
+  if (winnerId !== null) {
+    award(draft, task, winnerId, winner?.bid_sats ?? null, assignee === undefined ? {} : { by: "operator" });
   } else {
     const failure = bids.length === 0 ? "no bids" : "no eligible bids";
     draft.putTask({ ...task, status: "failed", error: failure, completed_at: draft.nowIso });
@@ -370,35 +432,19 @@ function everyoneHasBid(draft: Draft, task: Task): boolean {
   return eligible > 0;
 }
 
-/**
- * The agent holding `task` is gone: put the task up again, or fail it when out of rounds. A task
- * its agent handed back (`handedBack`) always goes up again, and that round is not counted: a
- * graceful stop says nothing against the task, while losing agent after agent to silence may
- * (a task that crashes whoever runs it), which is what the limit is for.
- */
-function reauction(draft: Draft, task: Task, why: string, { handedBack = false } = {}): void {
-  const previousAgent = task.assigned_agent;
-  const roundsLost = task.attempt - task.releases;
-  if (!handedBack && roundsLost >= draft.ctx.rules.maxAuctionAttempts) {
-    const reason = `${why}; no auction attempts left`;
-    draft.putTask({ ...task, status: "failed", error: reason, completed_at: draft.nowIso });
-    draft.emit(EventType.TASK_FAILED, {
-      task_id: task.id,
-      agent_id: previousAgent,
-      data: { reason, attempt: task.attempt },
-    });
-    return;
-  }
+/** Put the task up for auction in a new round, its award and run cleared. */
+function openRound(draft: Draft, task: Task, why: string, previousAgent: string | null): void {
   const closesAt = new Date(draft.nowMs + task.auction_ms).toISOString();
   draft.putTask({
     ...task,
     status: "bidding",
     attempt: task.attempt + 1,
-    releases: task.releases + (handedBack ? 1 : 0),
     assigned_agent: null,
     winning_bid_sats: null,
     assigned_at: null,
     started_at: null,
+    opens_at: null,
+    declined_agents: [],
     auction_closes_at: closesAt,
   });
   draft.emit(EventType.TASK_BIDDING, {
@@ -406,6 +452,136 @@ function reauction(draft: Draft, task: Task, why: string, { handedBack = false }
     agent_id: previousAgent,
     data: { attempt: task.attempt + 1, closes_at: closesAt, reason: why, previous_agent: previousAgent },
   });
+}
+
+/** The delay before retry number `failures` (1 for the first): doubling from the task's backoff, capped. */
+export function retryDelayMs(task: Pick<Task, "retry_backoff_ms">, failures: number, capMs: number): number {
+  if (task.retry_backoff_ms === 0) return 0;
+  return Math.min(capMs, task.retry_backoff_ms * 2 ** Math.min(failures - 1, 40));
+}
+
+/**
+ * The task's attempt ended without a result: retry it (after its backoff) while it has attempts
+ * left, or fail it for good. `charged` says whose doing it was: the task's run (a reported
+ * failure, a timeout), limited by the task's `max_attempts`; or its agent vanishing (silence,
+ * departure, an award nobody acknowledged), which the task is allowed at least
+ * `maxAuctionAttempts` of. The agent it was with ranks last in the task's later auctions.
+ */
+function failAttempt(
+  draft: Draft,
+  task: Task,
+  why: string,
+  charged: "run" | "agent",
+  finalEvent: { source?: string; data?: Record<string, JsonValue> } = {},
+): void {
+  const { rules } = draft.ctx;
+  const previousAgent = task.assigned_agent;
+  const failures = task.failures + 1;
+  const allowed =
+    charged === "agent" ? Math.max(task.max_attempts, rules.maxAuctionAttempts) : task.max_attempts;
+  const failedAgents =
+    previousAgent === null || task.failed_agents.includes(previousAgent)
+      ? task.failed_agents
+      : [...task.failed_agents, previousAgent];
+  const charge = { ...task, failures, failed_agents: failedAgents };
+  if (failures >= allowed) {
+    const reason = charged === "agent" ? `${why}; no auction attempts left` : why;
+    draft.putTask({ ...charge, status: "failed", error: reason, completed_at: draft.nowIso });
+    draft.emit(EventType.TASK_FAILED, {
+      source: finalEvent.source ?? COORDINATOR_SOURCE,
+      task_id: task.id,
+      agent_id: previousAgent,
+      data: { reason: preview(reason), attempt: task.attempt, ...finalEvent.data },
+    });
+    return;
+  }
+  const delayMs = retryDelayMs(task, failures, rules.maxRetryBackoffMs);
+  if (delayMs === 0) return openRound(draft, charge, why, previousAgent);
+  const opensAt = new Date(draft.nowMs + delayMs).toISOString();
+  draft.putTask({
+    ...charge,
+    status: "waiting",
+    assigned_agent: null,
+    winning_bid_sats: null,
+    assigned_at: null,
+    started_at: null,
+    declined_agents: [],
+    opens_at: opensAt,
+  });
+  draft.emit(EventType.TASK_RETRY_SCHEDULED, {
+    task_id: task.id,
+    agent_id: previousAgent,
+    data: {
+      attempt: task.attempt + 1,
+      failures,
+      max_attempts: allowed,
+      reason: why,
+      backoff_ms: delayMs,
+      opens_at: opensAt,
+      previous_agent: previousAgent,
+    },
+  });
+}
+
+/**
+ * The winner did not start within `ack_ms`: the award passes down the round's bids to the next
+ * agent that can take the task, or, with none left, the task goes up in a new round (charged as
+ * an agent lost). An agent offline only because the coordinator restarted is given its grace.
+ */
+function expireAward(draft: Draft, task: Task): void {
+  const expired = task.assigned_agent;
+  if (expired === null) return;
+  const holder = draft.agent(expired);
+  if (holder !== undefined && holder.status === "offline" && isReachable(holder, draft.nowMs)) return;
+  const declined = { ...task, declined_agents: [...task.declined_agents, expired] };
+  const bids = draft.bidsFor(task);
+  const next = awardOrder(declined, bids).find((bid) => canWin(draft, bid, declined));
+  for (const bid of bids) {
+    if (bid.agent_id === expired && bid.outcome !== "lost") draft.putBid({ ...bid, outcome: "lost" });
+    if (bid === next) draft.putBid({ ...bid, outcome: "won" });
+  }
+  draft.emit(EventType.TASK_AWARD_EXPIRED, {
+    task_id: task.id,
+    agent_id: expired,
+    data: {
+      attempt: task.attempt,
+      ack_ms: task.ack_ms,
+      expired_agent: expired,
+      next_agent: next?.agent_id ?? null,
+      next_bid_sats: next?.bid_sats ?? null,
+    },
+  });
+  const why = `award not acknowledged within ${task.ack_ms ?? 0} ms`;
+  if (next !== undefined) award(draft, declined, next.agent_id, next.bid_sats, { passed_from: expired });
+  else failAttempt(draft, declined, why, "agent");
+}
+
+/** A run past its `timeout_ms`: the attempt fails, and the retry rule decides what follows. */
+function timeOut(draft: Draft, task: Task): void {
+  draft.emit(EventType.TASK_TIMED_OUT, {
+    task_id: task.id,
+    agent_id: task.assigned_agent,
+    data: { attempt: task.attempt, timeout_ms: task.timeout_ms, started_at: task.started_at },
+  });
+  failAttempt(draft, task, `timed out after ${task.timeout_ms ?? 0} ms`, "run");
+}
+
+/** What the Tick does with a task whose step is due. */
+function runDueStep(draft: Draft, task: Task): void {
+  switch (task.status) {
+    case "bidding":
+      return closeAuction(draft, task, "deadline");
+    case "assigned":
+      return expireAward(draft, task);
+    case "running":
+      return timeOut(draft, task);
+    case "waiting":
+      return openRound(draft, task, "retry", null);
+    case "completed":
+    case "failed":
+    case "cancelled":
+      return;
+  }
 }
 
 /**
@@ -426,10 +602,96 @@ function silentTooLong(
 }
 
 function loseAgent(draft: Draft, agent: Agent, why: string): void {
-  for (const task of draft.held(agent.id)) reauction(draft, task, why);
+  for (const task of draft.held(agent.id)) failAttempt(draft, task, why, "agent");
 }
 
 // ------------------------------------------------------------------ commands
+
+/** What a task is asked to be, checked: the body a post gives, and a re-run copies. */
+type TaskSpec = Pick<
+  Task,
+  | "description"
+  | "required_capabilities"
+  | "auction_ms"
+  | "max_bid_sats"
+  | "ack_ms"
+  | "timeout_ms"
+  | "max_attempts"
+  | "retry_backoff_ms"
+>;
+
+function taskSpec(
+  command: Extract<Command, { type: "PostTask" }>,
+  rules: DecisionContext["rules"],
+): TaskSpec {
+  const optional = (field: keyof TaskSpec, value: unknown, min: number, max: number) =>
+    value === undefined ? undefined : checkInteger(field, value, min, max);
+  return {
+    description: checkText("description", command.description, rules.maxDescriptionLength),
+    required_capabilities: checkCapabilities("required_capabilities", command.required_capabilities),
+    auction_ms:
+      optional("auction_ms", command.auction_ms, rules.minAuctionMs, rules.maxAuctionMs) ??
+      rules.defaultAuctionMs,
+    max_bid_sats: optional("max_bid_sats", command.max_bid_sats, 1, rules.maxBidSats) ?? null,
+    ack_ms: optional("ack_ms", command.ack_ms, MIN_TASK_TIMER_MS, rules.maxTaskTimerMs) ?? rules.defaultAckMs,
+    timeout_ms: optional("timeout_ms", command.timeout_ms, MIN_TASK_TIMER_MS, rules.maxTaskTimerMs) ?? null,
+    max_attempts: optional("max_attempts", command.max_attempts, 1, rules.maxAttempts) ?? 1,
+    retry_backoff_ms: optional("retry_backoff_ms", command.retry_backoff_ms, 0, rules.maxRetryBackoffMs) ?? 0,
+  };
+}
+
+/** A new task from its spec, in its first auction round. */
+function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of">): Task {
+  const task = draft.putTask({
+    id: draft.ctx.newId(),
+    description: spec.description,
+    status: "bidding",
+    required_capabilities: spec.required_capabilities,
+    auction_ms: spec.auction_ms,
+    max_bid_sats: spec.max_bid_sats,
+    ack_ms: spec.ack_ms,
+    timeout_ms: spec.timeout_ms,
+    max_attempts: spec.max_attempts,
+    retry_backoff_ms: spec.retry_backoff_ms,
+    attempt: 1,
+    releases: 0,
+    failures: 0,
+    failed_agents: [],
+    declined_agents: [],
+    assigned_agent: null,
+    winning_bid_sats: null,
+    result: null,
+    error: null,
+    created_at: draft.nowIso,
+    auction_closes_at: new Date(draft.nowMs + spec.auction_ms).toISOString(),
+    assigned_at: null,
+    started_at: null,
+    completed_at: null,
+    opens_at: null,
+    due_at: null,
+    retry_of: links.retry_of,
+    retried_by: null,
+  });
+  draft.emit(EventType.TASK_CREATED, {
+    task_id: task.id,
+    data: {
+      description: preview(task.description),
+      required_capabilities: task.required_capabilities,
+      max_bid_sats: task.max_bid_sats,
+      auction_ms: task.auction_ms,
+      ack_ms: task.ack_ms,
+      timeout_ms: task.timeout_ms,
+      max_attempts: task.max_attempts,
+      retry_backoff_ms: task.retry_backoff_ms,
+      retry_of: task.retry_of,
+    },
+  });
+  draft.emit(EventType.TASK_BIDDING, {
+    task_id: task.id,
+    data: { attempt: 1, closes_at: task.auction_closes_at },
+  });
+  return task;
+}
 
 function decideCommand(draft: Draft, command: Command): Accepted {
   const { rules } = draft.ctx;
@@ -473,45 +735,63 @@ function decideCommand(draft: Draft, command: Command): Accepted {
     }
 
     case "PostTask": {
-      const auctionMs =
-        command.auction_ms === undefined
-          ? rules.defaultAuctionMs
-          : checkInteger("auction_ms", command.auction_ms, rules.minAuctionMs, rules.maxAuctionMs);
-      const task: Task = {
-        id: draft.ctx.newId(),
-        description: checkText("description", command.description, rules.maxDescriptionLength),
-        status: "bidding",
-        required_capabilities: checkCapabilities("required_capabilities", command.required_capabilities),
-        auction_ms: auctionMs,
-        max_bid_sats:
-          command.max_bid_sats === undefined
-            ? null
-            : checkInteger("max_bid_sats", command.max_bid_sats, 1, rules.maxBidSats),
-        attempt: 1,
-        releases: 0,
-        assigned_agent: null,
-        winning_bid_sats: null,
-        result: null,
-        error: null,
-        created_at: draft.nowIso,
-        auction_closes_at: new Date(draft.nowMs + auctionMs).toISOString(),
-        assigned_at: null,
-        started_at: null,
-        completed_at: null,
-      };
-      draft.putTask(task);
-      draft.emit(EventType.TASK_CREATED, {
-        task_id: task.id,
-        data: {
-          description: preview(task.description),
-          required_capabilities: task.required_capabilities,
-          max_bid_sats: task.max_bid_sats,
-          auction_ms: task.auction_ms,
-        },
-      });
-      draft.emit(EventType.TASK_BIDDING, {
-        task_id: task.id,
-        data: { attempt: 1, closes_at: task.auction_closes_at },
+      const spec = taskSpec(command, rules);
+      const assignee =
+        command.assign_to === undefined
+          ? undefined
+          : requireAgent(draft, checkText("assign_to", command.assign_to, 200));
+      const task = openTask(draft, spec, { retry_of: null });
+      if (assignee !== undefined) {
+        const refusal = unableToTake(draft, assignee, task);
+        if (refusal !== undefined)
+          refuse(refusal.code, refusal.message, { field: "assign_to", ...refusal.details });
+        award(draft, task, assignee.id, null, { by: "operator" });
+      }
+      return draft.accepted({ task });
+    }
+
+    case "AssignTask": {
+      const task = requireTask(draft, command.task_id);
+      if (task.status !== "bidding") {
+        refuse(
+          "TASK_NOT_BIDDING",
+          `task ${task.id} is ${task.status}; only a task in its auction can be assigned`,
+          {
+            status: task.status,
+          },
+        );
+      }
+      const agent = requireAgent(draft, command.agent_id);
+      const refusal = unableToTake(draft, agent, task);
+      if (refusal !== undefined)
+        refuse(refusal.code, refusal.message, { field: "agent_id", ...refusal.details });
+      closeAuction(draft, task, "assigned by the operator", agent.id);
+      return draft.accepted({ task });
+    }
+
+    case "RetryTask": {
+      const original = requireTask(draft, command.task_id);
+      if (original.status !== "failed" && original.status !== "cancelled") {
+        refuse(
+          "TASK_NOT_RETRYABLE",
+          `task ${original.id} is ${original.status}; only a failed or cancelled task can be run again`,
+          { status: original.status },
+        );
+      }
+      if (original.retried_by !== null) {
+        refuse(
+          "TASK_ALREADY_RETRIED",
+          `task ${original.id} was already run again as ${original.retried_by}`,
+          {
+            retry_task_id: original.retried_by,
+          },
+        );
+      }
+      const task = openTask(draft, original, { retry_of: original.id });
+      draft.putTask({ ...original, retried_by: task.id });
+      draft.emit(EventType.TASK_RETRIED, {
+        task_id: original.id,
+        data: { retry_task_id: task.id, previous_status: original.status },
       });
       return draft.accepted({ task });
     }
@@ -608,8 +888,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
 
     case "CompleteTask": {
       const task = requireTask(draft, command.task_id);
-      if (task.status === "bidding") {
-        refuse("TASK_NOT_ACTIVE", `task ${task.id} is still in its auction; it cannot complete`, {
+      if (task.status === "bidding" || task.status === "waiting") {
+        refuse("TASK_NOT_ACTIVE", `task ${task.id} is ${task.status}; it cannot complete`, {
           status: task.status,
         });
       }
@@ -635,8 +915,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
       const task = requireTask(draft, command.task_id);
       if (isFinal(task))
         refuse("TASK_FINAL", `task ${task.id} is already ${task.status}`, { status: task.status });
-      if (task.status === "bidding") {
-        refuse("TASK_NOT_ACTIVE", `task ${task.id} is still in its auction; cancel it instead`, {
+      if (task.status === "bidding" || task.status === "waiting") {
+        refuse("TASK_NOT_ACTIVE", `task ${task.id} is ${task.status}, not at work; cancel it instead`, {
           status: task.status,
         });
       }
@@ -645,13 +925,25 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         command.reason === undefined
           ? `failed by ${command.agent_id === undefined ? "the operator" : "its agent"}`
           : checkText("reason", command.reason, rules.maxResultLength);
-      draft.putTask({ ...task, status: "failed", error: reason, completed_at: draft.nowIso });
-      draft.emit(EventType.TASK_FAILED, {
-        source: command.agent_id ?? COORDINATOR_SOURCE,
-        task_id: task.id,
-        agent_id: task.assigned_agent,
-        data: { reason: preview(reason), by: command.agent_id === undefined ? "operator" : "agent" },
-      });
+      if (command.agent_id === undefined) {
+        // The operator's word is final: no retry.
+        draft.putTask({ ...task, status: "failed", error: reason, completed_at: draft.nowIso });
+        draft.emit(EventType.TASK_FAILED, {
+          task_id: task.id,
+          agent_id: task.assigned_agent,
+          data: { reason: preview(reason), by: "operator" },
+        });
+        return draft.accepted({ task });
+      }
+      if (task.failures + 1 < task.max_attempts) {
+        draft.emit(EventType.TASK_ATTEMPT_FAILED, {
+          source: command.agent_id,
+          task_id: task.id,
+          agent_id: command.agent_id,
+          data: { reason: preview(reason), attempt: task.attempt, by: "agent" },
+        });
+      }
+      failAttempt(draft, task, reason, "run", { source: command.agent_id, data: { by: "agent" } });
       return draft.accepted({ task });
     }
 
@@ -674,8 +966,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
 
     case "ReleaseTask": {
       const task = requireTask(draft, command.task_id);
-      if (task.status === "bidding") {
-        refuse("TASK_NOT_ACTIVE", `task ${task.id} is in its auction; there is nothing to hand back`, {
+      if (task.status === "bidding" || task.status === "waiting") {
+        refuse("TASK_NOT_ACTIVE", `task ${task.id} is ${task.status}; there is nothing to hand back`, {
           status: task.status,
         });
       }
@@ -688,7 +980,12 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         agent_id: command.agent_id,
         data: { reason, attempt: task.attempt, previous_status: task.status },
       });
-      reauction(draft, task, "handed back by its agent", { handedBack: true });
+      openRound(
+        draft,
+        { ...task, releases: task.releases + 1 },
+        "handed back by its agent",
+        command.agent_id,
+      );
       return draft.accepted({ task });
     }
 
@@ -756,8 +1053,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           loseAgent(draft, agent, "agent did not come back after a restart");
         }
       }
-      for (const task of draft.dueAuctions())
-        if (tasksInScope === undefined || tasksInScope.has(task.id)) closeAuction(draft, task, "deadline");
+      for (const task of draft.dueTasks())
+        if (tasksInScope === undefined || tasksInScope.has(task.id)) runDueStep(draft, task);
       return draft.accepted();
     }
 

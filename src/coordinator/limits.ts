@@ -30,6 +30,8 @@ export function reportingAgent(command: Command): string | undefined {
     case "Heartbeat":
     case "DeregisterAgent":
     case "PostTask":
+    case "AssignTask":
+    case "RetryTask":
     case "CloseAuction":
     case "CancelTask":
     case "Tick":

@@ -10,13 +10,25 @@ import { FINAL_TASK_STATUSES, type Agent, type Bid, type StateChanges, type Task
 export interface StateView {
   getAgent(id: string): Agent | undefined;
   getTask(id: string): Task | undefined;
-  /** Bids of the task's current auction round, in the order they were placed. */
+  /** Bids of the task's current round while it is bidding or awarded, in the order they were placed. */
   bidsFor(taskId: string): readonly Bid[];
   /** Tasks assigned to or running on the agent. */
   tasksHeldBy(agentId: string): readonly Task[];
   agents(): Iterable<Agent>;
-  /** Tasks in an open auction whose deadline is at or before `nowMs`, earliest deadline first. */
-  dueAuctions(nowMs: number): readonly Task[];
+  /** Tasks whose next timed step (`due_at`) is at or before `nowMs`, earliest first. */
+  dueTasks(nowMs: number): readonly Task[];
+}
+
+/** Agents by status: `online` is idle plus busy, `left` those deregistered (counted nowhere else). */
+export function countAgents(agents: Iterable<Agent>) {
+  const counts = { idle: 0, busy: 0, offline: 0, online: 0, left: 0, total: 0 };
+  for (const agent of agents) {
+    counts.total += 1;
+    if (agent.left_at !== null) counts.left += 1;
+    else counts[agent.status] += 1;
+  }
+  counts.online = counts.idle + counts.busy;
+  return counts;
 }
 
 export function isFinal(task: Task): boolean {
@@ -61,7 +73,7 @@ export class CoordinatorState implements StateView {
     return this.agentsById.values();
   }
 
-  dueAuctions(nowMs: number): readonly Task[] {
+  dueTasks(nowMs: number): readonly Task[] {
     return this.deadlines.due(nowMs, (id) => this.activeTasks.get(id));
   }
 
@@ -103,10 +115,11 @@ export class CoordinatorState implements StateView {
           held.set(task.id, task);
         }
       }
-      // Only an open auction's bids are kept; a new round starts with none.
+      // Only the current round's bids are kept, while it is open or its award may still pass to
+      // the next bid; a new round starts with none.
       const bids = this.bidsByTask.get(task.id);
       if (
-        task.status !== "bidding" ||
+        !keepsBids(task) ||
         (bids !== undefined && bids[0] !== undefined && bids[0].attempt !== task.attempt)
       ) {
         this.bidsByTask.delete(task.id);
@@ -114,7 +127,7 @@ export class CoordinatorState implements StateView {
     }
     for (const bid of changes.bids) {
       const task = this.activeTasks.get(bid.task_id);
-      if (task === undefined || task.status !== "bidding" || task.attempt !== bid.attempt) continue;
+      if (task === undefined || !keepsBids(task) || task.attempt !== bid.attempt) continue;
       const bids = (this.bidsByTask.get(bid.task_id) ?? []).filter(
         (other) => other.agent_id !== bid.agent_id,
       );
@@ -141,40 +154,65 @@ export function viewWith(view: StateView, overrides: Partial<StateView>): StateV
     bidsFor: (id) => view.bidsFor(id),
     tasksHeldBy: (id) => view.tasksHeldBy(id),
     agents: () => view.agents(),
-    dueAuctions: (nowMs) => view.dueAuctions(nowMs),
+    dueTasks: (nowMs) => view.dueTasks(nowMs),
     ...overrides,
   };
 }
 
-/** When the task's open auction closes, in ms; undefined when it is not in one. */
-function closesAtMs(task: Task): number | undefined {
-  return task.status === "bidding" && task.auction_closes_at !== null
-    ? Date.parse(task.auction_closes_at)
-    : undefined;
+/** A task whose round's bids still matter: its auction is open, or its award may still pass on. */
+export function keepsBids(task: Task): boolean {
+  return task.status === "bidding" || task.status === "assigned";
 }
 
 /**
- * Open auctions by deadline, so that a Tick looks at the auctions due rather than at every open
- * one (2,000 open auctions cost each Tick about a millisecond). A min-heap with lazy removal: an
- * entry stands for a task's deadline as it was pushed, and counts only while the task is still
- * in that auction; stale entries are dropped when they reach the top.
+ * When the task's next timed step is due, as the core judges it: its auction closes, its award
+ * lapses, its run times out, its retry opens. Null: nothing is due by time.
+ */
+export function dueAt(task: Task): string | null {
+  const after = (from: string | null, ms: number | null) =>
+    from === null || ms === null ? null : new Date(Date.parse(from) + ms).toISOString();
+  switch (task.status) {
+    case "waiting":
+      return task.opens_at;
+    case "bidding":
+      return task.auction_closes_at;
+    case "assigned":
+      return after(task.assigned_at, task.ack_ms);
+    case "running":
+      return after(task.started_at, task.timeout_ms);
+    case "completed":
+    case "failed":
+    case "cancelled":
+      return null;
+  }
+}
+
+function dueAtMs(task: Task): number | undefined {
+  return task.due_at === null ? undefined : Date.parse(task.due_at);
+}
+
+/**
+ * Tasks by `due_at`, so that a Tick looks at the tasks due rather than at every active one
+ * (2,000 open auctions cost each Tick about a millisecond). A min-heap with lazy removal: an
+ * entry stands for a task's due time as it was pushed, and counts only while the task is still
+ * due then; stale entries are dropped when they reach the top.
  */
 class DeadlineHeap {
   private readonly heap: { ms: number; taskId: string }[] = [];
   /** Each task's newest entry, so that a task written again with the same deadline adds none. */
   private readonly newest = new Map<string, number>();
 
-  /** Note the task's deadline if it is in an open auction (a new round's deadline is pushed anew). */
+  /** Note the task's due time, if it has one (a changed one is pushed anew). */
   track(task: Task): void {
-    const ms = closesAtMs(task);
+    const ms = dueAtMs(task);
     if (ms === undefined || this.newest.get(task.id) === ms) return;
     this.newest.set(task.id, ms);
     this.push({ ms, taskId: task.id });
   }
 
   /**
-   * The tasks whose deadline is at or before `nowMs`, each once, earliest first. They stay in the
-   * heap until their auction closes: a Tick whose write fails finds them again on the next one.
+   * The tasks due at or before `nowMs`, each once, earliest first. They stay in the heap until
+   * their due time changes: a Tick whose write fails (or that leaves one waiting) finds them again.
    */
   due(nowMs: number, lookup: (taskId: string) => Task | undefined): Task[] {
     const due: Task[] = [];
@@ -184,7 +222,7 @@ class DeadlineHeap {
       const entry = this.pop();
       if (seen.has(entry.taskId)) continue; // a duplicate of an entry kept just now
       const task = lookup(entry.taskId);
-      if (task === undefined || closesAtMs(task) !== entry.ms) {
+      if (task === undefined || dueAtMs(task) !== entry.ms) {
         if (this.newest.get(entry.taskId) === entry.ms) this.newest.delete(entry.taskId);
         continue;
       }

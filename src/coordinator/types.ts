@@ -4,7 +4,19 @@
  */
 import type { EventInput } from "../event-log/types.js";
 
-export const TASK_STATUSES = ["bidding", "assigned", "running", "completed", "failed", "cancelled"] as const;
+/**
+ * `waiting`: not yet open for bids (a retry's backoff, later its dependencies). `bidding`: in its
+ * auction. `assigned`: awarded, not yet acknowledged by a start. Then `running`, and a final one.
+ */
+export const TASK_STATUSES = [
+  "waiting",
+  "bidding",
+  "assigned",
+  "running",
+  "completed",
+  "failed",
+  "cancelled",
+] as const;
 export type TaskStatus = (typeof TASK_STATUSES)[number];
 export const FINAL_TASK_STATUSES: readonly TaskStatus[] = ["completed", "failed", "cancelled"];
 
@@ -36,13 +48,38 @@ export interface Task {
   auction_ms: number;
   /** The task's own cap on bids; null means the global cap. */
   max_bid_sats: number | null;
-  /** Auction round: 1 at post, one more each time the task is re-auctioned. */
-  attempt: number;
   /**
-   * Rounds that ended because the agent handed the task back (a graceful stop): they are not
-   * the task's fault, so they do not count towards `maxAuctionAttempts`.
+   * Auction round: 1 at post, one more each time the task goes up for auction again (a retry, a
+   * lost or departed agent, an award nobody acknowledged). Bids and awards are per round.
    */
+  attempt: number;
+  /** Rounds that ended because the agent handed the task back (a graceful stop): never charged. */
   releases: number;
+  /** How long the winner has to start after `task.assigned`; null: no limit (tasks from before it). */
+  ack_ms: number | null;
+  /** How long a run may take after `task.started`; null: no limit. */
+  timeout_ms: number | null;
+  /** Attempts the task gets: a failed one (reported, timed out, agent lost) is retried until then. */
+  max_attempts: number;
+  /** The first retry's delay; each further one doubles it, up to `maxRetryBackoffMs`. 0: at once. */
+  retry_backoff_ms: number;
+  /** Attempts charged so far: failures reported by the agent, timeouts, agents lost, awards lapsed. */
+  failures: number;
+  /** Agents that failed or timed out an attempt of this task: their bids rank after everyone else's. */
+  failed_agents: string[];
+  /** Agents whose award of the current round lapsed unacknowledged; a new round clears it. */
+  declined_agents: string[];
+  /** When a waiting task's retry opens its auction. */
+  opens_at: string | null;
+  /**
+   * When the task's next timed step is due, whatever it is: its auction closing, its award
+   * lapsing, its run timing out, its retry opening. Derived from the rest (see `dueAt`), stored so
+   * that every replica finds due work with one indexed read.
+   */
+  due_at: string | null;
+  /** The failed or cancelled task this one re-runs, and the task that re-ran this one. */
+  retry_of: string | null;
+  retried_by: string | null;
   assigned_agent: string | null;
   winning_bid_sats: number | null;
   result: string | null;
@@ -54,6 +91,7 @@ export interface Task {
   completed_at: string | null;
 }
 
+/** `lost` also marks a winner whose award lapsed unacknowledged (`declined_agents`). */
 export type BidOutcome = "won" | "lost";
 
 export interface Bid {
@@ -85,7 +123,17 @@ export type Command =
       required_capabilities?: string[];
       auction_ms?: number;
       max_bid_sats?: number;
+      ack_ms?: number;
+      timeout_ms?: number;
+      max_attempts?: number;
+      retry_backoff_ms?: number;
+      /** Skip the auction: the task goes straight to this agent, if it can take it now. */
+      assign_to?: string;
     }
+  /** The operator hands a task in its auction to an agent, ending the auction. */
+  | { type: "AssignTask"; task_id: string; agent_id: string }
+  /** The operator runs a failed or cancelled task again: a new task with the same body. */
+  | { type: "RetryTask"; task_id: string }
   | { type: "SubmitBid"; task_id: string; agent_id: string; bid_sats: number }
   | { type: "CloseAuction"; task_id: string }
   | { type: "StartTask"; task_id: string; agent_id: string }
@@ -110,7 +158,8 @@ export type Command =
       error?: string;
     }
   /**
-   * Closes due auctions and expires silent agents. `stalls`: recent spans in which the server
+   * Does what is due: closes auctions, passes on lapsed awards, times out runs, opens retries,
+   * and expires silent agents. `stalls`: recent spans in which the server
    * itself was stalled; they do not count as any agent's silence. `scope`: a Tick over part of
    * the swarm, as one replica of several runs it over the work it claimed: only these agents are
    * checked for silence and only these auctions closed (all are still read, for eligibility).
@@ -137,10 +186,19 @@ export interface CoordinatorRules {
   closeWhenAllBid: boolean;
   heartbeatTimeoutMs: number;
   /**
-   * Auction rounds a task gets before losing its agent fails it for good. Rounds its agent
-   * handed back (ReleaseTask) are not counted.
+   * Attempts a task gets when it is its agents that vanish (silence, departure, a lapsed award),
+   * whatever its own `max_attempts` says, if that is fewer: losing an agent says little against
+   * the task. Rounds its agent handed back (ReleaseTask) are never charged.
    */
   maxAuctionAttempts: number;
+  /** `ack_ms` when a task names none; null: awards never lapse. */
+  defaultAckMs: number | null;
+  /** The longest `ack_ms` and `timeout_ms` a task may set. */
+  maxTaskTimerMs: number;
+  /** The most attempts a task may ask for. */
+  maxAttempts: number;
+  /** The cap on a retry's exponential backoff. */
+  maxRetryBackoffMs: number;
   maxDescriptionLength: number;
   maxResultLength: number;
   /**
@@ -164,6 +222,10 @@ export const DEFAULT_RULES: CoordinatorRules = {
   closeWhenAllBid: true,
   heartbeatTimeoutMs: 30_000,
   maxAuctionAttempts: 3,
+  defaultAckMs: 10_000,
+  maxTaskTimerMs: 7 * 86_400_000,
+  maxAttempts: 100,
+  maxRetryBackoffMs: 300_000,
   maxDescriptionLength: 10_000,
   maxResultLength: 100_000,
   maxEventsPerTask: 10_000,
@@ -217,5 +279,7 @@ export const COORDINATOR_ERROR_CODES = [
   "TASK_NOT_RUNNING",
   "TASK_NOT_ACTIVE",
   "TASK_FINAL",
+  "TASK_NOT_RETRYABLE",
+  "TASK_ALREADY_RETRIED",
 ] as const;
 export type CoordinatorErrorCode = (typeof COORDINATOR_ERROR_CODES)[number];

@@ -12,6 +12,16 @@ export const EventType = {
   TASK_CANCELLED: "task.cancelled",
   /** The assigned agent handed the task back unfinished; a `task.bidding` for the next round follows. */
   TASK_RELEASED: "task.released",
+  /** The winner did not start within the task's `ack_ms`: the award passes to the next bid, or a new round. */
+  TASK_AWARD_EXPIRED: "task.award_expired",
+  /** A running task passed its `timeout_ms`: the attempt failed; a retry or `task.failed` follows. */
+  TASK_TIMED_OUT: "task.timed_out",
+  /** An attempt failed (reported by its agent) with attempts left: a retry follows. */
+  TASK_ATTEMPT_FAILED: "task.attempt_failed",
+  /** A failed attempt's retry waits out its backoff: `task.bidding` follows at `opens_at`. */
+  TASK_RETRY_SCHEDULED: "task.retry_scheduled",
+  /** The operator re-ran a failed or cancelled task: `data.retry_task_id` names the new task. */
+  TASK_RETRIED: "task.retried",
   AGENT_JOINED: "agent.joined",
   AGENT_LEFT: "agent.left",
   /** The agent's token was replaced; the old one no longer works. Written by the API, not the core. */

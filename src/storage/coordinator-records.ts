@@ -15,9 +15,11 @@ export interface AgentRow extends Omit<Agent, "capabilities"> {
   capabilities: string;
 }
 
-export interface TaskRow extends Omit<Task, "required_capabilities"> {
-  required_capabilities: string;
-}
+/** The task's list columns, held as JSON arrays of strings. */
+const TASK_LIST_COLUMNS = ["required_capabilities", "failed_agents", "declined_agents"] as const;
+type TaskListColumn = (typeof TASK_LIST_COLUMNS)[number];
+
+export type TaskRow = Omit<Task, TaskListColumn> & Record<TaskListColumn, string>;
 
 export interface AgentStats {
   bids: number;
@@ -55,12 +57,65 @@ export function toAgent(row: AgentRow): Agent {
 }
 
 export function toTask(row: TaskRow): Task {
-  return { ...row, required_capabilities: JSON.parse(row.required_capabilities) as string[] };
+  const task = { ...row } as unknown as Task;
+  for (const column of TASK_LIST_COLUMNS) task[column] = JSON.parse(row[column]) as string[];
+  return task;
 }
 
-export const TASK_COLUMNS =
-  "id, description, status, required_capabilities, auction_ms, max_bid_sats, attempt, releases, assigned_agent, " +
-  "winning_bid_sats, result, error, created_at, auction_closes_at, assigned_at, started_at, completed_at";
+export function toTaskRow(task: Task): TaskRow {
+  const row = { ...task } as unknown as TaskRow;
+  for (const column of TASK_LIST_COLUMNS) row[column] = JSON.stringify(task[column]);
+  return row;
+}
+
+/** What a task is when posted, never written again. */
+const TASK_FIXED_COLUMNS = [
+  "id",
+  "description",
+  "required_capabilities",
+  "auction_ms",
+  "max_bid_sats",
+  "ack_ms",
+  "timeout_ms",
+  "max_attempts",
+  "retry_backoff_ms",
+  "created_at",
+  "retry_of",
+] as const;
+/** What a decision may change in a task row: what an upsert of an existing task sets. */
+export const TASK_CHANGING_COLUMNS = [
+  "status",
+  "attempt",
+  "releases",
+  "failures",
+  "failed_agents",
+  "declined_agents",
+  "assigned_agent",
+  "winning_bid_sats",
+  "result",
+  "error",
+  "auction_closes_at",
+  "assigned_at",
+  "started_at",
+  "completed_at",
+  "opens_at",
+  "due_at",
+  "retried_by",
+] as const satisfies readonly (keyof Task)[];
+// Every field of a task is stored, once.
+const _everyColumn: Exclude<
+  keyof Task,
+  (typeof TASK_FIXED_COLUMNS)[number] | (typeof TASK_CHANGING_COLUMNS)[number]
+> extends never
+  ? true
+  : never = true;
+
+export const TASK_COLUMN_LIST: readonly (keyof Task)[] = [...TASK_FIXED_COLUMNS, ...TASK_CHANGING_COLUMNS];
+export const TASK_COLUMNS = TASK_COLUMN_LIST.join(", ");
+/** The SET clause of a task upsert: every changing column from the row offered. */
+export const TASK_UPSERT_SET = TASK_CHANGING_COLUMNS.map((column) => `${column} = excluded.${column}`).join(
+  ", ",
+);
 export const AGENT_COLUMNS =
   "id, name, capabilities, max_concurrent, status, registered_at, last_seen, grace_until, left_at";
 export const BID_COLUMNS = "task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome";

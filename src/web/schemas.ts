@@ -51,6 +51,7 @@ export const AgentSchema = Type.Object({
 export type AgentView = Static<typeof AgentSchema>;
 
 export const TaskStatusSchema = Type.Union([
+  Type.Literal("waiting"),
   Type.Literal("bidding"),
   Type.Literal("assigned"),
   Type.Literal("running"),
@@ -69,11 +70,44 @@ export const TaskSchema = Type.Object({
   required_capabilities: Type.Array(Type.String()),
   auction_ms: Type.Integer(),
   max_bid_sats: Nullable(Type.Integer()),
-  attempt: Type.Integer({ description: "Auction round: 1, or more after the task was put up again" }),
+  attempt: Type.Integer({
+    description:
+      "Auction round: 1, then one more each time the task goes up again (a retry, an agent lost, an award that lapsed); bids and awards are per round",
+  }),
   releases: Type.Integer({
     description:
-      "Rounds that ended with the agent handing the task back (task.released); they do not count towards the limit of 3 rounds",
+      "Rounds that ended with the agent handing the task back (task.released); never charged as attempts",
   }),
+  ack_ms: Nullable(
+    Type.Integer({
+      description: "How long the winner has to start after task.assigned before the award passes on",
+    }),
+  ),
+  timeout_ms: Nullable(
+    Type.Integer({ description: "How long a run may take after task.started before it times out" }),
+  ),
+  max_attempts: Type.Integer({ description: "Attempts the task gets; a failed one is retried until then" }),
+  retry_backoff_ms: Type.Integer({
+    description: "Delay before the first retry, doubling for each one after",
+  }),
+  failures: Type.Integer({
+    description: "Attempts that failed so far (reported, timed out, agent lost, award lapsed)",
+  }),
+  failed_agents: Type.Array(Type.String(), {
+    description: "Agents that failed an attempt of this task; their bids rank after everyone else's",
+  }),
+  declined_agents: Type.Array(Type.String(), {
+    description: "Agents whose award of the current round lapsed unacknowledged",
+  }),
+  opens_at: Nullable(Timestamp),
+  due_at: Nullable(
+    Type.String({
+      description:
+        "ISO-8601 UTC: when the task's next timed step is due (its auction closing, its award lapsing, its run timing out, its retry opening)",
+    }),
+  ),
+  retry_of: Nullable(Type.String({ description: "The failed or cancelled task this one runs again" })),
+  retried_by: Nullable(Type.String({ description: "The task that runs this one again" })),
   assigned_agent: Nullable(Type.String()),
   winning_bid_sats: Nullable(Type.Integer()),
   result: Nullable(Type.String()),
@@ -124,7 +158,41 @@ export const PostTaskBody = Type.Object(
     required_capabilities: Type.Optional(Capabilities),
     auction_ms: Type.Optional(Type.Integer({ description: "Auction window, 100 ms to 10 min" })),
     max_bid_sats: Type.Optional(Type.Integer({ description: "This task's cap on bids" })),
+    ack_ms: Type.Optional(
+      Type.Integer({
+        description:
+          "How long the winner has to start after task.assigned (default SWARM_ACK_MS); then the award passes to the next bid",
+      }),
+    ),
+    timeout_ms: Type.Optional(
+      Type.Integer({
+        description: "How long a run may take after task.started; then it times out (default: no limit)",
+      }),
+    ),
+    max_attempts: Type.Optional(
+      Type.Integer({
+        description: "Attempts the task gets: a failed or timed-out one is retried until then (default 1)",
+      }),
+    ),
+    retry_backoff_ms: Type.Optional(
+      Type.Integer({
+        description: "Delay before the first retry, doubling for each one after, capped (default 0: at once)",
+      }),
+    ),
+    assign_to: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 200,
+        description:
+          "Skip the auction: give the task to this agent, which must be online, capable and below capacity",
+      }),
+    ),
   },
+  { additionalProperties: false },
+);
+
+export const AssignBody = Type.Object(
+  { agent_id: Type.String({ minLength: 1, maxLength: 200 }) },
   { additionalProperties: false },
 );
 

@@ -175,6 +175,17 @@ function task(write: Pick<Task, "id" | "status" | "assigned_agent" | "winning_bi
     assigned_at: null,
     started_at: null,
     completed_at: null,
+    ack_ms: null,
+    timeout_ms: null,
+    max_attempts: 1,
+    retry_backoff_ms: 0,
+    failures: 0,
+    failed_agents: [],
+    declined_agents: [],
+    opens_at: null,
+    due_at: null,
+    retry_of: null,
+    retried_by: null,
   };
 }
 

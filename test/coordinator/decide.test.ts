@@ -1,6 +1,7 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decide } from "../../src/coordinator/decide.js";
-import { CoordinatorState, withTask } from "../../src/coordinator/state.js";
+import { CoordinatorState, dueAt, withTask } from "../../src/coordinator/state.js";
 import { DEFAULT_RULES, type Command } from "../../src/coordinator/types.js";
 import { eventOf, expectAccepted, scenario, START, types } from "./scenario.js";
 
@@ -386,7 +387,7 @@ describe("auctions by deadline", () => {
     expect(eventOf(s.when({ type: "Tick" }), "auction.closed")?.task_id).toBe(t);
     s.run({ type: "Tick" });
     expect(s.state.getTask(t)?.status).toBe("assigned");
-    expect(s.state.dueAuctions(s.now)).toEqual([]);
+    expect(s.state.dueTasks(s.now)).toEqual([]);
   });
 
   it("judges a re-auctioned task by its new round's deadline, not the old one", () => {
@@ -397,11 +398,11 @@ describe("auctions by deadline", () => {
     s.given({ type: "ReleaseTask", task_id: t, agent_id: a, reason: "stopping" });
     const reopened = s.state.getTask(t)!;
     expect(reopened).toMatchObject({ status: "bidding", attempt: 2 });
-    expect(s.state.dueAuctions(s.now)).toEqual([]);
+    expect(s.state.dueTasks(s.now)).toEqual([]);
     s.advance(Date.parse(reopened.auction_closes_at!) - s.now - 1);
-    expect(s.state.dueAuctions(s.now)).toEqual([]);
+    expect(s.state.dueTasks(s.now)).toEqual([]);
     s.advance(1);
-    expect(s.state.dueAuctions(s.now).map((task) => task.id)).toEqual([t]);
+    expect(s.state.dueTasks(s.now).map((task) => task.id)).toEqual([t]);
   });
 });
 
@@ -880,5 +881,450 @@ describe("purity", () => {
       "task.assigned",
       "agent.status_changed",
     ]);
+  });
+});
+
+// ------------------------------------------------------------------ the task lifecycle
+
+/** Two agents bid on a task (a lower, b higher) and the auction closes to a. */
+function awarded(extra: Partial<Extract<Command, { type: "PostTask" }>> = {}, rules = {}) {
+  const s = scenario(rules);
+  const a = s.agent("a");
+  const b = s.agent("b");
+  const task = s.task(extra);
+  s.given({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 20 });
+  s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 10 });
+  expect(s.state.getTask(task)).toMatchObject({ status: "assigned", assigned_agent: a });
+  return { s, a, b, task };
+}
+
+describe("award acknowledgement", () => {
+  it("passes an award the winner does not start within ack_ms to the next-best bid, naming both agents", () => {
+    const { s, a, b, task } = awarded({ ack_ms: 2000 });
+    expect(s.state.getTask(task)?.due_at).toBe(new Date(s.now + 2000).toISOString());
+    s.advance(1999);
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+    s.advance(1);
+    const lapse = s.run({ type: "Tick" });
+    expect(types(lapse)).toEqual([
+      "task.award_expired",
+      "task.assigned",
+      "agent.status_changed",
+      "agent.status_changed",
+    ]);
+    expect(eventOf(lapse, "task.award_expired")).toMatchObject({
+      agent_id: a,
+      data: { attempt: 1, ack_ms: 2000, expired_agent: a, next_agent: b, next_bid_sats: 20 },
+    });
+    expect(eventOf(lapse, "task.assigned")).toMatchObject({
+      agent_id: b,
+      data: { bid_sats: 20, passed_from: a },
+    });
+    expect(s.state.getTask(task)).toMatchObject({
+      assigned_agent: b,
+      winning_bid_sats: 20,
+      attempt: 1,
+      declined_agents: [a],
+      due_at: new Date(s.now + 2000).toISOString(),
+    });
+    // The first winner can no longer start it; the new one can.
+    expect(s.when({ type: "StartTask", task_id: task, agent_id: a })).toMatchObject({
+      code: "NOT_ASSIGNED_AGENT",
+    });
+    expect(types(s.run({ type: "StartTask", task_id: task, agent_id: b }))).toEqual(["task.started"]);
+    expect(s.state.getTask(task)?.due_at).toBeNull();
+  });
+
+  it("opens the next round when no bid of the round is left, charged as an agent lost", () => {
+    const { s, task } = awarded({ ack_ms: 1000 });
+    s.advance(1000);
+    s.run({ type: "Tick" });
+    s.advance(1000);
+    const second = s.run({ type: "Tick" });
+    expect(types(second)).toContain("task.bidding");
+    expect(eventOf(second, "task.award_expired")?.data).toMatchObject({ next_agent: null });
+    expect(eventOf(second, "task.bidding")?.data).toMatchObject({
+      attempt: 2,
+      reason: "award not acknowledged within 1000 ms",
+    });
+    expect(s.state.getTask(task)).toMatchObject({
+      status: "bidding",
+      attempt: 2,
+      failures: 1,
+      declined_agents: [],
+    });
+  });
+
+  it("passes over a bidder that cannot take the task any more", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    const b = s.agent("b");
+    const c = s.agent("c");
+    const task = s.task({ ack_ms: 1000 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 1 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 2 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: c, bid_sats: 3 });
+    s.given({ type: "DeregisterAgent", agent_id: b });
+    s.advance(1000);
+    expect(eventOf(s.run({ type: "Tick" }), "task.award_expired")?.data).toMatchObject({ next_agent: c });
+  });
+
+  it("takes a start before the Tick has passed the award on, and never lapses a run", () => {
+    const { s, a, task } = awarded({ ack_ms: 1000 });
+    s.advance(5000);
+    expect(types(s.run({ type: "StartTask", task_id: task, agent_id: a }))).toEqual(["task.started"]);
+    s.advance(60_000);
+    expect(types(s.run({ type: "Heartbeat", agent_id: a }))).toEqual([]);
+    expect(types(s.run({ type: "Tick" }))).not.toContain("task.award_expired");
+  });
+
+  it("defaults ack_ms from the rules, and never lapses with none", () => {
+    expect(awarded().s.state.getTask(awarded().task)?.ack_ms).toBe(DEFAULT_RULES.defaultAckMs);
+    const { s, task } = awarded({}, { defaultAckMs: null });
+    expect(s.state.getTask(task)).toMatchObject({ ack_ms: null, due_at: null });
+  });
+
+  it("gives an agent offline since a restart its grace before its award lapses", () => {
+    const { s, a, b, task } = awarded({ ack_ms: 1000 });
+    s.given({ type: "Recover" });
+    s.advance(1000);
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+    // Back, and still not starting: now it lapses.
+    s.given({ type: "Heartbeat", agent_id: a });
+    s.given({ type: "Heartbeat", agent_id: b });
+    expect(eventOf(s.run({ type: "Tick" }), "task.award_expired")?.data).toMatchObject({ expired_agent: a });
+    expect(s.state.getTask(task)?.assigned_agent).toBe(b);
+  });
+});
+
+describe("execution deadline", () => {
+  it("times out a run past timeout_ms, frees the agent's slot and fails the task with a reason", () => {
+    const { s, a, task } = awarded({ timeout_ms: 5000 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    s.advance(4999);
+    s.given({ type: "Heartbeat", agent_id: a });
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+    s.advance(1);
+    const late = s.run({ type: "Tick" });
+    expect(types(late)).toEqual(["task.timed_out", "task.failed", "agent.status_changed"]);
+    expect(eventOf(late, "task.timed_out")).toMatchObject({
+      agent_id: a,
+      data: { attempt: 1, timeout_ms: 5000 },
+    });
+    expect(eventOf(late, "task.failed")?.data).toMatchObject({ reason: "timed out after 5000 ms" });
+    expect(s.state.getAgent(a)?.status).toBe("idle");
+    expect(expectAccepted(late).changes.tasks[0]).toMatchObject({
+      status: "failed",
+      error: "timed out after 5000 ms",
+      failures: 1,
+    });
+  });
+
+  it.each([
+    [{ timeout_ms: 0 }, "timeout_ms"],
+    [{ ack_ms: 50 }, "ack_ms"],
+    [{ max_attempts: 0 }, "max_attempts"],
+    [{ max_attempts: 1.5 }, "max_attempts"],
+    [{ retry_backoff_ms: -1 }, "retry_backoff_ms"],
+    [{ retry_backoff_ms: DEFAULT_RULES.maxRetryBackoffMs + 1 }, "retry_backoff_ms"],
+    [{ assign_to: "" }, "assign_to"],
+  ])("refuses a task %j naming %s", (input, field) => {
+    const decision = scenario().when({ type: "PostTask", description: "x", ...input });
+    expect(decision).toMatchObject({ ok: false, code: "INVALID_COMMAND", details: { field } });
+  });
+});
+
+describe("retries with backoff", () => {
+  it("retries a reported failure after the backoff, doubling it, until attempts run out", () => {
+    const { s, a, b, task } = awarded({ max_attempts: 3, retry_backoff_ms: 1000 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    const first = s.run({ type: "FailTask", task_id: task, agent_id: a, reason: "flaky" });
+    expect(types(first)).toEqual(["task.attempt_failed", "task.retry_scheduled", "agent.status_changed"]);
+    expect(eventOf(first, "task.retry_scheduled")?.data).toMatchObject({
+      attempt: 2,
+      failures: 1,
+      max_attempts: 3,
+      backoff_ms: 1000,
+      reason: "flaky",
+      previous_agent: a,
+    });
+    expect(s.state.getTask(task)).toMatchObject({ status: "waiting", failures: 1, failed_agents: [a] });
+    // Waiting: no bids, no start.
+    expect(s.when({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 5 })).toMatchObject({
+      code: "TASK_NOT_BIDDING",
+    });
+    s.advance(999);
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+    s.advance(1);
+    expect(eventOf(s.run({ type: "Tick" }), "task.bidding")?.data).toMatchObject({
+      attempt: 2,
+      reason: "retry",
+    });
+
+    // The agent that failed ranks after the others, whatever it bids.
+    s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 1 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 50 });
+    expect(s.state.getTask(task)).toMatchObject({ status: "assigned", assigned_agent: b, attempt: 2 });
+    s.given({ type: "StartTask", task_id: task, agent_id: b });
+    const second = s.run({ type: "FailTask", task_id: task, agent_id: b, reason: "flaky again" });
+    expect(eventOf(second, "task.retry_scheduled")?.data).toMatchObject({ backoff_ms: 2000, failures: 2 });
+    s.advance(2000);
+    s.given({ type: "Tick" });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 1 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 1 });
+    // Both failed before: price decides again among them.
+    expect(s.state.getTask(task)).toMatchObject({ assigned_agent: a, attempt: 3 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    const last = s.run({ type: "FailTask", task_id: task, agent_id: a, reason: "broken" });
+    expect(types(last)).toEqual(["task.failed", "agent.status_changed"]);
+    expect(s.state.getTask(task)).toBeUndefined();
+  });
+
+  it("retries a timeout, and retries at once with no backoff", () => {
+    const { s, a, task } = awarded({ max_attempts: 2, timeout_ms: 1000 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    s.advance(1000);
+    s.given({ type: "Heartbeat", agent_id: a });
+    expect(types(s.run({ type: "Tick" }))).toEqual([
+      "task.timed_out",
+      "task.bidding",
+      "agent.status_changed",
+    ]);
+    expect(s.state.getTask(task)).toMatchObject({ status: "bidding", attempt: 2, failures: 1 });
+  });
+
+  it("caps the backoff", () => {
+    const { s, a, task } = awarded(
+      { max_attempts: 30, retry_backoff_ms: 100_000 },
+      { maxRetryBackoffMs: 250_000 },
+    );
+    const backoffs: unknown[] = [];
+    for (let attempt = 1; attempt <= 3; attempt += 1) {
+      if (attempt > 1) {
+        s.advance(250_000);
+        s.given({ type: "Heartbeat", agent_id: a });
+        s.given({ type: "Tick" });
+        s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 1 });
+        s.advance(DEFAULT_RULES.defaultAuctionMs);
+        s.given({ type: "Heartbeat", agent_id: a });
+        s.given({ type: "Tick" });
+      }
+      s.given({ type: "StartTask", task_id: task, agent_id: a });
+      const failed = s.run({ type: "FailTask", task_id: task, agent_id: a });
+      backoffs.push((eventOf(failed, "task.retry_scheduled")?.data as { backoff_ms?: number }).backoff_ms);
+    }
+    expect(backoffs).toEqual([100_000, 200_000, 250_000]);
+  });
+
+  it("charges a lost agent an attempt, after the backoff, with at least the rounds lost agents always had", () => {
+    const { s, a, task } = awarded({ retry_backoff_ms: 500 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    const gone = s.run({ type: "DeregisterAgent", agent_id: a });
+    expect(eventOf(gone, "task.retry_scheduled")?.data).toMatchObject({
+      reason: "agent left",
+      max_attempts: DEFAULT_RULES.maxAuctionAttempts,
+    });
+  });
+
+  it("is stopped by a cancel, and the operator's fail is final", () => {
+    const { s, a, task } = awarded({ max_attempts: 3, retry_backoff_ms: 1000 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    s.given({ type: "FailTask", task_id: task, agent_id: a });
+    expect(types(s.run({ type: "CancelTask", task_id: task }))).toEqual(["task.cancelled"]);
+    s.advance(1000);
+    expect(types(s.run({ type: "Tick" }))).toEqual([]);
+
+    const other = awarded({ max_attempts: 3 });
+    expect(types(other.s.run({ type: "FailTask", task_id: other.task }))).toEqual([
+      "task.failed",
+      "agent.status_changed",
+    ]);
+  });
+});
+
+describe("direct assignment", () => {
+  it("gives a posted task straight to the agent named, with no auction", () => {
+    const s = scenario();
+    const a = s.agent("a", { capabilities: ["code"] });
+    const posted = s.run({
+      type: "PostTask",
+      description: "x",
+      required_capabilities: ["code"],
+      assign_to: a,
+    });
+    expect(types(posted)).toEqual(["task.created", "task.bidding", "task.assigned", "agent.status_changed"]);
+    expect(eventOf(posted, "task.assigned")?.data).toMatchObject({ by: "operator", bid_sats: null });
+    expect(expectAccepted(posted).subject.task).toMatchObject({ status: "assigned", assigned_agent: a });
+  });
+
+  it("refuses an agent that cannot take the task, with a code and the field", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    expect(
+      s.when({ type: "PostTask", description: "x", required_capabilities: ["gpu"], assign_to: a }),
+    ).toMatchObject({
+      code: "AGENT_NOT_ELIGIBLE",
+      details: { field: "assign_to", missing_capabilities: ["gpu"] },
+    });
+    expect(s.when({ type: "PostTask", description: "x", assign_to: "ghost" })).toMatchObject({
+      code: "AGENT_NOT_FOUND",
+    });
+    s.given({ type: "PostTask", description: "first", assign_to: a });
+    expect(s.when({ type: "PostTask", description: "x", assign_to: a })).toMatchObject({
+      code: "AGENT_AT_CAPACITY",
+    });
+    const b = s.agent("b");
+    s.advance(DEFAULT_RULES.heartbeatTimeoutMs);
+    s.given({ type: "Heartbeat", agent_id: a });
+    s.given({ type: "Tick" });
+    expect(s.when({ type: "PostTask", description: "x", assign_to: b })).toMatchObject({
+      code: "AGENT_OFFLINE",
+    });
+  });
+
+  it("ends a task's auction when the operator assigns it, at the agent's own bid if it bid", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    const b = s.agent("b");
+    s.agent("c");
+    const task = s.task();
+    s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 5 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 9 });
+    const assigned = s.run({ type: "AssignTask", task_id: task, agent_id: b });
+    expect(eventOf(assigned, "auction.closed")?.data).toMatchObject({
+      reason: "assigned by the operator",
+      winner: b,
+      winning_bid_sats: 9,
+      bids: 2,
+    });
+    expect(eventOf(assigned, "task.assigned")?.data).toMatchObject({ by: "operator", bid_sats: 9 });
+    expect(s.state.getTask(task)).toMatchObject({ assigned_agent: b, winning_bid_sats: 9 });
+    expect(s.when({ type: "AssignTask", task_id: task, agent_id: a })).toMatchObject({
+      code: "TASK_NOT_BIDDING",
+    });
+  });
+});
+
+describe("re-running a task", () => {
+  function finalTask(s: ReturnType<typeof scenario>, command: Command) {
+    const decision = expectAccepted(s.run(command));
+    return decision.changes.tasks.find((task) => task.status === "failed" || task.status === "cancelled")!;
+  }
+
+  it("posts a failed task's body again as a new task, linked both ways, once", () => {
+    const { s, a, task } = awarded({ timeout_ms: 9000, auction_ms: 700, ack_ms: 3000 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    const failed = finalTask(s, { type: "FailTask", task_id: task, agent_id: a, reason: "bad input" });
+    // A final task has left the working set: the shell reads it from the tables.
+    const rerun = expectAccepted(
+      decide(withTask(s.state, failed), { type: "RetryTask", task_id: task }, s.ctx()),
+    );
+    expect(types(rerun)).toEqual(["task.created", "task.bidding", "task.retried"]);
+    const copy = rerun.subject.task!;
+    expect(copy).toMatchObject({
+      status: "bidding",
+      description: failed.description,
+      timeout_ms: 9000,
+      auction_ms: 700,
+      ack_ms: 3000,
+      retry_of: task,
+      attempt: 1,
+      failures: 0,
+    });
+    expect(eventOf(rerun, "task.created")?.data).toMatchObject({ retry_of: task });
+    expect(eventOf(rerun, "task.retried")).toMatchObject({ task_id: task, data: { retry_task_id: copy.id } });
+    const original = rerun.changes.tasks.find((t) => t.id === task)!;
+    expect(original).toMatchObject({ status: "failed", retried_by: copy.id });
+    expect(decide(withTask(s.state, original), { type: "RetryTask", task_id: task }, s.ctx())).toMatchObject({
+      code: "TASK_ALREADY_RETRIED",
+      details: { retry_task_id: copy.id },
+    });
+  });
+
+  it("re-runs a cancelled task, and refuses an active or completed one", () => {
+    const s = scenario();
+    const task = s.task();
+    expect(s.when({ type: "RetryTask", task_id: task })).toMatchObject({ code: "TASK_NOT_RETRYABLE" });
+    const cancelled = finalTask(s, { type: "CancelTask", task_id: task });
+    expect(decide(withTask(s.state, cancelled), { type: "RetryTask", task_id: task }, s.ctx()).ok).toBe(true);
+    const done = { ...cancelled, status: "completed" as const };
+    expect(decide(withTask(s.state, done), { type: "RetryTask", task_id: task }, s.ctx())).toMatchObject({
+      code: "TASK_NOT_RETRYABLE",
+      details: { status: "completed" },
+    });
+  });
+});
+
+describe("the lifecycle's invariants, for any commands", () => {
+  it("never overloads an agent, keeps due_at derived, and bounds attempts", () => {
+    const step = fc.record({
+      kind: fc.nat(13),
+      a: fc.nat(2),
+      t: fc.nat(4),
+      n: fc.nat(1000),
+      ms: fc.constantFrom(0, 400, 1500, 40_000),
+    });
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 60 }), (steps) => {
+        const s = scenario();
+        const agents = [
+          s.agent("a", { max_concurrent: 2 }),
+          s.agent("b"),
+          s.agent("c", { capabilities: ["x"] }),
+        ];
+        const tasks: string[] = [];
+        for (const p of steps) {
+          s.advance(p.ms);
+          const agent = agents[p.a] as string;
+          const task = tasks[p.t % Math.max(1, tasks.length)] ?? "none";
+          const commands: Command[] = [
+            {
+              type: "PostTask",
+              description: `t${p.n}`,
+              auction_ms: 1000,
+              ack_ms: 500 + (p.n % 3) * 500,
+              ...(p.n % 2 === 0 ? { timeout_ms: 1000 } : {}),
+              max_attempts: 1 + (p.n % 4),
+              retry_backoff_ms: (p.n % 3) * 400,
+              ...(p.n % 5 === 0 ? { required_capabilities: ["x"] } : {}),
+              ...(p.n % 6 === 0 ? { assign_to: agent } : {}),
+            },
+            { type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 1 + (p.n % 40) },
+            { type: "StartTask", task_id: task, agent_id: agent },
+            { type: "CompleteTask", task_id: task, agent_id: agent },
+            { type: "FailTask", task_id: task, agent_id: agent },
+            { type: "CancelTask", task_id: task },
+            { type: "Heartbeat", agent_id: agent },
+            { type: "Tick" },
+            { type: "Tick" },
+            { type: "AssignTask", task_id: task, agent_id: agent },
+            { type: "ReleaseTask", task_id: task, agent_id: agent },
+            { type: "Heartbeat", agent_id: agent },
+            { type: "CloseAuction", task_id: task },
+            { type: "Recover" },
+          ];
+          const decision = s.run(commands[p.kind] as Command);
+          if (decision.ok && decision.subject.task && !tasks.includes(decision.subject.task.id))
+            tasks.push(decision.subject.task.id);
+          for (const id of agents) {
+            const agent = s.state.getAgent(id)!;
+            expect(s.state.tasksHeldBy(id).length).toBeLessThanOrEqual(agent.max_concurrent);
+          }
+          for (const id of tasks) {
+            const current = s.state.getTask(id);
+            if (current === undefined) continue; // final
+            expect(current.due_at).toBe(dueAt(current));
+            expect(current.failures).toBeLessThan(
+              Math.max(current.max_attempts, DEFAULT_RULES.maxAuctionAttempts),
+            );
+            if (current.status === "assigned" || current.status === "running")
+              expect(current.assigned_agent).not.toBeNull();
+            if (current.status === "waiting") expect(current.opens_at).not.toBeNull();
+            if (current.status === "bidding") expect(current.assigned_agent).toBeNull();
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -94,6 +94,7 @@ describe.each(ENGINES)("coordinator store dashboard reads on $name", ({ name: en
     await bid("t2", 2, "a2");
 
     expect(await store.taskCounts()).toEqual({
+      waiting: 0,
       bidding: 2,
       assigned: 0,
       running: 0,

@@ -89,7 +89,16 @@ function commandFor(p: Pick, tasks: readonly string[]): Command {
       description: `task ${p.n}`,
       required_capabilities: p.n % 2 === 0 ? ["x"] : [],
       auction_ms: 1000,
+      // The lifecycle's timers, short enough to come due within a run: awards lapse, runs time
+      // out, failures are retried after a backoff.
+      ack_ms: 500 + (p.n % 3) * 500,
+      ...(p.n % 3 === 0 ? { timeout_ms: 1000 } : {}),
+      max_attempts: 1 + (p.n % 3),
+      retry_backoff_ms: (p.n % 4) * 300,
+      ...(p.n % 7 === 0 ? { assign_to: agent } : {}),
     },
+    { type: "AssignTask", task_id: task, agent_id: agent },
+    { type: "RetryTask", task_id: task },
     { type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 1 + (p.n % 50) },
     { type: "StartTask", task_id: task, agent_id: agent },
     {
@@ -113,7 +122,7 @@ function commandFor(p: Pick, tasks: readonly string[]): Command {
 describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () => {
   it("decide as on SQLite: the same events, records and refusals for any commands", async () => {
     const pick = fc.record({
-      kind: fc.nat(9),
+      kind: fc.nat(11),
       a: fc.nat(2),
       t: fc.nat(5),
       n: fc.nat(1000),

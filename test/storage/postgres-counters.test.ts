@@ -4,6 +4,7 @@
  * after a fold, folds running at once (from two replicas) count nothing twice, and a fold while
  * tasks keep changing loses nothing.
  */
+import { TASK_STATUSES } from "../../src/coordinator/types.js";
 import type pg from "pg";
 import { describe, expect, it } from "vitest";
 import { openPool } from "../../src/storage/postgres/database.js";
@@ -52,7 +53,7 @@ describe.skipIf(!havePostgres)("the counters on PostgreSQL", () => {
       for (let i = 0; i < 30; i += 1) await change(i);
 
       const truth = async () => {
-        const counts = Object.fromEntries(STATUSES.map((status) => [status, 0]));
+        const counts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0]));
         for (const row of (await sql("SELECT status, COUNT(*)::int AS n FROM tasks GROUP BY status")).rows)
           counts[row.status as string] = row.n as number;
         return counts;

@@ -55,6 +55,7 @@ describe("dashboard charts", () => {
 
   it("scales outcome and auction bars to the largest", () => {
     const outcomes = taskOutcomeChart({
+      waiting: 0,
       bidding: 0,
       assigned: 0,
       running: 1,

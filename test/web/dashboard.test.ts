@@ -551,6 +551,58 @@ describe.each(ENGINES)("dashboard forms on $name", ({ name: engine }) => {
     expect(response.statusCode).toBe(303);
     expect((await t.coordinator.getTask(taskId))?.status).toBe("cancelled");
   });
+
+  it("runs a cancelled task again from its page, and shows both links", async () => {
+    const t = await build({ apiKey: undefined });
+    const taskId = await t.task({ description: "nightly <report>" });
+    const { token, cookie } = await formCredentials(t.app);
+    const post = (url: string, fields: Record<string, string> = {}) =>
+      t.app.inject({
+        method: "POST",
+        url,
+        headers: { ...FORM, cookie },
+        payload: form({ _csrf: token, ...fields }),
+      });
+    const page = async (id: string) => (await t.app.inject({ url: `/tasks/${id}`, headers: HTML })).body;
+    expect(await page(taskId)).toContain(`action="/tasks/${taskId}/retry"`);
+    await post(`/tasks/${taskId}/cancel`);
+    const rerun = await post(`/tasks/${taskId}/retry`);
+    expect(rerun.statusCode).toBe(303);
+    const newId = rerun.headers.location!.split("/").pop()!;
+    expect(newId).not.toBe(taskId);
+    const copy = await t.coordinator.getTask(newId);
+    expect(copy).toMatchObject({ description: "nightly <report>", retry_of: taskId });
+    expect(await page(newId)).toContain(`href="/tasks/${taskId}" class="retry-of">${shortId(taskId)}`);
+    const original = await page(taskId);
+    expect(original).toContain("data-retried");
+    expect(original).toContain(`href="/tasks/${newId}" class="retried-by"`);
+    // Twice is refused, as a page that says why.
+    const twice = await post(`/tasks/${taskId}/retry`);
+    expect(twice.statusCode).toBe(409);
+    expect(twice.body).toContain("already run again");
+  });
+
+  it("gives a task in its auction to an agent from its page, offering the agents that can take it", async () => {
+    const t = await build({ apiKey: undefined });
+    const coder = await t.agent("coder", { capabilities: ["code"] });
+    await t.agent("writer", { capabilities: ["writing"] });
+    const taskId = await t.task({ required_capabilities: ["code"] });
+    const page = (await t.app.inject({ url: `/tasks/${taskId}`, headers: HTML })).body;
+    expect(page).toContain(`<option value="${coder.id}">coder</option>`);
+    expect(page).not.toContain(">writer</option>");
+    const { token, cookie } = await formCredentials(t.app);
+    const response = await t.app.inject({
+      method: "POST",
+      url: `/tasks/${taskId}/assign`,
+      headers: { ...FORM, cookie },
+      payload: form({ _csrf: token, agent_id: coder.id }),
+    });
+    expect(response.statusCode).toBe(303);
+    expect(await t.coordinator.getTask(taskId)).toMatchObject({
+      status: "assigned",
+      assigned_agent: coder.id,
+    });
+  });
 });
 
 describe.each(ENGINES)("dashboard login on $name", ({ name: engine }) => {

@@ -33,7 +33,7 @@ import {
   reportingAgent,
   storedBytes,
 } from "../../coordinator/limits.js";
-import { CoordinatorState, viewWith, withTask, type StateView } from "../../coordinator/state.js";
+import { CoordinatorState, keepsBids, viewWith, withTask, type StateView } from "../../coordinator/state.js";
 import type { CommandResult, CommandSubject, Extras } from "../../coordinator/port.js";
 import type { ReportTotals } from "../../coordinator/limits.js";
 import type {
@@ -384,16 +384,11 @@ function checkLocked({ locked, loaded, state }: BatchContext, changes: StateChan
 function bidsReadBy(commands: readonly Command[], tasks: readonly Task[], nowMs: number): Set<string> {
   const scope = new Set<string>();
   for (const command of commands) {
-    if (command.type === "SubmitBid" || command.type === "CloseAuction") scope.add(command.task_id);
+    if (command.type === "SubmitBid" || command.type === "CloseAuction" || command.type === "AssignTask")
+      scope.add(command.task_id);
     else if (command.type === "Tick") {
-      for (const task of tasks) {
-        if (
-          task.status === "bidding" &&
-          task.auction_closes_at !== null &&
-          Date.parse(task.auction_closes_at) <= nowMs
-        )
-          scope.add(task.id);
-      }
+      for (const task of tasks)
+        if (keepsBids(task) && task.due_at !== null && Date.parse(task.due_at) <= nowMs) scope.add(task.id);
     }
   }
   return scope;
@@ -406,8 +401,7 @@ function bidsReadBy(commands: readonly Command[], tasks: readonly Task[], nowMs:
  */
 function guardBids(state: CoordinatorState, loaded: readonly Task[], scope: ReadonlySet<string>): StateView {
   const unread = new Map<string, number>();
-  for (const task of loaded)
-    if (task.status === "bidding" && !scope.has(task.id)) unread.set(task.id, task.attempt);
+  for (const task of loaded) if (keepsBids(task) && !scope.has(task.id)) unread.set(task.id, task.attempt);
   return viewWith(state, {
     bidsFor: (id) => {
       const round = unread.get(id);

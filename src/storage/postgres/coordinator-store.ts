@@ -12,9 +12,12 @@ import {
   BOARD_ORDER,
   countsByStatus,
   statsOf,
+  TASK_COLUMN_LIST,
   TASK_COLUMNS,
+  TASK_UPSERT_SET,
   toAgent,
   toTask,
+  toTaskRow,
   type AgentRow,
   type AgentStats,
   type AgentStatsRow,
@@ -31,7 +34,6 @@ import { inTransaction } from "./database.js";
 type Queryable = pg.Pool | pg.PoolClient;
 
 const AGENT_VALUES = AGENT_COLUMNS.split(", ");
-const TASK_VALUES = TASK_COLUMNS.split(", ");
 const placeholders = (count: number, from = 1) =>
   Array.from({ length: count }, (_, i) => `$${i + from}`).join(", ");
 
@@ -42,11 +44,8 @@ export const PG_STORE_SQL = {
     "max_concurrent = excluded.max_concurrent, status = excluded.status, last_seen = excluded.last_seen, " +
     "grace_until = excluded.grace_until, left_at = excluded.left_at",
   upsertTask:
-    `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (${placeholders(TASK_VALUES.length)}) ` +
-    "ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt, releases = excluded.releases, " +
-    "assigned_agent = excluded.assigned_agent, winning_bid_sats = excluded.winning_bid_sats, result = excluded.result, " +
-    "error = excluded.error, auction_closes_at = excluded.auction_closes_at, assigned_at = excluded.assigned_at, " +
-    "started_at = excluded.started_at, completed_at = excluded.completed_at",
+    `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (${placeholders(TASK_COLUMN_LIST.length)}) ` +
+    `ON CONFLICT (id) DO UPDATE SET ${TASK_UPSERT_SET}`,
   upsertBid:
     `INSERT INTO bids (${BID_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ` +
     "ON CONFLICT (task_id, attempt, agent_id) DO UPDATE SET bid_sats = excluded.bid_sats, " +
@@ -58,21 +57,24 @@ export const PG_STORE_SQL = {
     "bid_order = excluded.bid_order, placed_at = excluded.placed_at, outcome = excluded.outcome",
   // Registration order, so both engines hand decide the same working set.
   allAgents: `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY pos`,
-  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running') ORDER BY pos`,
+  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('waiting', 'bidding', 'assigned', 'running') ORDER BY pos`,
+  // The current round's bids of tasks in their auction or awarded (an award may pass on).
   openBids:
     `SELECT ${BID_COLUMNS.split(", ")
       .map((c) => `b.${c}`)
       .join(", ")} FROM tasks t ` +
-    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status = 'bidding' ORDER BY b.task_id, b.bid_order",
+    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status IN ('bidding', 'assigned') " +
+    "ORDER BY b.task_id, b.bid_order",
+  // Every task holding an agent (for loads), and the other active tasks the batch names.
   tasksInScope:
     `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('assigned', 'running') ` +
-    "OR (status = 'bidding' AND id = ANY($1)) ORDER BY pos",
+    "OR (status IN ('waiting', 'bidding') AND id = ANY($1)) ORDER BY pos",
   openBidsOf:
     `SELECT ${BID_COLUMNS.split(", ")
       .map((c) => `b.${c}`)
       .join(", ")} FROM tasks t ` +
-    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status = 'bidding' AND t.id = ANY($1) " +
-    "ORDER BY b.task_id, b.bid_order",
+    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status IN ('bidding', 'assigned') " +
+    "AND t.id = ANY($1) ORDER BY b.task_id, b.bid_order",
   taskById: `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = $1`,
   agentById: `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = $1`,
   bidsOfTask: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = $1 ORDER BY attempt, bid_order`,
@@ -166,13 +168,10 @@ export class PostgresCoordinatorStore {
       );
     }
     for (const task of changes.tasks) {
+      const row = toTaskRow(task);
       await client.query(
         PG_STORE_SQL.upsertTask,
-        TASK_VALUES.map((column) =>
-          column === "required_capabilities"
-            ? JSON.stringify(task.required_capabilities)
-            : task[column as keyof Task],
-        ),
+        TASK_COLUMN_LIST.map((column) => row[column]),
       );
     }
     for (const bid of changes.bids) {

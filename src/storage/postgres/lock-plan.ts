@@ -59,16 +59,18 @@ const SQL = {
   lockAgents: "SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE",
   bidders:
     "SELECT DISTINCT b.agent_id FROM tasks t JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt " +
-    "WHERE t.id = ANY($1) AND t.status = 'bidding'",
+    "WHERE t.id = ANY($1) AND t.status IN ('bidding', 'assigned')",
   online: "SELECT id FROM agents WHERE left_at IS NULL AND status <> 'offline'",
+  // Every timed step by one index: auctions closing, awards lapsing, runs timing out, retries opening.
   claimDue:
-    "SELECT id FROM tasks WHERE status = 'bidding' AND auction_closes_at <= $1 " +
-    `ORDER BY auction_closes_at LIMIT ${TICK_CLAIM_LIMIT} FOR UPDATE SKIP LOCKED`,
+    "SELECT id FROM tasks WHERE due_at <= $1 " +
+    `ORDER BY due_at LIMIT ${TICK_CLAIM_LIMIT} FOR UPDATE SKIP LOCKED`,
   // Overdue past OVERDUE_WAIT_MS: waited for, in id order like every task lock. A row skipped
   // tick after tick (late bids keep locking it, each to be refused) would otherwise close late.
   claimOverdue:
-    "SELECT id FROM tasks WHERE status = 'bidding' AND auction_closes_at <= $1 " +
-    `ORDER BY id LIMIT ${TICK_CLAIM_LIMIT} FOR UPDATE`,
+    "SELECT id FROM tasks WHERE due_at <= $1 " + `ORDER BY id LIMIT ${TICK_CLAIM_LIMIT} FOR UPDATE`,
+  holders:
+    "SELECT DISTINCT assigned_agent AS id FROM tasks WHERE id = ANY($1) AND assigned_agent IS NOT NULL",
   // Silent past the timeout (the core then subtracts the server's stalls), or offline since a
   // restart with the grace period over and tasks still held.
   silentAgents:
@@ -111,6 +113,7 @@ export async function lockPlan(
     if ("task_id" in command) taskIds.add(command.task_id);
     if (command.type === "CloseAuction") closing.push(command.task_id);
     if ("agent_id" in command && command.agent_id !== undefined) agentIds.add(command.agent_id);
+    if (command.type === "PostTask" && command.assign_to !== undefined) agentIds.add(command.assign_to);
     if (command.type === "DeregisterAgent") leaving.push(command.agent_id);
     if (command.type === "Recover") recover = true;
   }
@@ -170,7 +173,13 @@ export async function claimTick(
   // An agent whose tasks someone else holds now is left for the next Tick.
   const candidates = silent.filter((id) => (heldBefore.get(id) ?? []).every((task) => claimedHeld.has(task)));
 
-  const bidders = await biddersOf(client, due);
+  // The agents a due step may hand the task to (its round's bidders) or take it from (its holder).
+  const bidders = [
+    ...new Set([
+      ...(await biddersOf(client, due)),
+      ...(due.length === 0 ? [] : await ids(client, SQL.holders, [due])),
+    ]),
+  ];
   const agents = new Set(bidders.length === 0 ? [] : await ids(client, SQL.lockAgents, [bidders]));
   const unclaimed = candidates.filter((id) => !agents.has(id));
   if (unclaimed.length > 0) for (const id of await ids(client, SQL.claimAgents, [unclaimed])) agents.add(id);

@@ -12,9 +12,12 @@ import {
   BOARD_ORDER,
   countsByStatus,
   statsOf,
+  TASK_COLUMN_LIST,
   TASK_COLUMNS,
+  TASK_UPSERT_SET,
   toAgent,
   toTask,
+  toTaskRow,
   type AgentRow,
   type AgentStats,
   type AgentStatsRow,
@@ -46,12 +49,8 @@ export const STORE_SQL = {
     "max_concurrent = excluded.max_concurrent, status = excluded.status, last_seen = excluded.last_seen, " +
     "grace_until = excluded.grace_until, left_at = excluded.left_at",
   upsertTask:
-    `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (@id, @description, @status, @required_capabilities, @auction_ms, @max_bid_sats, ` +
-    "@attempt, @releases, @assigned_agent, @winning_bid_sats, @result, @error, @created_at, @auction_closes_at, @assigned_at, @started_at, @completed_at) " +
-    "ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt, releases = excluded.releases, " +
-    "assigned_agent = excluded.assigned_agent, winning_bid_sats = excluded.winning_bid_sats, result = excluded.result, " +
-    "error = excluded.error, auction_closes_at = excluded.auction_closes_at, assigned_at = excluded.assigned_at, " +
-    "started_at = excluded.started_at, completed_at = excluded.completed_at",
+    `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (${TASK_COLUMN_LIST.map((column) => `@${column}`).join(", ")}) ` +
+    `ON CONFLICT (id) DO UPDATE SET ${TASK_UPSERT_SET}`,
   // A bid placed or replaced in an open round: its outcome is still NULL and stays so. Leaving
   // outcome out of the SET spares every replaced bid a rewrite of idx_bids_agent (SQLite
   // updates each index holding a column the SET names, changed or not).
@@ -66,12 +65,14 @@ export const STORE_SQL = {
     "bid_order = excluded.bid_order, placed_at = excluded.placed_at, outcome = excluded.outcome",
   // Registration order, so both engines hand decide the same working set.
   allAgents: `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY rowid`,
-  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('bidding', 'assigned', 'running') ORDER BY rowid`,
+  activeTasks: `SELECT ${TASK_COLUMNS} FROM tasks WHERE status IN ('waiting', 'bidding', 'assigned', 'running') ORDER BY rowid`,
+  // The current round's bids of tasks in their auction or awarded (an award may pass on).
   openBids:
     `SELECT ${BID_COLUMNS.split(", ")
       .map((c) => `b.${c}`)
       .join(", ")} FROM tasks t ` +
-    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status = 'bidding' ORDER BY b.task_id, b.bid_order",
+    "JOIN bids b ON b.task_id = t.id AND b.attempt = t.attempt WHERE t.status IN ('bidding', 'assigned') " +
+    "ORDER BY b.task_id, b.bid_order",
   taskById: `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ?`,
   agentById: `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`,
   bidsOfTask: `SELECT ${BID_COLUMNS} FROM bids WHERE task_id = ? ORDER BY attempt, bid_order`,
@@ -239,10 +240,7 @@ export class CoordinatorStore {
       this.statements.upsertAgent.run({ ...agent, capabilities: JSON.stringify(agent.capabilities) });
     }
     for (const task of changes.tasks) {
-      this.statements.upsertTask.run({
-        ...task,
-        required_capabilities: JSON.stringify(task.required_capabilities),
-      });
+      this.statements.upsertTask.run(toTaskRow(task));
     }
     for (const bid of changes.bids) {
       if (bid.outcome === null) this.statements.upsertOpenBid.run(bid);

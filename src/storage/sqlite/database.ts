@@ -96,6 +96,23 @@ function migrate(db: SqliteDatabase, migrations: Migration[]): void {
     );
   }
   if (current === known) return;
+  // Foreign keys off while the schema changes (a migration may rebuild a table other tables refer
+  // to, SQLite's documented way to change a constraint), checked before the commit instead. The
+  // pragma has no effect inside a transaction, so it is set around it.
+  db.pragma("foreign_keys = OFF");
+  try {
+    migrateInTransaction(db, migrations, current, known);
+  } finally {
+    db.pragma("foreign_keys = ON");
+  }
+}
+
+function migrateInTransaction(
+  db: SqliteDatabase,
+  migrations: Migration[],
+  current: number,
+  known: number,
+): void {
   db.transaction(() => {
     db.exec(
       "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
@@ -104,6 +121,10 @@ function migrate(db: SqliteDatabase, migrations: Migration[]): void {
     for (const migration of migrations.slice(current)) {
       db.exec(migration.sql);
       record.run(migration.version, migration.name, new Date().toISOString());
+    }
+    const broken = db.pragma("foreign_key_check") as unknown[];
+    if (broken.length > 0) {
+      throw new Error(`a migration left ${broken.length} row(s) referring to rows that do not exist`);
     }
     // user_version lives in the file header and is rolled back with the transaction.
     db.pragma(`user_version = ${known}`);

@@ -83,8 +83,29 @@ export function describeEvent(event: StoredEvent, names: AgentNames): string {
         typeof winner === "string" ? `won by ${names.get(winner) ?? shortId(winner)}` : "no winner"
       } (${text(field(event, "reason"))})`;
     }
-    case "task.assigned":
-      return `assigned to ${agent} for ${sats(field(event, "bid_sats"))}`;
+    case "task.assigned": {
+      const price = field(event, "bid_sats");
+      const passedFrom = field(event, "passed_from");
+      return `assigned to ${agent}${typeof price === "number" ? ` for ${sats(price)}` : ""}${
+        field(event, "by") === "operator" ? " by the operator" : ""
+      }${typeof passedFrom === "string" ? ` (passed on from ${names.get(passedFrom) ?? shortId(passedFrom)})` : ""}`;
+    }
+    case "task.award_expired": {
+      const next = field(event, "next_agent");
+      return `${agent} did not start within ${text(field(event, "ack_ms"))} ms; ${
+        typeof next === "string"
+          ? `award passes to ${names.get(next) ?? shortId(next)}`
+          : "no bid left, auctioned again"
+      }`;
+    }
+    case "task.timed_out":
+      return `timed out after ${text(field(event, "timeout_ms"))} ms${agent ? ` on ${agent}` : ""}`;
+    case "task.attempt_failed":
+      return `attempt failed: ${truncate(text(field(event, "reason")), 140)}`;
+    case "task.retry_scheduled":
+      return `retry ${text(field(event, "attempt"))} in ${text(field(event, "backoff_ms"))} ms (${text(field(event, "failures"))} of ${text(field(event, "max_attempts"))} attempts failed)`;
+    case "task.retried":
+      return `run again as ${shortId(text(field(event, "retry_task_id")))}`;
     case "task.started":
       return `${agent} started`;
     case "task.completed":

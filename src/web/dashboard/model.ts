@@ -3,6 +3,7 @@
  * live pushes both build their components from here, so a page and its update cannot drift.
  */
 import type { CoordinatorPort } from "../../coordinator/port.js";
+import { countAgents } from "../../coordinator/state.js";
 import type { BoardCursor } from "../../storage/coordinator-records.js";
 import {
   TASK_STATUSES,
@@ -284,12 +285,7 @@ export class DashboardModel {
 
   /** Tasks by status from their counts table, agents by status from the working set: no read grows with history. */
   async counters(tasks: Record<TaskStatus, number>) {
-    const agents = { idle: 0, busy: 0, offline: 0, online: 0, left: 0 };
-    for (const agent of await this.coordinator.listAgents()) {
-      if (agent.left_at !== null) agents.left += 1;
-      else agents[agent.status] += 1;
-    }
-    agents.online = agents.idle + agents.busy;
+    const agents = countAgents(await this.coordinator.listAgents());
     return {
       agents,
       tasks,

@@ -9,7 +9,7 @@ import { isSwarmError, SwarmError } from "../../errors.js";
 import { KNOWN_EVENT_TYPES } from "../../event-log/event-types.js";
 import type { EventFilter, EventPage } from "../../event-log/types.js";
 import { normalizeFilter } from "../../event-log/validate.js";
-import { TASK_STATUSES } from "../../coordinator/types.js";
+import { TASK_STATUSES, type Task } from "../../coordinator/types.js";
 import { CREDENTIALS_REVOKED, sessionSockets } from "../socket-clients.js";
 import { closeReason } from "../errors.js";
 import { isTextSearch, sendExport, toFilter } from "../routes/events.js";
@@ -67,6 +67,11 @@ const PostTaskForm = Type.Object({
   max_bid_sats: Type.Optional(Type.String()),
 });
 type PostTaskFields = Static<typeof PostTaskForm>;
+
+const AssignForm = Type.Object({
+  _csrf: Type.Optional(Type.String()),
+  agent_id: Type.String({ minLength: 1, maxLength: 200 }),
+});
 
 interface FormState {
   /** Shown as the window's placeholder: what a task gets when the field is left empty. */
@@ -310,6 +315,7 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         ...(await rendererOf(request).taskDetailContext(task)),
         timeline,
         taskId: task.id,
+        assignable: task.status === "bidding" ? await assignableAgents(task) : [],
       });
     },
   );
@@ -323,6 +329,44 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
         type: "CancelTask",
         task_id: task.id,
         reason: "cancelled from the dashboard",
+      });
+      return reply.redirect(`/tasks/${encodeURIComponent(task.id)}`, 303);
+    },
+  );
+
+  /** The agents an operator could hand the task to now: online, capable, with room (the first 50). */
+  const assignableAgents = async (task: Task) =>
+    (await coordinator.listAgents())
+      .filter(
+        (agent) =>
+          agent.left_at === null &&
+          agent.status === "idle" &&
+          task.required_capabilities.every((capability) => agent.capabilities.includes(capability)),
+      )
+      .slice(0, 50);
+
+  app.post(
+    "/tasks/:id/retry",
+    { preHandler: [checkCsrf, canAct], schema: { hide: true, params: IdParams } },
+    async (request, reply) => {
+      const task = await requireTask(request.params.id);
+      const result = await coordinator.submit({ type: "RetryTask", task_id: task.id });
+      return reply.redirect(`/tasks/${encodeURIComponent(result.task!.id)}`, 303);
+    },
+  );
+
+  app.post(
+    "/tasks/:id/assign",
+    {
+      preHandler: [checkCsrf, canAct],
+      schema: { hide: true, params: IdParams, body: AssignForm },
+    },
+    async (request, reply) => {
+      const task = await requireTask(request.params.id);
+      await coordinator.submit({
+        type: "AssignTask",
+        task_id: task.id,
+        agent_id: request.body.agent_id.trim(),
       });
       return reply.redirect(`/tasks/${encodeURIComponent(task.id)}`, 303);
     },

@@ -1,6 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
+import { countAgents } from "../../coordinator/state.js";
+import { TASK_STATUSES } from "../../coordinator/types.js";
 import type { EventLogPort } from "../../storage/port.js";
+import { errorResponses } from "../schemas.js";
 
 const StorageEngineSchema = Type.Union([Type.Literal("sqlite"), Type.Literal("postgres")], {
   description: "The storage engine serving: the embedded SQLite file, or PostgreSQL.",
@@ -90,6 +93,54 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         app.log.error({ err: error }, "health check: the database did not answer");
         return reply.code(503).send({ status: "unavailable" as const, storage, replica: replica() });
       }
+    },
+  );
+
+  const count = (description: string) => Type.Integer({ minimum: 0, description });
+  app.get(
+    "/api/status",
+    {
+      preHandler: app.guard.reader,
+      schema: {
+        tags: ["operations"],
+        summary: "The swarm at a glance, as JSON for scripts and monitors (the Python version's GET /swarm)",
+        description:
+          "Agents by status (`online` is idle plus busy; `left` have deregistered and are not counted " +
+          "elsewhere), tasks by status, the open auctions, the newest seq, the storage engine and this replica. " +
+          "Every number is read from counters kept as the swarm changes, so the answer costs the same at any size.",
+        response: {
+          200: Type.Object({
+            storage: StorageEngineSchema,
+            replica: ReplicaSchema,
+            latest_seq: Type.Integer(),
+            agents: Type.Object({
+              idle: count("Online, with room for more work"),
+              busy: count("Online and at capacity"),
+              offline: count("Silent past the heartbeat timeout, or since a restart"),
+              online: count("idle + busy"),
+              left: count("Deregistered"),
+              total: count("Every agent known, those that left included"),
+            }),
+            tasks: Type.Object(
+              Object.fromEntries(TASK_STATUSES.map((status) => [status, count(`Tasks ${status}`)])),
+            ),
+            open_auctions: count("Tasks in their auction now (tasks.bidding)"),
+          }),
+          ...errorResponses(401),
+        },
+      },
+    },
+    async () => {
+      const agents = countAgents(await app.coordinator.listAgents());
+      const tasks = await app.coordinator.store.taskCounts();
+      return {
+        storage: eventLog.engine,
+        replica: replica(),
+        latest_seq: await eventLog.latestSeq(),
+        agents,
+        tasks,
+        open_auctions: tasks.bidding,
+      };
     },
   );
 

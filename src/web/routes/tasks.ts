@@ -19,6 +19,7 @@ import {
   NoQuery,
   PostTaskBody,
   ReasonBody,
+  AssignBody,
   ReleaseBody,
   TaskEventsQuery,
   TaskListQuery,
@@ -439,6 +440,53 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         reason: request.body?.reason,
       });
       return { task: result.task! };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/assign",
+    {
+      preHandler: guard.operator,
+      schema: {
+        tags: ["tasks"],
+        summary: "Give a task in its auction to an agent, ending the auction (the operator)",
+        description:
+          "The agent must be online, have every required capability and be below its capacity: otherwise 409 " +
+          "`AGENT_OFFLINE`, `AGENT_NOT_ELIGIBLE` or `AGENT_AT_CAPACITY` (404 `AGENT_NOT_FOUND`, 409 `AGENT_LEFT`). " +
+          "409 `TASK_NOT_BIDDING` unless the task is in its auction. Logs `auction.closed` (reason " +
+          '`assigned by the operator`) and `task.assigned` with `data.by: "operator"`; the agent\'s bid, if it bid, is the price.',
+        body: AssignBody,
+        ...lifecycle,
+      },
+    },
+    async (request) => {
+      const result = await coordinator.submit({
+        type: "AssignTask",
+        task_id: request.params.id,
+        agent_id: request.body.agent_id,
+      });
+      return { task: result.task! };
+    },
+  );
+
+  app.post(
+    "/api/tasks/:id/retry",
+    {
+      preHandler: guard.operator,
+      schema: {
+        tags: ["tasks"],
+        summary: "Run a failed or cancelled task again as a new task (the operator)",
+        description:
+          "Posts a new task with the same body; the new task's `retry_of` names this one, and this one's " +
+          "`retried_by` names the new one (`task.retried` on this task). 409 `TASK_NOT_RETRYABLE` unless the task " +
+          "failed or was cancelled, 409 `TASK_ALREADY_RETRIED` (with `details.retry_task_id`) if it was run again already.",
+        params: IdParams,
+        response: { 201: TaskResponse, ...errorResponses(401, 403, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const result = await coordinator.submit({ type: "RetryTask", task_id: request.params.id });
+      return reply.code(201).send({ task: result.task! });
     },
   );
 

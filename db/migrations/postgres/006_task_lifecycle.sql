@@ -1,0 +1,28 @@
+-- The task lifecycle: a `waiting` status (a retry's backoff; later, dependencies), the winner's
+-- acknowledgement window, a run's deadline, retries, re-runs, and `due_at`, the one time at which
+-- a task's next timed step is due (derived by the core, see dueAt in src/coordinator/state.ts):
+-- what every replica's Tick claims, by one index.
+ALTER TABLE tasks DROP CONSTRAINT tasks_status_check;
+ALTER TABLE tasks ADD CONSTRAINT tasks_status_check
+  CHECK (status IN ('waiting', 'bidding', 'assigned', 'running', 'completed', 'failed', 'cancelled'));
+
+ALTER TABLE tasks
+  ADD COLUMN ack_ms           integer CHECK (ack_ms > 0),
+  ADD COLUMN timeout_ms       integer CHECK (timeout_ms > 0),
+  ADD COLUMN max_attempts     integer NOT NULL DEFAULT 1 CHECK (max_attempts >= 1),
+  ADD COLUMN retry_backoff_ms integer NOT NULL DEFAULT 0 CHECK (retry_backoff_ms >= 0),
+  ADD COLUMN failures         integer NOT NULL DEFAULT 0 CHECK (failures >= 0),
+  ADD COLUMN failed_agents    text COLLATE "C" NOT NULL DEFAULT '[]',  -- JSON array
+  ADD COLUMN declined_agents  text COLLATE "C" NOT NULL DEFAULT '[]',  -- JSON array
+  ADD COLUMN opens_at         text COLLATE "C",
+  ADD COLUMN due_at           text COLLATE "C",
+  ADD COLUMN retry_of         text COLLATE "C",
+  ADD COLUMN retried_by       text COLLATE "C";
+
+-- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.
+-- The rounds they lost to vanished agents become their failures, as the old limit counted them.
+UPDATE tasks SET failures = GREATEST(0, attempt - releases - 1),
+  due_at = CASE WHEN status = 'bidding' THEN auction_closes_at END;
+
+DROP INDEX idx_tasks_due;
+CREATE INDEX idx_tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
