@@ -127,6 +127,42 @@ describe.each(ENGINES)("SwarmAgent against a real server on $name", ({ name: eng
     expect(await typesOf(server, taskId)).toContain("tool.failed");
   });
 
+  it("aborts the handler when the coordinator times its run out, and runs the retry it wins again", async () => {
+    const server = await stackOn(engine);
+    const reasons: string[] = [];
+    let runs = 0;
+    const worker = agent(server, {
+      handler: async ({ signal }) => {
+        runs += 1;
+        if (runs === 1) {
+          // Hangs until the coordinator's timeout aborts it.
+          await new Promise<void>((resolve) =>
+            signal.addEventListener("abort", () => resolve(), { once: true }),
+          );
+          reasons.push(String((signal.reason as Error).message));
+          return "too late";
+        }
+        return "second time lucky";
+      },
+    });
+    await worker.start();
+    const taskId = await postTask(server, { description: "slow", timeout_ms: 500, max_attempts: 2 });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "completed",
+    );
+    expect(reasons).toEqual(["task timed out after 500 ms"]);
+    expect(await server.coordinator.getTask(taskId)).toMatchObject({
+      result: "second time lucky",
+      attempt: 2,
+      failures: 1,
+    });
+    expect(await typesOf(server, taskId)).toEqual(
+      expect.arrayContaining(["task.timed_out", "task.bidding", "task.completed"]),
+    );
+    expect((await typesOf(server, taskId)).filter((type) => type === "task.started")).toHaveLength(2);
+  });
+
   it("lets strategies compete: the cheaper fit wins, an off-profile agent stays out", async () => {
     const server = await stackOn(engine);
     const handler = async () => "done";
@@ -416,6 +452,26 @@ describe("--exec", () => {
     expect(server.coordinator.getTask(taskId)?.result).toBe(`got: ${description}`);
     expect(existsSync(marker)).toBe(false);
     expect(await typesOf(server, taskId)).toEqual(expect.arrayContaining(["tool.called", "tool.completed"]));
+  });
+
+  it("stops the command when the coordinator times the run out", async () => {
+    const server = await stack();
+    // The command says when it is told to stop: its process group gets SIGTERM.
+    const marker = join(tempDir(), "terminated");
+    const worker = agent(server, {
+      handler: execHandler(`trap 'touch ${marker}; exit 1' TERM; sleep 30 & wait`, 60_000),
+    });
+    await worker.start();
+    const taskId = await postTask(server, { description: "hang", timeout_ms: 400 });
+    await eventually(
+      () => taskStatus(server, taskId),
+      (status) => status === "failed",
+    );
+    expect(server.coordinator.getTask(taskId)?.error).toBe("timed out after 400 ms");
+    await eventually(
+      () => existsSync(marker),
+      (stopped) => stopped,
+    );
   });
 
   it("fails the task with the exit code and stderr of a failing command", async () => {
