@@ -390,7 +390,22 @@ export class Inspector {
         violations.push(`task ${task.id} is ${task.status} past its due time ${task.due_at}`);
         continue;
       }
-      if (task.status === "waiting") continue;
+      if (task.status === "waiting") {
+        // On dependencies, every one of them still active: one that ended has settled it.
+        const [row] = await this.db.all<{ waiting_on: string }>(
+          "SELECT waiting_on FROM tasks WHERE id = ?",
+          task.id,
+        );
+        for (const dependency of JSON.parse(row?.waiting_on ?? "[]") as string[]) {
+          const [ended] = await this.db.all<{ status: string }>(
+            "SELECT status FROM tasks WHERE id = ? AND status IN ('completed', 'failed', 'cancelled')",
+            dependency,
+          );
+          if (ended !== undefined)
+            violations.push(`task ${task.id} waits on ${dependency}, which is ${ended.status}`);
+        }
+        continue;
+      }
       if (task.status === "bidding") {
         if (task.auction_closes_at === null || Date.parse(task.auction_closes_at) < now - slackMs)
           violations.push(`task ${task.id} is bidding past its deadline ${String(task.auction_closes_at)}`);

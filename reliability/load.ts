@@ -140,6 +140,10 @@ export class Load {
         max_attempts: 1 + Math.floor(random() * 3),
         retry_backoff_ms: Math.floor(random() * 400),
         ...(assignee === undefined ? {} : { assign_to: assignee.id }),
+        // Some wait on a task posted just before (refused when it has failed already).
+        ...(assignee === undefined && random() < 0.1 && this.postedTasks.length > 0
+          ? { depends_on: [this.postedTasks[this.postedTasks.length - 1] as string] }
+          : {}),
       };
       // No answer: the same request again, with the same key, until one comes.
       for (;;) {

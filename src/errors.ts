@@ -52,6 +52,7 @@ export const ERROR_TABLE = {
   TASK_FINAL: { status: 409, title: "The task has already ended" },
   TASK_NOT_RETRYABLE: { status: 409, title: "Only a failed or cancelled task can be run again" },
   TASK_ALREADY_RETRIED: { status: 409, title: "The task has already been run again" },
+  DEPENDENCY_FAILED: { status: 409, title: "A task this one depends on failed or was cancelled" },
   TASK_EVENTS_CAP_REACHED: {
     status: 409,
     title: "The task holds as many agent-reported events as SWARM_MAX_EVENTS_PER_TASK allows",

@@ -24,6 +24,8 @@ export interface TaskContext {
   signal: AbortSignal;
   /** Run `work` as a reported tool call: `called` before it, `completed` or `failed` after. */
   tool: <T>(name: string, input: unknown, work: () => Promise<T> | T) => Promise<T>;
+  /** The tasks this one depended on (`depends_on`), completed, each with its `result`. */
+  dependencies: TaskView[];
 }
 
 /** Runs a won task; what it returns is the result, what it throws fails the task. */
@@ -718,11 +720,15 @@ export class SwarmAgent {
       }
     } else if (task.status !== "running") return;
     if (handedBack()) return;
+    const dependencies =
+      (task.depends_on ?? []).length === 0 ? [] : await this.retry(() => this.client.dependencies(taskId));
+    if (handedBack()) return;
     run.phase = "working";
     this.log.info({ task_id: taskId }, `running task ${taskLabel(task)}`);
     const context: TaskContext = {
       task,
       signal,
+      dependencies,
       tool: async (name, input, work) => {
         // The task is no longer this agent's: say nothing more about it.
         if (handedBack()) throw new Error("the task was handed back");

@@ -23,7 +23,10 @@ Usage: swarm-agent [options]
   --adaptive            move the price with its own win and success rates
   --exec COMMAND        run COMMAND in a shell for each won task; the task's text is in
                         $SWARM_TASK_DESCRIPTION and its id in $SWARM_TASK_ID (never spliced
-                        into the command line). Exit 0 completes the task with its stdout;
+                        into the command line); the results of the tasks it depended on
+                        are in $SWARM_TASK_DEPENDENCIES, JSON [{"id","result"}]. The
+                        command is stopped (SIGTERM) if the task times out or is cancelled.
+                        Exit 0 completes the task with its stdout;
                         any other exit fails it with the exit code and stderr.
   --exec-timeout S      seconds before a command is killed and its task failed (default 600)
   --work-ms N           without --exec: how long a simulated task takes (default 1500)
@@ -207,7 +210,7 @@ function killGroupsOnExit(): void {
  */
 export function execHandler(command: string, timeoutMs: number): TaskHandler {
   killGroupsOnExit();
-  return ({ task, tool, signal }: TaskContext) =>
+  return ({ task, tool, signal, dependencies }: TaskContext) =>
     tool(
       "shell.exec",
       { command },
@@ -220,7 +223,13 @@ export function execHandler(command: string, timeoutMs: number): TaskHandler {
           const child = spawn(command, {
             shell: true,
             detached: true,
-            env: { ...process.env, SWARM_TASK_ID: task.id, SWARM_TASK_DESCRIPTION: task.description },
+            env: {
+              ...process.env,
+              SWARM_TASK_ID: task.id,
+              SWARM_TASK_DESCRIPTION: task.description,
+              // What the tasks this one depended on produced, as JSON: [{ "id", "result" }].
+              SWARM_TASK_DEPENDENCIES: JSON.stringify(dependencies.map(({ id, result }) => ({ id, result }))),
+            },
             stdio: ["ignore", "pipe", "pipe"],
           });
           let stopped: string | undefined;

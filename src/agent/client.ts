@@ -18,6 +18,10 @@ export interface TaskView {
   max_attempts?: number;
   failures?: number;
   retry_of?: string | null;
+  /** Tasks that had to complete before this one's auction opened. */
+  depends_on?: string[];
+  /** What a task produced (shown to the agent that ran it, and to the runner of a dependent). */
+  result?: string | null;
 }
 
 export interface AgentIdentity {
@@ -128,6 +132,13 @@ export class SwarmClient {
 
   async getTask(id: string): Promise<TaskView> {
     return (await this.request<{ task: TaskView }>("GET", `/api/tasks/${encodeURIComponent(id)}`)).task;
+  }
+
+  /** The tasks `id` depends on, results included for the agent that runs it. */
+  async dependencies(id: string): Promise<TaskView[]> {
+    return (
+      await this.request<{ dependencies: TaskView[] }>("GET", `/api/tasks/${encodeURIComponent(id)}/dependencies`)
+    ).dependencies;
   }
 
   /**

@@ -12,7 +12,7 @@ import type { SqliteEventLog, EventLogTransaction } from "../storage/sqlite/even
 import type { StoredEvent } from "../event-log/types.js";
 import { getLogger, type Logger } from "../logger.js";
 import { decide, isEmpty } from "./decide.js";
-import { CoordinatorState, withTask } from "./state.js";
+import { CoordinatorState, dependenciesRead, withTask } from "./state.js";
 import { agentReports, budgetHour, limitRefusal, reportingAgent, storedBytes } from "./limits.js";
 import { finishedWorkCutoffs } from "./retention.js";
 import { TickTimer } from "./tick-timer.js";
@@ -206,11 +206,14 @@ export class Coordinator implements CoordinatorPort {
     tx: EventLogTransaction,
   ): CommandResult {
     const taskId = "task_id" in command ? command.task_id : undefined;
-    // A final task has left the working set: load it so the core can say why it refuses.
-    const view =
-      taskId !== undefined && this.state.getTask(taskId) === undefined
-        ? withTask(this.state, this.store.getTask(taskId))
-        : this.state;
+    // A final task has left the working set: load it so the core can say why it refuses, and
+    // so the dependencies a post (or a re-run) names.
+    const named =
+      taskId === undefined ? undefined : (this.state.getTask(taskId) ?? this.store.getTask(taskId));
+    const finals = dependenciesRead(command, named)
+      .filter((id) => this.state.getTask(id) === undefined)
+      .map((id) => this.store.getTask(id));
+    const view = withTask(this.state, named, ...finals);
     const now = this.clock();
     const decision = decide(view, command, { now, newId: this.newId, rules: this.rules });
     if (!decision.ok) throw new SwarmError(decision.code, decision.message, decision.details);

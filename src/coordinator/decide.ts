@@ -28,6 +28,7 @@ const CAPABILITY_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,49}$/;
 const MAX_CAPABILITIES = 50;
 /** The shortest `ack_ms` or `timeout_ms`: under it, a Tick's own period decides more than the task. */
 const MIN_TASK_TIMER_MS = 100;
+const MAX_DEPENDENCIES = 100;
 
 /** A refusal, thrown inside a decision and returned as data by `decide`. */
 class Refusal extends Error {
@@ -150,7 +151,20 @@ class Draft {
     if (task.assigned_agent) this.touch(task.assigned_agent);
     const written = { ...task, due_at: dueAt(task) };
     this.tasks.set(task.id, written);
+    // Its dependents learn of its end before the decision is handed back (settleDependents).
+    if (isFinal(written) && (before === undefined || !isFinal(before))) this.ended.push(written);
     return written;
+  }
+
+  /** Tasks this decision ended, whose dependents have yet to hear of it. */
+  readonly ended: Task[] = [];
+
+  /** Waiting tasks still waiting on `taskId`, as this decision leaves them. */
+  dependentsOf(taskId: string): Task[] {
+    const result = new Map<string, Task>();
+    for (const task of this.state.dependentsOf(taskId)) result.set(task.id, this.task(task.id) ?? task);
+    for (const task of this.tasks.values()) result.set(task.id, task);
+    return [...result.values()].filter((task) => task.status === "waiting" && task.waiting_on.includes(taskId));
   }
 
   putBid(bid: Bid): void {
@@ -206,6 +220,8 @@ class Draft {
   readonly statusReasons = new Map<string, string>();
 
   accepted(subject: Accepted["subject"] = {}): Accepted {
+    // Each ending may end or open more (a cancelled dependency cancels its dependents, theirs…).
+    for (let task = this.ended.shift(); task !== undefined; task = this.ended.shift()) settleDependents(this, task);
     this.settleStatuses();
     return {
       ok: true,
@@ -566,6 +582,36 @@ function timeOut(draft: Draft, task: Task): void {
   failAttempt(draft, task, `timed out after ${task.timeout_ms ?? 0} ms`, "run");
 }
 
+/**
+ * `dependency` has ended: each task waiting on it opens its auction once its last dependency has
+ * completed, or is cancelled, naming it, when it failed or was cancelled (a dependency that
+ * failed for good: a retry is no ending).
+ */
+function settleDependents(draft: Draft, dependency: Task): void {
+  for (const dependent of draft.dependentsOf(dependency.id)) {
+    if (dependency.status !== "completed") {
+      const reason = `dependency ${dependency.id} ${dependency.status}`;
+      draft.putTask({ ...dependent, status: "cancelled", error: reason, completed_at: draft.nowIso });
+      draft.emit(EventType.TASK_CANCELLED, {
+        task_id: dependent.id,
+        data: { reason, previous_status: "waiting", dependency: dependency.id },
+      });
+      continue;
+    }
+    const waitingOn = dependent.waiting_on.filter((id) => id !== dependency.id);
+    if (waitingOn.length > 0) {
+      draft.putTask({ ...dependent, waiting_on: waitingOn });
+      continue;
+    }
+    const closesAt = new Date(draft.nowMs + dependent.auction_ms).toISOString();
+    draft.putTask({ ...dependent, status: "bidding", waiting_on: [], auction_closes_at: closesAt });
+    draft.emit(EventType.TASK_BIDDING, {
+      task_id: dependent.id,
+      data: { attempt: dependent.attempt, closes_at: closesAt, reason: "dependencies completed" },
+    });
+  }
+}
+
 /** What the Tick does with a task whose step is due. */
 function runDueStep(draft: Draft, task: Task): void {
   switch (task.status) {
@@ -618,6 +664,7 @@ type TaskSpec = Pick<
   | "timeout_ms"
   | "max_attempts"
   | "retry_backoff_ms"
+  | "depends_on"
 >;
 
 function taskSpec(
@@ -637,15 +684,49 @@ function taskSpec(
     timeout_ms: optional("timeout_ms", command.timeout_ms, MIN_TASK_TIMER_MS, rules.maxTaskTimerMs) ?? null,
     max_attempts: optional("max_attempts", command.max_attempts, 1, rules.maxAttempts) ?? 1,
     retry_backoff_ms: optional("retry_backoff_ms", command.retry_backoff_ms, 0, rules.maxRetryBackoffMs) ?? 0,
+    depends_on: checkDependencies(command.depends_on),
   };
 }
 
-/** A new task from its spec, in its first auction round. */
+function checkDependencies(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) invalid("depends_on", "must be an array of task ids");
+  if (value.length > MAX_DEPENDENCIES) invalid("depends_on", `must hold at most ${MAX_DEPENDENCIES} task ids`);
+  const ids = value.map((item: unknown, index) => checkText(`depends_on[${index}]`, item, 200));
+  const repeated = ids.findIndex((id, index) => ids.indexOf(id) !== index);
+  if (repeated >= 0) invalid(`depends_on[${repeated}]`, `names task ${ids[repeated]} twice`);
+  return ids;
+}
+
+/**
+ * The dependencies not completed yet, each checked: an unknown one is refused naming its place
+ * in the list, and so is one that failed or was cancelled (the task could never run). A cycle
+ * cannot be posted: a task may depend only on tasks that exist, and nothing yet depends on it.
+ */
+function pendingDependencies(draft: Draft, dependsOn: readonly string[]): string[] {
+  return dependsOn.filter((id, index) => {
+    const field = `depends_on[${index}]`;
+    const dependency = draft.task(id);
+    if (dependency === undefined) invalid(field, `no task ${id}`);
+    if (dependency.status === "failed" || dependency.status === "cancelled") {
+      refuse("DEPENDENCY_FAILED", `${field}: task ${id} is ${dependency.status}; this task could never run`, {
+        field,
+        dependency: id,
+        status: dependency.status,
+      });
+    }
+    return dependency.status !== "completed";
+  });
+}
+
+/** A new task from its spec, in its first auction round, or waiting for its dependencies. */
 function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of">): Task {
+  const waitingOn = pendingDependencies(draft, spec.depends_on);
+  const waiting = waitingOn.length > 0;
   const task = draft.putTask({
     id: draft.ctx.newId(),
     description: spec.description,
-    status: "bidding",
+    status: waiting ? "waiting" : "bidding",
     required_capabilities: spec.required_capabilities,
     auction_ms: spec.auction_ms,
     max_bid_sats: spec.max_bid_sats,
@@ -663,12 +744,14 @@ function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of">): 
     result: null,
     error: null,
     created_at: draft.nowIso,
-    auction_closes_at: new Date(draft.nowMs + spec.auction_ms).toISOString(),
+    auction_closes_at: waiting ? null : new Date(draft.nowMs + spec.auction_ms).toISOString(),
     assigned_at: null,
     started_at: null,
     completed_at: null,
     opens_at: null,
     due_at: null,
+    depends_on: spec.depends_on,
+    waiting_on: waitingOn,
     retry_of: links.retry_of,
     retried_by: null,
   });
@@ -684,12 +767,16 @@ function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of">): 
       max_attempts: task.max_attempts,
       retry_backoff_ms: task.retry_backoff_ms,
       retry_of: task.retry_of,
+      depends_on: task.depends_on,
+      waiting_on: task.waiting_on,
     },
   });
-  draft.emit(EventType.TASK_BIDDING, {
-    task_id: task.id,
-    data: { attempt: 1, closes_at: task.auction_closes_at },
-  });
+  if (!waiting) {
+    draft.emit(EventType.TASK_BIDDING, {
+      task_id: task.id,
+      data: { attempt: 1, closes_at: task.auction_closes_at },
+    });
+  }
   return task;
 }
 
@@ -741,6 +828,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           ? undefined
           : requireAgent(draft, checkText("assign_to", command.assign_to, 200));
       const task = openTask(draft, spec, { retry_of: null });
+      if (assignee !== undefined && task.status === "waiting")
+        invalid("assign_to", "cannot be combined with depends_on while a dependency has not completed");
       if (assignee !== undefined) {
         const refusal = unableToTake(draft, assignee, task);
         if (refusal !== undefined)

@@ -4,7 +4,14 @@
  * Plain data and no I/O: the pure core reads it, the shell loads it from the tables at start
  * and applies each committed decision's changes to it.
  */
-import { FINAL_TASK_STATUSES, type Agent, type Bid, type StateChanges, type Task } from "./types.js";
+import {
+  FINAL_TASK_STATUSES,
+  type Agent,
+  type Bid,
+  type Command,
+  type StateChanges,
+  type Task,
+} from "./types.js";
 
 /** What `decide` may read. */
 export interface StateView {
@@ -14,6 +21,8 @@ export interface StateView {
   bidsFor(taskId: string): readonly Bid[];
   /** Tasks assigned to or running on the agent. */
   tasksHeldBy(agentId: string): readonly Task[];
+  /** Waiting tasks with `taskId` among the dependencies they still wait on. */
+  dependentsOf(taskId: string): readonly Task[];
   agents(): Iterable<Agent>;
   /** Tasks whose next timed step (`due_at`) is at or before `nowMs`, earliest first. */
   dueTasks(nowMs: number): readonly Task[];
@@ -44,6 +53,8 @@ export class CoordinatorState implements StateView {
   private readonly activeTasks = new Map<string, Task>();
   private readonly bidsByTask = new Map<string, Bid[]>();
   private readonly heldByAgent = new Map<string, Map<string, Task>>();
+  /** Dependency id → the waiting tasks still waiting on it. */
+  private readonly waitingOn = new Map<string, Set<string>>();
   private readonly deadlines = new DeadlineHeap();
 
   static from(records: Partial<StateChanges>): CoordinatorState {
@@ -71,6 +82,15 @@ export class CoordinatorState implements StateView {
 
   agents(): Iterable<Agent> {
     return this.agentsById.values();
+  }
+
+  dependentsOf(taskId: string): readonly Task[] {
+    const ids = this.waitingOn.get(taskId);
+    if (ids === undefined) return [];
+    return [...ids].flatMap((id) => {
+      const task = this.activeTasks.get(id);
+      return task === undefined ? [] : [task];
+    });
   }
 
   dueTasks(nowMs: number): readonly Task[] {
@@ -103,6 +123,18 @@ export class CoordinatorState implements StateView {
       const previous = this.activeTasks.get(task.id);
       if (previous !== undefined && previous.assigned_agent !== null) {
         this.heldByAgent.get(previous.assigned_agent)?.delete(task.id);
+      }
+      for (const dependency of previous?.waiting_on ?? []) {
+        const waiting = this.waitingOn.get(dependency);
+        waiting?.delete(task.id);
+        if (waiting?.size === 0) this.waitingOn.delete(dependency);
+      }
+      if (task.status === "waiting") {
+        for (const dependency of task.waiting_on) {
+          let waiting = this.waitingOn.get(dependency);
+          if (waiting === undefined) this.waitingOn.set(dependency, (waiting = new Set<string>()));
+          waiting.add(task.id);
+        }
       }
       if (isFinal(task)) {
         this.activeTasks.delete(task.id);
@@ -138,12 +170,21 @@ export class CoordinatorState implements StateView {
   }
 }
 
-/** A view that also knows one task outside the working set (a final one loaded from the tables). */
-export function withTask(view: StateView, task: Task | undefined): StateView {
-  if (task === undefined) return view;
-  return viewWith(view, {
-    getTask: (id) => (id === task.id ? (view.getTask(id) ?? task) : view.getTask(id)),
-  });
+/** A view that also knows tasks outside the working set (final ones loaded from the tables). */
+export function withTask(view: StateView, ...tasks: (Task | undefined)[]): StateView {
+  const known = new Map(tasks.flatMap((task) => (task === undefined ? [] : [[task.id, task] as const])));
+  if (known.size === 0) return view;
+  return viewWith(view, { getTask: (id) => view.getTask(id) ?? known.get(id) });
+}
+
+/**
+ * The tasks a command reads besides the working set, given the final task it names (if any):
+ * the dependencies of a task posted, or of a task run again. A shell loads those not in memory.
+ */
+export function dependenciesRead(command: Command, named: Task | undefined): readonly string[] {
+  if (command.type === "PostTask") return Array.isArray(command.depends_on) ? command.depends_on.filter((id) => typeof id === "string") : [];
+  if (command.type === "RetryTask") return named?.depends_on ?? [];
+  return [];
 }
 
 /** `view` read through, but for the reads `overrides` answers. */
@@ -153,6 +194,7 @@ export function viewWith(view: StateView, overrides: Partial<StateView>): StateV
     getTask: (id) => view.getTask(id),
     bidsFor: (id) => view.bidsFor(id),
     tasksHeldBy: (id) => view.tasksHeldBy(id),
+    dependentsOf: (id) => view.dependentsOf(id),
     agents: () => view.agents(),
     dueTasks: (nowMs) => view.dueTasks(nowMs),
     ...overrides,

@@ -77,6 +77,10 @@ export interface Task {
    * that every replica finds due work with one indexed read.
    */
   due_at: string | null;
+  /** Tasks that must complete before this one opens its auction, as posted. */
+  depends_on: string[];
+  /** Those of `depends_on` not completed yet: the task is `waiting` while any is left. */
+  waiting_on: string[];
   /** The failed or cancelled task this one re-runs, and the task that re-ran this one. */
   retry_of: string | null;
   retried_by: string | null;
@@ -129,6 +133,8 @@ export type Command =
       retry_backoff_ms?: number;
       /** Skip the auction: the task goes straight to this agent, if it can take it now. */
       assign_to?: string;
+      /** Tasks that must complete first; the task waits (status `waiting`) until they have. */
+      depends_on?: string[];
     }
   /** The operator hands a task in its auction to an agent, ending the auction. */
   | { type: "AssignTask"; task_id: string; agent_id: string }
@@ -281,5 +287,6 @@ export const COORDINATOR_ERROR_CODES = [
   "TASK_FINAL",
   "TASK_NOT_RETRYABLE",
   "TASK_ALREADY_RETRIED",
+  "DEPENDENCY_FAILED",
 ] as const;
 export type CoordinatorErrorCode = (typeof COORDINATOR_ERROR_CODES)[number];

@@ -16,7 +16,13 @@ export interface AgentRow extends Omit<Agent, "capabilities"> {
 }
 
 /** The task's list columns, held as JSON arrays of strings. */
-const TASK_LIST_COLUMNS = ["required_capabilities", "failed_agents", "declined_agents"] as const;
+const TASK_LIST_COLUMNS = [
+  "required_capabilities",
+  "failed_agents",
+  "declined_agents",
+  "depends_on",
+  "waiting_on",
+] as const;
 type TaskListColumn = (typeof TASK_LIST_COLUMNS)[number];
 
 export type TaskRow = Omit<Task, TaskListColumn> & Record<TaskListColumn, string>;
@@ -81,6 +87,7 @@ const TASK_FIXED_COLUMNS = [
   "retry_backoff_ms",
   "created_at",
   "retry_of",
+  "depends_on",
 ] as const;
 /** What a decision may change in a task row: what an upsert of an existing task sets. */
 export const TASK_CHANGING_COLUMNS = [
@@ -100,6 +107,7 @@ export const TASK_CHANGING_COLUMNS = [
   "completed_at",
   "opens_at",
   "due_at",
+  "waiting_on",
   "retried_by",
 ] as const satisfies readonly (keyof Task)[];
 // Every field of a task is stored, once.

@@ -106,6 +106,10 @@ export const TaskSchema = Type.Object({
         "ISO-8601 UTC: when the task's next timed step is due (its auction closing, its award lapsing, its run timing out, its retry opening)",
     }),
   ),
+  depends_on: Type.Array(Type.String(), { description: "Tasks that must complete before this one's auction opens" }),
+  waiting_on: Type.Array(Type.String(), {
+    description: "Those of depends_on not completed yet; the task is waiting while any is left",
+  }),
   retry_of: Nullable(Type.String({ description: "The failed or cancelled task this one runs again" })),
   retried_by: Nullable(Type.String({ description: "The task that runs this one again" })),
   assigned_agent: Nullable(Type.String()),
@@ -185,6 +189,13 @@ export const PostTaskBody = Type.Object(
         maxLength: 200,
         description:
           "Skip the auction: give the task to this agent, which must be online, capable and below capacity",
+      }),
+    ),
+    depends_on: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 200 }), {
+        maxItems: 100,
+        description:
+          "Tasks that must complete first: the task waits (status waiting) and opens its auction once the last has completed; if one fails for good or is cancelled, it is cancelled naming it",
       }),
     ),
   },

@@ -163,6 +163,34 @@ describe.each(ENGINES)("SwarmAgent against a real server on $name", ({ name: eng
     expect((await typesOf(server, taskId)).filter((type) => type === "task.started")).toHaveLength(2);
   });
 
+  it("runs a task once its dependency has completed, handing the handler the dependency's result", async () => {
+    const server = await stackOn(engine);
+    const worker = agent(server, {
+      handler: async ({ task, dependencies }) =>
+        dependencies.length === 0
+          ? `numbers for ${task.description}`
+          : `summary of ${dependencies.map((d) => `${d.id}=${d.result ?? "?"}`).join(", ")}`,
+    });
+    const gather = await postTask(server, { description: "gather" });
+    const summarize = await postTask(server, { description: "summarize", depends_on: [gather] });
+    expect(await taskStatus(server, summarize)).toBe("waiting");
+    await worker.start();
+    await eventually(
+      () => taskStatus(server, summarize),
+      (status) => status === "completed",
+    );
+    expect((await server.coordinator.getTask(summarize))?.result).toBe(
+      `summary of ${gather}=numbers for gather`,
+    );
+    // Another agent is not shown the dependency's result.
+    const { token } = await operator(server).request<{ token: string }>("POST", "/api/agents", {
+      name: "nosy",
+    });
+    const other = new SwarmClient(server.base, { token });
+    const [seen] = await other.dependencies(summarize);
+    expect(seen).toMatchObject({ id: gather, status: "completed", result: null });
+  });
+
   it("lets strategies compete: the cheaper fit wins, an off-profile agent stays out", async () => {
     const server = await stackOn(engine);
     const handler = async () => "done";

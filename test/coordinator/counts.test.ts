@@ -186,6 +186,8 @@ function task(write: Pick<Task, "id" | "status" | "assigned_agent" | "winning_bi
     due_at: null,
     retry_of: null,
     retried_by: null,
+    depends_on: [],
+    waiting_on: [],
   };
 }
 

@@ -1288,6 +1288,7 @@ describe("the lifecycle's invariants, for any commands", () => {
               retry_backoff_ms: (p.n % 3) * 400,
               ...(p.n % 5 === 0 ? { required_capabilities: ["x"] } : {}),
               ...(p.n % 6 === 0 ? { assign_to: agent } : {}),
+              ...(p.n % 4 === 1 && tasks.length > 0 ? { depends_on: [task] } : {}),
             },
             { type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 1 + (p.n % 40) },
             { type: "StartTask", task_id: task, agent_id: agent },
@@ -1319,12 +1320,123 @@ describe("the lifecycle's invariants, for any commands", () => {
             );
             if (current.status === "assigned" || current.status === "running")
               expect(current.assigned_agent).not.toBeNull();
-            if (current.status === "waiting") expect(current.opens_at).not.toBeNull();
+            // Waiting for a retry, or on dependencies that are all still active: never on a task
+            // that has ended (it would wait for ever).
+            if (current.status === "waiting") {
+              expect(current.opens_at !== null || current.waiting_on.length > 0).toBe(true);
+              for (const dependency of current.waiting_on) expect(s.state.getTask(dependency)).toBeDefined();
+            }
             if (current.status === "bidding") expect(current.assigned_agent).toBeNull();
           }
         }
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe("dependencies", () => {
+  /** A task run to completion (or to `end`) by its own agent. */
+  function finish(s: ReturnType<typeof scenario>, task: string, end: "complete" | "fail" = "complete") {
+    const agent = s.agent(`for ${task}`);
+    s.given({ type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 1 });
+    if (s.state.getTask(task)?.status === "bidding") s.given({ type: "CloseAuction", task_id: task });
+    s.given({ type: "StartTask", task_id: task, agent_id: agent });
+    return s.run(
+      end === "complete"
+        ? { type: "CompleteTask", task_id: task, agent_id: agent, result: "the numbers" }
+        : { type: "FailTask", task_id: task, agent_id: agent, reason: "no data" },
+    );
+  }
+
+  it("waits until every dependency has completed, then opens its auction", () => {
+    const s = scenario();
+    const first = s.task();
+    const second = s.task();
+    const posted = s.run({ type: "PostTask", description: "report", depends_on: [first, second] });
+    expect(types(posted)).toEqual(["task.created"]);
+    const report = expectAccepted(posted).subject.task!;
+    expect(report).toMatchObject({
+      status: "waiting",
+      depends_on: [first, second],
+      waiting_on: [first, second],
+      due_at: null,
+    });
+    expect(s.when({ type: "SubmitBid", task_id: report.id, agent_id: s.agent(), bid_sats: 3 })).toMatchObject(
+      {
+        code: "TASK_NOT_BIDDING",
+      },
+    );
+    expect(types(finish(s, first))).not.toContain("task.bidding");
+    expect(s.state.getTask(report.id)).toMatchObject({ status: "waiting", waiting_on: [second] });
+    const last = finish(s, second);
+    expect(eventOf(last, "task.bidding")).toMatchObject({
+      task_id: report.id,
+      data: { attempt: 1, reason: "dependencies completed" },
+    });
+    expect(s.state.getTask(report.id)).toMatchObject({ status: "bidding", waiting_on: [] });
+  });
+
+  it("cancels dependents, and theirs, naming the dependency that failed for good", () => {
+    const s = scenario();
+    const root = s.task();
+    const middle = expectAccepted(s.run({ type: "PostTask", description: "m", depends_on: [root] })).subject
+      .task!.id;
+    const leaf = expectAccepted(s.run({ type: "PostTask", description: "l", depends_on: [middle] })).subject
+      .task!.id;
+    const failed = finish(s, root, "fail");
+    const cancelled = expectAccepted(failed).events.filter((event) => event.event_type === "task.cancelled");
+    expect(cancelled.map((event) => [event.task_id, event.data])).toEqual([
+      [middle, { reason: `dependency ${root} failed`, previous_status: "waiting", dependency: root }],
+      [leaf, { reason: `dependency ${middle} cancelled`, previous_status: "waiting", dependency: middle }],
+    ]);
+    expect(s.state.getTask(leaf)).toBeUndefined();
+  });
+
+  it("does not cancel dependents while a failed dependency still has attempts left", () => {
+    const s = scenario();
+    const root = s.task({ max_attempts: 2 });
+    const dependent = expectAccepted(s.run({ type: "PostTask", description: "d", depends_on: [root] }))
+      .subject.task!.id;
+    expect(types(finish(s, root, "fail"))).not.toContain("task.cancelled");
+    expect(s.state.getTask(dependent)?.status).toBe("waiting");
+  });
+
+  it("refuses unknown, repeated and failed dependencies, naming each, and opens at once on completed ones", () => {
+    const s = scenario();
+    const first = s.task();
+    expect(s.when({ type: "PostTask", description: "x", depends_on: [first, "ghost"] })).toMatchObject({
+      code: "INVALID_COMMAND",
+      details: { field: "depends_on[1]" },
+    });
+    expect(s.when({ type: "PostTask", description: "x", depends_on: [first, first] })).toMatchObject({
+      details: { field: "depends_on[1]" },
+    });
+    expect(
+      s.when({ type: "PostTask", description: "x", depends_on: "nope" as unknown as string[] }),
+    ).toMatchObject({
+      details: { field: "depends_on" },
+    });
+    const cancelled = expectAccepted(s.run({ type: "CancelTask", task_id: first })).changes.tasks[0]!;
+    const view = withTask(s.state, cancelled);
+    expect(decide(view, { type: "PostTask", description: "x", depends_on: [first] }, s.ctx())).toMatchObject({
+      code: "DEPENDENCY_FAILED",
+      details: { field: "depends_on[0]", dependency: first, status: "cancelled" },
+    });
+    const done = { ...cancelled, status: "completed" as const };
+    const opened = expectAccepted(
+      decide(withTask(s.state, done), { type: "PostTask", description: "x", depends_on: [first] }, s.ctx()),
+    );
+    expect(opened.subject.task).toMatchObject({ status: "bidding", depends_on: [first], waiting_on: [] });
+  });
+
+  it("cannot be assigned directly while a dependency is pending", () => {
+    const s = scenario();
+    const first = s.task();
+    expect(
+      s.when({ type: "PostTask", description: "x", depends_on: [first], assign_to: s.agent() }),
+    ).toMatchObject({
+      details: { field: "assign_to" },
+    });
   });
 });

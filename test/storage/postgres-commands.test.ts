@@ -96,6 +96,7 @@ function commandFor(p: Pick, tasks: readonly string[]): Command {
       max_attempts: 1 + (p.n % 3),
       retry_backoff_ms: (p.n % 4) * 300,
       ...(p.n % 7 === 0 ? { assign_to: agent } : {}),
+      ...(p.n % 5 === 1 && tasks.length > 0 ? { depends_on: [task] } : {}),
     },
     { type: "AssignTask", task_id: task, agent_id: agent },
     { type: "RetryTask", task_id: task },
@@ -303,6 +304,36 @@ describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () =>
         // Given to the winner and put up again when it left, or given to the last bidder.
         expect(task?.assigned_agent ?? null).not.toBe(winner);
         await first.run([{ command: { type: "CancelTask", task_id: taskId } }]);
+      }
+    });
+  });
+
+  it("never leaves a dependent waiting on a task that completed while another process posted it", async () => {
+    await withTwoProcesses(async ({ first, second }) => {
+      const [registered] = await first.run([
+        { command: { type: "RegisterAgent", name: "runner", max_concurrent: 50 } },
+      ]);
+      const agent = registered?.ok ? (registered.result.agent?.id as string) : "";
+      const one = async (runner: typeof first, command: Command) => {
+        const [outcome] = await runner.run([{ command }]);
+        if (!outcome?.ok) throw new Error(`${command.type} refused: ${String(outcome?.error)}`);
+        return outcome.result;
+      };
+      for (let round = 0; round < 15; round += 1) {
+        const dependency = (
+          await one(first, { type: "PostTask", description: `d${round}`, auction_ms: 60_000 })
+        ).task!.id;
+        await one(first, { type: "SubmitBid", task_id: dependency, agent_id: agent, bid_sats: 1 });
+        await one(first, { type: "StartTask", task_id: dependency, agent_id: agent });
+        // The dependency completes through one process while the other posts a task on it.
+        const [, posted] = await Promise.all([
+          one(first, { type: "CompleteTask", task_id: dependency, agent_id: agent }),
+          one(second, { type: "PostTask", description: `after ${round}`, depends_on: [dependency] }),
+        ]);
+        const dependent = (await first.workingSet()).getTask(posted.task!.id);
+        // Opened at its post (it saw the completion) or by the completion (it saw the dependent).
+        expect(dependent).toMatchObject({ status: "bidding", waiting_on: [] });
+        await one(first, { type: "CancelTask", task_id: posted.task!.id });
       }
     });
   });

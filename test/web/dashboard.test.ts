@@ -582,6 +582,18 @@ describe.each(ENGINES)("dashboard forms on $name", ({ name: engine }) => {
     expect(twice.body).toContain("already run again");
   });
 
+  it("shows what a waiting task waits on, linked", async () => {
+    const t = await build({ apiKey: undefined });
+    const first = await t.task({ description: "gather" });
+    const second = await t.task({ description: "summarize", depends_on: [first] });
+    const page = (await t.app.inject({ url: `/tasks/${second}`, headers: HTML })).body;
+    expect(page).toContain('data-status="waiting"');
+    expect(page).toContain(
+      `<a href="/tasks/${first}">${shortId(first)}</a> <span class="muted">(not completed yet)</span>`,
+    );
+    expect(page).toContain("until 1 dependency completes");
+  });
+
   it("gives a task in its auction to an agent from its page, offering the agents that can take it", async () => {
     const t = await build({ apiKey: undefined });
     const coder = await t.agent("coder", { capabilities: ["code"] });

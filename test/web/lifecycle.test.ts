@@ -222,6 +222,38 @@ describe.each(ENGINES)("the task lifecycle on $name", ({ name: engine }) => {
     expect(await typesOf(t, id)).toContain("task.retried");
   });
 
+  it("refuses a post on an unknown or a cancelled dependency, naming it, and opens at once on a completed one", async () => {
+    const t = await build();
+    const unknown = await call(t, "POST", "/api/tasks", t.operator, {
+      description: "x",
+      depends_on: ["ghost"],
+    });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error).toMatchObject({
+      code: "INVALID_COMMAND",
+      details: { field: "depends_on[0]" },
+    });
+    const cancelled = await t.task();
+    await call(t, "POST", `/api/tasks/${cancelled}/cancel`);
+    const onCancelled = await call(t, "POST", "/api/tasks", t.operator, {
+      description: "x",
+      depends_on: [cancelled],
+    });
+    expect(onCancelled.status).toBe(409);
+    expect(onCancelled.body.error).toMatchObject({
+      code: "DEPENDENCY_FAILED",
+      details: { dependency: cancelled },
+    });
+    const { a, id } = await awarded(t, {});
+    await call(t, "POST", `/api/tasks/${id}/start`, a.auth);
+    await call(t, "POST", `/api/tasks/${id}/complete`, a.auth, { result: "42" });
+    const after = await call(t, "POST", "/api/tasks", t.operator, { description: "x", depends_on: [id] });
+    expect(after.status).toBe(201);
+    expect(after.body.task).toMatchObject({ status: "bidding", depends_on: [id], waiting_on: [] });
+    const deps = await call(t, "GET", `/api/tasks/${after.body.task.id as string}/dependencies`);
+    expect(deps.body.dependencies).toMatchObject([{ id, status: "completed", result: "42" }]);
+  });
+
   it.each([
     [{ ack_ms: 0 }, "ack_ms"],
     [{ timeout_ms: 10 }, "timeout_ms"],

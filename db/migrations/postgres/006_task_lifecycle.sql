@@ -1,4 +1,4 @@
--- The task lifecycle: a `waiting` status (a retry's backoff; later, dependencies), the winner's
+-- The task lifecycle: a `waiting` status (a retry's backoff, or dependencies not completed), the winner's
 -- acknowledgement window, a run's deadline, retries, re-runs, and `due_at`, the one time at which
 -- a task's next timed step is due (derived by the core, see dueAt in src/coordinator/state.ts):
 -- what every replica's Tick claims, by one index.
@@ -17,7 +17,9 @@ ALTER TABLE tasks
   ADD COLUMN opens_at         text COLLATE "C",
   ADD COLUMN due_at           text COLLATE "C",
   ADD COLUMN retry_of         text COLLATE "C",
-  ADD COLUMN retried_by       text COLLATE "C";
+  ADD COLUMN retried_by       text COLLATE "C",
+  ADD COLUMN depends_on       text COLLATE "C" NOT NULL DEFAULT '[]',  -- JSON array, as posted
+  ADD COLUMN waiting_on       text COLLATE "C" NOT NULL DEFAULT '[]';  -- JSON array: those not completed yet
 
 -- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.
 -- The rounds they lost to vanished agents become their failures, as the old limit counted them.
@@ -26,3 +28,6 @@ UPDATE tasks SET failures = GREATEST(0, attempt - releases - 1),
 
 DROP INDEX idx_tasks_due;
 CREATE INDEX idx_tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
+
+-- The waiting tasks that wait on a task: what a command ending that task locks (lock-plan.ts).
+CREATE INDEX idx_tasks_waiting_on ON tasks USING gin ((waiting_on::jsonb)) WHERE status = 'waiting';

@@ -1,4 +1,4 @@
--- The task lifecycle: a `waiting` status (a retry's backoff; later, dependencies), the winner's
+-- The task lifecycle: a `waiting` status (a retry's backoff, or dependencies not completed), the winner's
 -- acknowledgement window, a run's deadline, retries, re-runs, and `due_at`, the one time at which
 -- a task's next timed step is due (derived by the core, see dueAt in src/coordinator/state.ts).
 --
@@ -37,7 +37,9 @@ CREATE TABLE tasks_rebuilt (
   opens_at              TEXT,
   due_at                TEXT,
   retry_of              TEXT,
-  retried_by            TEXT
+  retried_by            TEXT,
+  depends_on            TEXT    NOT NULL DEFAULT '[]',  -- JSON array, as posted
+  waiting_on            TEXT    NOT NULL DEFAULT '[]'   -- JSON array: those not completed yet
 );
 
 -- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.

@@ -33,7 +33,14 @@ import {
   reportingAgent,
   storedBytes,
 } from "../../coordinator/limits.js";
-import { CoordinatorState, keepsBids, viewWith, withTask, type StateView } from "../../coordinator/state.js";
+import {
+  CoordinatorState,
+  dependenciesRead,
+  keepsBids,
+  viewWith,
+  withTask,
+  type StateView,
+} from "../../coordinator/state.js";
 import type { CommandResult, CommandSubject, Extras } from "../../coordinator/port.js";
 import type { ReportTotals } from "../../coordinator/limits.js";
 import type {
@@ -129,8 +136,8 @@ export class PostgresCommandRunner {
   private async runTick(stalls: readonly ServerStall[]): Promise<CommandOutcome> {
     const { store, rules } = this.options;
     try {
-      const { results } = await this.transact([], async (client) => {
-        const claimed = await claimTick(client, await this.now(client), rules.heartbeatTimeoutMs);
+      const { results } = await this.transact([], async (client, hints) => {
+        const claimed = await claimTick(client, await this.now(client), rules.heartbeatTimeoutMs, hints);
         if (claimed.tasks.size === 0 && claimed.scopeAgents.length === 0)
           return { decided: [{ subject: {}, prepared: [] }], events: [] };
         const now = await this.now(client);
@@ -303,11 +310,14 @@ export class PostgresCommandRunner {
   }> {
     const { store, rules, newId } = this.options;
     const taskId = "task_id" in command ? command.task_id : undefined;
-    // A final task is not in the working set: read it so the core can say why it refuses.
-    const view =
-      taskId !== undefined && state.getTask(taskId) === undefined
-        ? withTask(batchView, await store.getTask(taskId, client))
-        : batchView;
+    // A final task is not in the working set: read it so the core can say why it refuses, and
+    // so the dependencies a post (or a re-run) names. Any of them still active was locked.
+    const named =
+      taskId === undefined ? undefined : (batchView.getTask(taskId) ?? (await store.getTask(taskId, client)));
+    const finals: (Task | undefined)[] = [];
+    for (const id of dependenciesRead(command, named))
+      if (batchView.getTask(id) === undefined) finals.push(await store.getTask(id, client));
+    const view = withTask(batchView, named, ...finals);
     const decision = decide(view, command, { now, newId, rules });
     if (!decision.ok) throw new SwarmError(decision.code, decision.message, decision.details);
     const { tool_event_id: _toolEventId, ...subject } = decision.subject;

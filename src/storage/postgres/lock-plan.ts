@@ -17,6 +17,11 @@
  *   each bid on a crowded auction lock most of the swarm's agent rows, and bids on different
  *   auctions queue on one another;
  * - for an agent that leaves, the tasks it holds (they go up for auction again);
+ * - the dependencies a posted task (or a re-run) names, whose status it reads: locked, no
+ *   dependency can end while a new dependent on it is being written;
+ * - the waiting tasks that depend, directly or not, on any task locked (a task that ends opens or
+ *   cancels them). They are read before the locks and again once held: a dependent posted in
+ *   between is a missed row, and the batch is tried again with it;
  * - for Recover, every agent online.
  * The plan reads some of this before it holds the locks (the tasks an agent holds); what it read
  * is checked again once the locks are held, and a batch whose decision reaches past its plan is
@@ -78,6 +83,8 @@ const SQL = {
     "OR (a.status = 'offline' AND (a.grace_until IS NULL OR a.grace_until <= $2) AND EXISTS (" +
     "SELECT 1 FROM tasks t WHERE t.assigned_agent = a.id AND t.status IN ('assigned', 'running'))))",
   claimTasks: "SELECT id FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+  dependents: "SELECT id FROM tasks WHERE status = 'waiting' AND waiting_on::jsonb ?| $1::text[]",
+  dependenciesOf: "SELECT depends_on FROM tasks WHERE id = $1",
   claimAgents: "SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
 } as const;
 
@@ -91,6 +98,23 @@ async function heldBy(client: pg.ClientBase, agentIds: readonly string[]): Promi
   const rows = (await client.query<{ id: string; assigned_agent: string }>(SQL.heldBy, [agentIds])).rows;
   for (const row of rows) held.set(row.assigned_agent, [...(held.get(row.assigned_agent) ?? []), row.id]);
   return held;
+}
+
+/** The waiting tasks that wait, directly or through others, on any of `taskIds`. */
+async function dependentsOf(client: pg.ClientBase, taskIds: Iterable<string>): Promise<Set<string>> {
+  const found = new Set<string>();
+  let frontier = [...new Set(taskIds)];
+  while (frontier.length > 0) {
+    const next = (await ids(client, SQL.dependents, [frontier])).filter((id) => !found.has(id));
+    for (const id of next) found.add(id);
+    frontier = next;
+  }
+  return found;
+}
+
+/** The dependents of `tasks` that are not locked: what a plan missed, once its locks are held. */
+async function unlockedDependents(client: pg.ClientBase, tasks: ReadonlySet<string>): Promise<string[]> {
+  return [...(await dependentsOf(client, tasks))].filter((id) => !tasks.has(id));
 }
 
 async function biddersOf(client: pg.ClientBase, taskIds: readonly string[]): Promise<string[]> {
@@ -116,9 +140,16 @@ export async function lockPlan(
     if (command.type === "PostTask" && command.assign_to !== undefined) agentIds.add(command.assign_to);
     if (command.type === "DeregisterAgent") leaving.push(command.agent_id);
     if (command.type === "Recover") recover = true;
+    if (command.type === "PostTask" && Array.isArray(command.depends_on))
+      for (const id of command.depends_on) if (typeof id === "string") taskIds.add(id);
+    if (command.type === "RetryTask") {
+      const [row] = (await client.query<{ depends_on: string }>(SQL.dependenciesOf, [command.task_id])).rows;
+      for (const id of row === undefined ? [] : (JSON.parse(row.depends_on) as string[])) taskIds.add(id);
+    }
   }
   const heldBefore = await heldBy(client, leaving);
   for (const held of heldBefore.values()) for (const id of held) taskIds.add(id);
+  for (const id of await dependentsOf(client, taskIds)) taskIds.add(id);
 
   const tasks = new Set<string>();
   if (taskIds.size > 0) {
@@ -137,6 +168,7 @@ export async function lockPlan(
   // With the leaving agents locked, nothing can hand them another task: what they hold now is
   // what the decision sees. A task assigned since the first read is in no lock yet.
   const missed = [...(await heldBy(client, leaving)).values()].flat().filter((id) => !tasks.has(id));
+  missed.push(...(await unlockedDependents(client, tasks)));
   if (missed.length > 0) throw new PlanMissed(missed, []);
   return { tasks, agents };
 }
@@ -156,6 +188,7 @@ export async function claimTick(
   client: pg.ClientBase,
   now: Date,
   heartbeatTimeoutMs: number,
+  hints: PlanHints = { tasks: new Set(), agents: new Set() },
 ): Promise<TickClaim> {
   const overdue = await ids(client, SQL.claimOverdue, [
     new Date(now.getTime() - OVERDUE_WAIT_MS).toISOString(),
@@ -170,6 +203,11 @@ export async function claimTick(
   const wanted = [...heldBefore.values()].flat();
   const claimedHeld = new Set(wanted.length === 0 ? [] : await ids(client, SQL.claimTasks, [wanted]));
   for (const id of claimedHeld) tasks.add(id);
+  // What the claimed steps may end has dependents: waited for, like the bidders below.
+  const dependents = [...(await dependentsOf(client, tasks)), ...hints.tasks].filter((id) => !tasks.has(id));
+  if (dependents.length > 0) for (const id of await ids(client, SQL.lockTasks, [dependents])) tasks.add(id);
+  const missedDependents = await unlockedDependents(client, tasks);
+  if (missedDependents.length > 0) throw new PlanMissed(missedDependents, []);
   // An agent whose tasks someone else holds now is left for the next Tick.
   const candidates = silent.filter((id) => (heldBefore.get(id) ?? []).every((task) => claimedHeld.has(task)));
 

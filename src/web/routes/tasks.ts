@@ -7,7 +7,7 @@ import { agentOf } from "../auth.js";
 import type { BidCursor } from "../../storage/coordinator-records.js";
 import type { Task } from "../../coordinator/types.js";
 import type { EventFilter } from "../../event-log/types.js";
-import type { Reader } from "../visibility.js";
+import type { Reader, VisibleTask } from "../visibility.js";
 import {
   BidBody,
   BidListQuery,
@@ -239,6 +239,38 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const reader = app.readerOf(request);
       const { bids, bids_sealed, next_cursor } = await bidPage(task, reader, TASK_BIDS_SHOWN);
       return { task: visibility.task(task, reader), bids, bids_sealed, bids_next_cursor: next_cursor };
+    },
+  );
+
+  app.get(
+    "/api/tasks/:id/dependencies",
+    {
+      preHandler: guard.reader,
+      schema: {
+        tags: ["tasks"],
+        summary: "The tasks this one depends on, with their results for the agent that runs it",
+        description:
+          "In `depends_on` order. The agent the task is assigned to sees each dependency's `result` (what its " +
+          "handler gets as `dependencies`); other agents see them as on GET /api/tasks/{id}, results withheld.",
+        params: IdParams,
+        querystring: NoQuery,
+        response: {
+          200: Type.Object({ dependencies: Type.Array(TaskSchema) }),
+          ...errorResponses(400, 401, 404),
+        },
+      },
+    },
+    async (request) => {
+      const task = await requireTask(request.params.id);
+      const reader = app.readerOf(request);
+      // The dependent's runner reads what its dependencies produced: that is what they are for.
+      const runsIt = reader.kind === "agent" && task.assigned_agent === reader.agentId;
+      const dependencies: VisibleTask[] = [];
+      for (const id of task.depends_on) {
+        const dependency = await coordinator.getTask(id);
+        if (dependency !== undefined) dependencies.push(runsIt ? dependency : visibility.task(dependency, reader));
+      }
+      return { dependencies };
     },
   );
 
