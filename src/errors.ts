@@ -53,6 +53,8 @@ export const ERROR_TABLE = {
   TASK_NOT_RETRYABLE: { status: 409, title: "Only a failed or cancelled task can be run again" },
   TASK_ALREADY_RETRIED: { status: 409, title: "The task has already been run again" },
   DEPENDENCY_FAILED: { status: 409, title: "A task this one depends on failed or was cancelled" },
+  SCHEDULE_NOT_FOUND: { status: 404, title: "No such schedule" },
+  SCHEDULE_FIRED_ELSEWHERE: { status: 409, title: "The schedule's firing was made by another process" },
   TASK_EVENTS_CAP_REACHED: {
     status: 409,
     title: "The task holds as many agent-reported events as SWARM_MAX_EVENTS_PER_TASK allows",

@@ -157,6 +157,7 @@ async function startOn(
       maxSocketsPerClient: config.maxSocketsPerClient,
       trustProxy: config.trustProxy,
       defaultMetrics: true,
+      runSchedules: true,
     });
     await app.listen({ host: config.host, port: config.port });
     address = app.server.address();

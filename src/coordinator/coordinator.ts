@@ -303,6 +303,10 @@ export class Coordinator implements CoordinatorPort {
 
   // ------------------------------------------------------------ reads
 
+  now(): Date {
+    return this.clock();
+  }
+
   getTask(id: string): Task | undefined {
     return this.state.getTask(id) ?? this.store.getTask(id);
   }

@@ -653,8 +653,8 @@ function loseAgent(draft: Draft, agent: Agent, why: string): void {
 
 // ------------------------------------------------------------------ commands
 
-/** What a task is asked to be, checked: the body a post gives, and a re-run copies. */
-type TaskSpec = Pick<
+/** What a task is asked to be, checked: the body a post gives, a re-run copies, a schedule keeps. */
+export type TaskSpec = Pick<
   Task,
   | "description"
   | "required_capabilities"
@@ -667,10 +667,23 @@ type TaskSpec = Pick<
   | "depends_on"
 >;
 
-function taskSpec(
-  command: Extract<Command, { type: "PostTask" }>,
+type TaskBody = Omit<Extract<Command, { type: "PostTask" }>, "type">;
+
+/** A task body checked as a post checks it: its spec, or the field at fault and why. */
+export function checkTaskSpec(
+  body: Record<string, unknown>,
   rules: DecisionContext["rules"],
-): TaskSpec {
+): { spec: TaskSpec } | { field: string; message: string } {
+  try {
+    return { spec: taskSpec(body as unknown as TaskBody, rules) };
+  } catch (error) {
+    if (!(error instanceof Refusal)) throw error;
+    const field = typeof error.details?.field === "string" ? error.details.field : "task";
+    return { field, message: error.message.replace(`${field}: `, "") };
+  }
+}
+
+function taskSpec(command: TaskBody, rules: DecisionContext["rules"]): TaskSpec {
   const optional = (field: keyof TaskSpec, value: unknown, min: number, max: number) =>
     value === undefined ? undefined : checkInteger(field, value, min, max);
   return {
@@ -720,7 +733,7 @@ function pendingDependencies(draft: Draft, dependsOn: readonly string[]): string
 }
 
 /** A new task from its spec, in its first auction round, or waiting for its dependencies. */
-function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of">): Task {
+function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of" | "schedule_id">): Task {
   const waitingOn = pendingDependencies(draft, spec.depends_on);
   const waiting = waitingOn.length > 0;
   const task = draft.putTask({
@@ -754,6 +767,7 @@ function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of">): 
     waiting_on: waitingOn,
     retry_of: links.retry_of,
     retried_by: null,
+    schedule_id: links.schedule_id,
   });
   draft.emit(EventType.TASK_CREATED, {
     task_id: task.id,
@@ -769,6 +783,7 @@ function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of">): 
       retry_of: task.retry_of,
       depends_on: task.depends_on,
       waiting_on: task.waiting_on,
+      schedule_id: task.schedule_id,
     },
   });
   if (!waiting) {
@@ -827,7 +842,19 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         command.assign_to === undefined
           ? undefined
           : requireAgent(draft, checkText("assign_to", command.assign_to, 200));
-      const task = openTask(draft, spec, { retry_of: null });
+      const scheduleId =
+        command.schedule_id === undefined ? null : checkText("schedule_id", command.schedule_id, 200);
+      const task = openTask(draft, spec, { retry_of: null, schedule_id: scheduleId });
+      if (scheduleId !== null) {
+        draft.emit(EventType.SCHEDULE_FIRED, {
+          task_id: task.id,
+          data: {
+            schedule_id: scheduleId,
+            scheduled_for: command.scheduled_for ?? draft.nowIso,
+            missed_firings: command.missed_firings ?? 0,
+          },
+        });
+      }
       if (assignee !== undefined && task.status === "waiting")
         invalid("assign_to", "cannot be combined with depends_on while a dependency has not completed");
       if (assignee !== undefined) {
@@ -876,7 +903,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           },
         );
       }
-      const task = openTask(draft, original, { retry_of: original.id });
+      const task = openTask(draft, original, { retry_of: original.id, schedule_id: null });
       draft.putTask({ ...original, retried_by: task.id });
       draft.emit(EventType.TASK_RETRIED, {
         task_id: original.id,

@@ -124,6 +124,8 @@ export interface CoordinatorPort {
    * STORAGE_UNAVAILABLE when the write fails; in both cases nothing of it was written.
    */
   submit(command: Command, extras?: Extras): Promise<CommandResult>;
+  /** The time decisions are taken at: this process's clock on SQLite, the database's on PostgreSQL. */
+  now(): Awaitable<Date>;
   getTask(id: string): Awaitable<Task | undefined>;
   getAgent(id: string): Awaitable<Agent | undefined>;
   listAgents(): Awaitable<Agent[]>;

@@ -263,6 +263,10 @@ export class PostgresCoordinator implements CoordinatorPort {
 
   // ------------------------------------------------------------ reads
 
+  now(): Promise<Date> {
+    return this.givenClock ? Promise.resolve(this.clock()) : this.eventLog.databaseNow();
+  }
+
   getTask(id: string): Promise<Task | undefined> {
     return this.store.getTask(id) as Promise<Task | undefined>;
   }
@@ -341,7 +345,7 @@ export class PostgresCoordinator implements CoordinatorPort {
    */
   async pruneFinished(options: FinishedWorkRetention): Promise<FinishedWorkReport> {
     // The database's clock (a test's fake one when given): the lease holder's own may be off.
-    const now = this.givenClock ? this.clock() : await this.eventLog.databaseNow();
+    const now = await this.now();
     const { task: taskCutoff, key: keyCutoff } = finishedWorkCutoffs(options, now.getTime());
     const started = performance.now();
     const removed = { tasks: 0, bids: 0, idempotency_keys: 0, agents: 0, chunks: 0, longest_ms: 0 };

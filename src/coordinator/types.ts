@@ -84,6 +84,8 @@ export interface Task {
   /** The failed or cancelled task this one re-runs, and the task that re-ran this one. */
   retry_of: string | null;
   retried_by: string | null;
+  /** The schedule whose firing posted this task. */
+  schedule_id: string | null;
   assigned_agent: string | null;
   winning_bid_sats: number | null;
   result: string | null;
@@ -135,6 +137,10 @@ export type Command =
       assign_to?: string;
       /** Tasks that must complete first; the task waits (status `waiting`) until they have. */
       depends_on?: string[];
+      /** A schedule's firing (the scheduler's, never a user's): the schedule, and the time it stands for. */
+      schedule_id?: string;
+      scheduled_for?: string;
+      missed_firings?: number;
     }
   /** The operator hands a task in its auction to an agent, ending the auction. */
   | { type: "AssignTask"; task_id: string; agent_id: string }

@@ -22,6 +22,13 @@ export const EventType = {
   TASK_RETRY_SCHEDULED: "task.retry_scheduled",
   /** The operator re-ran a failed or cancelled task: `data.retry_task_id` names the new task. */
   TASK_RETRIED: "task.retried",
+  /** A schedule was made, paused, resumed or deleted by the operator. */
+  SCHEDULE_CREATED: "schedule.created",
+  SCHEDULE_PAUSED: "schedule.paused",
+  SCHEDULE_RESUMED: "schedule.resumed",
+  SCHEDULE_DELETED: "schedule.deleted",
+  /** A schedule fired: `task_id` is the task it posted, `data.scheduled_for` the time it stands for. */
+  SCHEDULE_FIRED: "schedule.fired",
   AGENT_JOINED: "agent.joined",
   AGENT_LEFT: "agent.left",
   /** The agent's token was replaced; the old one no longer works. Written by the API, not the core. */

@@ -88,6 +88,7 @@ const TASK_FIXED_COLUMNS = [
   "created_at",
   "retry_of",
   "depends_on",
+  "schedule_id",
 ] as const;
 /** What a decision may change in a task row: what an upsert of an existing task sets. */
 export const TASK_CHANGING_COLUMNS = [

@@ -8,6 +8,8 @@
  * awaits every call, which works on either; code written for SQLite alone may keep reading
  * synchronously from the SQLite adapter's own type.
  */
+import type { Schedule } from "../coordinator/schedules.js";
+import { SwarmError } from "../errors.js";
 import type {
   EventFilter,
   EventInput,
@@ -92,7 +94,55 @@ export interface EventLogPort {
 export type ExtraWrite =
   | { kind: "save_token"; token_hash: string; agent_id: string; created_at: string }
   | { kind: "revoke_tokens"; agent_id: string }
-  | { kind: "idempotency_key"; key: string; task_id: string; request_digest: string; created_at: string };
+  | { kind: "idempotency_key"; key: string; task_id: string; request_digest: string; created_at: string }
+  /**
+   * A schedule's firing: its next_fire_at moves on from `expected_next_fire_at`, or, when it no
+   * longer is that (another process fired it, or it was paused or deleted meanwhile), the write
+   * throws SCHEDULE_FIRED_ELSEWHERE and the firing's task is not written either.
+   */
+  | {
+      kind: "schedule_fired";
+      schedule_id: string;
+      expected_next_fire_at: string;
+      next_fire_at: string;
+      fired_at: string;
+    };
+
+/** An operator's change to a schedule, written with the event that says so. */
+export type ScheduleWrite =
+  | { kind: "create"; schedule: Schedule }
+  | { kind: "set_paused"; schedule_id: string; paused: boolean; next_fire_at: string | null }
+  | { kind: "delete"; schedule_id: string };
+
+/** A schedule's row: the task body as JSON, paused as a number on SQLite and a boolean on PostgreSQL. */
+export interface ScheduleRow extends Omit<Schedule, "task" | "paused"> {
+  task: string;
+  paused: number | boolean;
+}
+
+export const SCHEDULE_COLUMNS =
+  "id, cron, timezone, task, paused, next_fire_at, last_fired_at, fired, created_at";
+
+/** SCHEDULE_FIRED_ELSEWHERE: a firing whose compare-and-set found the schedule moved on. */
+export function firedElsewhere(scheduleId: string): SwarmError {
+  return new SwarmError(
+    "SCHEDULE_FIRED_ELSEWHERE",
+    `schedule ${scheduleId} was fired, paused or deleted meanwhile; this firing is dropped`,
+    { schedule_id: scheduleId },
+  );
+}
+
+export function scheduleNotFound(scheduleId: string): SwarmError {
+  return new SwarmError("SCHEDULE_NOT_FOUND", `no schedule ${scheduleId}`, { schedule_id: scheduleId });
+}
+
+export function toSchedule(row: ScheduleRow): Schedule {
+  return {
+    ...row,
+    task: JSON.parse(row.task) as Schedule["task"],
+    paused: row.paused === true || row.paused === 1,
+  };
+}
 
 /** The task an Idempotency-Key made, and the digest of the body it came with (null from before digests were kept). */
 export interface IdempotencyRecord {
@@ -131,4 +181,14 @@ export interface ServerStorePort {
   removeSession(idHash: string): Awaitable<void>;
   /** The secret called `name`, made now if it does not exist yet; every replica gets the same one. */
   serverSecret(name: string, now: Date): Awaitable<string>;
+  /**
+   * Make, pause, resume or delete a schedule and append the event that says so, in one
+   * transaction; SCHEDULE_NOT_FOUND (and nothing written) when there is no such schedule.
+   */
+  writeSchedule(write: ScheduleWrite, event: EventInput & { timestamp: string }): Promise<StoredEvent>;
+  getSchedule(id: string): Awaitable<Schedule | undefined>;
+  /** Every schedule, oldest first (a swarm has tens, not millions). */
+  listSchedules(): Awaitable<Schedule[]>;
+  /** Schedules due at `now`, soonest first, at most `limit`. */
+  dueSchedules(now: string, limit: number): Awaitable<Schedule[]>;
 }

@@ -36,6 +36,8 @@ import { agentRoutes } from "./routes/agents.js";
 import { eventRoutes } from "./routes/events.js";
 import { opsRoutes } from "./routes/ops.js";
 import { STREAM_CLOSE, STREAM_DEFAULTS, streamRoutes, type StreamOptions } from "./routes/stream.js";
+import { scheduleRoutes } from "./routes/schedules.js";
+import { Scheduler } from "../coordinator/scheduler.js";
 import { taskRoutes } from "./routes/tasks.js";
 import { addSecurityHeaders } from "./security-headers.js";
 import { dashboard, type DashboardPages } from "./dashboard/index.js";
@@ -49,6 +51,8 @@ export interface AppOptions {
   eventLog: EventLogPort;
   coordinator: CoordinatorPort;
   logger: Logger;
+  /** Fire due schedules on a timer (the server does; tests call `app.scheduler.fireDue()`). */
+  runSchedules?: boolean;
   /** SWARM_API_KEY: the operator's key. Unset: operator actions are open (the server listens on loopback only). */
   apiKey?: string;
   /** Largest request body, in bytes. Default 256 KiB. */
@@ -111,6 +115,8 @@ declare module "fastify" {
     coordinator: CoordinatorPort;
     /** Tokens, Idempotency-Keys, dashboard sessions and secrets, on the event log's engine. */
     serverStore: ServerStorePort;
+    /** Fires due schedules; runs on its own timer when the app was built with `runSchedules`. */
+    scheduler: Scheduler;
     tokens: TokenStore;
     guard: ReturnType<typeof guards>;
     apiKey: string | undefined;
@@ -296,6 +302,14 @@ export async function buildApp(options: AppOptions): Promise<App> {
   app.decorate("eventLog", options.eventLog);
   app.decorate("coordinator", options.coordinator);
   app.decorate("serverStore", serverStore);
+  const scheduler = new Scheduler({
+    coordinator: options.coordinator,
+    store: serverStore,
+    logger: options.logger,
+  });
+  app.decorate("scheduler", scheduler);
+  if (options.runSchedules === true) scheduler.start();
+  app.addHook("onClose", async () => scheduler.stop());
   app.decorate("tokens", tokens);
   app.decorate("guard", guards(options.apiKey));
   app.decorate("apiKey", options.apiKey);
@@ -551,6 +565,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(opsRoutes);
   await app.register(agentRoutes);
   await app.register(taskRoutes);
+  await app.register(scheduleRoutes);
   await app.register(eventRoutes);
   await app.register(streamRoutes, { stream: { ...STREAM_DEFAULTS, ...options.stream } });
   await app.register(dashboard, {

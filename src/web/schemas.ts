@@ -106,12 +106,15 @@ export const TaskSchema = Type.Object({
         "ISO-8601 UTC: when the task's next timed step is due (its auction closing, its award lapsing, its run timing out, its retry opening)",
     }),
   ),
-  depends_on: Type.Array(Type.String(), { description: "Tasks that must complete before this one's auction opens" }),
+  depends_on: Type.Array(Type.String(), {
+    description: "Tasks that must complete before this one's auction opens",
+  }),
   waiting_on: Type.Array(Type.String(), {
     description: "Those of depends_on not completed yet; the task is waiting while any is left",
   }),
   retry_of: Nullable(Type.String({ description: "The failed or cancelled task this one runs again" })),
   retried_by: Nullable(Type.String({ description: "The task that runs this one again" })),
+  schedule_id: Nullable(Type.String({ description: "The schedule whose firing posted this task" })),
   assigned_agent: Nullable(Type.String()),
   winning_bid_sats: Nullable(Type.Integer()),
   result: Nullable(Type.String()),

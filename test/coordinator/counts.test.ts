@@ -188,6 +188,7 @@ function task(write: Pick<Task, "id" | "status" | "assigned_agent" | "winning_bi
     retried_by: null,
     depends_on: [],
     waiting_on: [],
+    schedule_id: null,
   };
 }
 

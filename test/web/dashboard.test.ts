@@ -582,6 +582,39 @@ describe.each(ENGINES)("dashboard forms on $name", ({ name: engine }) => {
     expect(twice.body).toContain("already run again");
   });
 
+  it("lists schedules, and pauses, resumes and deletes them from the page", async () => {
+    const t = await build({ apiKey: undefined });
+    const made = await t.app.inject({
+      method: "POST",
+      url: "/api/schedules",
+      headers: t.operator,
+      payload: { cron: "0 9 * * 1-5", timezone: "Europe/Paris", task: { description: "standup <notes>" } },
+    });
+    const id = made.json<{ schedule: { id: string } }>().schedule.id;
+    const listed = (await t.app.inject({ url: "/schedules", headers: HTML })).body;
+    expect(listed).toContain("standup &lt;notes&gt;");
+    expect(listed).toContain("<code>0 9 * * 1-5</code>");
+    expect(listed).toContain(`action="/schedules/${id}/pause"`);
+    const { token, cookie } = await formCredentials(t.app);
+    const act = (action: string) =>
+      t.app.inject({
+        method: "POST",
+        url: `/schedules/${id}/${action}`,
+        headers: { ...FORM, cookie },
+        payload: form({ _csrf: token }),
+      });
+    expect((await act("pause")).statusCode).toBe(303);
+    expect(await t.app.serverStore.getSchedule(id)).toMatchObject({ paused: true, next_fire_at: null });
+    expect((await t.app.inject({ url: "/schedules", headers: HTML })).body).toContain(
+      `action="/schedules/${id}/resume"`,
+    );
+    expect((await act("resume")).statusCode).toBe(303);
+    expect(await t.app.serverStore.getSchedule(id)).toMatchObject({ paused: false });
+    expect((await act("delete")).statusCode).toBe(303);
+    expect(await t.app.serverStore.getSchedule(id)).toBeUndefined();
+    expect((await t.app.inject({ url: "/schedules", headers: HTML })).body).toContain("No schedules yet");
+  });
+
   it("shows what a waiting task waits on, linked", async () => {
     const t = await build({ apiKey: undefined });
     const first = await t.task({ description: "gather" });

@@ -19,7 +19,8 @@ ALTER TABLE tasks
   ADD COLUMN retry_of         text COLLATE "C",
   ADD COLUMN retried_by       text COLLATE "C",
   ADD COLUMN depends_on       text COLLATE "C" NOT NULL DEFAULT '[]',  -- JSON array, as posted
-  ADD COLUMN waiting_on       text COLLATE "C" NOT NULL DEFAULT '[]';  -- JSON array: those not completed yet
+  ADD COLUMN waiting_on       text COLLATE "C" NOT NULL DEFAULT '[]',  -- JSON array: those not completed yet
+  ADD COLUMN schedule_id      text COLLATE "C";                         -- the schedule whose firing posted it
 
 -- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.
 -- The rounds they lost to vanished agents become their failures, as the old limit counted them.
@@ -31,3 +32,20 @@ CREATE INDEX idx_tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
 
 -- The waiting tasks that wait on a task: what a command ending that task locks (lock-plan.ts).
 CREATE INDEX idx_tasks_waiting_on ON tasks USING gin ((waiting_on::jsonb)) WHERE status = 'waiting';
+
+-- Schedules: a cron expression and the body of the task each firing posts. A firing writes its
+-- task and moves next_fire_at on in one transaction, on the condition that next_fire_at is still
+-- what the firing saw (a compare-and-set): replicas that see a firing due together post it once.
+CREATE TABLE schedules (
+  pos           bigint  GENERATED ALWAYS AS IDENTITY UNIQUE,
+  id            text COLLATE "C" PRIMARY KEY,
+  cron          text COLLATE "C" NOT NULL,
+  timezone      text COLLATE "C" NOT NULL,
+  task          text COLLATE "C" NOT NULL,          -- JSON: the checked task body
+  paused        boolean NOT NULL DEFAULT false,
+  next_fire_at  text COLLATE "C",                   -- NULL while paused
+  last_fired_at text COLLATE "C",
+  fired         integer NOT NULL DEFAULT 0,
+  created_at    text COLLATE "C" NOT NULL
+);
+CREATE INDEX idx_schedules_due ON schedules (next_fire_at) WHERE next_fire_at IS NOT NULL;

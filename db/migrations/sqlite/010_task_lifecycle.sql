@@ -39,7 +39,8 @@ CREATE TABLE tasks_rebuilt (
   retry_of              TEXT,
   retried_by            TEXT,
   depends_on            TEXT    NOT NULL DEFAULT '[]',  -- JSON array, as posted
-  waiting_on            TEXT    NOT NULL DEFAULT '[]'   -- JSON array: those not completed yet
+  waiting_on            TEXT    NOT NULL DEFAULT '[]',  -- JSON array: those not completed yet
+  schedule_id           TEXT                            -- the schedule whose firing posted it
 );
 
 -- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.
@@ -118,3 +119,19 @@ BEGIN
     earned_sats = earned_sats - CASE WHEN OLD.status = 'completed' THEN COALESCE(OLD.winning_bid_sats, 0) ELSE 0 END
     WHERE agent_id = OLD.assigned_agent;
 END;
+
+-- Schedules: a cron expression and the body of the task each firing posts. A firing writes its
+-- task and moves next_fire_at on in one transaction, on the condition that next_fire_at is still
+-- what the firing saw (a compare-and-set), so no firing posts twice.
+CREATE TABLE schedules (
+  id            TEXT    PRIMARY KEY,
+  cron          TEXT    NOT NULL,
+  timezone      TEXT    NOT NULL,
+  task          TEXT    NOT NULL,          -- JSON: the checked task body
+  paused        INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+  next_fire_at  TEXT,                      -- NULL while paused
+  last_fired_at TEXT,
+  fired         INTEGER NOT NULL DEFAULT 0,
+  created_at    TEXT    NOT NULL
+);
+CREATE INDEX idx_schedules_due ON schedules (next_fire_at) WHERE next_fire_at IS NOT NULL;

@@ -7,7 +7,18 @@ import { randomBytes } from "node:crypto";
 import type pg from "pg";
 import type { EventInput, StoredEvent } from "../../event-log/types.js";
 import { prepareEvent } from "../../event-log/validate.js";
-import type { ExtraWrite, IdempotencyRecord, ServerStorePort } from "../port.js";
+import type { Schedule } from "../../coordinator/schedules.js";
+import {
+  firedElsewhere,
+  SCHEDULE_COLUMNS,
+  scheduleNotFound,
+  toSchedule,
+  type ExtraWrite,
+  type IdempotencyRecord,
+  type ScheduleRow,
+  type ScheduleWrite,
+  type ServerStorePort,
+} from "../port.js";
 import { inTransaction } from "./database.js";
 import { appendPrepared, type PostgresEventLog } from "./event-log.js";
 
@@ -30,6 +41,16 @@ export async function writeExtra(client: pg.ClientBase, write: ExtraWrite): Prom
         [write.key, write.task_id, write.created_at, write.request_digest],
       );
       return;
+    case "schedule_fired": {
+      // Two replicas firing at once: the second waits on the first's row lock, then finds
+      // next_fire_at moved on (READ COMMITTED re-checks the row) and changes nothing.
+      const { rowCount } = await client.query(
+        "UPDATE schedules SET next_fire_at = $1, last_fired_at = $2, fired = fired + 1 WHERE id = $3 AND next_fire_at = $4",
+        [write.next_fire_at, write.fired_at, write.schedule_id, write.expected_next_fire_at],
+      );
+      if (rowCount === 0) throw firedElsewhere(write.schedule_id);
+      return;
+    }
   }
 }
 
@@ -132,5 +153,76 @@ export class PostgresServerStore implements ServerStorePort {
     });
     if (row === undefined) throw new Error(`server secret ${name} was not stored`);
     return row.value;
+  }
+
+  async writeSchedule(write: ScheduleWrite, event: EventInput & { timestamp: string }): Promise<StoredEvent> {
+    const prepared = prepareEvent(event, new Date(event.timestamp));
+    let stored: StoredEvent[] = [];
+    try {
+      await this.eventLog.whenReady();
+      stored = await inTransaction(this.eventLog.pool, async (client) => {
+        if (write.kind === "create") {
+          const { schedule } = write;
+          await client.query(
+            `INSERT INTO schedules (${SCHEDULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+            [
+              schedule.id,
+              schedule.cron,
+              schedule.timezone,
+              JSON.stringify(schedule.task),
+              schedule.paused,
+              schedule.next_fire_at,
+              schedule.last_fired_at,
+              schedule.fired,
+              schedule.created_at,
+            ],
+          );
+        } else {
+          const { rowCount } =
+            write.kind === "delete"
+              ? await client.query("DELETE FROM schedules WHERE id = $1", [write.schedule_id])
+              : await client.query("UPDATE schedules SET paused = $1, next_fire_at = $2 WHERE id = $3", [
+                  write.paused,
+                  write.next_fire_at,
+                  write.schedule_id,
+                ]);
+          if (rowCount === 0) throw scheduleNotFound(write.schedule_id);
+        }
+        return appendPrepared(client, [prepared]);
+      });
+    } catch (error) {
+      if (error instanceof Error && "code" in error && error.code === "SCHEDULE_NOT_FOUND") throw error;
+      throw this.eventLog.noteFailure(error);
+    }
+    await this.eventLog.committed(stored);
+    return stored[0] as StoredEvent;
+  }
+
+  async getSchedule(id: string): Promise<Schedule | undefined> {
+    const row = await this.first<ScheduleRow>(`SELECT ${SCHEDULE_COLUMNS} FROM schedules WHERE id = $1`, [
+      id,
+    ]);
+    return row === undefined ? undefined : toSchedule(row);
+  }
+
+  async listSchedules(): Promise<Schedule[]> {
+    const rows = await this.eventLog.readWith(
+      async (pool) =>
+        (await pool.query<ScheduleRow>(`SELECT ${SCHEDULE_COLUMNS} FROM schedules ORDER BY pos`)).rows,
+    );
+    return rows.map(toSchedule);
+  }
+
+  async dueSchedules(now: string, limit: number): Promise<Schedule[]> {
+    const rows = await this.eventLog.readWith(
+      async (pool) =>
+        (
+          await pool.query<ScheduleRow>(
+            `SELECT ${SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2`,
+            [now, limit],
+          )
+        ).rows,
+    );
+    return rows.map(toSchedule);
   }
 }

@@ -4,7 +4,18 @@
  */
 import { randomBytes } from "node:crypto";
 import type { EventInput, StoredEvent } from "../../event-log/types.js";
-import type { ExtraWrite, IdempotencyRecord, ServerStorePort } from "../port.js";
+import type { Schedule } from "../../coordinator/schedules.js";
+import {
+  firedElsewhere,
+  SCHEDULE_COLUMNS,
+  scheduleNotFound,
+  toSchedule,
+  type ExtraWrite,
+  type IdempotencyRecord,
+  type ScheduleRow,
+  type ScheduleWrite,
+  type ServerStorePort,
+} from "../port.js";
 import type { SqliteDatabase } from "./database.js";
 import type { SqliteEventLog } from "./event-log.js";
 
@@ -12,6 +23,14 @@ const SQL = {
   saveToken: "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
   revokeTokens: "DELETE FROM agent_tokens WHERE agent_id = ?",
   saveKey: "INSERT INTO idempotency_keys (key, task_id, created_at, request_digest) VALUES (?, ?, ?, ?)",
+  fireSchedule:
+    "UPDATE schedules SET next_fire_at = ?, last_fired_at = ?, fired = fired + 1 WHERE id = ? AND next_fire_at = ?",
+  insertSchedule: `INSERT INTO schedules (${SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  pauseSchedule: "UPDATE schedules SET paused = ?, next_fire_at = ? WHERE id = ?",
+  deleteSchedule: "DELETE FROM schedules WHERE id = ?",
+  scheduleById: `SELECT ${SCHEDULE_COLUMNS} FROM schedules WHERE id = ?`,
+  allSchedules: `SELECT ${SCHEDULE_COLUMNS} FROM schedules ORDER BY rowid`,
+  dueSchedules: `SELECT ${SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= ? ORDER BY next_fire_at LIMIT ?`,
 };
 
 /** Write the extra rows of a command; call inside its transaction. */
@@ -26,6 +45,13 @@ export function writeExtra(db: SqliteDatabase, write: ExtraWrite): void {
     case "idempotency_key":
       db.prepare(SQL.saveKey).run(write.key, write.task_id, write.created_at, write.request_digest);
       return;
+    case "schedule_fired": {
+      const { changes } = db
+        .prepare(SQL.fireSchedule)
+        .run(write.next_fire_at, write.fired_at, write.schedule_id, write.expected_next_fire_at);
+      if (changes === 0) throw firedElsewhere(write.schedule_id);
+      return;
+    }
   }
 }
 
@@ -111,4 +137,53 @@ export class SqliteServerStore implements ServerStorePort {
     this.statements.makeSecret.run(name, randomBytes(32).toString("base64url"), now.toISOString());
     return this.statements.secret.get(name)!;
   }
+
+  writeSchedule(write: ScheduleWrite, event: EventInput & { timestamp: string }): Promise<StoredEvent> {
+    return Promise.resolve(
+      this.eventLog.transaction((tx) => {
+        if (write.kind === "create") {
+          const row = scheduleRow(write.schedule);
+          this.db
+            .prepare(SQL.insertSchedule)
+            .run(
+              row.id,
+              row.cron,
+              row.timezone,
+              row.task,
+              row.paused,
+              row.next_fire_at,
+              row.last_fired_at,
+              row.fired,
+              row.created_at,
+            );
+        } else {
+          const { changes } =
+            write.kind === "delete"
+              ? this.db.prepare(SQL.deleteSchedule).run(write.schedule_id)
+              : this.db
+                  .prepare(SQL.pauseSchedule)
+                  .run(write.paused ? 1 : 0, write.next_fire_at, write.schedule_id);
+          if (changes === 0) throw scheduleNotFound(write.schedule_id);
+        }
+        return tx.append(event);
+      }),
+    );
+  }
+
+  getSchedule(id: string): Schedule | undefined {
+    const row = this.db.prepare<[string], ScheduleRow>(SQL.scheduleById).get(id);
+    return row === undefined ? undefined : toSchedule(row);
+  }
+
+  listSchedules(): Schedule[] {
+    return this.db.prepare<[], ScheduleRow>(SQL.allSchedules).all().map(toSchedule);
+  }
+
+  dueSchedules(now: string, limit: number): Schedule[] {
+    return this.db.prepare<[string, number], ScheduleRow>(SQL.dueSchedules).all(now, limit).map(toSchedule);
+  }
+}
+
+function scheduleRow(schedule: Schedule): ScheduleRow & { paused: number } {
+  return { ...schedule, task: JSON.stringify(schedule.task), paused: schedule.paused ? 1 : 0 };
 }

@@ -104,6 +104,21 @@ export function describeEvent(event: StoredEvent, names: AgentNames): string {
       return `attempt failed: ${truncate(text(field(event, "reason")), 140)}`;
     case "task.retry_scheduled":
       return `retry ${text(field(event, "attempt"))} in ${text(field(event, "backoff_ms"))} ms (${text(field(event, "failures"))} of ${text(field(event, "max_attempts"))} attempts failed)`;
+    case "schedule.created":
+    case "schedule.paused":
+    case "schedule.resumed":
+    case "schedule.deleted": {
+      const next = field(event, "next_fire_at");
+      return `schedule ${text(field(event, "cron"))} (${text(field(event, "timezone"))}) ${event.event_type.slice(9)}${
+        typeof next === "string" ? `; next firing ${next}` : ""
+      }`;
+    }
+    case "schedule.fired": {
+      const missed = field(event, "missed_firings");
+      return `schedule fired for ${text(field(event, "scheduled_for"))}${
+        typeof missed === "number" && missed > 0 ? ` (${missed} missed firing(s) skipped)` : ""
+      }`;
+    }
     case "task.retried":
       return `run again as ${shortId(text(field(event, "retry_task_id")))}`;
     case "task.started":

@@ -13,6 +13,7 @@ import { TASK_STATUSES, type Task } from "../../coordinator/types.js";
 import { CREDENTIALS_REVOKED, sessionSockets } from "../socket-clients.js";
 import { closeReason } from "../errors.js";
 import { isTextSearch, sendExport, toFilter } from "../routes/events.js";
+import { scheduleActions } from "../routes/schedules.js";
 import { EventFilterQuery, IdParams, SeqQuery, StrictQuery, TaskStatusSchema } from "../schemas.js";
 import type { LiveHub } from "./live.js";
 import { liveView, TAIL_CAP, type LiveSpec } from "./live-views.js";
@@ -371,6 +372,23 @@ export const pageRoutes: FastifyPluginAsyncTypebox<{
       return reply.redirect(`/tasks/${encodeURIComponent(task.id)}`, 303);
     },
   );
+
+  const schedules = scheduleActions(app);
+  app.get("/schedules", { preHandler: canView, schema: { hide: true } }, async (request, reply) => {
+    const layout = await page(request, reply, "schedules", "Schedules");
+    return reply.view("pages/schedules.njk", { ...layout, schedules: await app.serverStore.listSchedules() });
+  });
+  for (const action of ["pause", "resume", "delete"] as const) {
+    app.post(
+      `/schedules/:id/${action}`,
+      { preHandler: [checkCsrf, canAct], schema: { hide: true, params: IdParams } },
+      async (request, reply) => {
+        if (action === "delete") await schedules.remove(request.params.id);
+        else await schedules.setPaused(request.params.id, action === "pause");
+        return reply.redirect("/schedules", 303);
+      },
+    );
+  }
 
   app.get(
     "/agents",

@@ -268,7 +268,8 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const dependencies: VisibleTask[] = [];
       for (const id of task.depends_on) {
         const dependency = await coordinator.getTask(id);
-        if (dependency !== undefined) dependencies.push(runsIt ? dependency : visibility.task(dependency, reader));
+        if (dependency !== undefined)
+          dependencies.push(runsIt ? dependency : visibility.task(dependency, reader));
       }
       return { dependencies };
     },
