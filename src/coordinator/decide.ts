@@ -8,18 +8,20 @@ import { EventType } from "../event-log/event-types.js";
 import type { EventInput, JsonValue } from "../event-log/types.js";
 import { dueAt, isFinal, type StateView } from "./state.js";
 import { stalledMs } from "./stalls.js";
-import type {
-  Accepted,
-  Agent,
-  AgentStatus,
-  Bid,
-  Command,
-  CoordinatorErrorCode,
-  Decision,
-  DecisionContext,
-  Refused,
-  ServerStall,
-  Task,
+import {
+  AWARD_RULES,
+  type Accepted,
+  type Agent,
+  type AwardRule,
+  type AgentStatus,
+  type Bid,
+  type Command,
+  type CoordinatorErrorCode,
+  type Decision,
+  type DecisionContext,
+  type Refused,
+  type ServerStall,
+  type Task,
 } from "./types.js";
 
 export const COORDINATOR_SOURCE = "coordinator";
@@ -371,13 +373,40 @@ function canWin(draft: Draft, bid: Bid, task: Task): boolean {
  * other (they may still win, when nobody else can). Agents whose award of this round lapsed are
  * out.
  */
-function awardOrder(task: Task, bids: readonly Bid[]): Bid[] {
+function awardOrder(draft: Draft, task: Task, bids: readonly Bid[]): Bid[] {
   const failedBefore = (bid: Bid) => (task.failed_agents.includes(bid.agent_id) ? 1 : 0);
+  const price = (bid: Bid) => (task.award === "best_value" ? bidScore(draft, bid) : bid.bid_sats);
   return bids
     .filter((bid) => !task.declined_agents.includes(bid.agent_id))
-    .sort(
-      (a, b) => failedBefore(a) - failedBefore(b) || a.bid_sats - b.bid_sats || a.bid_order - b.bid_order,
-    );
+    .sort((a, b) => failedBefore(a) - failedBefore(b) || price(a) - price(b) || a.bid_order - b.bid_order);
+}
+
+/**
+ * How far an agent's record says it can be counted on, from 0 to 1: its completed runs against
+ * its failed ones and (counted twice: they hold a slot for the whole timeout) timed-out ones,
+ * smoothed as if every agent had started with four runs completed and one failed, so a new agent
+ * (0.8) is not shut out by one with a long clean record (at most 1), and a few failures do not
+ * sink anyone at once.
+ *
+ *   reliability = (completed + 4) / (completed + failed + 2 × timed_out + 5)
+ */
+export function reliability(agent: Pick<Agent, "runs_completed" | "runs_failed" | "runs_timed_out">): number {
+  return (agent.runs_completed + 4) / (agent.runs_completed + agent.runs_failed + 2 * agent.runs_timed_out + 5);
+}
+
+/** `best_value`'s price of a bid: what it costs per unit of reliability. Lower wins. */
+function bidScore(draft: Draft, bid: Bid): number {
+  const agent = draft.agent(bid.agent_id);
+  return bid.bid_sats / (agent === undefined ? reliability({ runs_completed: 0, runs_failed: 0, runs_timed_out: 0 }) : reliability(agent));
+}
+
+const round3 = (value: number) => Math.round(value * 1000) / 1000;
+
+/** Count a run's end against the agent that ran it. */
+function countRun(draft: Draft, agentId: string | null, outcome: "completed" | "failed" | "timed_out"): void {
+  const agent = agentId === null ? undefined : draft.agent(agentId);
+  if (agent === undefined) return;
+  draft.putAgent({ ...agent, [`runs_${outcome}`]: agent[`runs_${outcome}`] + 1 });
 }
 
 function award(
@@ -410,7 +439,7 @@ function closeAuction(
   const bids = draft.bidsFor(task);
   const winner =
     assignee === undefined
-      ? awardOrder(task, bids).find((bid) => canWin(draft, bid, task))
+      ? awardOrder(draft, task, bids).find((bid) => canWin(draft, bid, task))
       : bids.find((bid) => bid.agent_id === assignee);
   for (const bid of bids) draft.putBid({ ...bid, outcome: bid === winner ? "won" : "lost" });
   const winnerId = assignee ?? winner?.agent_id ?? null;
@@ -423,6 +452,18 @@ function closeAuction(
       bids: bids.length,
       winner: winnerId,
       winning_bid_sats: winner?.bid_sats ?? null,
+      award: task.award,
+      // Why the winner won, under best_value: every bid with its bidder's reliability and score.
+      ...(task.award === "best_value"
+        ? {
+            scores: awardOrder(draft, task, bids).map((bid) => ({
+              agent_id: bid.agent_id,
+              bid_sats: bid.bid_sats,
+              reliability: round3(reliability(draft.agent(bid.agent_id) ?? { runs_completed: 0, runs_failed: 0, runs_timed_out: 0 })),
+              score: round3(bidScore(draft, bid)),
+            })),
+          }
+        : {}),
     },
   });
   if (winnerId !== null) {
@@ -434,6 +475,11 @@ function closeAuction(
   }
 }
 
+/** An agent whose stream was seen but no longer is: it heartbeats, and hears nothing. */
+export function isZombie(agent: Agent, nowMs: number): boolean {
+  return agent.stream_until !== null && Date.parse(agent.stream_until) <= nowMs;
+}
+
 /** Every eligible online agent has bid: nobody is left to wait for. */
 function everyoneHasBid(draft: Draft, task: Task): boolean {
   const bidders = new Set(draft.bidsFor(task).map((bid) => bid.agent_id));
@@ -442,6 +488,8 @@ function everyoneHasBid(draft: Draft, task: Task): boolean {
     if (agent.status === "offline" || agent.left_at !== null) continue;
     if (missingCapabilities(agent, task).length > 0) continue;
     if (!bidders.has(agent.id) && draft.load(agent.id) >= agent.max_concurrent) continue;
+    // Heartbeating with its stream gone (a zombie): it hears of no auction, so none waits for it.
+    if (!bidders.has(agent.id) && isZombie(agent, draft.nowMs)) continue;
     eligible += 1;
     if (!bidders.has(agent.id)) return false;
   }
@@ -551,7 +599,7 @@ function expireAward(draft: Draft, task: Task): void {
   if (holder !== undefined && holder.status === "offline" && isReachable(holder, draft.nowMs)) return;
   const declined = { ...task, declined_agents: [...task.declined_agents, expired] };
   const bids = draft.bidsFor(task);
-  const next = awardOrder(declined, bids).find((bid) => canWin(draft, bid, declined));
+  const next = awardOrder(draft, declined, bids).find((bid) => canWin(draft, bid, declined));
   for (const bid of bids) {
     if (bid.agent_id === expired && bid.outcome !== "lost") draft.putBid({ ...bid, outcome: "lost" });
     if (bid === next) draft.putBid({ ...bid, outcome: "won" });
@@ -567,6 +615,7 @@ function expireAward(draft: Draft, task: Task): void {
       next_bid_sats: next?.bid_sats ?? null,
     },
   });
+  countRun(draft, expired, "failed");
   const why = `award not acknowledged within ${task.ack_ms ?? 0} ms`;
   if (next !== undefined) award(draft, declined, next.agent_id, next.bid_sats, { passed_from: expired });
   else failAttempt(draft, declined, why, "agent");
@@ -579,6 +628,7 @@ function timeOut(draft: Draft, task: Task): void {
     agent_id: task.assigned_agent,
     data: { attempt: task.attempt, timeout_ms: task.timeout_ms, started_at: task.started_at },
   });
+  countRun(draft, task.assigned_agent, "timed_out");
   failAttempt(draft, task, `timed out after ${task.timeout_ms ?? 0} ms`, "run");
 }
 
@@ -648,7 +698,10 @@ function silentTooLong(
 }
 
 function loseAgent(draft: Draft, agent: Agent, why: string): void {
-  for (const task of draft.held(agent.id)) failAttempt(draft, task, why, "agent");
+  for (const task of draft.held(agent.id)) {
+    countRun(draft, agent.id, "failed");
+    failAttempt(draft, task, why, "agent");
+  }
 }
 
 // ------------------------------------------------------------------ commands
@@ -665,6 +718,7 @@ export type TaskSpec = Pick<
   | "max_attempts"
   | "retry_backoff_ms"
   | "depends_on"
+  | "award"
 >;
 
 type TaskBody = Omit<Extract<Command, { type: "PostTask" }>, "type">;
@@ -698,7 +752,15 @@ function taskSpec(command: TaskBody, rules: DecisionContext["rules"]): TaskSpec 
     max_attempts: optional("max_attempts", command.max_attempts, 1, rules.maxAttempts) ?? 1,
     retry_backoff_ms: optional("retry_backoff_ms", command.retry_backoff_ms, 0, rules.maxRetryBackoffMs) ?? 0,
     depends_on: checkDependencies(command.depends_on),
+    award: checkAward(command.award),
   };
+}
+
+function checkAward(value: unknown): AwardRule {
+  if (value === undefined) return "lowest";
+  if (typeof value !== "string" || !(AWARD_RULES as readonly string[]).includes(value))
+    invalid("award", `must be one of ${AWARD_RULES.map((rule) => `"${rule}"`).join(", ")}`);
+  return value as AwardRule;
 }
 
 function checkDependencies(value: unknown): string[] {
@@ -743,6 +805,7 @@ function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of" | "
     required_capabilities: spec.required_capabilities,
     auction_ms: spec.auction_ms,
     max_bid_sats: spec.max_bid_sats,
+    award: spec.award,
     ack_ms: spec.ack_ms,
     timeout_ms: spec.timeout_ms,
     max_attempts: spec.max_attempts,
@@ -776,6 +839,7 @@ function openTask(draft: Draft, spec: TaskSpec, links: Pick<Task, "retry_of" | "
       required_capabilities: task.required_capabilities,
       max_bid_sats: task.max_bid_sats,
       auction_ms: task.auction_ms,
+      award: task.award,
       ack_ms: task.ack_ms,
       timeout_ms: task.timeout_ms,
       max_attempts: task.max_attempts,
@@ -812,6 +876,10 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         last_seen: draft.nowIso,
         grace_until: null,
         left_at: null,
+        runs_completed: 0,
+        runs_failed: 0,
+        runs_timed_out: 0,
+        stream_until: null,
       };
       draft.putAgent(agent);
       draft.emit(EventType.AGENT_JOINED, {
@@ -824,6 +892,19 @@ function decideCommand(draft: Draft, command: Command): Accepted {
     case "Heartbeat": {
       const agent = markContact(draft, requireAgent(draft, command.agent_id), "heartbeat");
       return draft.accepted({ agent });
+    }
+
+    case "StreamSeen": {
+      const agent = requireAgent(draft, command.agent_id);
+      draft.putAgent({ ...agent, stream_until: new Date(draft.nowMs + rules.streamLeaseMs).toISOString() });
+      return draft.accepted({ agent: draft.agent(agent.id) });
+    }
+
+    case "StreamClosed": {
+      const agent = requireAgent(draft, command.agent_id);
+      if (agent.stream_until === null || Date.parse(agent.stream_until) <= draft.nowMs) return draft.accepted({ agent });
+      draft.putAgent({ ...agent, stream_until: draft.nowIso });
+      return draft.accepted({ agent: draft.agent(agent.id) });
     }
 
     case "DeregisterAgent": {
@@ -1013,6 +1094,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
       const result =
         command.result === undefined ? null : checkText("result", command.result, rules.maxResultLength);
       const since = task.started_at ?? task.assigned_at;
+      countRun(draft, command.agent_id, "completed");
       draft.putTask({ ...task, status: "completed", result, completed_at: draft.nowIso });
       draft.emit(EventType.TASK_COMPLETED, {
         source: command.agent_id,
@@ -1051,6 +1133,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
         });
         return draft.accepted({ task });
       }
+      countRun(draft, command.agent_id, "failed");
       if (task.failures + 1 < task.max_attempts) {
         draft.emit(EventType.TASK_ATTEMPT_FAILED, {
           source: command.agent_id,

@@ -28,6 +28,8 @@ export function reportingAgent(command: Command): string | undefined {
     // The operator's commands, the agent's own standing (no task to report on), the timer's.
     case "RegisterAgent":
     case "Heartbeat":
+    case "StreamSeen":
+    case "StreamClosed":
     case "DeregisterAgent":
     case "PostTask":
     case "AssignTask":

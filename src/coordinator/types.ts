@@ -38,6 +38,19 @@ export interface Agent {
   grace_until: string | null;
   /** Set when the agent deregistered: it can no longer act, and is kept for history and stats. */
   left_at: string | null;
+  /**
+   * What its runs came to: completed, failed (reported, its awards lapsed, lost with it) and
+   * timed out. The award rule `best_value` weighs them (see `reliability` in decide.ts).
+   */
+  runs_completed: number;
+  runs_failed: number;
+  runs_timed_out: number;
+  /**
+   * Until when its stream connection counts as open: renewed by the server while it is, so a
+   * replica that dies stops vouching for it. Null: it never opened one (an agent that polls).
+   * Past while the agent still heartbeats: a zombie, not waited for by an auction's early close.
+   */
+  stream_until: string | null;
 }
 
 export interface Task {
@@ -55,6 +68,8 @@ export interface Task {
   attempt: number;
   /** Rounds that ended because the agent handed the task back (a graceful stop): never charged. */
   releases: number;
+  /** How the auction picks its winner: the lowest bid, or the best price for the bidder's record. */
+  award: AwardRule;
   /** How long the winner has to start after `task.assigned`; null: no limit (tasks from before it). */
   ack_ms: number | null;
   /** How long a run may take after `task.started`; null: no limit. */
@@ -100,6 +115,9 @@ export interface Task {
 /** `lost` also marks a winner whose award lapsed unacknowledged (`declined_agents`). */
 export type BidOutcome = "won" | "lost";
 
+export const AWARD_RULES = ["lowest", "best_value"] as const;
+export type AwardRule = (typeof AWARD_RULES)[number];
+
 export interface Bid {
   task_id: string;
   attempt: number;
@@ -129,6 +147,7 @@ export type Command =
       required_capabilities?: string[];
       auction_ms?: number;
       max_bid_sats?: number;
+      award?: AwardRule;
       ack_ms?: number;
       timeout_ms?: number;
       max_attempts?: number;
@@ -142,6 +161,10 @@ export type Command =
       scheduled_for?: string;
       missed_firings?: number;
     }
+  /** The server saw the agent's stream open, or still open: it counts as listening a while longer. */
+  | { type: "StreamSeen"; agent_id: string }
+  /** The agent's stream closed (on this server): it no longer counts as listening. */
+  | { type: "StreamClosed"; agent_id: string }
   /** The operator hands a task in its auction to an agent, ending the auction. */
   | { type: "AssignTask"; task_id: string; agent_id: string }
   /** The operator runs a failed or cancelled task again: a new task with the same body. */
@@ -211,6 +234,8 @@ export interface CoordinatorRules {
   maxAttempts: number;
   /** The cap on a retry's exponential backoff. */
   maxRetryBackoffMs: number;
+  /** How long a stream seen open vouches for its agent; the server renews it at a third of this. */
+  streamLeaseMs: number;
   maxDescriptionLength: number;
   maxResultLength: number;
   /**
@@ -238,6 +263,7 @@ export const DEFAULT_RULES: CoordinatorRules = {
   maxTaskTimerMs: 7 * 86_400_000,
   maxAttempts: 100,
   maxRetryBackoffMs: 300_000,
+  streamLeaseMs: 30_000,
   maxDescriptionLength: 10_000,
   maxResultLength: 100_000,
   maxEventsPerTask: 10_000,

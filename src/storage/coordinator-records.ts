@@ -81,6 +81,7 @@ const TASK_FIXED_COLUMNS = [
   "required_capabilities",
   "auction_ms",
   "max_bid_sats",
+  "award",
   "ack_ms",
   "timeout_ms",
   "max_attempts",
@@ -125,8 +126,27 @@ export const TASK_COLUMNS = TASK_COLUMN_LIST.join(", ");
 export const TASK_UPSERT_SET = TASK_CHANGING_COLUMNS.map((column) => `${column} = excluded.${column}`).join(
   ", ",
 );
-export const AGENT_COLUMNS =
-  "id, name, capabilities, max_concurrent, status, registered_at, last_seen, grace_until, left_at";
+/** What a decision may change in an agent row: what an upsert of an existing agent sets. */
+export const AGENT_CHANGING_COLUMNS = [
+  "name",
+  "capabilities",
+  "max_concurrent",
+  "status",
+  "last_seen",
+  "grace_until",
+  "left_at",
+  "runs_completed",
+  "runs_failed",
+  "runs_timed_out",
+  "stream_until",
+] as const satisfies readonly (keyof Agent)[];
+// Every field of an agent is stored, once.
+const _everyAgentColumn: Exclude<keyof Agent, "id" | "registered_at" | (typeof AGENT_CHANGING_COLUMNS)[number]> extends never
+  ? true
+  : never = true;
+export const AGENT_COLUMN_LIST: readonly (keyof Agent)[] = ["id", "registered_at", ...AGENT_CHANGING_COLUMNS];
+export const AGENT_COLUMNS = AGENT_COLUMN_LIST.join(", ");
+export const AGENT_UPSERT_SET = AGENT_CHANGING_COLUMNS.map((column) => `${column} = excluded.${column}`).join(", ");
 export const BID_COLUMNS = "task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome";
 
 /** What one chunk of the retention of finished tasks removed. */

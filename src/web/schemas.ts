@@ -47,6 +47,17 @@ export const AgentSchema = Type.Object({
   last_seen: Timestamp,
   left_at: Nullable(Timestamp),
   stats: AgentStatsSchema,
+  runs: Type.Object(
+    { completed: Type.Integer(), failed: Type.Integer(), timed_out: Type.Integer() },
+    { description: "What its runs came to, as the award rule best_value weighs them" },
+  ),
+  reliability: Type.Number({
+    description: "(completed + 4) / (completed + failed + 2 × timed_out + 5): what best_value divides a bid by",
+  }),
+  stream: Type.Union([Type.Literal("listening"), Type.Literal("lost"), Type.Literal("none")], {
+    description:
+      "listening: its stream is open; lost: it had one and it is gone (heartbeating without it: a zombie, not waited for by an early close); none: it never opened one",
+  }),
 });
 export type AgentView = Static<typeof AgentSchema>;
 
@@ -70,6 +81,7 @@ export const TaskSchema = Type.Object({
   required_capabilities: Type.Array(Type.String()),
   auction_ms: Type.Integer(),
   max_bid_sats: Nullable(Type.Integer()),
+  award: Type.Union([Type.Literal("lowest"), Type.Literal("best_value")]),
   attempt: Type.Integer({
     description:
       "Auction round: 1, then one more each time the task goes up again (a retry, an agent lost, an award that lapsed); bids and awards are per round",
@@ -165,6 +177,12 @@ export const PostTaskBody = Type.Object(
     required_capabilities: Type.Optional(Capabilities),
     auction_ms: Type.Optional(Type.Integer({ description: "Auction window, 100 ms to 10 min" })),
     max_bid_sats: Type.Optional(Type.Integer({ description: "This task's cap on bids" })),
+    award: Type.Optional(
+      Type.Union([Type.Literal("lowest"), Type.Literal("best_value")], {
+        description:
+          "lowest (default): the lowest bid wins; best_value: the lowest bid_sats / reliability of its bidder, every score in auction.closed",
+      }),
+    ),
     ack_ms: Type.Optional(
       Type.Integer({
         description:

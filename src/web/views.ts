@@ -1,4 +1,5 @@
 /** Records as the API shows them: an agent with its stats, without internal bookkeeping. */
+import { isZombie, reliability } from "../coordinator/decide.js";
 import type { CoordinatorPort } from "../coordinator/port.js";
 import type { Agent, Bid } from "../coordinator/types.js";
 import type { AgentView } from "./schemas.js";
@@ -14,7 +15,16 @@ export async function agentView(coordinator: CoordinatorPort, agent: Agent): Pro
     last_seen: agent.last_seen,
     left_at: agent.left_at,
     stats: await coordinator.agentStats(agent.id),
+    runs: { completed: agent.runs_completed, failed: agent.runs_failed, timed_out: agent.runs_timed_out },
+    reliability: Math.round(reliability(agent) * 1000) / 1000,
+    stream: streamState(agent, (await coordinator.now()).getTime()),
   };
+}
+
+/** Whether the agent's stream is open, gone (a zombie if it still heartbeats), or never was. */
+export function streamState(agent: Agent, nowMs: number): "listening" | "lost" | "none" {
+  if (agent.stream_until === null) return "none";
+  return isZombie(agent, nowMs) ? "lost" : "listening";
 }
 
 export function bidView(bid: Bid) {

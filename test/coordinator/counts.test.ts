@@ -189,6 +189,7 @@ function task(write: Pick<Task, "id" | "status" | "assigned_agent" | "winning_bi
     depends_on: [],
     waiting_on: [],
     schedule_id: null,
+    award: "lowest",
   };
 }
 

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decide } from "../../src/coordinator/decide.js";
+import { decide, reliability } from "../../src/coordinator/decide.js";
 import { CoordinatorState, dueAt, withTask } from "../../src/coordinator/state.js";
 import { DEFAULT_RULES, type Command } from "../../src/coordinator/types.js";
 import { eventOf, expectAccepted, scenario, START, types } from "./scenario.js";
@@ -212,6 +212,7 @@ describe("closing auctions", () => {
       bids: 3,
       winner: b,
       winning_bid_sats: 120,
+      award: "lowest",
     });
     expect(eventOf(closed, "task.assigned")).toMatchObject({ agent_id: b, data: { bid_sats: 120 } });
     expect(s.state.getTask(t)).toMatchObject({
@@ -1438,5 +1439,117 @@ describe("dependencies", () => {
     ).toMatchObject({
       details: { field: "assign_to" },
     });
+  });
+});
+
+describe("the award rule best_value", () => {
+  it("ranks bids by price over the bidder's smoothed record, and records every score", () => {
+    const s = scenario();
+    const proven = s.agent("proven");
+    const flaky = s.agent("flaky");
+    // Records as decide keeps them: proven completed 10, flaky completed 2 and timed out 3.
+    for (const [id, record] of [
+      [proven, { runs_completed: 10 }],
+      [flaky, { runs_completed: 2, runs_timed_out: 3 }],
+    ] as const)
+      s.state.apply({ agents: [{ ...s.state.getAgent(id)!, ...record }], tasks: [], bids: [] });
+    expect(reliability({ runs_completed: 0, runs_failed: 0, runs_timed_out: 0 })).toBe(0.8);
+    expect(reliability(s.state.getAgent(proven)!)).toBeCloseTo(14 / 15);
+    expect(reliability(s.state.getAgent(flaky)!)).toBeCloseTo(6 / 13);
+
+    const cheapest = s.task();
+    s.given({ type: "SubmitBid", task_id: cheapest, agent_id: flaky, bid_sats: 60 });
+    s.given({ type: "SubmitBid", task_id: cheapest, agent_id: proven, bid_sats: 100 });
+    expect(s.state.getTask(cheapest)?.assigned_agent).toBe(flaky); // lowest: the price alone
+
+    const s2 = scenario();
+    const p2 = s2.agent("proven");
+    const f2 = s2.agent("flaky");
+    s2.state.apply({
+      agents: [
+        { ...s2.state.getAgent(p2)!, runs_completed: 10 },
+        { ...s2.state.getAgent(f2)!, runs_completed: 2, runs_timed_out: 3 },
+      ],
+      tasks: [],
+      bids: [],
+    });
+    const task = s2.task({ award: "best_value" });
+    s2.given({ type: "SubmitBid", task_id: task, agent_id: f2, bid_sats: 60 });
+    const decision = s2.run({ type: "SubmitBid", task_id: task, agent_id: p2, bid_sats: 100 });
+    expect(s2.state.getTask(task)?.assigned_agent).toBe(p2);
+    expect(eventOf(decision, "auction.closed")?.data).toMatchObject({
+      winner: p2,
+      award: "best_value",
+      scores: [
+        { agent_id: p2, bid_sats: 100, reliability: 0.933, score: 107.143 },
+        { agent_id: f2, bid_sats: 60, reliability: 0.462, score: 130 },
+      ],
+    });
+  });
+
+  it("keeps each agent's record as its runs end", () => {
+    const { s, a, b, task } = awarded({ timeout_ms: 1000, max_attempts: 3 });
+    s.given({ type: "StartTask", task_id: task, agent_id: a });
+    s.advance(1000);
+    s.given({ type: "Heartbeat", agent_id: a });
+    s.given({ type: "Heartbeat", agent_id: b });
+    s.given({ type: "Tick" }); // a times out
+    s.given({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 5 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 5 });
+    s.given({ type: "StartTask", task_id: task, agent_id: b });
+    s.given({ type: "FailTask", task_id: task, agent_id: b });
+    expect(s.state.getAgent(a)).toMatchObject({ runs_completed: 0, runs_failed: 0, runs_timed_out: 1 });
+    expect(s.state.getAgent(b)).toMatchObject({ runs_completed: 0, runs_failed: 1, runs_timed_out: 0 });
+    s.advance(0);
+    s.given({ type: "Tick" });
+    const again = s.state.getTask(task)!;
+    expect(again.status).toBe("bidding");
+    s.given({ type: "SubmitBid", task_id: task, agent_id: a, bid_sats: 5 });
+    s.given({ type: "SubmitBid", task_id: task, agent_id: b, bid_sats: 5 });
+    const winner = s.state.getTask(task)!.assigned_agent!;
+    s.given({ type: "StartTask", task_id: task, agent_id: winner });
+    s.given({ type: "CompleteTask", task_id: task, agent_id: winner });
+    expect(s.state.getAgent(winner)?.runs_completed).toBe(1);
+  });
+
+  it("refuses an unknown award rule, naming it", () => {
+    expect(
+      scenario().when({ type: "PostTask", description: "x", award: "cheapest" as unknown as "lowest" }),
+    ).toMatchObject({ code: "INVALID_COMMAND", details: { field: "award" } });
+  });
+});
+
+describe("liveness beyond heartbeats", () => {
+  it("does not wait for a zombie (heartbeating, its stream gone) before closing early", () => {
+    const s = scenario();
+    const listening = s.agent("listening");
+    const zombie = s.agent("zombie");
+    const poller = s.agent("poller"); // never opened a stream: waited for, as before
+    s.given({ type: "StreamSeen", agent_id: listening });
+    s.given({ type: "StreamSeen", agent_id: zombie });
+    s.given({ type: "StreamClosed", agent_id: zombie });
+    expect(s.state.getAgent(zombie)?.stream_until).toBe(new Date(s.now).toISOString());
+    const task = s.task();
+    s.given({ type: "SubmitBid", task_id: task, agent_id: listening, bid_sats: 9 });
+    expect(s.state.getTask(task)?.status).toBe("bidding"); // the poller has not bid
+    const closed = s.run({ type: "SubmitBid", task_id: task, agent_id: poller, bid_sats: 7 });
+    expect(eventOf(closed, "auction.closed")?.data).toMatchObject({ reason: "all bids in", bids: 2 });
+  });
+
+  it("counts a stream as gone once its lease runs out unrenewed (the server that vouched for it died)", () => {
+    const s = scenario();
+    const a = s.agent("a");
+    const b = s.agent("b");
+    s.given({ type: "StreamSeen", agent_id: b });
+    s.advance(DEFAULT_RULES.streamLeaseMs - 1);
+    s.given({ type: "Heartbeat", agent_id: b });
+    const first = s.task();
+    s.given({ type: "SubmitBid", task_id: first, agent_id: a, bid_sats: 3 });
+    expect(s.state.getTask(first)?.status).toBe("bidding"); // b still listening: waited for
+    s.advance(1);
+    s.given({ type: "CancelTask", task_id: first });
+    const second = s.task();
+    const closed = s.run({ type: "SubmitBid", task_id: second, agent_id: a, bid_sats: 3 });
+    expect(eventOf(closed, "auction.closed")?.data).toMatchObject({ reason: "all bids in" });
   });
 });

@@ -615,6 +615,20 @@ describe.each(ENGINES)("dashboard forms on $name", ({ name: engine }) => {
     expect((await t.app.inject({ url: "/schedules", headers: HTML })).body).toContain("No schedules yet");
   });
 
+  it("marks an agent that heartbeats with its stream gone, on the list and its page", async () => {
+    const t = await build({ apiKey: undefined });
+    const zombie = await t.agent("zombie");
+    await t.agent("fine");
+    await t.coordinator.submit({ type: "StreamSeen", agent_id: zombie.id });
+    await t.coordinator.submit({ type: "StreamClosed", agent_id: zombie.id });
+    const list = (await t.app.inject({ url: "/agents", headers: HTML })).body;
+    expect(list.match(/status-zombie/g)).toHaveLength(1);
+    expect(list).toContain("no stream");
+    const page = (await t.app.inject({ url: `/agents/${zombie.id}`, headers: HTML })).body;
+    expect(page).toContain("status-zombie");
+    expect(page).toContain("reliability 80%");
+  });
+
   it("shows what a waiting task waits on, linked", async () => {
     const t = await build({ apiKey: undefined });
     const first = await t.task({ description: "gather" });

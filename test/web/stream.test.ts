@@ -299,6 +299,34 @@ describe.each(ENGINES)("backfill paced by the socket on $name", ({ name: engine 
   });
 });
 
+describe.each(ENGINES)("agents' stream presence on $name", ({ name: engine }) => {
+  it("counts an agent as listening while its stream is open, and as lost once it closes; a poller as neither", async () => {
+    const t = await listening(engine);
+    const streamer = await t.agent("streamer");
+    const poller = await t.agent("poller");
+    const streamOf = async (id: string) =>
+      (await t.app.inject({ url: `/api/agents/${id}`, headers: t.operator })).json<{
+        agent: { stream: string };
+      }>().agent.stream;
+    expect(await streamOf(streamer.id)).toBe("none");
+    const first = connect(t.base, streamer.auth);
+    const second = connect(t.base, streamer.auth);
+    await Promise.all([first.opened, second.opened]);
+    await until(
+      async () => (await streamOf(streamer.id)) === "listening",
+      "the stream vouches for its agent",
+    );
+    // One of two streams closing leaves the agent listening on the other.
+    first.socket.close();
+    await first.closed;
+    await until(async () => (await openStreams(t)) === 1, "the server sees the socket close");
+    expect(await streamOf(streamer.id)).toBe("listening");
+    second.socket.close();
+    await until(async () => (await streamOf(streamer.id)) === "lost", "the last close is recorded");
+    expect(await streamOf(poller.id)).toBe("none");
+  });
+});
+
 describe.each(ENGINES)("websocket caps per client on $name", ({ name: engine }) => {
   it("refuses exactly the sockets one agent opens beyond its cap, while another agent's and the operator's streams open and hear events", async () => {
     const cap = 3;

@@ -20,7 +20,8 @@ ALTER TABLE tasks
   ADD COLUMN retried_by       text COLLATE "C",
   ADD COLUMN depends_on       text COLLATE "C" NOT NULL DEFAULT '[]',  -- JSON array, as posted
   ADD COLUMN waiting_on       text COLLATE "C" NOT NULL DEFAULT '[]',  -- JSON array: those not completed yet
-  ADD COLUMN schedule_id      text COLLATE "C";                         -- the schedule whose firing posted it
+  ADD COLUMN schedule_id      text COLLATE "C",                         -- the schedule whose firing posted it
+  ADD COLUMN award            text COLLATE "C" NOT NULL DEFAULT 'lowest' CHECK (award IN ('lowest', 'best_value'));
 
 -- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.
 -- The rounds they lost to vanished agents become their failures, as the old limit counted them.
@@ -49,3 +50,11 @@ CREATE TABLE schedules (
   created_at    text COLLATE "C" NOT NULL
 );
 CREATE INDEX idx_schedules_due ON schedules (next_fire_at) WHERE next_fire_at IS NOT NULL;
+
+-- Agents' records, as the award rule best_value weighs them, and how long their stream counts as
+-- open (renewed by the server while it is; NULL: never opened one).
+ALTER TABLE agents
+  ADD COLUMN runs_completed integer NOT NULL DEFAULT 0,
+  ADD COLUMN runs_failed    integer NOT NULL DEFAULT 0,
+  ADD COLUMN runs_timed_out integer NOT NULL DEFAULT 0,
+  ADD COLUMN stream_until   text COLLATE "C";

@@ -40,7 +40,8 @@ CREATE TABLE tasks_rebuilt (
   retried_by            TEXT,
   depends_on            TEXT    NOT NULL DEFAULT '[]',  -- JSON array, as posted
   waiting_on            TEXT    NOT NULL DEFAULT '[]',  -- JSON array: those not completed yet
-  schedule_id           TEXT                            -- the schedule whose firing posted it
+  schedule_id           TEXT,                           -- the schedule whose firing posted it
+  award                 TEXT    NOT NULL DEFAULT 'lowest' CHECK (award IN ('lowest', 'best_value'))
 );
 
 -- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.
@@ -135,3 +136,10 @@ CREATE TABLE schedules (
   created_at    TEXT    NOT NULL
 );
 CREATE INDEX idx_schedules_due ON schedules (next_fire_at) WHERE next_fire_at IS NOT NULL;
+
+-- Agents' records, as the award rule best_value weighs them, and how long their stream counts as
+-- open (renewed by the server while it is; NULL: never opened one).
+ALTER TABLE agents ADD COLUMN runs_completed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN runs_failed    INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN runs_timed_out INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN stream_until   TEXT;

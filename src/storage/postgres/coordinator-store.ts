@@ -7,7 +7,9 @@
 import type pg from "pg";
 import type { Agent, AgentStatus, Bid, StateChanges, Task, TaskStatus } from "../../coordinator/types.js";
 import {
+  AGENT_COLUMN_LIST,
   AGENT_COLUMNS,
+  AGENT_UPSERT_SET,
   BID_COLUMNS,
   BOARD_ORDER,
   countsByStatus,
@@ -33,16 +35,13 @@ import { inTransaction } from "./database.js";
 
 type Queryable = pg.Pool | pg.PoolClient;
 
-const AGENT_VALUES = AGENT_COLUMNS.split(", ");
 const placeholders = (count: number, from = 1) =>
   Array.from({ length: count }, (_, i) => `$${i + from}`).join(", ");
 
 export const PG_STORE_SQL = {
   upsertAgent:
-    `INSERT INTO agents (${AGENT_COLUMNS}) VALUES (${placeholders(AGENT_VALUES.length)}) ` +
-    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, capabilities = excluded.capabilities, " +
-    "max_concurrent = excluded.max_concurrent, status = excluded.status, last_seen = excluded.last_seen, " +
-    "grace_until = excluded.grace_until, left_at = excluded.left_at",
+    `INSERT INTO agents (${AGENT_COLUMNS}) VALUES (${placeholders(AGENT_COLUMN_LIST.length)}) ` +
+    `ON CONFLICT (id) DO UPDATE SET ${AGENT_UPSERT_SET}`,
   upsertTask:
     `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (${placeholders(TASK_COLUMN_LIST.length)}) ` +
     `ON CONFLICT (id) DO UPDATE SET ${TASK_UPSERT_SET}`,
@@ -162,8 +161,8 @@ export class PostgresCoordinatorStore {
     for (const agent of changes.agents) {
       await client.query(
         PG_STORE_SQL.upsertAgent,
-        AGENT_VALUES.map((column) =>
-          column === "capabilities" ? JSON.stringify(agent.capabilities) : agent[column as keyof Agent],
+        AGENT_COLUMN_LIST.map((column) =>
+          column === "capabilities" ? JSON.stringify(agent.capabilities) : agent[column],
         ),
       );
     }

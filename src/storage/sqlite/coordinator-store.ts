@@ -7,7 +7,9 @@ import type { Statement } from "better-sqlite3";
 import type { SqliteDatabase } from "./database.js";
 import type { AgentStatus, Bid, StateChanges, Task, TaskStatus, Agent } from "../../coordinator/types.js";
 import {
+  AGENT_COLUMN_LIST,
   AGENT_COLUMNS,
+  AGENT_UPSERT_SET,
   BID_COLUMNS,
   BOARD_ORDER,
   countsByStatus,
@@ -44,10 +46,8 @@ export {
 /** Every statement the store runs, in one place so the query-plan test can check them all. */
 export const STORE_SQL = {
   upsertAgent:
-    `INSERT INTO agents (${AGENT_COLUMNS}) VALUES (@id, @name, @capabilities, @max_concurrent, @status, @registered_at, @last_seen, @grace_until, @left_at) ` +
-    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, capabilities = excluded.capabilities, " +
-    "max_concurrent = excluded.max_concurrent, status = excluded.status, last_seen = excluded.last_seen, " +
-    "grace_until = excluded.grace_until, left_at = excluded.left_at",
+    `INSERT INTO agents (${AGENT_COLUMNS}) VALUES (${AGENT_COLUMN_LIST.map((column) => `@${column}`).join(", ")}) ` +
+    `ON CONFLICT (id) DO UPDATE SET ${AGENT_UPSERT_SET}`,
   upsertTask:
     `INSERT INTO tasks (${TASK_COLUMNS}) VALUES (${TASK_COLUMN_LIST.map((column) => `@${column}`).join(", ")}) ` +
     `ON CONFLICT (id) DO UPDATE SET ${TASK_UPSERT_SET}`,

@@ -4,6 +4,8 @@
  */
 import type { CoordinatorPort } from "../../coordinator/port.js";
 import { countAgents } from "../../coordinator/state.js";
+import { reliability } from "../../coordinator/decide.js";
+import { streamState } from "../views.js";
 import type { BoardCursor } from "../../storage/coordinator-records.js";
 import {
   TASK_STATUSES,
@@ -343,7 +345,13 @@ export class DashboardModel {
   }
 
   async agentRow(agent: Agent, includeStats = true) {
-    return { ...agent, stats: includeStats ? await this.coordinator.agentStats(agent.id) : null };
+    return {
+      ...agent,
+      stats: includeStats ? await this.coordinator.agentStats(agent.id) : null,
+      // A zombie: online by its heartbeats, its stream gone; auctions do not wait for it.
+      zombie: agent.status !== "offline" && streamState(agent, (await this.coordinator.now()).getTime()) === "lost",
+      reliability: Math.round(reliability(agent) * 100),
+    };
   }
 
   /** Events of the last hour by type, most frequent first. */

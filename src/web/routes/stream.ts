@@ -75,8 +75,14 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
   app,
   { stream: options },
 ) => {
-  const { eventLog, guard, metrics, visibility } = app;
+  const { eventLog, guard, metrics, visibility, coordinator } = app;
   const startsAfter = new WeakMap<FastifyRequest, number>();
+  // Agents' streams open on this process, by agent: what this process vouches for (StreamSeen).
+  const agentStreams = new Map<string, number>();
+  const vouch = (agentId: string, open: boolean) =>
+    coordinator
+      .submit(open ? { type: "StreamSeen", agent_id: agentId } : { type: "StreamClosed", agent_id: agentId })
+      .catch((error: unknown) => app.log.debug({ err: error, agent_id: agentId }, "stream presence not recorded"));
 
   app.get(
     "/api/stream",
@@ -124,6 +130,16 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       let closed = false;
       let alive = true;
       metrics.openWebsockets.inc({ kind: "api" });
+      // An agent's open stream says it is listening; renewed while open, so that a replica that
+      // dies stops vouching for it within a lease.
+      const agentId = request.caller.kind === "agent" ? request.caller.agentId : undefined;
+      let renew: NodeJS.Timeout | undefined;
+      if (agentId !== undefined) {
+        agentStreams.set(agentId, (agentStreams.get(agentId) ?? 0) + 1);
+        void vouch(agentId, true);
+        renew = setInterval(() => void vouch(agentId, true), Math.max(1000, coordinator.rules.streamLeaseMs / 3));
+        renew.unref();
+      }
 
       const closeSlow = () => {
         if (closed) return;
@@ -191,6 +207,15 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
         closed = true;
         unsubscribe();
         clearInterval(ping);
+        if (agentId !== undefined) {
+          clearInterval(renew);
+          const left = (agentStreams.get(agentId) ?? 1) - 1;
+          if (left > 0) agentStreams.set(agentId, left);
+          else {
+            agentStreams.delete(agentId);
+            void vouch(agentId, false);
+          }
+        }
         metrics.openWebsockets.dec({ kind: "api" });
       }
       socket.on("pong", () => (alive = true));
