@@ -4,12 +4,13 @@
  * check the script itself); --only api,dashboard (just those sections, printed and not written:
  * event-log, coordinator, api, dashboard, large-reads, postgres, cluster).
  */
+import { pathToFileURL } from "node:url";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { benchApi } from "./api.bench.js";
 import { benchCluster } from "./cluster.bench.js";
-import { benchCoordinator, benchFinishedWorkPrune } from "./coordinator.bench.js";
+import { benchCoordinator, benchFinishedWorkPrune, pureCore } from "./coordinator.bench.js";
 import { benchDashboard, MESSAGE_BOUND_PER_SECOND } from "./dashboard.bench.js";
 import { benchEventLog } from "./event-log.bench.js";
 import { benchLargeReads, cpuPerRead } from "./large-reads.js";
@@ -181,6 +182,31 @@ if (wanted("coordinator")) {
     `Persisted commands run at ${round(c.persisted.commandsPerSecond / c.raw_single_row_commits_per_second, 2)}× the single-row commit rate ` +
       `(each command is one transaction writing its state rows and events together).`,
   );
+
+  // SWARM_BENCH_BASELINE=<another checkout>: its pure core beside this one's, rounds alternated in
+  // one process, so that the ratio holds whatever the machine's speed that day.
+  const baseline = process.env.SWARM_BENCH_BASELINE;
+  if (baseline !== undefined && baseline !== "") {
+    const theirs = (await import(pathToFileURL(`${baseline}/bench/coordinator.bench.ts`).href)) as {
+      pureCore: typeof pureCore;
+    };
+    const lifecycles = quick ? 2000 : 20_000;
+    say();
+    say(`#### Pure core beside ${baseline} (rounds alternated, ${lifecycles} task lifecycles each)`);
+    say();
+    say("| round | baseline decisions/s | this code decisions/s | this ÷ baseline |");
+    say("|---|---:|---:|---:|");
+    const ratios: number[] = [];
+    for (let round = 1; round <= 5; round += 1) {
+      const before = theirs.pureCore(lifecycles).decisionsPerSecond;
+      const now = pureCore(lifecycles).decisionsPerSecond;
+      ratios.push(now / before);
+      say(`| ${round} | ${before} | ${now} | ${(now / before).toFixed(2)}× |`);
+    }
+    const sorted = [...ratios].sort((a, b) => a - b);
+    say();
+    say(`Median ratio ${(sorted[2] as number).toFixed(2)}× (goal: at least 0.8×).`);
+  }
 
   const f = await benchFinishedWorkPrune(quick ? { tasks: 20_000 } : {});
   say();

@@ -137,7 +137,10 @@ export class SwarmClient {
   /** The tasks `id` depends on, results included for the agent that runs it. */
   async dependencies(id: string): Promise<TaskView[]> {
     return (
-      await this.request<{ dependencies: TaskView[] }>("GET", `/api/tasks/${encodeURIComponent(id)}/dependencies`)
+      await this.request<{ dependencies: TaskView[] }>(
+        "GET",
+        `/api/tasks/${encodeURIComponent(id)}/dependencies`,
+      )
     ).dependencies;
   }
 

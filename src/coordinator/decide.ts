@@ -166,7 +166,9 @@ class Draft {
     const result = new Map<string, Task>();
     for (const task of this.state.dependentsOf(taskId)) result.set(task.id, this.task(task.id) ?? task);
     for (const task of this.tasks.values()) result.set(task.id, task);
-    return [...result.values()].filter((task) => task.status === "waiting" && task.waiting_on.includes(taskId));
+    return [...result.values()].filter(
+      (task) => task.status === "waiting" && task.waiting_on.includes(taskId),
+    );
   }
 
   putBid(bid: Bid): void {
@@ -223,7 +225,8 @@ class Draft {
 
   accepted(subject: Accepted["subject"] = {}): Accepted {
     // Each ending may end or open more (a cancelled dependency cancels its dependents, theirs…).
-    for (let task = this.ended.shift(); task !== undefined; task = this.ended.shift()) settleDependents(this, task);
+    for (let task = this.ended.shift(); task !== undefined; task = this.ended.shift())
+      settleDependents(this, task);
     this.settleStatuses();
     return {
       ok: true,
@@ -391,13 +394,20 @@ function awardOrder(draft: Draft, task: Task, bids: readonly Bid[]): Bid[] {
  *   reliability = (completed + 4) / (completed + failed + 2 × timed_out + 5)
  */
 export function reliability(agent: Pick<Agent, "runs_completed" | "runs_failed" | "runs_timed_out">): number {
-  return (agent.runs_completed + 4) / (agent.runs_completed + agent.runs_failed + 2 * agent.runs_timed_out + 5);
+  return (
+    (agent.runs_completed + 4) / (agent.runs_completed + agent.runs_failed + 2 * agent.runs_timed_out + 5)
+  );
 }
 
 /** `best_value`'s price of a bid: what it costs per unit of reliability. Lower wins. */
 function bidScore(draft: Draft, bid: Bid): number {
   const agent = draft.agent(bid.agent_id);
-  return bid.bid_sats / (agent === undefined ? reliability({ runs_completed: 0, runs_failed: 0, runs_timed_out: 0 }) : reliability(agent));
+  return (
+    bid.bid_sats /
+    (agent === undefined
+      ? reliability({ runs_completed: 0, runs_failed: 0, runs_timed_out: 0 })
+      : reliability(agent))
+  );
 }
 
 const round3 = (value: number) => Math.round(value * 1000) / 1000;
@@ -459,7 +469,11 @@ function closeAuction(
             scores: awardOrder(draft, task, bids).map((bid) => ({
               agent_id: bid.agent_id,
               bid_sats: bid.bid_sats,
-              reliability: round3(reliability(draft.agent(bid.agent_id) ?? { runs_completed: 0, runs_failed: 0, runs_timed_out: 0 })),
+              reliability: round3(
+                reliability(
+                  draft.agent(bid.agent_id) ?? { runs_completed: 0, runs_failed: 0, runs_timed_out: 0 },
+                ),
+              ),
               score: round3(bidScore(draft, bid)),
             })),
           }
@@ -766,7 +780,8 @@ function checkAward(value: unknown): AwardRule {
 function checkDependencies(value: unknown): string[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) invalid("depends_on", "must be an array of task ids");
-  if (value.length > MAX_DEPENDENCIES) invalid("depends_on", `must hold at most ${MAX_DEPENDENCIES} task ids`);
+  if (value.length > MAX_DEPENDENCIES)
+    invalid("depends_on", `must hold at most ${MAX_DEPENDENCIES} task ids`);
   const ids = value.map((item: unknown, index) => checkText(`depends_on[${index}]`, item, 200));
   const repeated = ids.findIndex((id, index) => ids.indexOf(id) !== index);
   if (repeated >= 0) invalid(`depends_on[${repeated}]`, `names task ${ids[repeated]} twice`);
@@ -902,7 +917,8 @@ function decideCommand(draft: Draft, command: Command): Accepted {
 
     case "StreamClosed": {
       const agent = requireAgent(draft, command.agent_id);
-      if (agent.stream_until === null || Date.parse(agent.stream_until) <= draft.nowMs) return draft.accepted({ agent });
+      if (agent.stream_until === null || Date.parse(agent.stream_until) <= draft.nowMs)
+        return draft.accepted({ agent });
       draft.putAgent({ ...agent, stream_until: draft.nowIso });
       return draft.accepted({ agent: draft.agent(agent.id) });
     }

@@ -182,7 +182,8 @@ export function withTask(view: StateView, ...tasks: (Task | undefined)[]): State
  * the dependencies of a task posted, or of a task run again. A shell loads those not in memory.
  */
 export function dependenciesRead(command: Command, named: Task | undefined): readonly string[] {
-  if (command.type === "PostTask") return Array.isArray(command.depends_on) ? command.depends_on.filter((id) => typeof id === "string") : [];
+  if (command.type === "PostTask")
+    return Array.isArray(command.depends_on) ? command.depends_on.filter((id) => typeof id === "string") : [];
   if (command.type === "RetryTask") return named?.depends_on ?? [];
   return [];
 }

@@ -141,12 +141,17 @@ export const AGENT_CHANGING_COLUMNS = [
   "stream_until",
 ] as const satisfies readonly (keyof Agent)[];
 // Every field of an agent is stored, once.
-const _everyAgentColumn: Exclude<keyof Agent, "id" | "registered_at" | (typeof AGENT_CHANGING_COLUMNS)[number]> extends never
+const _everyAgentColumn: Exclude<
+  keyof Agent,
+  "id" | "registered_at" | (typeof AGENT_CHANGING_COLUMNS)[number]
+> extends never
   ? true
   : never = true;
 export const AGENT_COLUMN_LIST: readonly (keyof Agent)[] = ["id", "registered_at", ...AGENT_CHANGING_COLUMNS];
 export const AGENT_COLUMNS = AGENT_COLUMN_LIST.join(", ");
-export const AGENT_UPSERT_SET = AGENT_CHANGING_COLUMNS.map((column) => `${column} = excluded.${column}`).join(", ");
+export const AGENT_UPSERT_SET = AGENT_CHANGING_COLUMNS.map((column) => `${column} = excluded.${column}`).join(
+  ", ",
+);
 export const BID_COLUMNS = "task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome";
 
 /** What one chunk of the retention of finished tasks removed. */

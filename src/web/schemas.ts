@@ -52,7 +52,8 @@ export const AgentSchema = Type.Object({
     { description: "What its runs came to, as the award rule best_value weighs them" },
   ),
   reliability: Type.Number({
-    description: "(completed + 4) / (completed + failed + 2 × timed_out + 5): what best_value divides a bid by",
+    description:
+      "(completed + 4) / (completed + failed + 2 × timed_out + 5): what best_value divides a bid by",
   }),
   stream: Type.Union([Type.Literal("listening"), Type.Literal("lost"), Type.Literal("none")], {
     description:

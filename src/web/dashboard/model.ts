@@ -349,7 +349,8 @@ export class DashboardModel {
       ...agent,
       stats: includeStats ? await this.coordinator.agentStats(agent.id) : null,
       // A zombie: online by its heartbeats, its stream gone; auctions do not wait for it.
-      zombie: agent.status !== "offline" && streamState(agent, (await this.coordinator.now()).getTime()) === "lost",
+      zombie:
+        agent.status !== "offline" && streamState(agent, (await this.coordinator.now()).getTime()) === "lost",
       reliability: Math.round(reliability(agent) * 100),
     };
   }

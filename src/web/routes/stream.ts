@@ -82,7 +82,9 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
   const vouch = (agentId: string, open: boolean) =>
     coordinator
       .submit(open ? { type: "StreamSeen", agent_id: agentId } : { type: "StreamClosed", agent_id: agentId })
-      .catch((error: unknown) => app.log.debug({ err: error, agent_id: agentId }, "stream presence not recorded"));
+      .catch((error: unknown) =>
+        app.log.debug({ err: error, agent_id: agentId }, "stream presence not recorded"),
+      );
 
   app.get(
     "/api/stream",
@@ -137,7 +139,10 @@ export const streamRoutes: FastifyPluginAsyncTypebox<{ stream: StreamOptions }> 
       if (agentId !== undefined) {
         agentStreams.set(agentId, (agentStreams.get(agentId) ?? 0) + 1);
         void vouch(agentId, true);
-        renew = setInterval(() => void vouch(agentId, true), Math.max(1000, coordinator.rules.streamLeaseMs / 3));
+        renew = setInterval(
+          () => void vouch(agentId, true),
+          Math.max(1000, coordinator.rules.streamLeaseMs / 3),
+        );
         renew.unref();
       }
 
