@@ -199,6 +199,11 @@ export class Inspector {
          HAVING COUNT(*) > 1`,
       ],
       [
+        "a schedule fired twice for one time",
+        `SELECT ${json("schedule_id")} || ' at ' || ${json("scheduled_for")} AS k, COUNT(*) AS c FROM event_log
+         WHERE event_type = 'schedule.fired' GROUP BY ${json("schedule_id")}, ${json("scheduled_for")} HAVING COUNT(*) > 1`,
+      ],
+      [
         "a bid stored twice unchanged",
         `SELECT task_id || ' ' || agent_id AS k, COUNT(*) AS c FROM event_log
          WHERE event_type = 'bid.submitted'
@@ -378,6 +383,13 @@ export class Inspector {
       "SELECT id, status, auction_closes_at, assigned_agent, due_at FROM tasks " +
         "WHERE status IN ('waiting', 'bidding', 'assigned', 'running')",
     );
+    // Schedules fire when due: none is left behind its next firing.
+    for (const schedule of await this.db.all<{ id: string; next_fire_at: string }>(
+      "SELECT id, next_fire_at FROM schedules WHERE next_fire_at IS NOT NULL",
+    )) {
+      if (Date.parse(schedule.next_fire_at) < now - slackMs)
+        violations.push(`schedule ${schedule.id} has not fired since ${schedule.next_fire_at}`);
+    }
     const inGrace = (id: string | null) => {
       const agent = id === null ? undefined : agents.get(id);
       const graceUntil = agent?.grace_until ?? null;

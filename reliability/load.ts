@@ -80,6 +80,12 @@ export class Load {
       this.acked.push({ kind: "agent", agent_id: agent.id, event_type: "agent.joined" });
       this.agents.push({ id: agent.id, token: answer.body.token as string, capabilities });
     }
+    // A schedule firing every second through every kill: each firing must post once.
+    const schedule = await this.call("POST", "/api/schedules", BENCH_KEY, {
+      cron: "* * * * * *",
+      task: { description: "scheduled load task", auction_ms: 500 },
+    });
+    if (schedule.status !== 201) throw new Error(`making the schedule failed: ${schedule.status}`);
     this.running = true;
     this.loops = [
       ...this.agents.map((agent) => this.agentLoop(agent)),

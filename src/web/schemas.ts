@@ -4,6 +4,7 @@
  */
 import { Type, type Static, type TProperties, type TSchema } from "typebox";
 import type { TASK_STATUSES } from "../coordinator/types.js";
+import { KNOWN_EVENT_TYPES } from "../event-log/event-types.js";
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 const Timestamp = Type.String({ description: "ISO-8601 UTC with milliseconds" });
@@ -152,7 +153,9 @@ export const BidSchema = Type.Object({
 export const EventSchema = Type.Object({
   seq: Type.Integer(),
   id: Type.String(),
-  event_type: Type.String(),
+  event_type: Type.String({
+    description: `One of the types the product writes (${KNOWN_EVENT_TYPES.join(", ")}), or a user's own dotted lower-case name`,
+  }),
   source: Type.String(),
   task_id: Nullable(Type.String()),
   agent_id: Nullable(Type.String()),

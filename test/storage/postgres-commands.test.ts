@@ -97,9 +97,12 @@ function commandFor(p: Pick, tasks: readonly string[]): Command {
       retry_backoff_ms: (p.n % 4) * 300,
       ...(p.n % 7 === 0 ? { assign_to: agent } : {}),
       ...(p.n % 5 === 1 && tasks.length > 0 ? { depends_on: [task] } : {}),
+      ...(p.n % 3 === 2 ? { award: "best_value" as const } : {}),
     },
     { type: "AssignTask", task_id: task, agent_id: agent },
     { type: "RetryTask", task_id: task },
+    { type: "StreamSeen", agent_id: agent },
+    { type: "StreamClosed", agent_id: agent },
     { type: "SubmitBid", task_id: task, agent_id: agent, bid_sats: 1 + (p.n % 50) },
     { type: "StartTask", task_id: task, agent_id: agent },
     {
@@ -123,7 +126,7 @@ function commandFor(p: Pick, tasks: readonly string[]): Command {
 describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () => {
   it("decide as on SQLite: the same events, records and refusals for any commands", async () => {
     const pick = fc.record({
-      kind: fc.nat(11),
+      kind: fc.nat(13),
       a: fc.nat(2),
       t: fc.nat(5),
       n: fc.nat(1000),

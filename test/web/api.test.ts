@@ -1017,8 +1017,22 @@ describe.each(ENGINES)("the API on $name", ({ name: engine }) => {
       expect(spec.statusCode).toBe(200);
       const paths = Object.keys(spec.json<Json>().paths as Json);
       expect(paths).toEqual(
-        expect.arrayContaining(["/api/agents", "/api/tasks/{id}/bids", "/api/events/export", "/healthz"]),
+        expect.arrayContaining([
+          "/api/agents",
+          "/api/tasks/{id}/bids",
+          "/api/events/export",
+          "/healthz",
+          "/api/tasks/{id}/assign",
+          "/api/tasks/{id}/retry",
+          "/api/tasks/{id}/dependencies",
+          "/api/schedules",
+          "/api/schedules/{id}/pause",
+          "/api/status",
+        ]),
       );
+      // Every event type the product writes is named in the document.
+      for (const type of ["task.award_expired", "task.timed_out", "task.retry_scheduled", "schedule.fired"])
+        expect(spec.body).toContain(type);
       expect(spec.headers["x-content-type-options"]).toBe("nosniff");
       expect(spec.headers["content-security-policy"]).toContain("default-src 'self'");
       const docs = await t.app.inject({ method: "GET", url: "/docs/" });
