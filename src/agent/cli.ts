@@ -3,11 +3,14 @@
  * With --exec, each won task runs a shell command; without it, a simulated worker.
  */
 import { spawn } from "node:child_process";
-import { hostname } from "node:os";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { shortId } from "../ids.js";
 import { delay, isTransient, SwarmAgent, type TaskContext, type TaskHandler } from "./agent.js";
+import type { TaskView } from "./client.js";
 import { adaptiveStrategy, matchStrategy } from "./strategies.js";
 
 export const HELP = `swarm-agent: join a swarm coordinator as an agent, bid on tasks, run the ones it wins.
@@ -24,7 +27,8 @@ Usage: swarm-agent [options]
   --exec COMMAND        run COMMAND in a shell for each won task; the task's text is in
                         $SWARM_TASK_DESCRIPTION and its id in $SWARM_TASK_ID (never spliced
                         into the command line); the results of the tasks it depended on
-                        are in $SWARM_TASK_DEPENDENCIES, JSON [{"id","result"}]. The
+                        are in the file $SWARM_TASK_DEPENDENCIES_FILE, JSON
+                        [{"id","result"}] (and, up to 32 KiB, in $SWARM_TASK_DEPENDENCIES). The
                         command is stopped (SIGTERM) if the task times out or is cancelled.
                         Exit 0 completes the task with its stdout;
                         any other exit fails it with the exit code and stderr.
@@ -208,6 +212,32 @@ function killGroupsOnExit(): void {
  * ran out, or the task was cancelled) or the timeout passes, the whole group gets SIGTERM, so
  * that what the shell started goes too.
  */
+/** Inline dependency results up to this size; past it, the file alone (an environment string is capped at 128 KiB). */
+const INLINE_DEPENDENCIES_BYTES = 32 * 1024;
+
+/**
+ * What the tasks this one depended on produced, as JSON `[{ "id", "result" }]`: in
+ * $SWARM_TASK_DEPENDENCIES when small, and always in the file $SWARM_TASK_DEPENDENCIES_FILE names
+ * (removed when the command ends).
+ */
+function dependencyInputs(dependencies: readonly TaskView[]): {
+  env: Record<string, string>;
+  cleanUp(): void;
+} {
+  if (dependencies.length === 0) return { env: { SWARM_TASK_DEPENDENCIES: "[]" }, cleanUp: () => undefined };
+  const json = JSON.stringify(dependencies.map(({ id, result }) => ({ id, result: result ?? null })));
+  const dir = mkdtempSync(join(tmpdir(), "swarm-task-"));
+  const file = join(dir, "dependencies.json");
+  writeFileSync(file, json, { mode: 0o600 });
+  return {
+    env: {
+      SWARM_TASK_DEPENDENCIES_FILE: file,
+      ...(Buffer.byteLength(json) <= INLINE_DEPENDENCIES_BYTES ? { SWARM_TASK_DEPENDENCIES: json } : {}),
+    },
+    cleanUp: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
 export function execHandler(command: string, timeoutMs: number): TaskHandler {
   killGroupsOnExit();
   return ({ task, tool, signal, dependencies }: TaskContext) =>
@@ -220,6 +250,7 @@ export function execHandler(command: string, timeoutMs: number): TaskHandler {
             reject(new Error("stopped before the command ran"));
             return;
           }
+          const inputs = dependencyInputs(dependencies);
           const child = spawn(command, {
             shell: true,
             detached: true,
@@ -227,8 +258,7 @@ export function execHandler(command: string, timeoutMs: number): TaskHandler {
               ...process.env,
               SWARM_TASK_ID: task.id,
               SWARM_TASK_DESCRIPTION: task.description,
-              // What the tasks this one depended on produced, as JSON: [{ "id", "result" }].
-              SWARM_TASK_DEPENDENCIES: JSON.stringify(dependencies.map(({ id, result }) => ({ id, result }))),
+              ...inputs.env,
             },
             stdio: ["ignore", "pipe", "pipe"],
           });
@@ -253,9 +283,13 @@ export function execHandler(command: string, timeoutMs: number): TaskHandler {
           child.stderr.on("data", (chunk: Buffer) => {
             if (stderr.length < MAX_OUTPUT) stderr += chunk.toString();
           });
-          child.on("error", reject);
+          child.on("error", (error) => {
+            inputs.cleanUp();
+            reject(error);
+          });
           child.on("close", (code, killedBy) => {
             clearTimeout(timer);
+            inputs.cleanUp();
             signal.removeEventListener("abort", onAbort);
             if (child.pid !== undefined) liveGroups.delete(child.pid);
             if (code === 0 && stopped === undefined) return resolve(stdout.trimEnd().slice(0, MAX_OUTPUT));

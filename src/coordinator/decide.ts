@@ -307,6 +307,16 @@ function requireAgent(draft: Draft, agentId: string): Agent {
   return agent;
 }
 
+/** An agent the operator names in a field: unknown or departed, refused naming that field. */
+function requireAgentIn(draft: Draft, agentId: string, field: string): Agent {
+  const agent = draft.agent(agentId);
+  if (agent === undefined)
+    refuse("AGENT_NOT_FOUND", `${field}: no agent ${agentId}`, { field, agent_id: agentId });
+  if (agent.left_at !== null)
+    refuse("AGENT_LEFT", `${field}: agent ${agentId} has deregistered`, { field, agent_id: agentId });
+  return agent;
+}
+
 /** The assigned agent reporting on its task: it must hold the task, and it counts as contact. */
 function requireAssignee(draft: Draft, task: Task, agentId: string): Agent {
   const agent = requireAgent(draft, agentId);
@@ -938,7 +948,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
       const assignee =
         command.assign_to === undefined
           ? undefined
-          : requireAgent(draft, checkText("assign_to", command.assign_to, 200));
+          : requireAgentIn(draft, checkText("assign_to", command.assign_to, 200), "assign_to");
       const scheduleId =
         command.schedule_id === undefined ? null : checkText("schedule_id", command.schedule_id, 200);
       const task = openTask(draft, spec, { retry_of: null, schedule_id: scheduleId });
@@ -974,7 +984,7 @@ function decideCommand(draft: Draft, command: Command): Accepted {
           },
         );
       }
-      const agent = requireAgent(draft, command.agent_id);
+      const agent = requireAgentIn(draft, command.agent_id, "agent_id");
       const refusal = unableToTake(draft, agent, task);
       if (refusal !== undefined)
         refuse(refusal.code, refusal.message, { field: "agent_id", ...refusal.details });

@@ -77,6 +77,7 @@ export class Scheduler {
       ...(task.timeout_ms === null ? {} : { timeout_ms: task.timeout_ms }),
       max_attempts: task.max_attempts,
       retry_backoff_ms: task.retry_backoff_ms,
+      award: task.award,
       schedule_id: schedule.id,
       scheduled_for: firing.scheduled_for,
       missed_firings: firing.missed,

@@ -4,7 +4,12 @@ import type { CoordinatorPort } from "../coordinator/port.js";
 import type { Agent, Bid } from "../coordinator/types.js";
 import type { AgentView } from "./schemas.js";
 
-export async function agentView(coordinator: CoordinatorPort, agent: Agent): Promise<AgentView> {
+/** `nowMs`: the time to judge its stream by, read once for a whole list. */
+export async function agentView(
+  coordinator: CoordinatorPort,
+  agent: Agent,
+  nowMs?: number,
+): Promise<AgentView> {
   return {
     id: agent.id,
     name: agent.name,
@@ -17,7 +22,7 @@ export async function agentView(coordinator: CoordinatorPort, agent: Agent): Pro
     stats: await coordinator.agentStats(agent.id),
     runs: { completed: agent.runs_completed, failed: agent.runs_failed, timed_out: agent.runs_timed_out },
     reliability: Math.round(reliability(agent) * 1000) / 1000,
-    stream: streamState(agent, (await coordinator.now()).getTime()),
+    stream: streamState(agent, nowMs ?? (await coordinator.now()).getTime()),
   };
 }
 

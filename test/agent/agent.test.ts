@@ -482,6 +482,32 @@ describe("--exec", () => {
     expect(await typesOf(server, taskId)).toEqual(expect.arrayContaining(["tool.called", "tool.completed"]));
   });
 
+  it("hands the command the results of the tasks it depended on, in a file", async () => {
+    const server = await stack();
+    const worker = agent(server, {
+      handler: execHandler(
+        'if [ -n "$SWARM_TASK_DEPENDENCIES_FILE" ]; then cat "$SWARM_TASK_DEPENDENCIES_FILE"; else printf "x%.0s" $(seq 1 40000); fi',
+        10_000,
+      ),
+    });
+    await worker.start();
+    const big = await postTask(server, { description: "big" });
+    await eventually(
+      () => taskStatus(server, big),
+      (status) => status === "completed",
+    );
+    const after = await postTask(server, { description: "after", depends_on: [big] });
+    await eventually(
+      () => taskStatus(server, after),
+      (status) => status === "completed",
+    );
+    const result = JSON.parse(server.coordinator.getTask(after)?.result ?? "null") as {
+      id: string;
+      result: string;
+    }[];
+    expect(result).toEqual([{ id: big, result: "x".repeat(40_000) }]);
+  });
+
   it("stops the command when the coordinator times the run out", async () => {
     const server = await stack();
     // The command says when it is told to stop: its process group gets SIGTERM.

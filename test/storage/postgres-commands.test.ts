@@ -311,6 +311,38 @@ describe.skipIf(!havePostgres)("the coordinator's commands on PostgreSQL", () =>
     });
   });
 
+  it("reads, within one batch, the tasks that batch ended before: not their stale rows", async () => {
+    await withTwoProcesses(async ({ first }) => {
+      const one = async (command: Command) => {
+        const [outcome] = await first.run([{ command }]);
+        if (!outcome?.ok) throw new Error(`${command.type} refused: ${String(outcome?.error)}`);
+        return outcome.result;
+      };
+      const agent = (await one({ type: "RegisterAgent", name: "runner", max_concurrent: 5 })).agent!.id;
+      const dependency = (await one({ type: "PostTask", description: "d", auction_ms: 60_000 })).task!.id;
+      await one({ type: "SubmitBid", task_id: dependency, agent_id: agent, bid_sats: 1 });
+      await one({ type: "StartTask", task_id: dependency, agent_id: agent });
+      // One batch: the completion, a post on it, and the completion again.
+      const [completed, posted, again] = await first.run([
+        { command: { type: "CompleteTask", task_id: dependency, agent_id: agent } },
+        { command: { type: "PostTask", description: "after", depends_on: [dependency] } },
+        { command: { type: "CompleteTask", task_id: dependency, agent_id: agent } },
+      ]);
+      expect(completed?.ok).toBe(true);
+      expect(posted?.ok && posted.result.task).toMatchObject({ status: "bidding", waiting_on: [] });
+      expect(again?.ok ? "accepted" : (again?.error as { code?: string }).code).toBe("TASK_FINAL");
+      // One batch: two re-runs of one cancelled task; the second is refused.
+      const cancelled = (await one({ type: "PostTask", description: "c" })).task!.id;
+      await one({ type: "CancelTask", task_id: cancelled });
+      const [rerun, twice] = await first.run([
+        { command: { type: "RetryTask", task_id: cancelled } },
+        { command: { type: "RetryTask", task_id: cancelled } },
+      ]);
+      expect(rerun?.ok).toBe(true);
+      expect(twice?.ok ? "accepted" : (twice?.error as { code?: string }).code).toBe("TASK_ALREADY_RETRIED");
+    });
+  });
+
   it("never leaves a dependent waiting on a task that completed while another process posted it", async () => {
     await withTwoProcesses(async ({ first, second }) => {
       const [registered] = await first.run([

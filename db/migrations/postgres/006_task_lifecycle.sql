@@ -25,8 +25,10 @@ ALTER TABLE tasks
 
 -- Tasks from before keep their behaviour: no acknowledgement window (ack_ms NULL), no deadline.
 -- The rounds they lost to vanished agents become their failures, as the old limit counted them.
+-- Only the rows that change: finished history with nothing to carry over is left alone.
 UPDATE tasks SET failures = GREATEST(0, attempt - releases - 1),
-  due_at = CASE WHEN status = 'bidding' THEN auction_closes_at END;
+  due_at = CASE WHEN status = 'bidding' THEN auction_closes_at END
+  WHERE status = 'bidding' OR attempt - releases > 1;
 
 DROP INDEX idx_tasks_due;
 CREATE INDEX idx_tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;

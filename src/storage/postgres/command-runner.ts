@@ -96,6 +96,12 @@ interface BatchContext {
   locked: LockedRows;
   /** What the working set held before the batch: a change to one of these must be locked. */
   loaded: { agents: ReadonlySet<string>; tasks: ReadonlySet<string> };
+  /**
+   * The tasks the batch has ended so far: they have left `state`, and their rows may not be
+   * written yet (PendingWrites), so a later command of the batch reads them here, not stale
+   * from the table.
+   */
+  ended: Map<string, Task>;
 }
 
 interface Decided {
@@ -296,11 +302,11 @@ export class PostgresCommandRunner {
       agents: new Set(records.agents.map((agent) => agent.id)),
       tasks: new Set(records.tasks.map((task) => task.id)),
     };
-    return { client, state, view, now, ledger, locked, loaded };
+    return { client, state, view, now, ledger, locked, loaded, ended: new Map() };
   }
   /** Decide one command against the batch's state; its records and counted reports are checked, not yet written. */
   private async decide(
-    { client, state, view: batchView, now, ledger }: BatchContext,
+    context: BatchContext,
     command: Command,
   ): Promise<{
     decision: Accepted;
@@ -309,14 +315,16 @@ export class PostgresCommandRunner {
     report: Report | undefined;
   }> {
     const { store, rules, newId } = this.options;
+    const { client, state, view: batchView, now, ledger, ended } = context;
+    const read = async (id: string) =>
+      batchView.getTask(id) ?? ended.get(id) ?? (await store.getTask(id, client));
     const taskId = "task_id" in command ? command.task_id : undefined;
     // A final task is not in the working set: read it so the core can say why it refuses, and
     // so the dependencies a post (or a re-run) names. Any of them still active was locked.
-    const named =
-      taskId === undefined ? undefined : (batchView.getTask(taskId) ?? (await store.getTask(taskId, client)));
+    const named = taskId === undefined ? undefined : await read(taskId);
     const finals: (Task | undefined)[] = [];
     for (const id of dependenciesRead(command, named))
-      if (batchView.getTask(id) === undefined) finals.push(await store.getTask(id, client));
+      if (batchView.getTask(id) === undefined) finals.push(await read(id));
     const view = withTask(batchView, named, ...finals);
     const decision = decide(view, command, { now, newId, rules });
     if (!decision.ok) throw new SwarmError(decision.code, decision.message, decision.details);
@@ -347,6 +355,8 @@ export class PostgresCommandRunner {
     // Only once every row of it is kept: a refused extra takes back nothing counted.
     if (report !== undefined) context.ledger.add(report);
     context.state.apply(decision.changes);
+    for (const task of decision.changes.tasks)
+      if (context.state.getTask(task.id) === undefined) context.ended.set(task.id, task);
     return { subject, prepared };
   }
 

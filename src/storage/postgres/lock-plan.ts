@@ -83,7 +83,9 @@ const SQL = {
     "OR (a.status = 'offline' AND (a.grace_until IS NULL OR a.grace_until <= $2) AND EXISTS (" +
     "SELECT 1 FROM tasks t WHERE t.assigned_agent = a.id AND t.status IN ('assigned', 'running'))))",
   claimTasks: "SELECT id FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
-  dependents: "SELECT id FROM tasks WHERE status = 'waiting' AND waiting_on::jsonb ?| $1::text[]",
+  dependents:
+    "SELECT t.id, d.dependency FROM tasks t, jsonb_array_elements_text(t.waiting_on::jsonb) AS d(dependency) " +
+    "WHERE t.status = 'waiting' AND t.waiting_on::jsonb ?| $1::text[] AND d.dependency = ANY($1::text[])",
   dependenciesOf: "SELECT depends_on FROM tasks WHERE id = $1",
   claimAgents: "SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
 } as const;
@@ -100,16 +102,46 @@ async function heldBy(client: pg.ClientBase, agentIds: readonly string[]): Promi
   return held;
 }
 
-/** The waiting tasks that wait, directly or through others, on any of `taskIds`. */
-async function dependentsOf(client: pg.ClientBase, taskIds: Iterable<string>): Promise<Set<string>> {
-  const found = new Set<string>();
+/**
+ * The waiting tasks that wait, directly or through others, on any of `taskIds`: each task's
+ * dependents, all the way down (a task that ends may cancel a chain).
+ */
+async function dependencyGraph(
+  client: pg.ClientBase,
+  taskIds: Iterable<string>,
+): Promise<Map<string, string[]>> {
+  const graph = new Map<string, string[]>();
   let frontier = [...new Set(taskIds)];
   while (frontier.length > 0) {
-    const next = (await ids(client, SQL.dependents, [frontier])).filter((id) => !found.has(id));
-    for (const id of next) found.add(id);
-    frontier = next;
+    const rows = (await client.query<{ id: string; dependency: string }>(SQL.dependents, [frontier])).rows;
+    const next: string[] = [];
+    for (const { id, dependency } of rows) {
+      graph.set(dependency, [...(graph.get(dependency) ?? []), id]);
+      if (!graph.has(id)) next.push(id);
+    }
+    for (const id of frontier) if (!graph.has(id)) graph.set(id, []);
+    frontier = [...new Set(next)].filter((id) => !graph.has(id));
+  }
+  return graph;
+}
+
+/** Every task reachable from `roots` in `graph`, the roots left out. */
+function downstream(graph: ReadonlyMap<string, readonly string[]>, roots: Iterable<string>): Set<string> {
+  const found = new Set<string>();
+  const stack = [...roots];
+  for (let id = stack.pop(); id !== undefined; id = stack.pop()) {
+    for (const dependent of graph.get(id) ?? []) {
+      if (found.has(dependent)) continue;
+      found.add(dependent);
+      stack.push(dependent);
+    }
   }
   return found;
+}
+
+async function dependentsOf(client: pg.ClientBase, taskIds: Iterable<string>): Promise<Set<string>> {
+  const roots = [...taskIds];
+  return downstream(await dependencyGraph(client, roots), roots);
 }
 
 /** The dependents of `tasks` that are not locked: what a plan missed, once its locks are held. */
@@ -203,19 +235,30 @@ export async function claimTick(
   const wanted = [...heldBefore.values()].flat();
   const claimedHeld = new Set(wanted.length === 0 ? [] : await ids(client, SQL.claimTasks, [wanted]));
   for (const id of claimedHeld) tasks.add(id);
-  // What the claimed steps may end has dependents: waited for, like the bidders below.
-  const dependents = [...(await dependentsOf(client, tasks)), ...hints.tasks].filter((id) => !tasks.has(id));
-  if (dependents.length > 0) for (const id of await ids(client, SQL.lockTasks, [dependents])) tasks.add(id);
+  // What the claimed steps may end has dependents. They are claimed like the rest (SKIP LOCKED:
+  // a command ending one of them locks it before the task it waits on, so waiting here could
+  // close a cycle); a claimed task whose dependents are not all ours is left for the next Tick.
+  const graph = await dependencyGraph(client, tasks);
+  const wantedDependents = [...downstream(graph, tasks), ...hints.tasks].filter((id) => !tasks.has(id));
+  if (wantedDependents.length > 0) {
+    for (const id of await ids(client, SQL.claimTasks, [wantedDependents])) tasks.add(id);
+    for (const id of [...tasks])
+      if ([...downstream(graph, [id])].some((dependent) => !tasks.has(dependent))) tasks.delete(id);
+  }
+  // A dependent posted between the read and the claims is a missed row: tried again with it.
   const missedDependents = await unlockedDependents(client, tasks);
   if (missedDependents.length > 0) throw new PlanMissed(missedDependents, []);
   // An agent whose tasks someone else holds now is left for the next Tick.
   const candidates = silent.filter((id) => (heldBefore.get(id) ?? []).every((task) => claimedHeld.has(task)));
 
-  // The agents a due step may hand the task to (its round's bidders) or take it from (its holder).
+  // The agents a due step may hand the task to (its round's bidders) or take it from (its
+  // holder), and those an earlier try found it reaching.
+  const stepping = [...tasks];
   const bidders = [
     ...new Set([
-      ...(await biddersOf(client, due)),
-      ...(due.length === 0 ? [] : await ids(client, SQL.holders, [due])),
+      ...(await biddersOf(client, stepping)),
+      ...(stepping.length === 0 ? [] : await ids(client, SQL.holders, [stepping])),
+      ...hints.agents,
     ]),
   ];
   const agents = new Set(bidders.length === 0 ? [] : await ids(client, SQL.lockAgents, [bidders]));

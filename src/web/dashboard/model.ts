@@ -336,21 +336,23 @@ export class DashboardModel {
       after: options.after,
       limit: options.limit ?? PAGE_SIZE,
     });
+    const nowMs = (await this.coordinator.now()).getTime(); // once for the page
     return {
       agents: await Promise.all(
-        page.agents.map((agent) => this.agentRow(agent, options.includeStats ?? false)),
+        page.agents.map((agent) => this.agentRow(agent, options.includeStats ?? false, nowMs)),
       ),
       next_cursor: page.next_cursor === null ? null : boardCursorText(page.next_cursor),
     };
   }
 
-  async agentRow(agent: Agent, includeStats = true) {
+  /** `nowMs`: the time to judge its stream by, read once for a whole list. */
+  async agentRow(agent: Agent, includeStats = true, nowMs?: number) {
+    const at = nowMs ?? (await this.coordinator.now()).getTime();
     return {
       ...agent,
       stats: includeStats ? await this.coordinator.agentStats(agent.id) : null,
       // A zombie: online by its heartbeats, its stream gone; auctions do not wait for it.
-      zombie:
-        agent.status !== "offline" && streamState(agent, (await this.coordinator.now()).getTime()) === "lost",
+      zombie: agent.status !== "offline" && streamState(agent, at) === "lost",
       reliability: Math.round(reliability(agent) * 100),
     };
   }

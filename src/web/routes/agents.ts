@@ -74,8 +74,9 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         limit: limit ?? 50,
         after: cursor === undefined ? undefined : Number(cursor),
       });
+      const nowMs = (await coordinator.now()).getTime(); // once for the page
       return {
-        agents: await Promise.all(page.agents.map((agent) => agentView(coordinator, agent))),
+        agents: await Promise.all(page.agents.map((agent) => agentView(coordinator, agent, nowMs))),
         next_cursor: page.next_cursor,
       };
     },

@@ -107,7 +107,8 @@ export const opsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           "Agents by status (`online` is idle plus busy; `left` have deregistered and are not counted " +
           "elsewhere), tasks by status, the open auctions, the newest seq, the storage engine and this replica. " +
-          "Every number is read from counters kept as the swarm changes, so the answer costs the same at any size.",
+          "Tasks are counted from counters kept as the swarm changes (the same cost at any size); agents from the " +
+          "agent rows (in memory on SQLite, one read of the agents table on PostgreSQL).",
         response: {
           200: Type.Object({
             storage: StorageEngineSchema,
