@@ -151,7 +151,8 @@ class Draft {
     const before = this.task(task.id);
     if (before?.assigned_agent) this.touch(before.assigned_agent);
     if (task.assigned_agent) this.touch(task.assigned_agent);
-    const written = { ...task, due_at: dueAt(task) };
+    const due = dueAt(task);
+    const written = task.due_at === due ? task : { ...task, due_at: due };
     this.tasks.set(task.id, written);
     // Its dependents learn of its end before the decision is handed back (settleDependents).
     if (isFinal(written) && (before === undefined || !isFinal(before))) this.ended.push(written);
@@ -163,12 +164,12 @@ class Draft {
 
   /** Waiting tasks still waiting on `taskId`, as this decision leaves them. */
   dependentsOf(taskId: string): Task[] {
-    const result = new Map<string, Task>();
-    for (const task of this.state.dependentsOf(taskId)) result.set(task.id, this.task(task.id) ?? task);
-    for (const task of this.tasks.values()) result.set(task.id, task);
-    return [...result.values()].filter(
-      (task) => task.status === "waiting" && task.waiting_on.includes(taskId),
-    );
+    const found: Task[] = [];
+    for (const task of this.state.dependentsOf(taskId))
+      if (!this.tasks.has(task.id) && task.waiting_on.includes(taskId)) found.push(task);
+    for (const task of this.tasks.values())
+      if (task.status === "waiting" && task.waiting_on.includes(taskId)) found.push(task);
+    return found;
   }
 
   putBid(bid: Bid): void {
@@ -387,11 +388,24 @@ function canWin(draft: Draft, bid: Bid, task: Task): boolean {
  * out.
  */
 function awardOrder(draft: Draft, task: Task, bids: readonly Bid[]): Bid[] {
-  const failedBefore = (bid: Bid) => (task.failed_agents.includes(bid.agent_id) ? 1 : 0);
-  const price = (bid: Bid) => (task.award === "best_value" ? bidScore(draft, bid) : bid.bid_sats);
-  return bids
+  // Today's rule on a first attempt, the common case: by price alone, without the extra keys.
+  if (task.award === "lowest" && task.failed_agents.length === 0 && task.declined_agents.length === 0)
+    return [...bids].sort(byPriceThenOrder);
+  const keyed = bids
     .filter((bid) => !task.declined_agents.includes(bid.agent_id))
-    .sort((a, b) => failedBefore(a) - failedBefore(b) || price(a) - price(b) || a.bid_order - b.bid_order);
+    .map((bid) => ({
+      bid,
+      failedBefore: task.failed_agents.includes(bid.agent_id) ? 1 : 0,
+      price: task.award === "best_value" ? bidScore(draft, bid) : bid.bid_sats,
+    }));
+  keyed.sort(
+    (a, b) => a.failedBefore - b.failedBefore || a.price - b.price || a.bid.bid_order - b.bid.bid_order,
+  );
+  return keyed.map((entry) => entry.bid);
+}
+
+function byPriceThenOrder(a: Bid, b: Bid): number {
+  return a.bid_sats - b.bid_sats || a.bid_order - b.bid_order;
 }
 
 /**
@@ -426,7 +440,10 @@ const round3 = (value: number) => Math.round(value * 1000) / 1000;
 function countRun(draft: Draft, agentId: string | null, outcome: "completed" | "failed" | "timed_out"): void {
   const agent = agentId === null ? undefined : draft.agent(agentId);
   if (agent === undefined) return;
-  draft.putAgent({ ...agent, [`runs_${outcome}`]: agent[`runs_${outcome}`] + 1 });
+  // Spelled out: a computed key would build each agent record the slow way, on the hot path.
+  if (outcome === "completed") draft.putAgent({ ...agent, runs_completed: agent.runs_completed + 1 });
+  else if (outcome === "failed") draft.putAgent({ ...agent, runs_failed: agent.runs_failed + 1 });
+  else draft.putAgent({ ...agent, runs_timed_out: agent.runs_timed_out + 1 });
 }
 
 function award(
@@ -762,8 +779,6 @@ export function checkTaskSpec(
 }
 
 function taskSpec(command: TaskBody, rules: DecisionContext["rules"]): TaskSpec {
-  const optional = (field: keyof TaskSpec, value: unknown, min: number, max: number) =>
-    value === undefined ? undefined : checkInteger(field, value, min, max);
   return {
     description: checkText("description", command.description, rules.maxDescriptionLength),
     required_capabilities: checkCapabilities("required_capabilities", command.required_capabilities),
@@ -787,6 +802,11 @@ function checkAward(value: unknown): AwardRule {
   return value as AwardRule;
 }
 
+/** An optional integer field: undefined when absent, else checked. */
+function optional(field: string, value: unknown, min: number, max: number): number | undefined {
+  return value === undefined ? undefined : checkInteger(field, value, min, max);
+}
+
 function checkDependencies(value: unknown): string[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) invalid("depends_on", "must be an array of task ids");
@@ -804,6 +824,7 @@ function checkDependencies(value: unknown): string[] {
  * cannot be posted: a task may depend only on tasks that exist, and nothing yet depends on it.
  */
 function pendingDependencies(draft: Draft, dependsOn: readonly string[]): string[] {
+  if (dependsOn.length === 0) return [];
   return dependsOn.filter((id, index) => {
     const field = `depends_on[${index}]`;
     const dependency = draft.task(id);
