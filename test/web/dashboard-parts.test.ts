@@ -105,6 +105,41 @@ describe("dashboard text", () => {
     expect(describeEvent({ ...base, event_type: "task.assigned", data: { bid_sats: 7 } }, names)).toBe(
       "assigned to alpha for 7 sats",
     );
+    // The lifecycle's events say what happened in words, with why under best_value.
+    expect(
+      describeEvent(
+        {
+          ...base,
+          event_type: "auction.closed",
+          data: {
+            bids: 2,
+            winner: "a1",
+            reason: "all bids in",
+            award: "best_value",
+            scores: [
+              { agent_id: "a1", bid_sats: 100, reliability: 0.933, score: 107.143 },
+              { agent_id: "zzzz-unknown-agent", bid_sats: 60, reliability: 0.462, score: 130 },
+            ],
+          },
+        },
+        names,
+      ),
+    ).toBe(
+      "2 bid(s), won by alpha (all bids in); best value: alpha 100 sats ÷ 0.933 = 107.143, zzzz-…-agent 60 sats ÷ 0.462 = 130",
+    );
+    expect(
+      describeEvent(
+        {
+          ...base,
+          event_type: "task.award_expired",
+          data: { ack_ms: 2000, expired_agent: "a1", next_agent: null },
+        },
+        names,
+      ),
+    ).toBe("alpha did not start within 2000 ms; no bid left, auctioned again");
+    expect(describeEvent({ ...base, event_type: "task.timed_out", data: { timeout_ms: 500 } }, names)).toBe(
+      "timed out after 500 ms on alpha",
+    );
     expect(
       describeEvent(
         { ...base, event_type: "task.released", data: { reason: "stopping", attempt: 1 } },

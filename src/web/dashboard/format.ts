@@ -79,9 +79,21 @@ export function describeEvent(event: StoredEvent, names: AgentNames): string {
       return `${agent} bid ${sats(field(event, "bid_sats"))}`;
     case "auction.closed": {
       const winner = field(event, "winner");
+      // Under best_value, why the winner won: each bid's price over its bidder's reliability.
+      const scores = field(event, "scores");
+      const scored = Array.isArray(scores)
+        ? `; best value: ${scores
+            .slice(0, 5)
+            .map((entry) => {
+              const { agent_id, bid_sats, reliability, score } = (entry ?? {}) as Record<string, unknown>;
+              const who = typeof agent_id === "string" ? (names.get(agent_id) ?? shortId(agent_id)) : "?";
+              return `${who} ${text(bid_sats)} sats ÷ ${text(reliability)} = ${text(score)}`;
+            })
+            .join(", ")}`
+        : "";
       return `${text(field(event, "bids"))} bid(s), ${
         typeof winner === "string" ? `won by ${names.get(winner) ?? shortId(winner)}` : "no winner"
-      } (${text(field(event, "reason"))})`;
+      } (${text(field(event, "reason"))})${scored}`;
     }
     case "task.assigned": {
       const price = field(event, "bid_sats");
