@@ -62,6 +62,10 @@ export class SqliteServerStore implements ServerStorePort {
   constructor(private readonly eventLog: SqliteEventLog) {
     const db = (this.db = eventLog.db);
     this.statements = {
+      // Prepared once: the scheduler asks for due schedules four times a second.
+      dueSchedules: db.prepare<[string, number], ScheduleRow>(SQL.dueSchedules),
+      scheduleById: db.prepare<[string], ScheduleRow>(SQL.scheduleById),
+      allSchedules: db.prepare<[], ScheduleRow>(SQL.allSchedules),
       tokenAgent: db
         .prepare<[string], string>("SELECT agent_id FROM agent_tokens WHERE token_hash = ?")
         .pluck(),
@@ -171,16 +175,16 @@ export class SqliteServerStore implements ServerStorePort {
   }
 
   getSchedule(id: string): Schedule | undefined {
-    const row = this.db.prepare<[string], ScheduleRow>(SQL.scheduleById).get(id);
+    const row = this.statements.scheduleById.get(id);
     return row === undefined ? undefined : toSchedule(row);
   }
 
   listSchedules(): Schedule[] {
-    return this.db.prepare<[], ScheduleRow>(SQL.allSchedules).all().map(toSchedule);
+    return this.statements.allSchedules.all().map(toSchedule);
   }
 
   dueSchedules(now: string, limit: number): Schedule[] {
-    return this.db.prepare<[string, number], ScheduleRow>(SQL.dueSchedules).all(now, limit).map(toSchedule);
+    return this.statements.dueSchedules.all(now, limit).map(toSchedule);
   }
 }
 
