@@ -123,9 +123,7 @@ const _everyColumn: Exclude<
 export const TASK_COLUMN_LIST: readonly (keyof Task)[] = [...TASK_FIXED_COLUMNS, ...TASK_CHANGING_COLUMNS];
 export const TASK_COLUMNS = TASK_COLUMN_LIST.join(", ");
 /** The SET clause of a task upsert: every changing column from the row offered. */
-export const TASK_UPSERT_SET = TASK_CHANGING_COLUMNS.map((column) => `${column} = excluded.${column}`).join(
-  ", ",
-);
+export const TASK_UPSERT_SET = upsertSet(TASK_CHANGING_COLUMNS);
 /** What a decision may change in an agent row: what an upsert of an existing agent sets. */
 export const AGENT_CHANGING_COLUMNS = [
   "name",
@@ -149,9 +147,12 @@ const _everyAgentColumn: Exclude<
   : never = true;
 export const AGENT_COLUMN_LIST: readonly (keyof Agent)[] = ["id", "registered_at", ...AGENT_CHANGING_COLUMNS];
 export const AGENT_COLUMNS = AGENT_COLUMN_LIST.join(", ");
-export const AGENT_UPSERT_SET = AGENT_CHANGING_COLUMNS.map((column) => `${column} = excluded.${column}`).join(
-  ", ",
-);
+export const AGENT_UPSERT_SET = upsertSet(AGENT_CHANGING_COLUMNS);
+
+/** An upsert's SET clause: each column taken from the row offered. */
+function upsertSet(columns: readonly string[]): string {
+  return columns.map((column) => `${column} = excluded.${column}`).join(", ");
+}
 export const BID_COLUMNS = "task_id, attempt, agent_id, bid_sats, bid_order, placed_at, outcome";
 
 /** What one chunk of the retention of finished tasks removed. */

@@ -8,6 +8,7 @@ import type pg from "pg";
 import type { EventInput, StoredEvent } from "../../event-log/types.js";
 import { prepareEvent } from "../../event-log/validate.js";
 import type { Schedule } from "../../coordinator/schedules.js";
+import { isSwarmError } from "../../errors.js";
 import {
   firedElsewhere,
   SCHEDULE_COLUMNS,
@@ -74,21 +75,35 @@ export class PostgresServerStore implements ServerStorePort {
     tokenHash: string,
     event: EventInput & { timestamp: string },
   ): Promise<StoredEvent> {
+    return this.writeWithEvent(event, async (client) => {
+      await writeExtra(client, { kind: "revoke_tokens", agent_id: agentId });
+      await writeExtra(client, {
+        kind: "save_token",
+        token_hash: tokenHash,
+        agent_id: agentId,
+        created_at: event.timestamp,
+      });
+    });
+  }
+
+  /**
+   * `write`'s rows and `event` in one transaction, the event announced once committed. A refusal
+   * of the caller's own (a SwarmError) passes through; a failed write is noted as the storage's.
+   */
+  private async writeWithEvent(
+    event: EventInput & { timestamp: string },
+    write: (client: pg.PoolClient) => Promise<void>,
+  ): Promise<StoredEvent> {
     const prepared = prepareEvent(event, new Date(event.timestamp));
     let stored: StoredEvent[] = [];
     try {
       await this.eventLog.whenReady();
       stored = await inTransaction(this.eventLog.pool, async (client) => {
-        await writeExtra(client, { kind: "revoke_tokens", agent_id: agentId });
-        await writeExtra(client, {
-          kind: "save_token",
-          token_hash: tokenHash,
-          agent_id: agentId,
-          created_at: event.timestamp,
-        });
+        await write(client);
         return appendPrepared(client, [prepared]);
       });
     } catch (error) {
+      if (isSwarmError(error)) throw error;
       throw this.eventLog.noteFailure(error);
     }
     await this.eventLog.committed(stored);
@@ -155,47 +170,36 @@ export class PostgresServerStore implements ServerStorePort {
     return row.value;
   }
 
-  async writeSchedule(write: ScheduleWrite, event: EventInput & { timestamp: string }): Promise<StoredEvent> {
-    const prepared = prepareEvent(event, new Date(event.timestamp));
-    let stored: StoredEvent[] = [];
-    try {
-      await this.eventLog.whenReady();
-      stored = await inTransaction(this.eventLog.pool, async (client) => {
-        if (write.kind === "create") {
-          const { schedule } = write;
-          await client.query(
-            `INSERT INTO schedules (${SCHEDULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-            [
-              schedule.id,
-              schedule.cron,
-              schedule.timezone,
-              JSON.stringify(schedule.task),
-              schedule.paused,
-              schedule.next_fire_at,
-              schedule.last_fired_at,
-              schedule.fired,
-              schedule.created_at,
-            ],
-          );
-        } else {
-          const { rowCount } =
-            write.kind === "delete"
-              ? await client.query("DELETE FROM schedules WHERE id = $1", [write.schedule_id])
-              : await client.query("UPDATE schedules SET paused = $1, next_fire_at = $2 WHERE id = $3", [
-                  write.paused,
-                  write.next_fire_at,
-                  write.schedule_id,
-                ]);
-          if (rowCount === 0) throw scheduleNotFound(write.schedule_id);
-        }
-        return appendPrepared(client, [prepared]);
-      });
-    } catch (error) {
-      if (error instanceof Error && "code" in error && error.code === "SCHEDULE_NOT_FOUND") throw error;
-      throw this.eventLog.noteFailure(error);
-    }
-    await this.eventLog.committed(stored);
-    return stored[0] as StoredEvent;
+  writeSchedule(write: ScheduleWrite, event: EventInput & { timestamp: string }): Promise<StoredEvent> {
+    return this.writeWithEvent(event, async (client) => {
+      if (write.kind === "create") {
+        const { schedule } = write;
+        await client.query(
+          `INSERT INTO schedules (${SCHEDULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+          [
+            schedule.id,
+            schedule.cron,
+            schedule.timezone,
+            JSON.stringify(schedule.task),
+            schedule.paused,
+            schedule.next_fire_at,
+            schedule.last_fired_at,
+            schedule.fired,
+            schedule.created_at,
+          ],
+        );
+        return;
+      }
+      const { rowCount } =
+        write.kind === "delete"
+          ? await client.query("DELETE FROM schedules WHERE id = $1", [write.schedule_id])
+          : await client.query("UPDATE schedules SET paused = $1, next_fire_at = $2 WHERE id = $3", [
+              write.paused,
+              write.next_fire_at,
+              write.schedule_id,
+            ]);
+      if (rowCount === 0) throw scheduleNotFound(write.schedule_id);
+    });
   }
 
   async getSchedule(id: string): Promise<Schedule | undefined> {
