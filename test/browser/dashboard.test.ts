@@ -131,9 +131,25 @@ describe.skipIf(!haveBrowser)("dashboard in Chromium", () => {
       await expect.poll(() => page.locator("#timeline").innerText()).toContain("task.completed");
       expect(await page.locator("#tool-calls").innerText()).toContain("web.search");
       expect(await page.locator(".cancel-task").isVisible()).toBe(false);
+      // Completed: neither run again nor assign applies.
+      expect(await page.locator(".retry-task").isVisible()).toBe(false);
+      expect(await page.locator(".assign-task").isVisible()).toBe(false);
       expect(await page.locator(`#task-${taskId} .result`).innerText()).toBe(`done ${XSS}`);
       expect(await page.evaluate(() => (globalThis as { __xss?: number }).__xss)).toBeUndefined();
       await shot(page, "task-completed");
+
+      // In its auction, the task offers assignment and not a re-run; once cancelled, the other
+      // way round, live, as the card changes.
+      const open = (await api<{ task: { id: string } }>(stack, "/api/tasks", { description: "open one" }))
+        .task.id;
+      await page.goto(`${stack.base}/tasks/${open}`);
+      await page.locator("#live-badge.live").waitFor();
+      expect(await page.locator(".assign-task").isVisible()).toBe(true);
+      expect(await page.locator(".retry-task").isVisible()).toBe(false);
+      await api(stack, `/api/tasks/${open}/cancel`, {});
+      await page.locator(`#task-${open}[data-status="cancelled"]`).waitFor();
+      await expect.poll(() => page.locator(".retry-task").isVisible()).toBe(true);
+      expect(await page.locator(".assign-task").isVisible()).toBe(false);
       await page.close();
     },
   );
